@@ -1,0 +1,149 @@
+"""Load a frozen CLIP model by backbone name: OpenAI weights, local files, shipped and random-weight backbones.
+
+Names (``MODEL.BACKBONE.NAME``):
+
+* OpenAI backbones — ``RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px`` —
+  are downloaded from the URLs of the ``clip`` package into the cache directory (``~/.cache/clip``, or
+  ``$CLIP_CACHE_DIR``), checked against the SHA-256 embedded in the URL, and reused. A verified file is recorded
+  in a small ``<file>.verified`` stamp (size + mtime + hash), so it is not re-hashed at every start.
+* ``MODEL.BACKBONE.PATH`` loads a local file instead (TorchScript archive or plain OpenAI-format state dict).
+* Shipped backbones (``MicroViT``) are small CLIPs trained by this project; their files live in ``assets/``.
+* Random-weight backbones (see :mod:`clip_patch.random_backbones`) are for tests and benchmarks only.
+
+Every model comes back in fp32, in eval mode, with ``requires_grad`` off: trainers decide precision and device.
+"""
+import hashlib
+import os
+import os.path as osp
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+
+import torch
+from tqdm import tqdm
+
+with warnings.catch_warnings():  # clip-anytorch imports the deprecated pkg_resources
+    warnings.simplefilter("ignore")
+    import clip
+    from clip.model import build_model
+
+from .random_backbones import RANDOM_BACKBONES, build_random_clip
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHIPPED_BACKBONES = {"MicroViT": osp.join(REPO_ROOT, "assets", "micro_clip", "MicroViT.pt")}
+OPENAI_BACKBONES = dict(clip.clip._MODELS)  # name -> URL whose second-to-last path part is the SHA-256
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """CLIP weights are neither cached nor downloadable (e.g. offline)."""
+
+
+def default_cache_dir():
+    return osp.expanduser(os.environ.get("CLIP_CACHE_DIR", "~/.cache/clip"))
+
+
+def available_backbones():
+    return list(OPENAI_BACKBONES) + list(SHIPPED_BACKBONES) + list(RANDOM_BACKBONES)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stamp(path):
+    st = os.stat(path)
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
+def verify_file(path, expected_sha256):
+    """True if ``path`` hashes to ``expected_sha256``; the result is remembered in ``<path>.verified``."""
+    stamp_path = path + ".verified"
+    if osp.isfile(stamp_path):
+        with open(stamp_path) as f:
+            if f.read().strip() == f"{_stamp(path)} {expected_sha256}":
+                return True
+    if _sha256(path) != expected_sha256:
+        return False
+    with open(stamp_path, "w") as f:
+        f.write(f"{_stamp(path)} {expected_sha256}\n")
+    return True
+
+
+def _offline_message(name, url, target):
+    return (
+        f"CLIP weights for backbone '{name}' are not available: {target} does not exist and downloading it "
+        f"failed.\n  URL: {url}\n  Fix: download that file on a machine with internet access and copy it to "
+        f"{target} (or to $CLIP_CACHE_DIR), or point MODEL.BACKBONE.PATH at a local copy."
+    )
+
+
+def download_weights(name, cache_dir=None):
+    """Return the local path of an OpenAI backbone's weights, downloading and verifying them if needed."""
+    url = OPENAI_BACKBONES[name]
+    expected = url.split("/")[-2]
+    cache_dir = cache_dir or default_cache_dir()
+    target = osp.join(cache_dir, osp.basename(url))
+    if osp.isfile(target):
+        if verify_file(target, expected):
+            return target
+        warnings.warn(f"{target} exists but its SHA-256 does not match; downloading it again")
+    os.makedirs(cache_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as source:
+            total = int(source.headers.get("Content-Length", 0)) or None
+            with tqdm(total=total, unit="iB", unit_scale=True, desc=f"CLIP {name}") as bar:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        os.remove(tmp)
+        raise WeightsNotFoundError(_offline_message(name, url, target) + f"\n  Cause: {err}") from err
+    if not verify_file(tmp, expected):
+        os.remove(tmp)
+        raise RuntimeError(f"Downloaded {url} but its SHA-256 does not match {expected}; try again.")
+    os.replace(tmp, target)
+    os.replace(tmp + ".verified", target + ".verified")
+    return target
+
+
+def read_state_dict(path):
+    """OpenAI-format state dict from a TorchScript archive (OpenAI's release format) or a plain saved dict."""
+    if not osp.isfile(path):
+        raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
+    try:
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    except RuntimeError:  # not a TorchScript archive
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return state.get("state_dict", state)
+
+
+def load_clip(name, path="", cache_dir=None):
+    """Frozen fp32 CLIP (``clip.model.CLIP``) for ``name``, or from ``path`` when given."""
+    if path:
+        if not osp.isfile(path):
+            raise WeightsNotFoundError(
+                f"MODEL.BACKBONE.PATH points to {path}, which does not exist. Fix the path, or set it to '' to "
+                f"load backbone '{name}' by name."
+            )
+        model = build_model(read_state_dict(path))
+    elif name in RANDOM_BACKBONES:
+        model = build_random_clip(name)
+    elif name in SHIPPED_BACKBONES:
+        model = build_model(read_state_dict(SHIPPED_BACKBONES[name]))
+    elif name in OPENAI_BACKBONES:
+        model = build_model(read_state_dict(download_weights(name, cache_dir)))
+    else:
+        raise ValueError(
+            f"Unknown CLIP backbone '{name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
+            f"or set MODEL.BACKBONE.PATH to a local weights file."
+        )
+    model = model.float().eval()
+    model.requires_grad_(False)
+    return model

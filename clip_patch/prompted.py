@@ -1,0 +1,253 @@
+"""One prompt-capable forward pass for CLIP's frozen text and vision transformers.
+
+Every prompt method configures the same mechanism; nothing here knows which method is running.
+
+* Shallow prompts are part of the input sequence: text prompts are already inside the token embeddings the method
+  builds (positions ``1..1+b``); vision prompts are appended after ``[CLS, patches] + positional embedding``.
+* Deep prompts: before layer ``l >= 1`` runs, the method's ``DeepPrompts.replace(l, probe)`` may return new values for
+  the prompt slots (``[b, D]`` shared by the batch or ``[B, b, D]`` per sequence), or None to leave them as the
+  previous layer produced them. ``probe`` gives the head-averaged attention probabilities that chosen queries of
+  layer ``l`` pay to the slot keys, computed on the layer's incoming tokens — what BMIP's gates read.
+
+Two implementations of a layer, equal up to float rounding (tests compare them):
+
+* fast (default): one LayerNorm + Q/K/V projection of the incoming tokens; if the slots are replaced, only the ``b``
+  slot tokens are projected again; attention runs in ``F.scaled_dot_product_attention``. The probe computes only the
+  softmax rows it is asked for, from the Q/K already at hand, and nothing when it is not asked.
+* straightforward: the released code's computation — ``nn.MultiheadAttention`` with ``need_weights=True`` on the
+  incoming tokens to read the gate, then CLIP's own block on the replaced tokens (attention computed twice).
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+@dataclass
+class DeepPrompts:
+    """Where a sequence's prompt slots are, and what a method puts into them at each deep layer."""
+
+    slots: slice  # positions of the b prompt tokens in the sequence
+    replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
+
+
+class AttentionProbe:
+    """Attention that queries of one layer pay to the prompt-slot keys, on the layer's incoming tokens."""
+
+    def __init__(self, slots):
+        self.slots = slots
+
+    def to_slots(self, rows):
+        """Head-averaged softmax probabilities at the slot columns, averaged over query ``rows``.
+
+        ``rows``: a slice (the same query rows for every sequence) or a LongTensor [B] (one query row per sequence).
+        Returns [B, b]. The caller decides whether to detach.
+        """
+        raise NotImplementedError
+
+
+class _FastProbe(AttentionProbe):
+    """Reads the probabilities from the layer's own Q/K, projected once on first use and kept for the layer."""
+
+    def __init__(self, slots, block, x, attn_mask):
+        super().__init__(slots)
+        self.block, self.x, self.attn_mask = block, x, attn_mask  # x: [B, N, D]; mask: [N, N] | None
+        self.qkv = None  # 3 x [B, H, N, hd], filled on first use
+
+    def to_slots(self, rows):
+        if self.qkv is None:
+            self.qkv = _qkv(self.block, self.block.ln_1(self.x))
+        q, k, _ = self.qkv
+        if isinstance(rows, slice):
+            q = q[:, :, rows]  # [B, H, R, hd]
+            mask = None if self.attn_mask is None else self.attn_mask[rows]  # [R, N]
+        else:
+            batch = torch.arange(q.shape[0], device=q.device)
+            q = q[batch, :, rows].unsqueeze(2)  # [B, H, 1, hd]
+            mask = None if self.attn_mask is None else self.attn_mask[rows].unsqueeze(1).unsqueeze(1)  # [B,1,1,N]
+        logits = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5  # [B, H, R, N]
+        if mask is not None:
+            logits = logits + mask
+        probs = logits.float().softmax(dim=-1)[..., self.slots]  # [B, H, R, b]
+        return probs.mean(dim=(1, 2))  # [B, b]
+
+
+class _NaiveProbe(AttentionProbe):
+    def __init__(self, slots, block, x):
+        super().__init__(slots)
+        self.block, self.x = block, x  # x: [B, N, D]
+
+    def to_slots(self, rows):
+        h = self.block.ln_1(self.x).transpose(0, 1)  # [N, B, D]
+        mask = _block_mask(self.block, h.shape[0], h)
+        _, weights = self.block.attn(h, h, h, need_weights=True, average_attn_weights=True, attn_mask=mask)
+        weights = weights.float()  # [B, N, N], averaged over heads
+        if isinstance(rows, slice):
+            return weights[:, rows, self.slots].mean(dim=1)  # [B, b]
+        batch = torch.arange(weights.shape[0], device=weights.device)
+        return weights[batch, rows][:, self.slots]  # [B, b]
+
+
+def _block_mask(block, n_tokens, like):
+    """CLIP's additive causal mask cropped to the (possibly truncated) sequence, or None (vision)."""
+    if block.attn_mask is None:
+        return None
+    return block.attn_mask[:n_tokens, :n_tokens].to(dtype=like.dtype, device=like.device)
+
+
+def _qkv(block, h):
+    """[B, N, D] -> q, k, v each [B, H, N, D/H] with the block's own projection."""
+    B, N, D = h.shape
+    H = block.attn.num_heads
+    qkv = F.linear(h, block.attn.in_proj_weight, block.attn.in_proj_bias)  # [B, N, 3D]
+    return qkv.view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _with_slots(x, slots, values):
+    """x [B, N, D] with positions ``slots`` set to values ([b, D] or [B, b, D]); out of place (autograd-safe)."""
+    values = values.to(x.dtype).expand(x.shape[0], -1, -1)  # [B, b, D]
+    return torch.cat([x[:, : slots.start], values, x[:, slots.stop:]], dim=1)
+
+
+def fast_block(block, x, deep, layer):
+    """One CLIP ResidualAttentionBlock on x [B, N, D], replacing prompt slots first if ``deep`` says so."""
+    mask = _block_mask(block, x.shape[1], x)
+    qkv = None
+    if deep is not None:
+        probe = _FastProbe(deep.slots, block, x, mask)
+        values = deep.replace(layer, probe)
+        if values is not None:
+            x = _with_slots(x, deep.slots, values)
+            if probe.qkv is not None:  # reuse the projections of every token that did not change
+                s = deep.slots
+                fresh = _qkv(block, block.ln_1(x[:, s]))  # 3 x [B, H, b, hd]
+                qkv = [torch.cat([old[:, :, : s.start], new, old[:, :, s.stop:]], dim=2)
+                       for old, new in zip(probe.qkv, fresh)]
+        else:
+            qkv = probe.qkv
+    if qkv is None:
+        qkv = _qkv(block, block.ln_1(x))
+    q, k, v = qkv  # [B, H, N, hd]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N, hd]
+    out = out.transpose(1, 2).flatten(2)  # [B, N, D]
+    x = x + block.attn.out_proj(out)
+    return x + block.mlp(block.ln_2(x))
+
+
+def naive_block(block, x, deep, layer):
+    """The straightforward computation: attention weights read on the incoming tokens, then CLIP's own block."""
+    if deep is not None:
+        values = deep.replace(layer, _NaiveProbe(deep.slots, block, x))
+        if values is not None:
+            x = _with_slots(x, deep.slots, values)
+    h = x.transpose(0, 1)  # [N, B, D]
+    mask = _block_mask(block, h.shape[0], h)
+    h = h + block.attn(block.ln_1(h), block.ln_1(h), block.ln_1(h), need_weights=True, attn_mask=mask)[0]
+    h = h + block.mlp(block.ln_2(h))
+    return h.transpose(0, 1)
+
+
+def run_blocks(blocks, x, deep=None, straightforward=False):
+    """Run CLIP resblocks on x [B, N, D]; deep prompts may replace slots before every layer l >= 1."""
+    layer_fn = naive_block if straightforward else fast_block
+    for layer, block in enumerate(blocks):
+        x = layer_fn(block, x, deep if layer > 0 else None, layer)
+    return x
+
+
+class PromptedTextEncoder(nn.Module):
+    """CLIP's text transformer on prompt embeddings; returns text features [n, E].
+
+    The fast path runs only the first max(EOT)+1 positions: under the causal mask the later tokens never reach the
+    EOT output, so the features are identical.
+    """
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.blocks = clip_model.transformer.resblocks
+        self.positional_embedding = clip_model.positional_embedding
+        self.ln_final = clip_model.ln_final
+        self.text_projection = clip_model.text_projection
+        self.token_embedding = clip_model.token_embedding
+        self.width = clip_model.transformer.width
+        self.num_layers = len(self.blocks)
+
+    @property
+    def dtype(self):
+        return self.text_projection.dtype
+
+    def embed(self, tokens):
+        """Token embeddings [n, L, D] of tokenized text [n, L] (no positional embedding)."""
+        return self.token_embedding(tokens).to(self.dtype)
+
+    def forward(self, embeddings, tokens, deep=None, straightforward=False):
+        """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]."""
+        eot = tokens.argmax(dim=-1)  # [n]
+        x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
+        if not straightforward:
+            x = x[:, : int(eot.max()) + 1]
+        x = run_blocks(self.blocks, x, deep, straightforward)
+        x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # [n, D]
+        return x @ self.text_projection  # [n, E]
+
+
+def require_vit(clip_model, method="This method"):
+    """Raise a clear error unless the CLIP image encoder is a ViT (visual prompts need transformer tokens)."""
+    if not hasattr(clip_model.visual, "transformer"):
+        raise ValueError(
+            f"{method} puts prompts into the image encoder, which needs a ViT backbone, but this CLIP backbone is a "
+            f"ResNet. Use a ViT backbone (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a text-prompt method "
+            f"(CoOp, CoCoOp, ZeroshotCLIP)."
+        )
+
+
+class PromptedImageEncoder(nn.Module):
+    """CLIP's vision transformer with optional shallow prompts appended after the patches and deep prompts."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        require_vit(clip_model, "PromptedImageEncoder")
+        visual = clip_model.visual
+        self.visual = visual
+        self.width = visual.transformer.width
+        self.num_layers = len(visual.transformer.resblocks)
+        self.num_patch_tokens = visual.positional_embedding.shape[0]  # CLS + patches
+
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def forward(self, image, shallow=None, deep=None, straightforward=False):
+        """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None -> features [B, E]."""
+        v = self.visual
+        x = v.conv1(image.to(self.dtype))  # [B, D, g, g]
+        x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # [B, 1+g*g, D]
+        if shallow is not None:
+            x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)  # [B, 1+g*g+b, D]
+        x = v.ln_pre(x)
+        x = run_blocks(v.transformer.resblocks, x, deep, straightforward)
+        x = v.ln_post(x[:, 0])  # [B, D]
+        return x @ v.proj  # [B, E]
+
+
+class ResNetImageEncoder(nn.Module):
+    """CLIP's ResNet image encoder, as it is; it takes no prompts."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.visual = clip_model.visual
+
+    def forward(self, image, shallow=None, deep=None, straightforward=False):
+        if shallow is not None or deep is not None:
+            raise ValueError("Visual prompts need a ViT backbone; this CLIP image encoder is a ResNet.")
+        return self.visual(image.to(self.visual.conv1.weight.dtype))  # [B, E]
+
+
+def image_encoder_for(clip_model):
+    """The prompt-capable ViT encoder, or the plain ResNet encoder for text-prompt methods."""
+    if hasattr(clip_model.visual, "transformer"):
+        return PromptedImageEncoder(clip_model)
+    return ResNetImageEncoder(clip_model)

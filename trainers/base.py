@@ -1,0 +1,195 @@
+"""What every CLIP prompt method shares: the model around a prompt learner, and the trainer around the model.
+
+A method supplies a *prompt learner*: an ``nn.Module`` holding every trainable tensor of the method (and no frozen
+CLIP weight), with two methods
+
+* ``text_inputs(straightforward) -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
+* ``vision_inputs(straightforward) -> (shallow [b, D_v] | None, DeepPrompts | None)``
+
+(``straightforward`` asks for the released code's computation where a method has a cheaper exact one.)
+
+:class:`PromptedCLIP` runs the frozen encoders of :mod:`clip_patch` with those inputs, and :class:`CLIPPromptTrainer`
+registers the learner (only it is trained and saved) under the method's checkpoint folder name.
+"""
+import contextlib
+import os.path as osp
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from clip_patch import PRECISIONS, Precision, PromptedTextEncoder, image_encoder_for, load_clip
+from dassl.config import register_config
+from dassl.engine import TrainerX
+from dassl.metrics import compute_accuracy
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import load_checkpoint
+
+# Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
+CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+
+
+@register_config
+def add_clip_config(cfg):
+    cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file; "" = load MODEL.BACKBONE.NAME (download/cache/shipped)
+    cfg.MODEL.INIT_SEED = -1  # >= 0: seed only the prompt-learner initialisation with it; -1: use the run's SEED
+    cfg.MODEL.STRAIGHTFORWARD = False  # True: released-code computation (no EOT cut, no text cache, attention twice)
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP encoders driven by a prompt learner; ``forward(image) -> logits [B, n_cls]``.
+
+    Text features do not depend on the image, so with gradients disabled (evaluation) they are computed once and
+    reused until a learner parameter changes (an optimizer step or a loaded checkpoint bumps its version).
+    """
+
+    def __init__(self, clip_model, prompt_learner, straightforward=False):
+        super().__init__()
+        self.prompt_learner = prompt_learner
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.image_encoder = image_encoder_for(clip_model)
+        self.logit_scale = clip_model.logit_scale
+        self.straightforward = straightforward
+        self._text_cache = None  # (key, features [n_cls, E])
+
+    def _cache_key(self):
+        return tuple((p.data_ptr(), p._version) for p in self.prompt_learner.parameters())
+
+    def text_features(self):
+        """L2-normalised class text features [n_cls, E]."""
+        cacheable = not torch.is_grad_enabled() and not self.straightforward
+        if cacheable and self._text_cache is not None and self._text_cache[0] == self._cache_key():
+            return self._text_cache[1]
+        embeddings, tokens, deep = self.prompt_learner.text_inputs(self.straightforward)
+        features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
+        features = features / features.norm(dim=-1, keepdim=True)
+        self._text_cache = (self._cache_key(), features) if cacheable else None
+        return features
+
+    def image_features(self, image):
+        shallow, deep = self.prompt_learner.vision_inputs(self.straightforward)
+        features = self.image_encoder(image, shallow, deep, self.straightforward)  # [B, E]
+        return features / features.norm(dim=-1, keepdim=True)
+
+    def forward(self, image):
+        image_features = self.image_features(image)  # [B, E]
+        text_features = self.text_features()  # [n_cls, E]
+        return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+
+
+class CLIPPromptTrainer(TrainerX):
+    """Template for CLIP prompt methods. Subclasses set ``CFG_NODE`` / ``CHECKPOINT_NAME`` and build the learner."""
+
+    CFG_NODE = "COOP"  # cfg.TRAINER.<CFG_NODE> holds PREC and the method's keys
+    CHECKPOINT_NAME = "prompt_learner"  # folder of the learner's checkpoints (the ecosystem's name)
+
+    @property
+    def method_cfg(self):
+        return self.cfg.TRAINER[self.CFG_NODE]
+
+    def check_cfg(self, cfg):
+        prec = cfg.TRAINER[self.CFG_NODE].PREC
+        if prec not in PRECISIONS:
+            raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
+
+    # -- the parts a method provides -------------------------------------------------------------------------
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        raise NotImplementedError
+
+    def build_clip_model(self, clip_model, learner):
+        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+
+    def convert_checkpoint(self, state_dict):
+        """Map a checkpoint of another codebase onto this learner's keys (identity by default)."""
+        return state_dict
+
+    # -- the shared machinery ------------------------------------------------------------------------------------
+    def load_frozen_clip(self):
+        """The frozen CLIP of MODEL.BACKBONE, checked against INPUT.SIZE and cast for PREC (sets self.precision)."""
+        cfg = self.cfg
+        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
+        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
+        resolution = clip_model.visual.input_resolution
+        if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
+            raise ValueError(
+                f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {cfg.MODEL.BACKBONE.NAME} takes "
+                f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})."
+            )
+        self.precision = Precision(self.method_cfg.PREC, self.device)
+        return self.precision.prepare_frozen(clip_model)
+
+    def build_model(self):
+        cfg = self.cfg
+        classnames = self.dm.dataset.classnames
+        clip_model = self.load_frozen_clip()
+        print("Building the prompt learner")
+        seed = cfg.MODEL.INIT_SEED
+        with torch.random.fork_rng(devices=[]) if seed >= 0 else contextlib.nullcontext():
+            if seed >= 0:
+                torch.manual_seed(seed)
+            learner = self.build_prompt_learner(cfg, classnames, clip_model)
+        self.model = self.build_clip_model(clip_model, learner)
+        self.model.requires_grad_(False)
+        learner.requires_grad_(True)
+        learner.float()  # trainable tensors are fp32 in every PREC
+        self.model.to(self.device)
+        print(f"# trainable parameters: {sum(p.numel() for p in learner.parameters()):,}")
+
+        self.optim = build_optimizer(learner, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
+        self.scaler = self.precision.grad_scaler()
+
+    def parse_batch_train(self, batch):
+        return batch["img"].to(self.device), batch["label"].to(self.device)
+
+    def compute_loss(self, image, label):
+        """Training loss and logits; methods with extra loss terms override this."""
+        logits = self.model(image)  # [B, n_cls]
+        return F.cross_entropy(logits.float(), label), logits
+
+    def forward_backward(self, batch):
+        image, label = self.parse_batch_train(batch)
+        with self.precision.autocast():
+            loss, logits = self.compute_loss(image, label)
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+        else:
+            self.detect_anomaly(loss)
+            self.optim.zero_grad()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return summary
+
+    def model_inference(self, image):
+        with self.precision.autocast():
+            return self.model(image).float()
+
+    def load_model(self, directory, epoch=None):
+        """Load the learner's weights; class-dependent tensors are dropped so any class set can be evaluated."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given")
+            return
+        filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            path = osp.join(directory, name, filename)
+            if not osp.exists(path):
+                raise FileNotFoundError(
+                    f'Model not found at "{path}". Check --model-dir (the training run\'s --output-dir) and '
+                    f"--load-epoch (omit it to load model-best.pth.tar)."
+                )
+            checkpoint = load_checkpoint(path)
+            state_dict = self.convert_checkpoint(dict(checkpoint["state_dict"]))
+            state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
+            learner = self._models[name]
+            missing, unexpected = learner.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise KeyError(
+                    f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
+                    f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
+                )
+            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')

@@ -1,0 +1,206 @@
+"""BMIP (Lv et al., IJCAI 2025): MaPLe made bi-directional, with attention-gated blending at every deep layer.
+
+Layer 0 is MaPLe's: text context ``ctx_t`` at positions 1..b, vision prompt ``proj_t(ctx_t)`` appended after the
+patches. Before deep layer l (prompt set k = l-1), each modality's slots become
+
+    w * own_k + (1 - w) * G(other_k),   w = sigmoid(alpha_l * a_l + beta_l)   (one Linear(1,1) gate per layer)
+
+with ``own/other`` = deep text prompts P_k (``compound_prompts_text``) and deep vision prompts Q_k
+(``compound_prompts_visual``), G = ``single_layer_t`` (text -> vision) or ``single_layer_v`` (vision -> text), or
+per-layer heads when SHARE.* is False, and ``a_l`` the detached attention that layer l pays to the prompt keys.
+
+TRAINER.BMIP.MODE selects how ``a_l`` is read (docs/BMIP.md):
+
+* ``reference`` (default) reproduces the released code: vision gate from the attention of all CLS+patch queries
+  averaged over the BATCH (one blended prompt for all images, so predictions depend on batch-mates); text gates at
+  layers 1..J-2 only, read from the SOS row, which under the causal mask is exactly 0 -> w = sigmoid(beta), computed
+  without any attention call.
+* ``per_sample``: the vision gate per image, text gates at layers 1..J-1 read from each class's EOT row.
+"""
+import copy
+import math
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode as CN
+
+from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from dassl.config import register_config
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import CLIPPromptTrainer
+from .maple import released_learner_state
+from .prompting import ClassPrompts, init_context
+
+MODES = ("reference", "per_sample")
+
+
+@register_config
+def add_bmip_config(cfg):
+    cfg.TRAINER.BMIP = CN()
+    cfg.TRAINER.BMIP.N_CTX = 2  # prompt tokens per layer per modality (b)
+    cfg.TRAINER.BMIP.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the text context
+    cfg.TRAINER.BMIP.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
+    cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only: no deep prompts, no blending)
+    cfg.TRAINER.BMIP.MODE = "reference"  # reference (released code's gates) | per_sample (corrected variant)
+    cfg.TRAINER.BMIP.CONNECT_METHOD = "None"  # inert, kept for compatibility with the released configs
+    cfg.TRAINER.BMIP.WEIGHT_THRESHOLD = 0.0025  # inert, kept for compatibility with the released configs
+    cfg.SHARE = CN()
+    cfg.SHARE.SHARE_PARAMETER_VISUAL = True  # one vision->text head for all layers (False: one per layer)
+    cfg.SHARE.SHARE_PARAMETER_TEXT = True  # one text->vision head for all layers (False: one per layer)
+
+
+def _gate():
+    return nn.Linear(1, 1)  # PyTorch default init: weight and bias ~ U(-1, 1)
+
+
+def _heads(shared, count, d_in, d_out, identical):
+    """One shared Linear, or ``count`` per-layer Linears (identical copies of one init, or independent)."""
+    if shared:
+        return nn.Linear(d_in, d_out)
+    first = nn.Linear(d_in, d_out)
+    return nn.ModuleList([copy.deepcopy(first) if identical else nn.Linear(d_in, d_out) for _ in range(count)])
+
+
+class BMIPPromptLearner(nn.Module):
+    """Every trainable tensor of BMIP (and nothing that does not reach the loss)."""
+
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
+        require_vit(clip_model, "BMIP")
+        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        num_layers = min(text_encoder.num_layers, image_encoder.num_layers)
+        if not 1 <= depth <= num_layers:
+            raise ValueError(f"TRAINER.BMIP.PROMPT_DEPTH = {depth}; use 1..{num_layers} for this backbone.")
+        self.mode = mode
+        reference = mode == "reference"
+        d_t, d_v = text_encoder.width, image_encoder.width
+        n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        n_deep = depth - 1  # deep prompt sets k = 0..J-2, used at layer l = k+1
+        self.n_text_blend = max(depth - 2, 0) if reference else n_deep  # text layers that blend
+
+        self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
+        self.proj_t = nn.Linear(d_t, d_v)  # H: shallow text context -> shallow vision prompt
+        self.compound_prompts_text = nn.ParameterList(
+            [nn.Parameter(torch.randn(n_ctx, d_t) * 0.02) for _ in range(n_deep)])  # P_k [b, D_t]
+        self.compound_prompts_visual = nn.ParameterList(self._visual_prompts(n_deep, n_ctx, d_v, reference,
+                                                                             share_visual))  # Q_k [b, D_v]
+        self.share_text, self.share_visual = share_text, share_visual
+        if n_deep:
+            heads_t = _heads(share_text, n_deep, d_t, d_v, reference)  # G_tv
+            heads_v = _heads(share_visual, self.n_text_blend, d_v, d_t, reference)  # G_vt
+            if share_text:
+                self.single_layer_t = heads_t
+            else:
+                self.compound_prompt_projections_t = heads_t
+            if share_visual:
+                self.single_layer_v = heads_v
+            else:
+                self.compound_prompt_projections_v = heads_v
+            self.vision_gates = nn.ModuleList([_gate() for _ in range(n_deep)])
+            self.text_gates = nn.ModuleList([_gate() for _ in range(self.n_text_blend)])
+
+        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.register_buffer("eot", self.prompts.tokens.argmax(dim=-1), persistent=False)  # [n_cls]
+        start = image_encoder.num_patch_tokens
+        self.num_patch_tokens = start
+        self.text_slots, self.vision_slots = slice(1, 1 + n_ctx), slice(start, start + n_ctx)
+
+    @staticmethod
+    def _visual_prompts(count, n_ctx, d_v, reference, share_visual):
+        if reference and share_visual:  # the release: one N(0, 0.02) draw is the start of every Q_k
+            first = torch.randn(n_ctx, d_v) * 0.02
+            return [nn.Parameter(first.clone()) for _ in range(count)]
+        if reference:  # the release with per-layer heads: independent U(-v, v), v = sqrt(6 / (3 * 16 + d_v))
+            bound = math.sqrt(6.0 / (3 * 16 + d_v))
+            return [nn.Parameter(torch.empty(n_ctx, d_v).uniform_(-bound, bound)) for _ in range(count)]
+        return [nn.Parameter(torch.randn(n_ctx, d_v) * 0.02) for _ in range(count)]
+
+    def text_to_vision(self, k):
+        """G_tv(P_k) [b, D_v]."""
+        head = self.single_layer_t if self.share_text else self.compound_prompt_projections_t[k]
+        return head(self.compound_prompts_text[k])
+
+    def vision_to_text(self, k):
+        """G_vt(Q_k) [b, D_t]."""
+        head = self.single_layer_v if self.share_visual else self.compound_prompt_projections_v[k]
+        return head(self.compound_prompts_visual[k])
+
+    @staticmethod
+    def _blend(gate, attention, own, other):
+        """sigmoid(gate(a)) * own + (1 - w) * other; attention [..., b] -> [..., b, D]."""
+        w = torch.sigmoid(gate(attention.unsqueeze(-1)))  # [..., b, 1]
+        return w * own + (1 - w) * other
+
+    def vision_gate_input(self, probe):
+        """a [b] (reference: batch and query mean) or [B, b] (per_sample) from the CLS+patch query rows."""
+        a = probe.to_slots(slice(0, self.num_patch_tokens)).detach()  # [B, b]
+        return a.mean(dim=0) if self.mode == "reference" else a
+
+    def text_gate_input(self, probe, straightforward):
+        """a [b] (reference: SOS row, class mean, exactly 0) or [n_cls, b] (per_sample: EOT rows)."""
+        if self.mode == "per_sample":
+            return probe.to_slots(self.eot).detach()  # [n_cls, b]
+        if straightforward:  # what the release computes: attention of the SOS query, averaged over classes
+            return probe.to_slots(slice(0, 1)).detach().mean(dim=0)  # [b]
+        return self.ctx_t.new_zeros(self.ctx_t.shape[0])  # SOS sees only itself under the causal mask
+
+    def text_inputs(self, straightforward=False):
+        def replace(layer, probe):
+            k = layer - 1
+            if k >= self.n_text_blend:
+                return None
+            a = self.text_gate_input(probe, straightforward)
+            return self._blend(self.text_gates[k], a, self.compound_prompts_text[k], self.vision_to_text(k))
+        return self.prompts.assemble(self.ctx_t), self.prompts.tokens, DeepPrompts(self.text_slots, replace)
+
+    def vision_inputs(self, straightforward=False):
+        def replace(layer, probe):
+            k = layer - 1
+            if k >= len(self.compound_prompts_visual):
+                return None
+            a = self.vision_gate_input(probe)
+            return self._blend(self.vision_gates[k], a, self.compound_prompts_visual[k], self.text_to_vision(k))
+        return self.proj_t(self.ctx_t), DeepPrompts(self.vision_slots, replace)
+
+
+def convert_released_bmip(state_dict, n_deep, n_text_blend):
+    """Map a released BMIP whole-model state dict onto :class:`BMIPPromptLearner` keys (see docs/BMIP.md).
+
+    Gates live inside CLIP's blocks in the release: vision block l's ``learnable_linear1`` -> ``vision_gates.{l-1}``
+    (l = 1..J-1), text block l's ``learnable_linear2`` -> ``text_gates.{l-1}`` (l = 1..J-2). Frozen CLIP weights, dead
+    tensors (ctx_v, proj_v, exchange layers, unused gates and heads) and class-dependent buffers are left out.
+    """
+    if not any(k.startswith("prompt_learner.") for k in state_dict):
+        return state_dict
+    learner_keys = ("ctx_t", "proj_t.", "compound_prompts_text.", "compound_prompts_visual.", "single_layer_t.",
+                    "single_layer_v.", "compound_prompt_projections_t.", "compound_prompt_projections_v.")
+    converted = {k: v for k, v in released_learner_state(state_dict).items() if k.startswith(learner_keys)}
+    converted = {k: v for k, v in converted.items()
+                 if not (k.startswith("compound_prompt_projections_v.") and int(k.split(".")[1]) >= n_text_blend)}
+    gate_sources = (("image_encoder", "learnable_linear1", "vision_gates", n_deep),
+                    ("text_encoder", "learnable_linear2", "text_gates", n_text_blend))
+    for encoder, name, target, count in gate_sources:
+        for layer in range(1, count + 1):
+            for param in ("weight", "bias"):
+                key = f"{encoder}.transformer.resblocks.{layer}.{name}.{param}"
+                if key in state_dict:
+                    converted[f"{target}.{layer - 1}.{param}"] = state_dict[key]
+    return {k: v.float() for k, v in converted.items()}
+
+
+@TRAINER_REGISTRY.register()
+class BMIP(CLIPPromptTrainer):
+    CFG_NODE = "BMIP"
+    CHECKPOINT_NAME = "MultiModalPromptLearner"
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        m = self.method_cfg
+        return BMIPPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.MODE,
+                                 cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
+
+    def convert_checkpoint(self, state_dict):
+        learner = self._models[self.CHECKPOINT_NAME]
+        return convert_released_bmip(state_dict, len(learner.compound_prompts_visual), learner.n_text_blend)

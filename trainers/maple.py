@@ -1,0 +1,82 @@
+"""MaPLe (Khattak et al., CVPR 2023): text prompts at layers 0..J-1, each coupled to the vision side by a linear map.
+
+Layer 0: text context ``ctx`` at positions 1..b; vision prompt ``proj(ctx)`` appended after the patches.
+Deep layer l = 1..J-1: text slots <- ``compound_prompts_text[l-1]``; vision slots <-
+``compound_prompt_projections[l-1](compound_prompts_text[l-1])``. Parameter names match the MaPLe release, so its
+checkpoints (whole-model state dicts with a ``prompt_learner.`` prefix) load after dropping the frozen weights.
+"""
+import copy
+
+import torch
+import torch.nn as nn
+from yacs.config import CfgNode as CN
+
+from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from dassl.config import register_config
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import CLIPPromptTrainer
+from .prompting import ClassPrompts, init_context
+
+
+@register_config
+def add_maple_config(cfg):
+    cfg.TRAINER.MAPLE = CN()
+    cfg.TRAINER.MAPLE.N_CTX = 2  # prompt tokens per layer
+    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the context
+    cfg.TRAINER.MAPLE.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
+    cfg.TRAINER.MAPLE.CONNECT_METHOD = "add"  # inert, kept for compatibility (BMIP repository's MaPLe variant)
+
+
+def released_learner_state(state_dict, prefix="prompt_learner."):
+    """Keys under ``prefix`` with the prefix removed (a whole-model release -> the learner's own keys)."""
+    if not any(k.startswith(prefix) for k in state_dict):
+        return state_dict  # already a learner-only checkpoint (ours, or CoOp-style)
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+class MaPLePromptLearner(nn.Module):
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth):
+        super().__init__()
+        require_vit(clip_model, "MaPLe")
+        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        num_layers = min(text_encoder.num_layers, image_encoder.num_layers)
+        if not 1 <= depth <= num_layers:
+            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH = {depth}; use 1..{num_layers} for this backbone.")
+        n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        d_t, d_v = text_encoder.width, image_encoder.width
+        self.ctx = nn.Parameter(vectors)  # [b, D_t]
+        self.proj = nn.Linear(d_t, d_v)
+        self.compound_prompts_text = nn.ParameterList(
+            [nn.Parameter(torch.randn(n_ctx, d_t) * 0.02) for _ in range(depth - 1)])  # J-1 x [b, D_t]
+        coupling = nn.Linear(d_t, d_v)  # the release deep-copies one layer, so all J-1 start identical
+        self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(coupling) for _ in range(depth - 1)])
+        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        start = image_encoder.num_patch_tokens
+        self.text_slots, self.vision_slots = slice(1, 1 + n_ctx), slice(start, start + n_ctx)
+
+    def text_inputs(self, straightforward=False):
+        def replace(layer, probe):
+            return self.compound_prompts_text[layer - 1] if layer <= len(self.compound_prompts_text) else None
+        return self.prompts.assemble(self.ctx), self.prompts.tokens, DeepPrompts(self.text_slots, replace)
+
+    def vision_inputs(self, straightforward=False):
+        def replace(layer, probe):
+            if layer > len(self.compound_prompts_text):
+                return None
+            return self.compound_prompt_projections[layer - 1](self.compound_prompts_text[layer - 1])  # [b, D_v]
+        return self.proj(self.ctx), DeepPrompts(self.vision_slots, replace)
+
+
+@TRAINER_REGISTRY.register()
+class MaPLe(CLIPPromptTrainer):
+    CFG_NODE = "MAPLE"
+    CHECKPOINT_NAME = "MultiModalPromptLearner"
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        m = self.method_cfg
+        return MaPLePromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH)
+
+    def convert_checkpoint(self, state_dict):
+        return released_learner_state(state_dict)

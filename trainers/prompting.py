@@ -1,0 +1,74 @@
+"""Class prompts with learnable context slots, shared by every text-prompt method.
+
+Each class prompt is ``"<prefix> <classname>."`` tokenized to 77 tokens; the b learnable context vectors replace the
+token embeddings at positions ``1..b`` (right after SOS). Two initialisation conventions exist in the ecosystem:
+
+* CoOp/CoCoOp (``ctx_words_set_length=True``): with CTX_INIT, b = number of words in CTX_INIT and the context starts
+  from their embeddings; the prompt is ``"<CTX_INIT> <classname>."``.
+* MaPLe/IVLP/BMIP (``ctx_words_set_length=False``): b = N_CTX; with CTX_INIT and b ≤ 4 the context starts from the
+  embeddings of tokens 1..b of CTX_INIT and the prompt is ``"<CTX_INIT> <classname>."`` — so with "a photo of a" and
+  b = 2 the learnable tokens replace "a photo" while "of a" stays fixed.
+
+Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"X X … X <classname>."``.
+"""
+import warnings
+
+import torch
+import torch.nn as nn
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import clip
+
+
+def tokenize(texts):
+    return clip.tokenize(texts)  # [n, 77]
+
+
+def init_context(text_encoder, n_ctx, ctx_init, ctx_words_set_length):
+    """Return ``(n_ctx, prefix_text, vectors [n_ctx, D] fp32)`` for the shallow text context."""
+    ctx_init = (ctx_init or "").replace("_", " ").strip()
+    if ctx_init and ctx_words_set_length:
+        n_ctx = len(ctx_init.split(" "))
+    if ctx_init and (ctx_words_set_length or n_ctx <= 4):
+        with torch.no_grad():
+            embedding = text_encoder.embed(tokenize([ctx_init]).to(text_encoder.text_projection.device))  # [1, L, D]
+        return n_ctx, ctx_init, embedding[0, 1: 1 + n_ctx].float().clone()
+    vectors = torch.empty(n_ctx, text_encoder.width)
+    nn.init.normal_(vectors, std=0.02)
+    return n_ctx, " ".join(["X"] * n_ctx), vectors
+
+
+def class_prompt_texts(prefix, classnames):
+    return [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
+
+
+class ClassPrompts(nn.Module):
+    """Frozen parts of the class prompts; ``assemble(ctx)`` puts the context at positions 1..b.
+
+    The buffers depend on the class names, so they are not saved in checkpoints (``persistent=False``): a trained
+    context can be evaluated on any class set.
+    """
+
+    def __init__(self, text_encoder, classnames, prefix, n_ctx):
+        super().__init__()
+        tokens = tokenize(class_prompt_texts(prefix, classnames)).to(text_encoder.text_projection.device)  # [n, L]
+        with torch.no_grad():
+            embedding = text_encoder.embed(tokens)  # [n, L, D]
+        self.n_ctx = n_ctx
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1].clone(), persistent=False)  # SOS [n, 1, D]
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:].clone(), persistent=False)  # [n, L-1-b, D]
+
+    @property
+    def num_classes(self):
+        return self.tokens.shape[0]
+
+    def assemble(self, ctx):
+        """ctx [b, D] (shared), [n, b, D] (per class) or None (b = 0) -> prompt embeddings [n, L, D]."""
+        if ctx is None:
+            return torch.cat([self.token_prefix, self.token_suffix], dim=1)
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(self.num_classes, -1, -1)
+        ctx = ctx.to(self.token_prefix.dtype)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)

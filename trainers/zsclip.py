@@ -1,0 +1,71 @@
+"""Zero-shot CLIP with CoOp's hand-crafted per-dataset prompt templates (no training)."""
+import torch.nn as nn
+
+from clip_patch import PromptedTextEncoder
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import CLIPPromptTrainer, PromptedCLIP
+from .prompting import tokenize
+
+# CoOp's templates; a dataset class may declare its own ``prompt_template`` attribute instead.
+CUSTOM_TEMPLATES = {
+    "OxfordPets": "a photo of a {}, a type of pet.",
+    "OxfordFlowers": "a photo of a {}, a type of flower.",
+    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
+    "DescribableTextures": "{} texture.",
+    "EuroSAT": "a centered satellite photo of {}.",
+    "StanfordCars": "a photo of a {}.",
+    "Food101": "a photo of {}, a type of food.",
+    "SUN397": "a photo of a {}.",
+    "Caltech101": "a photo of a {}.",
+    "UCF101": "a photo of a person doing {}.",
+    "ImageNet": "a photo of a {}.",
+    "ImageNetSketch": "a photo of a {}.",
+    "ImageNetV2": "a photo of a {}.",
+    "ImageNetA": "a photo of a {}.",
+    "ImageNetR": "a photo of a {}.",
+}
+DEFAULT_TEMPLATE = "a photo of a {}."
+
+
+def dataset_template(dataset, dataset_name):
+    return getattr(dataset, "prompt_template", None) or CUSTOM_TEMPLATES.get(dataset_name, DEFAULT_TEMPLATE)
+
+
+class HandcraftedPrompts(nn.Module):
+    """Fixed class prompts ``template.format(classname)``; nothing to learn."""
+
+    def __init__(self, clip_model, classnames, template):
+        super().__init__()
+        text_encoder = PromptedTextEncoder(clip_model)
+        texts = [template.format(name.replace("_", " ")) for name in classnames]
+        tokens = tokenize(texts).to(text_encoder.text_projection.device)  # [n_cls, L]
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("embeddings", text_encoder.embed(tokens).detach(), persistent=False)  # [n_cls, L, D]
+        self.texts = texts
+
+    def text_inputs(self, straightforward=False):
+        return self.embeddings, self.tokens, None
+
+    def vision_inputs(self, straightforward=False):
+        return None, None
+
+
+@TRAINER_REGISTRY.register()
+class ZeroshotCLIP(CLIPPromptTrainer):
+    """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
+
+    def build_model(self):
+        clip_model = self.load_frozen_clip()
+        template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
+        prompts = HandcraftedPrompts(clip_model, self.dm.dataset.classnames, template)
+        print(f"Prompts: {prompts.texts[:3]}{' ...' if len(prompts.texts) > 3 else ''}")
+        self.model = PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        self.model.to(self.device)
+
+    def load_model(self, directory, epoch=None):
+        if directory:
+            print("ZeroshotCLIP has no weights to load; --model-dir is ignored")
+
+    def train(self):
+        raise RuntimeError("ZeroshotCLIP does not train: run train.py with --eval-only")
