@@ -81,8 +81,10 @@ def _merge(cfg, merge, source):
     """Run a yacs merge; an unknown key becomes an error naming the key, its source and close matches."""
     try:
         merge()
-    except KeyError as err:
+    except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from lists
         message = str(err.args[0]) if err.args else str(err)
+        if "Non-existent" not in message:
+            raise
         bad = message.split(":")[-1].strip()
         close = difflib.get_close_matches(bad, list(_all_keys(cfg)), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
@@ -117,10 +119,10 @@ def print_args(args, cfg):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cfg = setup_cfg(args)
+    setup_logger(cfg.OUTPUT_DIR)  # first, so that every line below is in log.txt
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
     print_args(args, cfg)
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")

@@ -1,0 +1,73 @@
+"""Configuration: Dassl defaults plus a registry of project extensions.
+
+``get_cfg_default()`` gives a fresh copy of Dassl 0.6.3's 135 default keys. Modules that need more keys
+(trainers, datasets, the engine itself) declare them with ``@register_config``; ``extend_cfg(cfg)``
+applies every recorded function once to ``cfg``.
+"""
+
+from .defaults import _C as cfg_default
+
+__all__ = ["get_cfg_default", "clean_cfg", "register_config", "extend_cfg", "registered_config_names"]
+
+# Extension functions in registration order, keyed by "module.qualname" (a reloaded module replaces its entry).
+_CONFIG_EXTENSIONS = {}
+# Instance attribute (not a config key) recording which extensions a cfg already received.
+_APPLIED_ATTR = "_applied_config_extensions"
+
+
+def get_cfg_default():
+    """Return a fresh, mutable copy of the Dassl 0.6.3 default config."""
+    return cfg_default.clone()
+
+
+def clean_cfg(cfg, trainer):
+    """Drop the ``TRAINER.*`` nodes of other trainers so ``print(cfg)`` shows only relevant keys.
+
+    Unlike Dassl, the node name is compared case-insensitively, so mixed-case nodes such as
+    ``TRAINER.CoPrompt`` survive for trainer ``CoPrompt``.
+    """
+    for key in list(cfg.TRAINER.keys()):
+        if key == "NAME" or key.upper() == trainer.upper():
+            continue
+        cfg.TRAINER.pop(key, None)
+
+
+def _extension_key(fn):
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def register_config(fn):
+    """Decorator: record ``fn(cfg)``, a function adding keys (each with a one-line comment) to a config."""
+    if not callable(fn):
+        raise TypeError(f"register_config() expects a function fn(cfg), got {type(fn).__name__}")
+    _CONFIG_EXTENSIONS[_extension_key(fn)] = fn
+    return fn
+
+
+def registered_config_names():
+    """Keys ("module.qualname") of the recorded extension functions, in registration order."""
+    return list(_CONFIG_EXTENSIONS.keys())
+
+
+def extend_cfg(cfg):
+    """Apply every recorded extension to ``cfg`` that it has not received yet; returns ``cfg``.
+
+    Idempotent: a second call adds only extensions registered since the first one, and never resets
+    values already merged into the keys of earlier extensions. ``cfg.clone()`` keeps the record.
+    """
+    applied = cfg.__dict__.setdefault(_APPLIED_ATTR, set())
+    for key, fn in _CONFIG_EXTENSIONS.items():
+        if key in applied:
+            continue
+        fn(cfg)
+        applied.add(key)
+    return cfg
+
+
+@register_config
+def _engine_keys(cfg):
+    """Keys read by dassl.engine beyond Dassl 0.6.3 (the engine falls back to these defaults if absent)."""
+    cfg.DEVICE = ""  # "" = auto (cuda if available and USE_CUDA, else cpu); or "cpu", "cuda", "cuda:N"
+    cfg.TRAIN.EARLY_STOPPING = False  # stop when val accuracy has not improved for PATIENT_COUNT validated epochs
+    cfg.TRAIN.PATIENT_COUNT = 3  # validated epochs without strict improvement before early stopping
+    cfg.TEST.NO_TEST_EARLY = False  # True skips per-epoch validation (BMIP-compat key; disables best_val / early stop)

@@ -1,0 +1,5 @@
+"""Metrics used by trainers' loss summaries."""
+
+from .accuracy import compute_accuracy
+
+__all__ = ["compute_accuracy"]

@@ -1,0 +1,85 @@
+"""``build_optimizer``: a torch optimizer from ``cfg.OPTIM``."""
+
+import warnings
+
+import torch
+import torch.nn as nn
+
+__all__ = ["AVAI_OPTIMS", "build_optimizer"]
+
+AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
+
+
+def _staged_param_groups(model, optim_cfg):
+    """Children named in ``NEW_LAYERS`` get ``LR``; all other children ``LR * BASE_LR_MULT``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            "OPTIM.STAGED_LR=True needs an nn.Module passed to build_optimizer() (to split its children), "
+            f"got {type(model).__name__}"
+        )
+    if isinstance(model, nn.DataParallel):
+        model = model.module
+    new_layers = optim_cfg.NEW_LAYERS
+    if isinstance(new_layers, str):
+        new_layers = [new_layers]
+    if not new_layers:
+        warnings.warn("OPTIM.STAGED_LR=True but OPTIM.NEW_LAYERS is empty: every layer gets LR * BASE_LR_MULT")
+
+    base_params, new_params = [], []
+    for name, module in model.named_children():
+        (new_params if name in new_layers else base_params).extend(module.parameters())
+    return [
+        {"params": base_params, "lr": optim_cfg.LR * optim_cfg.BASE_LR_MULT},
+        {"params": new_params},
+    ]
+
+
+def build_optimizer(model_or_params, optim_cfg, param_groups=None):
+    """Build the optimizer named by ``optim_cfg.NAME``.
+
+    Args:
+        model_or_params: an ``nn.Module`` (all of its parameters are given to the optimizer; frozen ones
+            never receive a gradient, so they are never updated) or an iterable of parameters / groups.
+        optim_cfg: the ``cfg.OPTIM`` node.
+        param_groups (list, optional): explicit parameter groups; they take precedence (STAGED_LR ignored).
+    """
+    name = optim_cfg.NAME
+    if name not in AVAI_OPTIMS:
+        raise ValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got {name!r}")
+
+    if param_groups is not None and optim_cfg.STAGED_LR:
+        warnings.warn("OPTIM.STAGED_LR is ignored because explicit param_groups were given")
+    if param_groups is None:
+        if optim_cfg.STAGED_LR:
+            param_groups = _staged_param_groups(model_or_params, optim_cfg)
+        elif isinstance(model_or_params, nn.Module):
+            param_groups = model_or_params.parameters()
+        else:
+            param_groups = model_or_params
+
+    lr, weight_decay = optim_cfg.LR, optim_cfg.WEIGHT_DECAY
+    betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+    if name == "amsgrad":
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=True)
+    if name == "sgd":
+        return torch.optim.SGD(
+            param_groups,
+            lr=lr,
+            momentum=optim_cfg.MOMENTUM,
+            weight_decay=weight_decay,
+            dampening=optim_cfg.SGD_DAMPNING,
+            nesterov=optim_cfg.SGD_NESTEROV,
+        )
+    if name == "rmsprop":
+        return torch.optim.RMSprop(
+            param_groups,
+            lr=lr,
+            momentum=optim_cfg.MOMENTUM,
+            weight_decay=weight_decay,
+            alpha=optim_cfg.RMSPROP_ALPHA,
+        )
+    if name == "radam":
+        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)

@@ -1,0 +1,73 @@
+"""Tee ``sys.stdout`` into a log file (Dassl's print-based logging)."""
+
+import os
+import os.path as osp
+import sys
+import time
+
+from .tools import mkdir_if_missing
+
+__all__ = ["Logger", "setup_logger"]
+
+
+class Logger:
+    """A file-like object writing everything to the console stream and to ``fpath``.
+
+    Args:
+        fpath (str): log file, opened for writing (its folder is created).
+        console: the stream to keep writing to (default: the current ``sys.stdout``).
+    """
+
+    def __init__(self, fpath, console=None):
+        self.console = console if console is not None else sys.stdout
+        mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
+        self.fpath = fpath
+        self.file = open(fpath, "w")
+
+    def write(self, msg):
+        self.console.write(msg)
+        if self.file is not None:
+            self.file.write(msg)
+
+    def flush(self):
+        self.console.flush()
+        if self.file is not None:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+
+    def close(self):
+        """Close the log file; the console stream is left open."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def __getattr__(self, name):
+        # Anything else a stream offers (isatty, encoding, …) comes from the console.
+        if name == "console":
+            raise AttributeError(name)
+        return getattr(self.console, name)
+
+
+def setup_logger(output=None):
+    """Tee ``sys.stdout`` into a log file and return the :class:`Logger` (None when ``output`` is None).
+
+    ``output`` ending in ``.txt``/``.log`` is the file itself, otherwise the file is ``output/log.txt``.
+    An existing file is never overwritten: the new log is named ``<file>-YYYY-MM-DD-HH-MM-SS``.
+    Calling it again replaces the previous tee instead of stacking a second one.
+    """
+    if output is None:
+        return None
+    if output.endswith(".txt") or output.endswith(".log"):
+        fpath = output
+    else:
+        fpath = osp.join(output, "log.txt")
+    if osp.exists(fpath):
+        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
+
+    console = sys.stdout
+    if isinstance(console, Logger):
+        console.close()
+        console = console.console
+    logger = Logger(fpath, console=console)
+    sys.stdout = logger
+    return logger

@@ -1,0 +1,133 @@
+"""File-system, JSON, image, seeding and name-lookup helpers."""
+
+import difflib
+import errno
+import json
+import os
+import os.path as osp
+import random
+import warnings
+
+import numpy as np
+import PIL
+import torch
+from PIL import Image
+
+__all__ = [
+    "mkdir_if_missing",
+    "check_isfile",
+    "read_json",
+    "write_json",
+    "set_random_seed",
+    "collect_env_info",
+    "listdir_nohidden",
+    "get_most_similar_str_to_a_from_b",
+    "check_availability",
+    "tolist_if_not",
+    "read_image",
+]
+
+
+def mkdir_if_missing(dirname):
+    """Create ``dirname`` (and parents) unless it already exists."""
+    if not osp.exists(dirname):
+        try:
+            os.makedirs(dirname)
+        except OSError as e:
+            if e.errno != errno.EEXIST:
+                raise
+
+
+def check_isfile(fpath):
+    """Return True if ``fpath`` is an existing file; warn (naming the path) otherwise."""
+    isfile = osp.isfile(fpath)
+    if not isfile:
+        warnings.warn(f'No file found at "{fpath}"')
+    return isfile
+
+
+def read_json(fpath):
+    """Load a JSON file."""
+    with open(fpath, "r") as f:
+        return json.load(f)
+
+
+def write_json(obj, fpath):
+    """Write ``obj`` as indented JSON, creating the parent folder if needed."""
+    mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
+    with open(fpath, "w") as f:
+        json.dump(obj, f, indent=4, separators=(",", ": "))
+
+
+def set_random_seed(seed):
+    """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def collect_env_info():
+    """Return torch's environment report plus the Pillow version (printed under ``** System info **``)."""
+    from torch.utils.collect_env import get_pretty_env_info
+
+    env_str = get_pretty_env_info()
+    env_str += f"\n        Pillow ({PIL.__version__})"
+    return env_str
+
+
+def listdir_nohidden(path, sort=False):
+    """List the entries of ``path`` that do not start with a dot, optionally sorted."""
+    items = [f for f in os.listdir(path) if not f.startswith(".")]
+    if sort:
+        items.sort()
+    return items
+
+
+def get_most_similar_str_to_a_from_b(a, b):
+    """Return the string in ``b`` most similar to ``a`` (difflib ratio), or None when ``b`` is empty."""
+    best_ratio, best = 0.0, None
+    for candidate in b:
+        ratio = difflib.SequenceMatcher(None, a, candidate).ratio()
+        if best is None or ratio > best_ratio:
+            best_ratio, best = ratio, candidate
+    return best
+
+
+def check_availability(requested, available):
+    """Raise Dassl's ``ValueError`` (with a "do you mean" hint) if ``requested`` is not in ``available``."""
+    if requested not in available:
+        suggestion = get_most_similar_str_to_a_from_b(requested, available)
+        raise ValueError(
+            f"The requested one is expected to belong to {available}, "
+            f"but got [{requested}] (do you mean [{suggestion}]?)"
+        )
+
+
+def tolist_if_not(x):
+    """Wrap ``x`` in a list unless it already is one."""
+    if not isinstance(x, list):
+        x = [x]
+    return x
+
+
+def read_image(path):
+    """Read an image as a PIL RGB image.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        OSError: the file exists but cannot be decoded as an image.
+    """
+    if not osp.exists(path):
+        raise FileNotFoundError(
+            f'No image file at "{path}". Check DATASET.ROOT and that the dataset folder matches '
+            "the layout in DATASETS.md."
+        )
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except OSError as e:
+        raise OSError(
+            f'Cannot decode image "{path}" ({e}). The file is corrupt or not an image: '
+            "re-download it, or remove it from the split."
+        ) from e

@@ -1,0 +1,100 @@
+"""Fetch the public files of a dataset: `python -m datasets.download <Name> --root $DATA`.
+
+Downloads, with gdown, the split json and the other files the dataset's class lists in
+`public_files` (Google-Drive ids or stable URLs); archives are extracted in place and then
+deleted. Files already present are skipped. When a download fails (no network, quota, moved
+link) it prints the manual steps: the link, where to save the file, and the docs section.
+The images of most datasets need a licence click-through and stay a manual step
+(docs/DATASETS.md).
+"""
+
+import argparse
+import os
+import sys
+
+from dassl.data.datasets import DATASET_REGISTRY
+from dassl.data.datasets.base_dataset import extract_archive
+
+from .base import SplitDataset
+
+
+def source_url(source):
+    """A browser link for a Google-Drive id or URL."""
+    if source.startswith(("http://", "https://")):
+        return source
+    return f"https://drive.google.com/file/d/{source}/view?usp=sharing"
+
+
+def fetch(source, destination):
+    """Download one file with gdown (a Drive id or a URL); raises on failure."""
+    import gdown
+
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    if source.startswith(("http://", "https://")):
+        result = gdown.download(url=source, output=destination, quiet=False)
+    else:
+        result = gdown.download(id=source, output=destination, quiet=False)
+    if not result or not os.path.isfile(destination):
+        raise RuntimeError("gdown returned no file")
+
+
+def download_dataset(cls, root):
+    """Fetch every public file of dataset class `cls` under `root`; returns the failures as
+    `[(PublicFile, destination, reason)]`."""
+    dataset = cls.layout(root)
+    failures = []
+    for public_file in cls.public_files:
+        destination = os.path.normpath(os.path.join(dataset.dataset_dir, public_file.relpath))
+        done_marker = os.path.join(dataset.dataset_dir, public_file.provides or public_file.relpath)
+        if os.path.exists(done_marker):
+            print(f"{done_marker} exists, skipped")
+            continue
+        print(f"Downloading {source_url(public_file.source)} -> {destination}")
+        try:
+            fetch(public_file.source, destination)
+        except Exception as err:  # network, quota and HTTP errors all end in the manual steps
+            failures.append((public_file, destination, f"{type(err).__name__}: {err}"))
+            continue
+        if public_file.provides:
+            extract_archive(destination, os.path.dirname(destination))
+            os.remove(destination)
+            print(f"Extracted into {os.path.dirname(destination)}")
+    return failures
+
+
+def manual_steps(name, failures):
+    """The message printed when files could not be fetched."""
+    lines = [f"Could not download {len(failures)} file(s) of {name}. Manual steps:"]
+    for public_file, destination, reason in failures:
+        if public_file.provides:
+            action = f"download it and extract it into {os.path.dirname(destination)}"
+        else:
+            action = f"download it to {destination}"
+        lines.append(f"  - {source_url(public_file.source)}\n    {action}\n    (failed with {reason})")
+    lines.append(f"Then check with: python -m datasets.verify --root <DATA> --datasets {name}. See docs/DATASETS.md for the images.")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    names = sorted(
+        name for name in DATASET_REGISTRY.registered_names()
+        if issubclass(DATASET_REGISTRY.get(name), SplitDataset) and DATASET_REGISTRY.get(name).dataset_dir
+    )
+    parser = argparse.ArgumentParser(prog="python -m datasets.download", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=names, metavar="NAME", help=f"one of {names}")
+    parser.add_argument("--root", required=True, help="the $DATA folder (DATASET.ROOT)")
+    args = parser.parse_args(argv)
+    cls = DATASET_REGISTRY.get(args.name)
+    if not cls.public_files:
+        print(f"{args.name} has no public files to fetch automatically; follow docs/DATASETS.md")
+        return 1
+    failures = download_dataset(cls, args.root)
+    if failures:
+        print(manual_steps(args.name, failures))
+        return 1
+    print(f"Done. Check with: python -m datasets.verify --root {args.root} --datasets {args.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Walk an output tree (see ``scripts.layout``) and read the final result of every run directory."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts import logparse
+from scripts.layout import (CFG_SHOTS_DIR, DEFAULT_SOURCE, SEED_DIR, SHOTS_DIR, TRAINING_FREE,
+                            source_runs_dir)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The final metrics of one run directory (one seed).
+
+    ``protocol`` is ``base2new`` (``split`` = train_base | test_base | test_new | test_all | test_ratio_<r>),
+    ``transfer`` (cross-dataset and DG: ``split`` = source | target) or ``few_shot`` (``split`` = train).
+    """
+
+    protocol: str
+    split: str
+    dataset: str
+    trainer: str
+    cfg: str
+    shots: int
+    seed: int
+    metrics: dict
+    log: Path
+    source: str = None
+
+
+@dataclass
+class Collection:
+    """Every run with a result, and the run directories that hold none (unfinished or failed)."""
+
+    results: list = field(default_factory=list)
+    incomplete: list = field(default_factory=list)
+
+
+def _seed_dirs(parent):
+    """(seed, directory) for every ``seed<S>`` directory under ``parent``, sorted by seed."""
+    found = [(int(m.group("seed")), p) for p in Path(parent).glob("seed*")
+             if p.is_dir() and (m := SEED_DIR.match(p.name))]
+    return sorted(found)
+
+
+def _read(collection, directory, training, **fields):
+    """Add the run in ``directory`` to ``collection``: its result, or the directory as incomplete."""
+    metrics, log = logparse.final_metrics(directory, training=training)
+    if metrics:
+        collection.results.append(RunResult(metrics=metrics, log=log, **fields))
+    else:
+        collection.incomplete.append(directory)
+
+
+def _collect_base2new(root, collection):
+    """``base2new/<split>/<dataset>/shots_<K>/<trainer>/<cfg>/seed<S>``."""
+    for seed_parent in sorted(Path(root, "base2new").glob("*/*/shots_*/*/*")):
+        split, dataset, shots_name, trainer, cfg = seed_parent.relative_to(Path(root, "base2new")).parts
+        shots = SHOTS_DIR.match(shots_name)
+        if shots is None:
+            continue
+        training = split == "train_base" and trainer not in TRAINING_FREE
+        for seed, directory in _seed_dirs(seed_parent):
+            _read(collection, directory, training, protocol="base2new", split=split, dataset=dataset,
+                  trainer=trainer, cfg=cfg, shots=int(shots.group("shots")), seed=seed)
+
+
+def _collect_transfer(root, collection):
+    """``evaluation/<trainer>/<cfg>_<K>shots[_from_<source>]/<target>/seed<S>`` and their source runs."""
+    sources = set()
+    for seed_parent in sorted(Path(root, "evaluation").glob("*/*/*")):
+        trainer, cfg_shots, target = seed_parent.relative_to(Path(root, "evaluation")).parts
+        match = CFG_SHOTS_DIR.match(cfg_shots)
+        if match is None:
+            continue
+        cfg, shots, source = match.group("cfg"), int(match.group("shots")), match.group("source") or DEFAULT_SOURCE
+        sources.add((source, trainer, cfg, shots))
+        for seed, directory in _seed_dirs(seed_parent):
+            _read(collection, directory, False, protocol="transfer", split="target", dataset=target,
+                  trainer=trainer, cfg=cfg, shots=shots, seed=seed, source=source)
+    for source, trainer, cfg, shots in sorted(sources):
+        for seed, directory in _seed_dirs(source_runs_dir(root, source, trainer, cfg, shots)):
+            _read(collection, directory, trainer not in TRAINING_FREE, protocol="transfer", split="source",
+                  dataset=source, trainer=trainer, cfg=cfg, shots=shots, seed=seed, source=source)
+
+
+def _collect_few_shot(root, collection):
+    """``few_shot/<dataset>/<trainer>/<cfg>_<K>shots/seed<S>``."""
+    for seed_parent in sorted(Path(root, "few_shot").glob("*/*/*")):
+        dataset, trainer, cfg_shots = seed_parent.relative_to(Path(root, "few_shot")).parts
+        match = CFG_SHOTS_DIR.match(cfg_shots)
+        if match is None or match.group("source"):
+            continue
+        for seed, directory in _seed_dirs(seed_parent):
+            _read(collection, directory, trainer not in TRAINING_FREE, protocol="few_shot", split="train",
+                  dataset=dataset, trainer=trainer, cfg=match.group("cfg"), shots=int(match.group("shots")),
+                  seed=seed)
+
+
+def collect(root):
+    """All results under the output tree ``root``; raises ``FileNotFoundError`` if ``root`` is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"output tree {root} does not exist: pass the --output of your runs "
+                                f"(default: output)")
+    collection = Collection()
+    _collect_base2new(root, collection)
+    _collect_transfer(root, collection)
+    _collect_few_shot(root, collection)
+    return collection

@@ -1,0 +1,247 @@
+"""Jobs (one ``train.py`` call each), chains of jobs, and the skip / resume / run decision.
+
+A *chain* is a list of jobs that must run in order: an optional training job followed by evaluations of
+the model it produced. A finished job is skipped; an unfinished training job is re-run with the same
+command, which makes ``train.py`` resume from the checkpoints in its output directory; an unfinished
+evaluation is simply run again (its new log is ``log.txt-<timestamp>``; the old one is kept).
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scripts import logparse
+from scripts.layout import TRAINING_FREE
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_FILE = re.compile(r"^model\.pth\.tar-(?P<epoch>\d+)$")
+BEST_CHECKPOINT = "model-best.pth.tar"
+CAPTURED_OUTPUT = "stdout.txt"
+LOAD_EPOCH_PENDING = "LAST"
+PENDING_NOTE = ("# LAST = chosen once training has finished: model-best.pth.tar if the run saved one, "
+                "else the newest model.pth.tar-N")
+
+CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP": "CoOp"}
+
+FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
+
+
+class SetupError(Exception):
+    """Bad input to a runner (missing $DATA, config files, checkpoints); the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One ``train.py`` invocation.
+
+    ``training`` jobs train (and auto-resume); the others run ``--eval-only``, loading the model trained in
+    ``model_dir`` (``None`` for training-free trainers such as ZeroshotCLIP).
+    """
+
+    trainer: str
+    cfg: str
+    dataset: str
+    seed: int
+    output_dir: Path
+    opts: tuple = ()
+    training: bool = False
+    model_dir: Path = None
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything a job's command needs besides the job itself."""
+
+    data_root: Path
+    python: tuple = (sys.executable,)
+    train_py: Path = REPO_ROOT / "train.py"
+    config_root: Path = REPO_ROOT / "configs"
+    device: str = None
+    extra_opts: tuple = ()
+    env: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a job: ``skipped`` | ``ok`` | ``failed`` | ``blocked`` | ``planned`` (dry run)."""
+
+    job: Job
+    status: str
+    logs: tuple = ()
+    message: str = ""
+
+
+def data_root_from_env(environ=None):
+    """The dataset root from ``$DATA``; raises ``SetupError`` when it is unset or not a directory."""
+    environ = os.environ if environ is None else environ
+    value = environ.get("DATA", "")
+    if not value:
+        raise SetupError("$DATA is not set: export the folder that holds the datasets, "
+                         "e.g. `export DATA=/path/to/datasets` (layout: docs/DATASETS.md)")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise SetupError(f"$DATA={value} is not a directory: point DATA at the folder that holds the "
+                         f"datasets (layout: docs/DATASETS.md)")
+    return root
+
+
+def trains(trainer):
+    """Whether ``trainer`` learns anything (ZeroshotCLIP does not: its runs are evaluations)."""
+    return trainer not in TRAINING_FREE
+
+
+def config_files(job, ctx):
+    """The dataset and trainer YAML files of ``job``.
+
+    The trainer file is ``configs/trainers/<TRAINER>/<CFG>.yaml``; a trainer without its own folder uses
+    the folder named in ``CONFIG_FOLDER_FALLBACK`` (ZeroshotCLIP reads CoOp's configs, as in the ecosystem).
+    """
+    folder = ctx.config_root / "trainers" / job.trainer
+    if not folder.is_dir() and job.trainer in CONFIG_FOLDER_FALLBACK:
+        folder = ctx.config_root / "trainers" / CONFIG_FOLDER_FALLBACK[job.trainer]
+    return ctx.config_root / "datasets" / f"{job.dataset}.yaml", folder / f"{job.cfg}.yaml"
+
+
+def check_config_files(jobs, ctx):
+    """Raise ``SetupError`` listing every config file the jobs need that does not exist."""
+    missing = sorted({str(path) for job in jobs for path in config_files(job, ctx) if not path.is_file()})
+    if missing:
+        raise SetupError("missing config files (check the TRAINER / CFG / DATASET names, or add the YAML):\n  "
+                         + "\n  ".join(missing))
+
+
+def checkpoint_epoch(model_dir):
+    """Which checkpoint of a finished training run to evaluate: ``None`` = ``model-best.pth.tar`` (the
+    model deployed with ``TEST.FINAL_MODEL best_val``), else the newest epoch N of ``model.pth.tar-N``.
+
+    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when there is none.
+    """
+    model_dir = Path(model_dir)
+    folders = [p for p in model_dir.iterdir() if p.is_dir()] if model_dir.is_dir() else []
+    if any((folder / BEST_CHECKPOINT).is_file() for folder in folders):
+        return None
+    epochs = [int(m.group("epoch")) for folder in folders for f in folder.iterdir()
+              if (m := CHECKPOINT_FILE.match(f.name))]
+    if not epochs:
+        raise SetupError(f"no checkpoint (model.pth.tar-N or {BEST_CHECKPOINT}) under {model_dir}: "
+                         f"its training run did not finish or the checkpoints were deleted; re-run training")
+    return max(epochs)
+
+
+def _shown(path):
+    """``path`` relative to the working directory when it lies inside it (shorter, equivalent commands)."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd())) if path.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
+def build_command(job, ctx, load_epoch=None):
+    """The ``train.py`` command line of ``job`` as a list of strings.
+
+    ``load_epoch`` is used for evaluations of a trained model: ``None`` loads ``model-best.pth.tar``.
+    """
+    dataset_yaml, trainer_yaml = config_files(job, ctx)
+    cmd = [*ctx.python, _shown(ctx.train_py),
+           "--root", str(ctx.data_root),
+           "--seed", str(job.seed),
+           "--trainer", job.trainer,
+           "--dataset-config-file", _shown(dataset_yaml),
+           "--config-file", _shown(trainer_yaml),
+           "--output-dir", str(job.output_dir)]
+    if ctx.device:
+        cmd += ["--device", ctx.device]
+    if not job.training:
+        cmd.append("--eval-only")
+        if job.model_dir is not None:
+            cmd += ["--model-dir", str(job.model_dir)]
+            if load_epoch is not None:
+                cmd += ["--load-epoch", str(load_epoch)]
+    return cmd + list(job.opts) + list(ctx.extra_opts)
+
+
+def job_state(job):
+    """``finished`` | ``unfinished`` (the directory exists but holds no complete run) | ``new``."""
+    if logparse.run_finished(job.output_dir, training=job.training):
+        return FINISHED
+    return UNFINISHED if job.output_dir.exists() else NEW
+
+
+def _decision(job, state):
+    if state == FINISHED:
+        return "skip (finished)"
+    if state == UNFINISHED:
+        return "resume (unfinished)" if job.training else "rerun (unfinished)"
+    return "run"
+
+
+def _load_epoch_for(job, dry_run):
+    """Resolve the checkpoint to evaluate; in a dry run before training, the placeholder ``LAST``."""
+    if job.training or job.model_dir is None:
+        return None
+    if dry_run and not logparse.run_finished(job.model_dir, training=True):
+        return LOAD_EPOCH_PENDING
+    return checkpoint_epoch(job.model_dir)
+
+
+def _execute(cmd, job, ctx, capture):
+    """Run ``cmd``; with ``capture`` its stdout+stderr are appended to ``OUTPUT_DIR/stdout.txt``."""
+    env = {**os.environ, **ctx.env}
+    if not capture:
+        return subprocess.run(cmd, env=env).returncode
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink:
+        return subprocess.run(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
+
+
+def failure_logs(job):
+    """The files to read when ``job`` failed: its captured output and its newest ``log.txt*``."""
+    logs = [job.output_dir / CAPTURED_OUTPUT] if (job.output_dir / CAPTURED_OUTPUT).is_file() else []
+    return tuple(logs + logparse.log_files(job.output_dir)[-1:])
+
+
+def run_chain(chain, ctx, dry_run=False, capture=False, report=print):
+    """Run the jobs of ``chain`` in order and return one ``Outcome`` per job.
+
+    A failed training job blocks the evaluations after it; a failed evaluation does not stop the others.
+    ``dry_run`` prints each decision and command without running anything.
+    """
+    outcomes = []
+    blocked_by = None
+    for job in chain:
+        if blocked_by is not None:
+            outcomes.append(Outcome(job, "blocked", message=f"its training job failed: {blocked_by}"))
+            continue
+        state = job_state(job)
+        report(f"# {_decision(job, state)}: {job.output_dir}")
+        if state == FINISHED:
+            outcomes.append(Outcome(job, "skipped"))
+            continue
+        try:
+            load_epoch = _load_epoch_for(job, dry_run)
+        except SetupError as error:
+            outcomes.append(Outcome(job, "failed", message=str(error)))
+            report(f"# FAILED: {error}")
+            continue
+        cmd = build_command(job, ctx, load_epoch)
+        if dry_run:
+            if load_epoch == LOAD_EPOCH_PENDING:
+                report(PENDING_NOTE)
+            report(shlex.join(cmd))
+            outcomes.append(Outcome(job, "planned"))
+            continue
+        returncode = _execute(cmd, job, ctx, capture)
+        if returncode == 0 and job_state(job) == FINISHED:
+            outcomes.append(Outcome(job, "ok"))
+            continue
+        reason = (f"exit status {returncode}" if returncode else
+                  "exit status 0 but the log holds no complete result")
+        outcomes.append(Outcome(job, "failed", failure_logs(job), reason))
+        report(f"# FAILED ({reason}): {job.output_dir}")
+        if job.training:
+            blocked_by = job.output_dir
+    return outcomes

@@ -1,0 +1,77 @@
+"""Result tables and plots of an output tree: ``python scripts/results.py [OUTPUT] [--out-dir DIR]``.
+
+Walks OUTPUT (default ``output``) for base-to-novel, open-world, cross-dataset, domain-generalization and
+few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (every table, also printed),
+one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
+Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable instead of scripts/
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from scripts import aggregate, plots, tables  # noqa: E402
+from scripts.collect import collect  # noqa: E402
+
+
+def build_report(results, out_dir, make_plots=True):
+    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    b2n = aggregate.base2new(results)
+    if b2n is not None:
+        sections.append(tables.base2new_section(b2n))
+        if make_plots:
+            plots.plot_base2new_hm(b2n, out_dir / "base2new_hm.png")
+    sections += [tables.transfer_section(t) for t in aggregate.transfer(results)]
+    shots = aggregate.few_shot(results)
+    if shots is not None:
+        sections.append(tables.curve_section(shots, "few_shot", "Few-shot learning (all classes)", "shots",
+                                             lambda x: f"{x} shot" + ("s" if x != 1 else "")))
+        if make_plots:
+            plots.plot_curves(shots, out_dir / "few_shot.png", "shots per class", "Few-shot accuracy",
+                              log2_x=True)
+    ratios = aggregate.open_world(results)
+    if ratios is not None:
+        sections.append(tables.curve_section(ratios, "open_world", "Open-world: accuracy vs ratio r of base "
+                                             "classes in the label space", "ratio", lambda x: f"r={x}"))
+        if make_plots:
+            plots.plot_curves(ratios, out_dir / "open_world.png", "r (% base classes)",
+                              "Open-world accuracy vs ratio r", reverse_x=True)
+    all_space = aggregate.open_world_all(results)
+    if all_space is not None:
+        sections.append(tables.open_world_all_section(all_space))
+    for section in sections:
+        tables.write_csv(section, out_dir / f"{section.name}.csv")
+    markdown = "\n".join(line for section in sections for line in section.markdown + [""])
+    (out_dir / "results.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def main(argv=None):
+    """Collect, report; exit status 1 when the tree holds no finished run."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    args = parser.parse_args(argv)
+    try:
+        collection = collect(args.output)
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for directory in collection.incomplete:
+        print(f"no finished result (unfinished or failed run): {directory}", file=sys.stderr)
+    if not collection.results:
+        print(f"error: no finished run under {args.output}", file=sys.stderr)
+        return 1
+    out_dir = args.out_dir or args.output / "results"
+    print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
+    print(f"tables and plots written to {out_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
