@@ -62,6 +62,7 @@ class RunContext:
     device: str = None
     extra_opts: tuple = ()
     env: dict = field(default_factory=dict)
+    in_process: bool = False  # run train.main() in this process (no interpreter start-up per job)
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,33 @@ def _load_epoch_for(job, dry_run):
     return checkpoint_epoch(job.model_dir)
 
 
+def _execute_in_process(cmd, job):
+    """Run ``train.main`` on ``cmd``'s arguments here; its output goes to ``OUTPUT_DIR/stdout.txt``."""
+    import contextlib
+    import traceback
+
+    import train
+    from dassl.utils import Logger
+
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink, \
+            contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        try:
+            train.main(cmd[2:])  # drop "python train.py"
+            status = 0
+        except Exception:  # a failed job is reported by the runner; the traceback is in stdout.txt
+            traceback.print_exc()
+            status = 1
+        finally:
+            if isinstance(sys.stdout, Logger):
+                sys.stdout.close()
+    return status
+
+
 def _execute(cmd, job, ctx, capture):
     """Run ``cmd``; with ``capture`` its stdout+stderr are appended to ``OUTPUT_DIR/stdout.txt``."""
+    if ctx.in_process:
+        return _execute_in_process(cmd, job)
     env = {**os.environ, **ctx.env}
     if not capture:
         return subprocess.run(cmd, env=env).returncode

@@ -90,15 +90,17 @@ class BMIPPromptLearner(nn.Module):
         self.share_text, self.share_visual = share_text, share_visual
         if n_deep:
             heads_t = _heads(share_text, n_deep, d_t, d_v, reference)  # G_tv
-            heads_v = _heads(share_visual, self.n_text_blend, d_v, d_t, reference)  # G_vt
             if share_text:
                 self.single_layer_t = heads_t
             else:
                 self.compound_prompt_projections_t = heads_t
+        if self.n_text_blend:  # G_vt only feeds text blending (none in reference mode at depth 2)
+            heads_v = _heads(share_visual, self.n_text_blend, d_v, d_t, reference)
             if share_visual:
                 self.single_layer_v = heads_v
             else:
                 self.compound_prompt_projections_v = heads_v
+        if n_deep:
             self.vision_gates = nn.ModuleList([_gate() for _ in range(n_deep)])
             self.text_gates = nn.ModuleList([_gate() for _ in range(self.n_text_blend)])
 
@@ -178,8 +180,13 @@ def convert_released_bmip(state_dict, n_deep, n_text_blend):
     learner_keys = ("ctx_t", "proj_t.", "compound_prompts_text.", "compound_prompts_visual.", "single_layer_t.",
                     "single_layer_v.", "compound_prompt_projections_t.", "compound_prompt_projections_v.")
     converted = {k: v for k, v in released_learner_state(state_dict).items() if k.startswith(learner_keys)}
-    converted = {k: v for k, v in converted.items()
-                 if not (k.startswith("compound_prompt_projections_v.") and int(k.split(".")[1]) >= n_text_blend)}
+
+    def unused_text_head(key):  # v->t heads of text layers the reference never blends
+        if key.startswith("compound_prompt_projections_v."):
+            return int(key.split(".")[1]) >= n_text_blend
+        return key.startswith("single_layer_v.") and n_text_blend == 0
+
+    converted = {k: v for k, v in converted.items() if not unused_text_head(k)}
     gate_sources = (("image_encoder", "learnable_linear1", "vision_gates", n_deep),
                     ("text_encoder", "learnable_linear2", "text_gates", n_text_blend))
     for encoder, name, target, count in gate_sources:

@@ -1,0 +1,212 @@
+"""clip_patch: the prompt-capable forward (fast path vs straightforward path vs CLIP's own forward), the attention
+probe, EOT truncation, ResNet rejection and the precision policy. Tiny random-weight CLIP, no network."""
+import warnings
+
+import pytest
+import torch
+
+from clip_patch import (DeepPrompts, Precision, PromptedImageEncoder, PromptedTextEncoder, ResNetImageEncoder,
+                        image_encoder_for, load_clip, require_vit, run_blocks)
+from trainers.prompting import tokenize
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.set_num_threads(1)
+    return load_clip("tiny-ViT")
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return load_clip("tiny-RN")
+
+
+def manual_head_mean_attention(block, x, attn_mask=None):
+    """Head-averaged softmax attention [B, N, N] of ``block`` on incoming tokens x [B, N, D], from its raw weights."""
+    B, N, D = x.shape
+    H = block.attn.num_heads
+    h = block.ln_1(x)  # [B, N, D]
+    w_q, w_k, _ = block.attn.in_proj_weight.chunk(3)
+    b_q, b_k, _ = block.attn.in_proj_bias.chunk(3)
+    q = (h @ w_q.t() + b_q).view(B, N, H, D // H).transpose(1, 2)  # [B, H, N, hd]
+    k = (h @ w_k.t() + b_k).view(B, N, H, D // H).transpose(1, 2)  # [B, H, N, hd]
+    scores = q @ k.transpose(-1, -2) / (D // H) ** 0.5  # [B, H, N, N]
+    if attn_mask is not None:
+        scores = scores + attn_mask[:N, :N]
+    return scores.softmax(dim=-1).mean(dim=1)  # [B, N, N]
+
+
+def probing_prompts(values, slots, rows, record):
+    """DeepPrompts whose replacement depends (with gradient) on the probe, so both paths exercise it fully."""
+    def replace(layer, probe):
+        a = probe.to_slots(rows)  # [B, b]
+        record.append(a.detach().clone())
+        return values[layer] * (1 + a.unsqueeze(-1))  # [B, b, D]
+    return DeepPrompts(slots, replace)
+
+
+def run_both_paths(blocks, x0, values, slots, rows):
+    """Outputs, gradients (w.r.t. input and prompt values) and probe readings of the fast and naive paths."""
+    results = []
+    for straightforward in (False, True):
+        x = x0.clone().requires_grad_(True)
+        v = values.clone().requires_grad_(True)
+        record = []
+        out = run_blocks(blocks, x, probing_prompts(v, slots, rows, record), straightforward)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), x.grad, v.grad, record))
+    return results
+
+
+@pytest.mark.parametrize("rows_kind", ["slice", "per_sequence"])
+def test_vision_blocks_fast_equals_straightforward_with_probed_replacement(vit, rows_kind):
+    blocks = vit.visual.transformer.resblocks
+    torch.manual_seed(0)
+    x0 = torch.randn(3, 19, 64)  # [B, CLS + 16 patches + 2 slots, D]
+    values = torch.randn(len(blocks), 2, 64)  # one [b, D] value per layer
+    rows = slice(0, 17) if rows_kind == "slice" else torch.tensor([0, 5, 16])
+    (fast, fgx, fgv, frec), (naive, ngx, ngv, nrec) = run_both_paths(blocks, x0, values, slice(17, 19), rows)
+    assert len(frec) == len(blocks) - 1  # layer 0 never replaces
+    assert (fast - naive).abs().max() <= TOL
+    assert (fgx - ngx).abs().max() <= TOL
+    assert (fgv - ngv).abs().max() <= TOL
+    for a_fast, a_naive in zip(frec, nrec):
+        assert a_fast.shape == (3, 2)
+        assert (a_fast - a_naive).abs().max() <= 1e-6
+
+
+def test_text_blocks_fast_equals_straightforward_under_causal_mask(vit):
+    blocks = vit.transformer.resblocks
+    torch.manual_seed(1)
+    x0 = torch.randn(2, 10, 64)  # [n, L (truncated), D]
+    values = torch.randn(len(blocks), 2, 64)
+    eot_rows = torch.tensor([9, 6])
+    (fast, fgx, fgv, frec), (naive, ngx, ngv, nrec) = run_both_paths(blocks, x0, values, slice(1, 3), eot_rows)
+    assert (fast - naive).abs().max() <= TOL
+    assert (fgx - ngx).abs().max() <= TOL
+    assert (fgv - ngv).abs().max() <= TOL
+    assert all((a - b).abs().max() <= 1e-6 for a, b in zip(frec, nrec))
+
+
+@pytest.mark.parametrize("straightforward", [False, True])
+def test_probe_equals_attention_recomputed_from_block_weights(vit, straightforward):
+    """The probe of layer l reads the softmax of layer l on its INCOMING tokens (slots not yet replaced)."""
+    blocks = vit.visual.transformer.resblocks
+    torch.manual_seed(2)
+    x0 = torch.randn(2, 19, 64)
+    incoming = {}  # layer -> the first LayerNorm input of that layer = its incoming tokens [B, N, D]
+
+    def record_incoming(layer):
+        def hook(module, args):
+            if layer not in incoming:
+                incoming[layer] = args[0].detach().clone()
+        return hook
+    hooks = [block.ln_1.register_forward_pre_hook(record_incoming(layer)) for layer, block in enumerate(blocks)]
+    readings = {}
+
+    def replace(layer, probe):
+        readings[layer] = (probe.to_slots(slice(0, 17)), probe.to_slots(torch.tensor([3, 0])))
+        return torch.full((2, 64), float(layer))
+    try:
+        run_blocks(blocks, x0, DeepPrompts(slice(17, 19), replace), straightforward)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert sorted(readings) == list(range(1, len(blocks)))
+    for layer, (mean_rows, one_row) in readings.items():
+        x = incoming[layer]  # [B, N, D]
+        assert not torch.equal(x[:, 17:], torch.full_like(x[:, 17:], float(layer)))  # read before replacing
+        attention = manual_head_mean_attention(blocks[layer], x)  # [B, N, N]
+        torch.testing.assert_close(mean_rows, attention[:, :17, 17:19].mean(dim=1), atol=1e-6, rtol=0)
+        torch.testing.assert_close(one_row, attention[[0, 1], [3, 0]][:, 17:19], atol=1e-6, rtol=0)
+
+
+def test_text_encoder_runs_only_up_to_eot_and_matches_clip(vit):
+    encoder = PromptedTextEncoder(vit)
+    tokens = tokenize(["a photo of a cat.", "a photo of a very large striped tiger."])  # [2, 77]
+    embeddings = encoder.embed(tokens)  # [2, 77, D]
+    shapes = []
+    hook = encoder.blocks[0].ln_1.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape))
+    try:
+        fast = encoder(embeddings, tokens)
+        full = encoder(embeddings, tokens, straightforward=True)
+    finally:
+        hook.remove()
+    assert shapes[0][1] == int(tokens.argmax(dim=-1).max()) + 1 < 77  # [n, L, D] truncated at the longest EOT
+    assert shapes[1] == (77, 2, 64)  # the straightforward path runs CLIP's [L, n, D] layout on all 77 tokens
+    reference = vit.encode_text(tokens)  # CLIP's own 77-token forward
+    assert fast.shape == (2, vit.text_projection.shape[1])
+    assert (fast - reference).abs().max() <= TOL
+    assert (full - reference).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("straightforward", [False, True])
+def test_image_encoder_without_prompts_matches_clip(vit, straightforward):
+    encoder = PromptedImageEncoder(vit)
+    assert encoder.num_patch_tokens == 17 and encoder.width == 64 and encoder.num_layers == 12
+    image = torch.randn(2, 3, 32, 32)
+    features = encoder(image, straightforward=straightforward)
+    assert (features - vit.encode_image(image)).abs().max() <= TOL
+
+
+def test_shallow_vision_prompts_change_features_identically_in_both_paths(vit):
+    encoder = PromptedImageEncoder(vit)
+    image = torch.randn(2, 3, 32, 32)
+    shallow = torch.randn(2, 64)  # [b, D]
+    fast = encoder(image, shallow=shallow)
+    naive = encoder(image, shallow=shallow, straightforward=True)
+    assert (fast - naive).abs().max() <= TOL
+    assert (fast - encoder(image)).abs().max() > 1e-3
+
+
+def test_resnet_backbone_rejected_for_visual_prompts_with_clear_error(resnet):
+    with pytest.raises(ValueError, match="needs a ViT backbone.*MODEL.BACKBONE.NAME"):
+        require_vit(resnet, "MaPLe")
+    with pytest.raises(ValueError, match="ViT backbone"):
+        PromptedImageEncoder(resnet)
+    encoder = image_encoder_for(resnet)
+    assert isinstance(encoder, ResNetImageEncoder)
+    with pytest.raises(ValueError, match="Visual prompts need a ViT backbone"):
+        encoder(torch.randn(1, 3, 32, 32), shallow=torch.zeros(2, 64))
+
+
+def test_resnet_encoder_without_prompts_matches_clip(resnet):
+    image = torch.randn(2, 3, 32, 32)
+    assert torch.equal(image_encoder_for(resnet)(image), resnet.encode_image(image))
+
+
+def test_loaded_clip_is_frozen_fp32(vit):
+    assert all(not p.requires_grad and p.dtype == torch.float32 for p in vit.parameters())
+
+
+def test_unknown_backbone_names_the_choices():
+    with pytest.raises(ValueError, match="Unknown CLIP backbone 'tiny-ViT-typo'.*tiny-ViT"):
+        load_clip("tiny-ViT-typo")
+
+
+@pytest.mark.parametrize("prec", ["fp16", "amp"])
+def test_gpu_only_precisions_fall_back_to_fp32_on_cpu_with_one_warning(vit, prec):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        precision = Precision(prec, "cpu")
+    assert [str(w.message) for w in caught] == [f"PREC '{prec}' needs a CUDA device; running in fp32 on cpu"]
+    assert precision.prec == "fp32" and precision.grad_scaler() is None
+    precision.prepare_frozen(vit)
+    assert vit.visual.conv1.weight.dtype == torch.float32
+    with precision.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_bf16_autocasts_on_cpu_and_keeps_weights_fp32(vit):
+    precision = Precision("bf16", "cpu")
+    precision.prepare_frozen(vit)
+    assert vit.visual.conv1.weight.dtype == torch.float32
+    with precision.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+def test_unknown_precision_is_rejected():
+    with pytest.raises(ValueError, match=r"PREC must be one of \('fp16', 'fp32', 'amp', 'bf16'\), got 'fp64'"):
+        Precision("fp64", "cpu")
