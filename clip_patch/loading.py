@@ -124,6 +124,14 @@ def read_state_dict(path):
         return state.get("state_dict", state)
 
 
+def build_from_state_dict(state_dict):
+    """``clip.model.build_model`` without its fp16 round trip: the weights keep the precision they were saved in."""
+    model = build_model(dict(state_dict)).float()  # infers the architecture (and casts to fp16 on the way)
+    metadata = ("input_resolution", "context_length", "vocab_size")
+    model.load_state_dict({k: v for k, v in state_dict.items() if k not in metadata})  # exact values, fp32
+    return model
+
+
 def load_clip(name, path="", cache_dir=None):
     """Frozen fp32 CLIP (``clip.model.CLIP``) for ``name``, or from ``path`` when given."""
     if path:
@@ -132,13 +140,13 @@ def load_clip(name, path="", cache_dir=None):
                 f"MODEL.BACKBONE.PATH points to {path}, which does not exist. Fix the path, or set it to '' to "
                 f"load backbone '{name}' by name."
             )
-        model = build_model(read_state_dict(path))
+        model = build_from_state_dict(read_state_dict(path))
     elif name in RANDOM_BACKBONES:
         model = build_random_clip(name)
     elif name in SHIPPED_BACKBONES:
-        model = build_model(read_state_dict(SHIPPED_BACKBONES[name]))
+        model = build_from_state_dict(read_state_dict(SHIPPED_BACKBONES[name]))
     elif name in OPENAI_BACKBONES:
-        model = build_model(read_state_dict(download_weights(name, cache_dir)))
+        model = build_from_state_dict(read_state_dict(download_weights(name, cache_dir)))
     else:
         raise ValueError(
             f"Unknown CLIP backbone '{name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
