@@ -10,19 +10,9 @@ import sys
 import pytest
 
 import train
-from dassl.utils import Logger
 
 MARGIN = 5.0  # accuracy points above zero-shot
 ZERO_SHOT_BASE = 49.72  # MicroSketch base classes, "a photo of a {}." (docs/MICRO_WORLD.md)
-
-
-@pytest.fixture(autouse=True)
-def restore_stdout():
-    original = sys.stdout
-    yield
-    if isinstance(sys.stdout, Logger):
-        sys.stdout.close()
-    sys.stdout = original
 
 
 @pytest.fixture(scope="module")

@@ -10,18 +10,7 @@ import torch
 
 import train
 from dassl.engine.trainer import TrainerBase
-from dassl.utils import Logger
 from tests.toy_data import make_toy_dataset, toy_opts
-
-
-@pytest.fixture(autouse=True)
-def restore_stdout():
-    """train.main() tees stdout into the run's log.txt; undo that after each test."""
-    original = sys.stdout
-    yield
-    if isinstance(sys.stdout, Logger):
-        sys.stdout.close()
-    sys.stdout = original
 
 
 @pytest.fixture

@@ -6,11 +6,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch import PromptedTextEncoder, image_encoder_for
+from clip_patch import PromptedTextEncoder
 from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import CLIPPromptTrainer
+from .base import CLIPPromptTrainer, PromptedCLIP
 from .prompting import ClassPrompts, init_context
 
 
@@ -45,16 +45,8 @@ class CoCoOpPromptLearner(nn.Module):
         return self.prompts.assemble(self.ctx + shift)  # [n_cls, L, D_t]
 
 
-class CoCoOpCLIP(nn.Module):
+class CoCoOpCLIP(PromptedCLIP):
     """Text features depend on the image, so they are encoded per image (no cache)."""
-
-    def __init__(self, clip_model, prompt_learner, straightforward=False):
-        super().__init__()
-        self.prompt_learner = prompt_learner
-        self.text_encoder = PromptedTextEncoder(clip_model)
-        self.image_encoder = image_encoder_for(clip_model)
-        self.logit_scale = clip_model.logit_scale
-        self.straightforward = straightforward
 
     def forward(self, image):
         image_features = self.image_encoder(image, straightforward=self.straightforward)  # [B, E]

@@ -55,6 +55,20 @@ class _PresampledSampler(Sampler):
         return len(self._next_epoch)
 
 
+def _draw_domain_batches(domain_dict, domains_for_batch, n_img_per_domain, rng):
+    """One epoch of indices: each batch takes ``n_img_per_domain`` unused images from every domain that
+    ``domains_for_batch()`` names, until some domain has fewer images left than that."""
+    remaining = {domain: list(idxs) for domain, idxs in domain_dict.items()}
+    indices = []
+    while all(len(idxs) >= n_img_per_domain for idxs in remaining.values()):
+        for domain in domains_for_batch():
+            picked = rng.sample(remaining[domain], n_img_per_domain)
+            indices.extend(picked)
+            picked = set(picked)
+            remaining[domain] = [i for i in remaining[domain] if i not in picked]
+    return indices
+
+
 class RandomDomainSampler(_PresampledSampler):
     """Each batch holds `batch_size // n_domain` random images from each of `n_domain` randomly
     chosen domains. The epoch ends when a chosen domain has fewer images left than it needs.
@@ -87,15 +101,8 @@ class RandomDomainSampler(_PresampledSampler):
         super().__init__()
 
     def _sample_epoch(self):
-        remaining = {domain: list(idxs) for domain, idxs in self.domain_dict.items()}
-        indices = []
-        while all(len(idxs) >= self.n_img_per_domain for idxs in remaining.values()):
-            for domain in self._rng.sample(self.domains, self.n_domain):
-                picked = self._rng.sample(remaining[domain], self.n_img_per_domain)
-                indices.extend(picked)
-                picked = set(picked)
-                remaining[domain] = [i for i in remaining[domain] if i not in picked]
-        return indices
+        return _draw_domain_batches(self.domain_dict, lambda: self._rng.sample(self.domains, self.n_domain),
+                                    self.n_img_per_domain, self._rng)
 
 
 class SeqDomainSampler(_PresampledSampler):
@@ -121,15 +128,7 @@ class SeqDomainSampler(_PresampledSampler):
         super().__init__()
 
     def _sample_epoch(self):
-        remaining = {domain: list(idxs) for domain, idxs in self.domain_dict.items()}
-        indices = []
-        while all(len(idxs) >= self.n_img_per_domain for idxs in remaining.values()):
-            for domain in self.domains:
-                picked = self._rng.sample(remaining[domain], self.n_img_per_domain)
-                indices.extend(picked)
-                picked = set(picked)
-                remaining[domain] = [i for i in remaining[domain] if i not in picked]
-        return indices
+        return _draw_domain_batches(self.domain_dict, lambda: self.domains, self.n_img_per_domain, self._rng)
 
 
 class RandomClassSampler(_PresampledSampler):
