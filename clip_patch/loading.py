@@ -20,6 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import zipfile
 
 import torch
 from tqdm import tqdm
@@ -113,15 +114,24 @@ def download_weights(name, cache_dir=None):
     return target
 
 
+def _is_torchscript(path):
+    """OpenAI's release files are TorchScript archives: zip files holding a ``constants.pkl``."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") for name in archive.namelist())
+
+
 def read_state_dict(path):
     """OpenAI-format state dict from a TorchScript archive (OpenAI's release format) or a plain saved dict."""
     if not osp.isfile(path):
         raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
-    try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
-    except RuntimeError:  # not a TorchScript archive
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return state.get("state_dict", state)
+    if _is_torchscript(path):
+        with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is the format OpenAI released
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(path, map_location="cpu").state_dict()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state)
 
 
 def build_from_state_dict(state_dict):

@@ -105,3 +105,16 @@ def test_random_vit_b32_has_the_real_parameter_count():
     model = build_random_clip("random-ViT-B/32")
     assert sum(p.numel() for p in model.parameters()) == 151_277_313  # OpenAI's ViT-B/32
     assert model.visual.transformer.width == 768 and model.visual.input_resolution == 224
+
+
+def test_torchscript_archives_are_read_like_openai_releases(tmp_path):
+    import warnings
+
+    from clip_patch import read_state_dict
+
+    layer = torch.nn.Linear(2, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(layer).save(str(tmp_path / "release.pt"))
+    state = read_state_dict(str(tmp_path / "release.pt"))
+    assert torch.equal(state["weight"], layer.weight) and torch.equal(state["bias"], layer.bias)
