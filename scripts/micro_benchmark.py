@@ -74,14 +74,14 @@ def run_all(chains, ctx, workers):
     """Run the chains on a pool of worker processes with a progress bar; return every Outcome."""
     outcomes = []
     progress = tqdm(total=sum(len(chain) for chain in chains), unit="job", desc="micro benchmark",
-                    file=sys.stdout, dynamic_ncols=True)
+                    file=sys.stdout, dynamic_ncols=True, disable=None)  # the bar only on a terminal
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         pending = [pool.apply_async(_run_chain_in_worker, (chain, ctx)) for chain in chains]
         for result in pending:
             chain_outcomes, seconds = result.get()
             outcomes += chain_outcomes
             progress.update(len(chain_outcomes))
-            progress.write(_describe(chain_outcomes, seconds))
+            progress.write(f"[{len(outcomes)}/{progress.total} jobs] {_describe(chain_outcomes, seconds)}")
     progress.close()
     return outcomes
 
