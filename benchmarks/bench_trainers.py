@@ -1,0 +1,205 @@
+"""Speed and memory of every CLIP prompt trainer, fast path vs the released code's straightforward path.
+
+    python -m benchmarks.bench_trainers                      # CPU, fp32, 2 threads, ViT-B/16 shapes (docs/BENCHMARK.md)
+    python -m benchmarks.bench_trainers --device cuda --prec amp --threads 8
+    python -m benchmarks.bench_trainers --backbone tiny-ViT --quick   # smoke run, seconds
+
+CLIP has real architecture shapes and random weights (no download). Each measurement runs in its own process
+(``benchmarks.measure``) so its peak memory is its own; see that module for the timing protocol. The run prints a
+markdown table and the ratios the targets are stated in, and writes everything to ``--out`` (JSON).
+"""
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+from clip_patch import PRECISIONS
+
+from .report import compute_ratios, format_ratios, markdown_table, path_name
+from .subjects import REPO_ROOT, TRAINERS, benchmark_backbone
+
+FULL_DEFAULTS = {"classes_train": 50, "classes_eval": [100, 1000], "batch_eval": 32, "repeats": 3,
+                 "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2}
+QUICK_DEFAULTS = {"classes_train": 10, "classes_eval": [10, 20], "batch_eval": 4, "repeats": 1,
+                  "max_seconds": 0.0, "loader_images": 8, "loader_epochs": 1}
+DEFAULT_OUT = osp.join("output", "benchmark", "bench_trainers.json")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--backbone", default="ViT-B/16",
+                        help="backbone whose shapes to use, with random weights (ViT-B/16, ViT-L/14, tiny-ViT, ...)")
+    parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "cuda:N"')
+    parser.add_argument("--prec", default="fp32", choices=PRECISIONS,
+                        help="frozen-encoder compute (fp16/amp need CUDA; on CPU they run fp32)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of each measurement process")
+    parser.add_argument("--classes-train", type=int, help="classes of the training step (default 50)")
+    parser.add_argument("--classes-eval", type=int, nargs="+", help="class counts of evaluation (default 100 1000)")
+    parser.add_argument("--straightforward-eval-classes", type=int, nargs="*",
+                        help="class counts at which the straightforward path is also evaluated "
+                             "(default: the smallest of --classes-eval; it re-encodes every class each batch)")
+    parser.add_argument("--batch-train", type=int, default=4, help="training batch size")
+    parser.add_argument("--batch-eval", type=int, help="evaluation batch size (default 32)")
+    parser.add_argument("--cocoop-eval-batch", type=int, default=2,
+                        help="evaluation batch cap for CoCoOp, which encodes every class prompt once per image")
+    parser.add_argument("--repeats", type=int, help="timed repetitions per measurement, median reported (default 3)")
+    parser.add_argument("--max-seconds", type=float,
+                        help="stop repeating a measurement once its timed calls took this long (default 30)")
+    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=list(TRAINERS),
+                        help="trainers to measure (default: all)")
+    parser.add_argument("--loader-workers", type=int, default=2, help="data-loader workers of the loading benchmark")
+    parser.add_argument("--loader-images", type=int, help="generated JPEGs of the loading benchmark (default 64)")
+    parser.add_argument("--jpeg-size", type=int, default=224, help="side of the generated JPEGs in pixels")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a measurement is abandoned")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output path (default {DEFAULT_OUT})")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 10/20 classes, eval batch 4, one repetition (explicit flags still win)")
+    return parser
+
+
+def resolve_args(args):
+    """Fill unset options from the full or quick defaults and check every value; returns ``args``."""
+    defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if args.straightforward_eval_classes is None:
+        args.straightforward_eval_classes = [min(args.classes_eval)]
+    args.backbone_name = benchmark_backbone(args.backbone)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device} but CUDA is not available here; use --device cpu.")
+    for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+    for count in [args.classes_train, *args.classes_eval, *args.straightforward_eval_classes]:
+        if not 1 <= count <= 1000:
+            raise SystemExit(f"Class counts must be in 1..1000 (real ImageNet class names), got {count}.")
+    extra = set(args.straightforward_eval_classes) - set(args.classes_eval)
+    if extra:
+        raise SystemExit(f"--straightforward-eval-classes {sorted(extra)} not in --classes-eval {args.classes_eval}.")
+    return args
+
+
+def plan(args):
+    """The measurement specs, in the order they run (the fast paths next to the floor they are compared with)."""
+    common = {"backbone": args.backbone_name, "device": args.device, "prec": args.prec, "threads": args.threads,
+              "repeats": args.repeats, "max_seconds": args.max_seconds}
+    specs = [{**common, "kind": "data", "batch": args.batch_train, "workers": args.loader_workers,
+              "images": args.loader_images, "jpeg_size": args.jpeg_size, "epochs": args.loader_epochs,
+              "device": "cpu"}]
+    for trainer in args.trainers:
+        if TRAINERS[trainer].trains:
+            for straightforward in (False, True):
+                specs.append({**common, "kind": "train", "trainer": trainer, "straightforward": straightforward,
+                              "classes": args.classes_train, "batch": args.batch_train})
+
+    def eval_spec(trainer, classes, straightforward):
+        batch = min(args.batch_eval, args.cocoop_eval_batch) if trainer == "CoCoOp" else args.batch_eval
+        return {**common, "kind": "eval", "trainer": trainer, "straightforward": straightforward,
+                "classes": classes, "batch": batch}
+
+    for classes in args.classes_eval:
+        specs.append({**common, "kind": "floor", "classes": classes, "batch": args.batch_eval})
+        specs += [eval_spec(trainer, classes, False) for trainer in args.trainers]
+    for classes in args.straightforward_eval_classes:
+        specs += [eval_spec(trainer, classes, True) for trainer in args.trainers]
+    return specs
+
+
+def describe(spec):
+    if spec["kind"] == "data":
+        return f"data loading ({spec['workers']} workers, {spec['images']} JPEGs)"
+    if spec["kind"] == "floor":
+        return f"eval  zero-shot floor @ {spec['classes']} classes"
+    return f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} classes"
+
+
+def run_measurement(spec, workdir, index, timeout):
+    """Run one spec in a fresh Python process; returns its result, or the spec plus ``error``."""
+    result_path = osp.join(workdir, f"measurement_{index:03d}.json")
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
+    command = [sys.executable, "-m", "benchmarks.measure", "--spec", json.dumps(spec), "--result", result_path]
+    try:
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**spec, "error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0 or not osp.isfile(result_path):
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
+        return {**spec, "error": f"exit code {done.returncode}: {tail}"}
+    with open(result_path) as f:
+        return json.load(f)
+
+
+def summary_line(result):
+    if "error" in result:
+        return f"FAILED: {result['error']}"
+    if result["kind"] == "data":
+        return f"{result['images_per_s']:.1f} images/s"
+    reps = len(result["times_s"])
+    speed = (f"{result['median_s']:.2f} s/step" if result["kind"] == "train"
+             else f"{result['images_per_s']:.2f} images/s")
+    return f"{speed} (median of {reps}), peak {result['peak_memory_mb']:.0f} MB"
+
+
+def machine_info(device):
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "cpu": platform.processor()}
+    if osp.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if models:
+            info["cpu"] = models[0]
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = resolve_args(build_parser().parse_args(argv))
+    specs = plan(args)
+    started = time.time()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_trainers_") as workdir:
+        for index, spec in enumerate(specs):
+            print(f"[{index + 1}/{len(specs)}] {describe(spec)} ...", flush=True)
+            result = run_measurement(spec, workdir, index, args.timeout)
+            print(f"    {summary_line(result)}", flush=True)
+            results.append(result)
+    ratios = compute_ratios(results, args.classes_train, args.classes_eval)
+    table = markdown_table(results, args.trainers, args.classes_train, args.classes_eval, args.batch_train,
+                           args.batch_eval)
+    report = {
+        "command": " ".join(["python -m benchmarks.bench_trainers", shlex.join(argv)]).strip(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(args.device),
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "wall_s": time.time() - started,
+        "measurements": results,
+        "ratios": ratios,
+        "table_markdown": table,
+    }
+    os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print("\n" + table + "\n\nRatios:\n" + format_ratios(ratios))
+    print(f"\nWrote {args.out} ({report['wall_s'] / 60:.1f} min)")
+    failed = [describe(r) for r in results if "error" in r]
+    if failed:
+        print(f"{len(failed)} measurement(s) failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

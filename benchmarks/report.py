@@ -1,0 +1,189 @@
+"""Ratios against the targets and the markdown table, computed from the raw measurements alone.
+
+A measurement is the dict ``benchmarks.measure`` returns (``kind``, ``trainer``, ``straightforward``, ``classes``,
+``median_s``, ``images_per_s``, ``peak_memory_mb``, ``trainable_params``, ...) or, when its process failed, the spec
+plus ``error``.
+"""
+import operator
+
+from .subjects import FLOOR
+
+BMIP_VARIANTS = ("BMIP-reference", "BMIP-per_sample")
+_COMPARE = {"<=": operator.le, ">=": operator.ge}
+
+
+def path_name(straightforward):
+    return "straightforward" if straightforward else "fast"
+
+
+def find(measurements, kind, trainer=None, straightforward=False, classes=None):
+    """The successful measurement matching the keys, or None."""
+    for m in measurements:
+        if "error" in m or m["kind"] != kind:
+            continue
+        if kind != "data" and (m.get("trainer") or FLOOR) != (trainer or FLOOR):
+            continue
+        if kind in ("train", "eval") and m["straightforward"] != straightforward:
+            continue
+        if classes is not None and m.get("classes") != classes:
+            continue
+        return m
+    return None
+
+
+def _ratio(name, numerator, denominator, key, cpu_key=None, target=None):
+    """``{name, value, value_cpu, target, met, met_cpu}`` from two measurements (None where one is missing).
+
+    ``value`` uses ``key`` (wall-clock figures, what the targets are stated in); ``value_cpu`` uses ``cpu_key``
+    (process CPU-time figures, robust to other jobs on a shared machine) when both measurements have it.
+    """
+    def value_of(k):
+        if k is None or numerator is None or denominator is None or k not in numerator or k not in denominator:
+            return None
+        return numerator[k] / denominator[k]
+
+    def verdict(value):
+        if target is None or value is None:
+            return None
+        return bool(_COMPARE[target[0]](value, target[1]))
+
+    value, value_cpu = value_of(key), value_of(cpu_key)
+    return {"name": name, "value": value, "value_cpu": value_cpu,
+            "target": None if target is None else f"{target[0]} {target[1]}",
+            "met": verdict(value), "met_cpu": verdict(value_cpu)}
+
+
+def _memory_added(measurement):
+    """``{"added_memory_mb": peak - memory after building the model}``: what the measured work itself added."""
+    if measurement is None or "memory_after_build_mb" not in measurement:
+        return None
+    return {"added_memory_mb": measurement["peak_memory_mb"] - measurement["memory_after_build_mb"]}
+
+
+def compute_ratios(measurements, classes_train, classes_eval, consumer="BMIP-reference"):
+    """The issue's ratios for each BMIP mode, plus the data loader's throughput over the training consumption."""
+    ratios = []
+    maple_train = find(measurements, "train", "MaPLe", False, classes_train)
+    for bmip in BMIP_VARIANTS:
+        fast = find(measurements, "train", bmip, False, classes_train)
+        slow = find(measurements, "train", bmip, True, classes_train)
+        ratios.append(_ratio(f"{bmip} train step / MaPLe train step (fast paths)", fast, maple_train,
+                             "median_s", "median_cpu_s", ("<=", 1.15)))
+        ratios.append(_ratio(f"{bmip} train step: straightforward / fast (speed-up)", slow, fast,
+                             "median_s", "median_cpu_s", (">=", 3.0)))
+        ratios.append(_ratio(f"{bmip} train peak memory: fast / straightforward", fast, slow,
+                             "peak_memory_mb", target=("<=", 0.5)))
+        ratios.append(_ratio(f"{bmip} train memory above the built model: fast / straightforward",
+                             _memory_added(fast), _memory_added(slow), "added_memory_mb"))
+        for classes in classes_eval:
+            evaluation = find(measurements, "eval", bmip, False, classes)
+            floor = find(measurements, "floor", classes=classes)
+            bound = 0.8 if classes <= 100 else 0.7
+            ratios.append(_ratio(f"{bmip} eval images/s / zero-shot floor @ {classes} classes", evaluation, floor,
+                                 "images_per_s", "images_per_cpu_s", (">=", bound)))
+            slow_eval = find(measurements, "eval", bmip, True, classes)
+            if slow_eval is not None:
+                ratios.append(_ratio(f"{bmip} eval images/s: fast / straightforward @ {classes} classes",
+                                     evaluation, slow_eval, "images_per_s", "images_per_cpu_s"))
+    loader = find(measurements, "data")
+    consumption = find(measurements, "train", consumer, False, classes_train)
+    ratios.append(_ratio(f"data loader images/s / {consumer} training consumption images/s", loader, consumption,
+                         "images_per_s", target=(">=", 1.0)))
+    return ratios
+
+
+def _fmt(value, digits=2):
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}f}"
+
+
+def _get(measurement, key):
+    return None if measurement is None else measurement.get(key)
+
+
+def _with_cpu(measurement, key, cpu_key):
+    """``"wall (cpu)"`` cell, or just the wall figure for measurements without CPU times."""
+    cell = _fmt(_get(measurement, key))
+    cpu = _get(measurement, cpu_key)
+    return cell if cpu is None else f"{cell} ({_fmt(cpu)})"
+
+
+def _row_entries(measurements, trainer, straightforward, classes_train, classes_eval):
+    if trainer == FLOOR:
+        train, evals = None, [find(measurements, "floor", classes=c) for c in classes_eval]
+    else:
+        train = find(measurements, "train", trainer, straightforward, classes_train)
+        evals = [find(measurements, "eval", trainer, straightforward, c) for c in classes_eval]
+    params = next((m["trainable_params"] for m in [train, *evals] if m is not None), None)
+    cells = [_fmt(params), _with_cpu(train, "median_s", "median_cpu_s"), _fmt(_get(train, "peak_memory_mb"), 0)]
+    cells += [_with_cpu(m, "images_per_s", "images_per_cpu_s") for m in evals]
+    cells += [_fmt(_get(m, "peak_memory_mb"), 0) for m in evals]
+    return cells
+
+
+def markdown_table(measurements, trainers, classes_train, classes_eval, batch_train, batch_eval):
+    """One row per trainer and path (plus the floor); '—' where nothing was measured.
+
+    Time cells read ``wall (cpu)``: the median wall-clock figure, then the same figure in process CPU seconds.
+    """
+    header = ["trainer", "path", "trainable params",
+              f"train step s (batch {batch_train}, {classes_train} cls) wall (CPU)", "train peak MB"]
+    header += [f"eval img/s @{c} (batch {batch_eval}) wall (per CPU s)" for c in classes_eval]
+    header += [f"eval peak MB @{c}" for c in classes_eval]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = [(FLOOR, False)] + [(t, sf) for t in trainers for sf in (False, True)]
+    for trainer, straightforward in rows:
+        cells = _row_entries(measurements, trainer, straightforward, classes_train, classes_eval)
+        if all(c == "—" for c in cells[1:]):
+            continue
+        label = "zero-shot floor (image encoder only)" if trainer == FLOOR else trainer
+        eval_batches = {m["batch"] for m in measurements
+                        if "error" not in m and m["kind"] == "eval" and m.get("trainer") == trainer}
+        if eval_batches - {batch_eval}:
+            label += f" (eval batch {', '.join(map(str, sorted(eval_batches)))})"
+        path = "—" if trainer == FLOOR else path_name(straightforward)
+        lines.append("| " + " | ".join([label, path, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _verdict(met):
+    return "" if met is None else ("met" if met else "MISSED")
+
+
+def format_ratios(ratios):
+    """One markdown bullet per ratio: wall-clock value, CPU-time value, target and verdicts."""
+    lines = []
+    for r in ratios:
+        line = f"- {r['name']}: {_fmt(r['value'])}"
+        if r.get("value_cpu") is not None:
+            line += f" (CPU time: {_fmt(r['value_cpu'])})"
+        if r["target"]:
+            verdicts = [v for v in (_verdict(r["met"]), r.get("value_cpu") is not None and
+                                    f"CPU time {_verdict(r['met_cpu'])}") if v]
+            line += f", target {r['target']}: " + "; ".join(verdicts)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Re-print the table and ratios of a saved run: ``python -m benchmarks.report output/benchmark/x.json``."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("result", help="JSON written by benchmarks.bench_trainers")
+    args = parser.parse_args(argv)
+    with open(args.result) as f:
+        run = json.load(f)
+    settings, measurements = run["settings"], run["measurements"]
+    print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
+                         settings["batch_train"], settings["batch_eval"]))
+    print("\nRatios:\n" + format_ratios(compute_ratios(measurements, settings["classes_train"],
+                                                        settings["classes_eval"])))
+
+
+if __name__ == "__main__":
+    main()

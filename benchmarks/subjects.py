@@ -1,0 +1,142 @@
+"""What the benchmark measures: the trainers (built exactly as ``train.py`` builds them, minus the data), the
+zero-shot floor, random-weight backbones and real class names.
+
+A trainer is built from its published YAML through ``train.setup_cfg`` (so every config key is the one a user's
+run has), then its own ``build_model()`` runs on a stand-in dataset that only carries class names: the model,
+optimizer, precision policy and ``forward_backward`` / ``model_inference`` are the trainer's real code.
+"""
+import os.path as osp
+from collections import OrderedDict
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from clip_patch import RANDOM_BACKBONES, Precision, load_clip
+from dassl.engine import TRAINER_REGISTRY, TrainerBase, resolve_device
+from trainers.prompting import tokenize
+from trainers.zsclip import DEFAULT_TEMPLATE
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CLASSNAMES_FILE = osp.join(osp.dirname(osp.abspath(__file__)), "imagenet_classnames.txt")
+FLOOR = "floor"  # the zero-shot CLIP floor: text features encoded once, the image encoder alone per batch
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """One benchmarked method: the registered trainer, its published config and extra config options."""
+
+    trainer: str
+    config_file: str  # relative to the repository root
+    opts: tuple = ()
+
+    @property
+    def trains(self):
+        return self.trainer != "ZeroshotCLIP"
+
+
+TRAINERS = OrderedDict([
+    ("ZS-CLIP", TrainerSpec("ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml")),
+    ("CoOp", TrainerSpec("CoOp", "configs/trainers/CoOp/vit_b16.yaml")),
+    ("CoCoOp", TrainerSpec("CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml")),
+    ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml")),
+    ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml")),
+    ("BMIP-reference", TrainerSpec("BMIP", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
+                                   ("TRAINER.BMIP.MODE", "reference"))),
+    ("BMIP-per_sample", TrainerSpec("BMIP", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
+                                    ("TRAINER.BMIP.MODE", "per_sample"))),
+])
+
+
+def real_classnames(count):
+    """The first ``count`` ImageNet class names (plain English, one per line in imagenet_classnames.txt)."""
+    with open(CLASSNAMES_FILE) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not 1 <= count <= len(names):
+        raise ValueError(f"Asked for {count} class names; the benchmark has 1..{len(names)} real class names "
+                         f"(ImageNet's). Pass a class count in that range.")
+    return names[:count]
+
+
+def benchmark_backbone(name):
+    """Random-weight backbone with ``name``'s real shapes: ``ViT-B/16`` -> ``random-ViT-B/16`` (no download)."""
+    if name in RANDOM_BACKBONES:
+        return name
+    if f"random-{name}" in RANDOM_BACKBONES:
+        return f"random-{name}"
+    choices = sorted({n.replace("random-", "") for n in RANDOM_BACKBONES})
+    raise ValueError(f"Unknown backbone '{name}' for the benchmark; use one of {choices}.")
+
+
+def input_resolution(backbone):
+    return RANDOM_BACKBONES[benchmark_backbone(backbone)][1]
+
+
+def trainer_spec(trainer_id):
+    if trainer_id not in TRAINERS:
+        raise ValueError(f"Unknown benchmark trainer '{trainer_id}'; use any of {list(TRAINERS)}.")
+    return TRAINERS[trainer_id]
+
+
+def build_cfg(trainer_id, backbone, device, prec, straightforward):
+    """The frozen config ``train.py`` would build for this trainer, backbone, device and precision."""
+    from train import build_parser, setup_cfg  # the repository's own CLI (imports every trainer and dataset)
+
+    spec = trainer_spec(trainer_id)
+    backbone = benchmark_backbone(backbone)
+    size = input_resolution(backbone)
+    node = TRAINER_REGISTRY.get(spec.trainer).CFG_NODE
+    argv = ["--trainer", spec.trainer, "--config-file", osp.join(REPO_ROOT, spec.config_file),
+            "--backbone", backbone, "--device", device,
+            f"TRAINER.{node}.PREC", prec, "MODEL.STRAIGHTFORWARD", str(bool(straightforward)),
+            "INPUT.SIZE", f"({size}, {size})", "DATASET.NAME", "ImageNet", *spec.opts]
+    return setup_cfg(build_parser().parse_args(argv))
+
+
+def build_trainer_without_data(cfg, classnames):
+    """The registered trainer of ``cfg`` after its own ``build_model()``, on a stand-in dataset of class names.
+
+    Everything a trainer does besides loading data runs unchanged: ``check_cfg``, device resolution, the frozen
+    CLIP, the prompt learner, optimizer, precision and grad scaler.
+    """
+    trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    trainer = trainer_class.__new__(trainer_class)  # SimpleTrainer.__init__ would build a DataManager
+    TrainerBase.__init__(trainer)
+    trainer.check_cfg(cfg)
+    trainer.cfg = cfg
+    trainer.device = resolve_device(cfg)
+    trainer.start_epoch = trainer.epoch = 0
+    trainer.max_epoch = cfg.OPTIM.MAX_EPOCH
+    trainer.dm = SimpleNamespace(dataset=SimpleNamespace(classnames=list(classnames)))
+    trainer.num_classes = len(classnames)
+    trainer.batch_idx, trainer.num_batches = 0, 2 ** 31  # an epoch that never ends: no LR step while timing
+    trainer.build_model()
+    return trainer
+
+
+def trainable_parameters(trainer):
+    """Number of trainable scalars of the trainer's registered (saved) modules."""
+    return sum(p.numel() for name in trainer.get_model_names()
+               for p in trainer._models[name].parameters() if p.requires_grad)
+
+
+class ZeroShotFloor:
+    """Zero-shot CLIP as OpenAI's own code runs it: text features encoded once, then ``encode_image`` per batch."""
+
+    def __init__(self, backbone, device, prec, classnames):
+        self.device = torch.device(device)
+        self.precision = Precision(prec, self.device)
+        clip_model = load_clip(benchmark_backbone(backbone))
+        self.clip = self.precision.prepare_frozen(clip_model).to(self.device)
+        tokens = tokenize([DEFAULT_TEMPLATE.format(name) for name in classnames]).to(self.device)  # [n_cls, L]
+        with torch.no_grad(), self.precision.autocast():
+            text = self.clip.encode_text(tokens).float()  # [n_cls, E]
+        self.text_features = text / text.norm(dim=-1, keepdim=True)
+
+    @torch.no_grad()
+    def __call__(self, images):
+        """images [B, 3, H, W] -> logits [B, n_cls]."""
+        with self.precision.autocast():
+            features = self.clip.encode_image(images).float()  # [B, E]
+        features = features / features.norm(dim=-1, keepdim=True)
+        return self.clip.logit_scale.exp() * features @ self.text_features.t()  # [B, n_cls]

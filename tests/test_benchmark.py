@@ -1,0 +1,157 @@
+"""The speed/memory benchmark: a real smoke run on tiny-ViT, ratio arithmetic, timing protocol, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import bench_trainers, measure, report
+from benchmarks.subjects import REPO_ROOT, benchmark_backbone, real_classnames
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick CLI run (tiny-ViT, one trainer, one eval class count, 1 thread): its JSON and stdout."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    argv = ["--backbone", "tiny-ViT", "--quick", "--threads", "1", "--trainers", "BMIP-reference",
+            "--classes-eval", "10", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_trainers", *argv], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with open(out) as f:
+        return json.load(f), done.stdout
+
+
+def test_quick_run_writes_every_measurement(quick_run):
+    result, stdout = quick_run
+    assert {"command", "date", "machine", "settings", "wall_s", "measurements", "ratios", "table_markdown"} <= set(
+        result)
+    kinds = sorted((m["kind"], m.get("trainer"), m.get("straightforward"), m.get("classes"))
+                   for m in result["measurements"])
+    assert kinds == sorted([
+        ("data", None, None, None), ("floor", None, None, 10),
+        ("train", "BMIP-reference", False, 10), ("train", "BMIP-reference", True, 10),
+        ("eval", "BMIP-reference", False, 10), ("eval", "BMIP-reference", True, 10)])
+    for m in result["measurements"]:
+        assert "error" not in m
+        assert m["images_per_s"] > 0 and m["peak_memory_mb"] > 100  # a torch process is larger than 100 MB
+        assert m["memory_kind"] == "max_rss"
+        if m["kind"] != "data":
+            assert len(m["times_s"]) == len(m["cpu_times_s"]) == 1 and m["median_s"] == m["times_s"][0]
+            assert m["images_per_s"] == pytest.approx(m["batch"] / m["median_s"])
+            assert m["images_per_cpu_s"] == pytest.approx(m["batch"] / m["median_cpu_s"])
+    train = report.find(result["measurements"], "train", "BMIP-reference", False, 10)
+    assert train["trainable_params"] == 14686 and train["batch"] == 4
+    assert "| BMIP-reference | fast | 14,686 |" in result["table_markdown"]
+    assert result["table_markdown"] in stdout
+
+
+def test_quick_run_ratios_follow_from_the_raw_numbers(quick_run):
+    result, _ = quick_run
+    ms = result["measurements"]
+    fast = report.find(ms, "train", "BMIP-reference", False, 10)
+    slow = report.find(ms, "train", "BMIP-reference", True, 10)
+    evaluation = report.find(ms, "eval", "BMIP-reference", False, 10)
+    floor = report.find(ms, "floor", classes=10)
+    loader = report.find(ms, "data")
+    expected = {
+        "BMIP-reference train step: straightforward / fast (speed-up)": slow["times_s"][0] / fast["times_s"][0],
+        "BMIP-reference train peak memory: fast / straightforward": fast["peak_memory_mb"] / slow["peak_memory_mb"],
+        "BMIP-reference eval images/s / zero-shot floor @ 10 classes":
+            (evaluation["batch"] / evaluation["times_s"][0]) / (floor["batch"] / floor["times_s"][0]),
+        "data loader images/s / BMIP-reference training consumption images/s":
+            loader["images_per_s"] / (fast["batch"] / fast["times_s"][0]),
+    }
+    ratios = {r["name"]: r for r in result["ratios"]}
+    for name, value in expected.items():
+        assert ratios[name]["value"] == pytest.approx(value, rel=1e-9)
+    assert ratios["BMIP-reference train step / MaPLe train step (fast paths)"]["value"] is None  # MaPLe not run
+
+
+def _m(kind, trainer=None, straightforward=False, classes=10, median_s=1.0, batch=4, peak=1000.0, params=7):
+    return {"kind": kind, "trainer": trainer, "straightforward": straightforward, "classes": classes,
+            "batch": batch, "times_s": [median_s], "median_s": median_s, "images_per_s": batch / median_s,
+            "cpu_times_s": [2 * median_s], "median_cpu_s": 2 * median_s, "images_per_cpu_s": batch / median_s / 2,
+            "peak_memory_mb": peak, "trainable_params": params}
+
+
+def test_ratios_and_targets_from_synthetic_measurements():
+    ms = [
+        _m("train", "MaPLe", median_s=2.0),
+        {**_m("train", "BMIP-reference", median_s=2.2, peak=400.0), "memory_after_build_mb": 300.0},
+        {**_m("train", "BMIP-reference", True, median_s=6.8, peak=1000.0), "memory_after_build_mb": 300.0},
+        _m("eval", "BMIP-reference", classes=100, median_s=4.0, batch=32),  # 8 images/s
+        _m("floor", None, classes=100, median_s=3.0, batch=32),  # 10.67 images/s
+        _m("eval", "BMIP-reference", classes=1000, median_s=5.0, batch=32),  # 6.4 images/s
+        _m("floor", None, classes=1000, median_s=3.2, batch=32),  # 10 images/s
+        {"kind": "data", "images_per_s": 3.0},
+        {**_m("train", "BMIP-per_sample"), "error": "exit code 1"},
+    ]
+    ratios = {r["name"]: r for r in report.compute_ratios(ms, 10, [100, 1000])}
+    check = {
+        "BMIP-reference train step / MaPLe train step (fast paths)": (1.1, True),
+        "BMIP-reference train step: straightforward / fast (speed-up)": (6.8 / 2.2, True),
+        "BMIP-reference train peak memory: fast / straightforward": (0.4, True),
+        "BMIP-reference train memory above the built model: fast / straightforward": (100 / 700, None),
+        "BMIP-reference eval images/s / zero-shot floor @ 100 classes": (0.75, False),  # target >= 0.8
+        "BMIP-reference eval images/s / zero-shot floor @ 1000 classes": (0.64, False),  # target >= 0.7
+        "data loader images/s / BMIP-reference training consumption images/s": (3.0 / (4 / 2.2), True),
+    }
+    for name, (value, met) in check.items():
+        assert ratios[name]["value"] == pytest.approx(value) and ratios[name]["met"] is met, name
+        if "memory" not in name and "data loader" not in name:  # CPU times are 2x wall in every measurement here
+            assert ratios[name]["value_cpu"] == pytest.approx(value) and ratios[name]["met_cpu"] is met, name
+    failed = "BMIP-per_sample train step / MaPLe train step (fast paths)"
+    assert ratios[failed]["value"] is None and ratios[failed]["met"] is None  # failed measurements are skipped
+
+
+def test_markdown_table_has_a_row_per_measured_path():
+    ms = [_m("train", "CoOp", median_s=1.5), _m("eval", "CoOp", classes=100, median_s=2.0, batch=32),
+          _m("floor", None, classes=100, median_s=1.0, batch=32, params=0)]
+    table = report.markdown_table(ms, ["CoOp", "MaPLe"], 10, [100], 4, 32).splitlines()
+    assert len(table) == 4  # header, separator, floor, CoOp fast (nothing measured for the other rows)
+    assert table[2].startswith("| zero-shot floor (image encoder only) | — | 0 | — | — | 32.00 (16.00) |")
+    assert table[3] == "| CoOp | fast | 7 | 1.50 (3.00) | 1000 | 16.00 (8.00) | 1000 |"
+
+
+def test_timed_calls_stops_at_repeats_or_time_budget():
+    calls = []
+    times, cpu_times = measure.timed_calls(lambda: calls.append(1), measure.torch.device("cpu"), 5, 1e9)
+    assert len(times) == len(cpu_times) == 5 and len(calls) == 5
+    times, cpu_times = measure.timed_calls(lambda: calls.append(1), measure.torch.device("cpu"), 5, 0)
+    assert len(times) == len(cpu_times) == 1  # at least one timed call, even with no time budget
+    busy = measure.timed_calls(lambda: sum(range(200_000)), measure.torch.device("cpu"), 1, 0)
+    assert 0 < busy[1][0] <= busy[0][0] * 1.5  # a single-threaded busy loop uses about its wall time in CPU
+
+
+def test_plan_caps_cocoop_and_limits_straightforward_eval():
+    args = bench_trainers.resolve_args(bench_trainers.build_parser().parse_args(
+        ["--backbone", "tiny-ViT", "--trainers", "CoCoOp", "ZS-CLIP"]))
+    specs = bench_trainers.plan(args)
+    evals = [(s["trainer"], s["straightforward"], s["classes"], s["batch"]) for s in specs if s["kind"] == "eval"]
+    assert sorted(evals) == sorted([
+        ("CoCoOp", False, 100, 2), ("CoCoOp", False, 1000, 2), ("CoCoOp", True, 100, 2),
+        ("ZS-CLIP", False, 100, 32), ("ZS-CLIP", False, 1000, 32), ("ZS-CLIP", True, 100, 32)])
+    trains = [(s["trainer"], s["straightforward"]) for s in specs if s["kind"] == "train"]
+    assert trains == [("CoCoOp", False), ("CoCoOp", True)]  # ZS-CLIP does not train
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--classes-eval", "100", "2000"], "1..1000"),
+    (["--straightforward-eval-classes", "50"], "not in --classes-eval"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+])
+def test_bad_arguments_name_the_problem(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        bench_trainers.resolve_args(bench_trainers.build_parser().parse_args(["--backbone", "tiny-ViT", *argv]))
+
+
+def test_backbones_and_class_names():
+    assert benchmark_backbone("ViT-B/16") == "random-ViT-B/16"
+    assert benchmark_backbone("tiny-ViT") == "tiny-ViT"
+    with pytest.raises(ValueError, match="Unknown backbone 'ViT-H/14'"):
+        benchmark_backbone("ViT-H/14")
+    names = real_classnames(1000)
+    assert len(names) == len(set(names)) == 1000 and names[0] == "tench"
+    with pytest.raises(ValueError, match="1..1000"):
+        real_classnames(1001)
