@@ -13,7 +13,8 @@ Two implementations of a layer, equal up to float rounding (tests compare them):
 
 * fast (default): one LayerNorm + Q/K/V projection of the incoming tokens; if the slots are replaced, only the ``b``
   slot tokens are projected again; attention runs in ``F.scaled_dot_product_attention``. The probe computes only the
-  softmax rows it is asked for, from the Q/K already at hand, and nothing when it is not asked.
+  softmax rows it is asked for, from the Q/K already at hand, and nothing when it is not asked. The last layer
+  computes only the row that becomes the feature (CLS / EOT); its keys and values still come from every token.
 * straightforward: the released code's computation — ``nn.MultiheadAttention`` with ``need_weights=True`` on the
   incoming tokens to read the gate, then CLIP's own block on the replaced tokens (attention computed twice).
 """
@@ -110,8 +111,12 @@ def _with_slots(x, slots, values):
     return torch.cat([x[:, : slots.start], values, x[:, slots.stop:]], dim=1)
 
 
-def fast_block(block, x, deep, layer):
-    """One CLIP ResidualAttentionBlock on x [B, N, D], replacing prompt slots first if ``deep`` says so."""
+def fast_block(block, x, deep, layer, out_rows=None):
+    """One CLIP ResidualAttentionBlock on x [B, N, D], replacing prompt slots first if ``deep`` says so.
+
+    ``out_rows`` (LongTensor [B], one row per sequence) computes only those rows' outputs -> [B, 1, D]: in the last
+    layer only the CLS / EOT token reaches the features, and keys/values still come from every token.
+    """
     mask = _block_mask(block, x.shape[1], x)
     qkv = None
     if deep is not None:
@@ -129,8 +134,13 @@ def fast_block(block, x, deep, layer):
     if qkv is None:
         qkv = _qkv(block, block.ln_1(x))
     q, k, v = qkv  # [B, H, N, hd]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N, hd]
-    out = out.transpose(1, 2).flatten(2)  # [B, N, D]
+    if out_rows is not None:
+        batch = torch.arange(x.shape[0], device=x.device)
+        x = x[batch, out_rows].unsqueeze(1)  # [B, 1, D]
+        q = q[batch, :, out_rows].unsqueeze(2)  # [B, H, 1, hd]
+        mask = None if mask is None else mask[out_rows].unsqueeze(1).unsqueeze(1)  # [B, 1, 1, N]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N or 1, hd]
+    out = out.transpose(1, 2).flatten(2)  # [B, N or 1, D]
     x = x + block.attn.out_proj(out)
     return x + block.mlp(block.ln_2(x))
 
@@ -148,12 +158,24 @@ def naive_block(block, x, deep, layer):
     return h.transpose(0, 1)
 
 
-def run_blocks(blocks, x, deep=None, straightforward=False):
-    """Run CLIP resblocks on x [B, N, D]; deep prompts may replace slots before every layer l >= 1."""
-    layer_fn = naive_block if straightforward else fast_block
+def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
+    """Run CLIP resblocks on x [B, N, D]; deep prompts may replace slots before every layer l >= 1.
+
+    Returns [B, N, D], or with ``out_rows`` (LongTensor [B]) the rows the caller reads, [B, D]: the fast path then
+    computes only those rows in the last layer.
+    """
+    last = len(blocks) - 1
     for layer, block in enumerate(blocks):
-        x = layer_fn(block, x, deep if layer > 0 else None, layer)
-    return x
+        layer_deep = deep if layer > 0 else None
+        if straightforward:
+            x = naive_block(block, x, layer_deep, layer)
+        else:
+            x = fast_block(block, x, layer_deep, layer, out_rows if layer == last else None)
+    if out_rows is None:
+        return x
+    if straightforward:
+        return x[torch.arange(x.shape[0], device=x.device), out_rows]  # [B, D]
+    return x[:, 0]  # [B, D]
 
 
 class PromptedTextEncoder(nn.Module):
@@ -187,9 +209,8 @@ class PromptedTextEncoder(nn.Module):
         x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
         if not straightforward:
             x = x[:, : int(eot.max()) + 1]
-        x = run_blocks(self.blocks, x, deep, straightforward)
-        x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # [n, D]
-        return x @ self.text_projection  # [n, E]
+        x = run_blocks(self.blocks, x, deep, straightforward, out_rows=eot)  # [n, D] (EOT tokens)
+        return self.ln_final(x) @ self.text_projection  # [n, E]
 
 
 def require_vit(clip_model, method="This method"):
@@ -228,9 +249,9 @@ class PromptedImageEncoder(nn.Module):
         if shallow is not None:
             x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)  # [B, 1+g*g+b, D]
         x = v.ln_pre(x)
-        x = run_blocks(v.transformer.resblocks, x, deep, straightforward)
-        x = v.ln_post(x[:, 0])  # [B, D]
-        return x @ v.proj  # [B, E]
+        cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        x = run_blocks(v.transformer.resblocks, x, deep, straightforward, out_rows=cls_rows)  # [B, D] (CLS)
+        return v.ln_post(x) @ v.proj  # [B, E]
 
 
 class ResNetImageEncoder(nn.Module):
