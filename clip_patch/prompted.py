@@ -15,6 +15,9 @@ Two implementations of a layer, equal up to float rounding (tests compare them):
   slot tokens are projected again; attention runs in ``F.scaled_dot_product_attention``. The probe computes only the
   softmax rows it is asked for, from the Q/K already at hand, and nothing when it is not asked. The last layer
   computes only the row that becomes the feature (CLS / EOT); its keys and values still come from every token.
+  In the text encoder, a prefix that is identical in every class prompt (e.g. "<SOS> a photo of a", with deep prompts
+  that are the same for every class: ``DeepPrompts.shared``) is encoded once; the class suffixes attend to its
+  keys/values (under the causal mask the prefix never sees the suffixes, so this is exact).
 * straightforward: the released code's computation — ``nn.MultiheadAttention`` with ``need_weights=True`` on the
   incoming tokens to read the gate, then CLIP's own block on the replaced tokens (attention computed twice).
 """
@@ -31,6 +34,7 @@ class DeepPrompts:
 
     slots: slice  # positions of the b prompt tokens in the sequence
     replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
+    shared: bool = False  # replace() returns [b, D] (the same for every sequence) and never reads the probe
 
 
 class AttentionProbe:
@@ -158,6 +162,62 @@ def naive_block(block, x, deep, layer):
     return h.transpose(0, 1)
 
 
+def shared_prefix_length(x, eot, deep):
+    """How many leading positions of x [n, L, D] are identical in every sequence, before any EOT.
+
+    Under the causal mask those positions never see the rest, so they stay identical at every layer as long as the
+    deep prompts put the same values into every sequence (``DeepPrompts.shared``) and their slots lie in the prefix.
+    """
+    if x.shape[0] < 2 or (deep is not None and not deep.shared):
+        return 0
+    same = (x == x[:1]).all(dim=2).all(dim=0)  # [L]
+    length = min(int(same.int().cumprod(0).sum()), int(eot.min()))
+    if deep is not None and length < deep.slots.stop:
+        return 0
+    return length
+
+
+def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
+    """One block on sequences split into a prefix [1, P, D] shared by all n and their suffixes [n, S, D].
+
+    The prefix is computed once; the suffixes attend to its keys/values. With ``out_rows`` (LongTensor [n], rows of
+    the full sequence, all in the suffix) only those rows are computed and returned as the suffix [n, 1, D].
+    """
+    n, P = suffix.shape[0], prefix.shape[1]
+    mask = _block_mask(block, P + suffix.shape[1], suffix)  # [N, N], causal
+    qp, kp, vp = _qkv(block, block.ln_1(prefix))  # [1, H, P, hd]
+    qs, ks, vs = _qkv(block, block.ln_1(suffix))  # [n, H, S, hd]
+    k = torch.cat([kp.expand(n, -1, -1, -1), ks], dim=2)  # [n, H, N, hd]
+    v = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)  # [n, H, N, hd]
+    if out_rows is None:
+        out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:P, :P])  # [1, H, P, hd]
+        prefix = prefix + block.attn.out_proj(out_p.transpose(1, 2).flatten(2))
+        prefix = prefix + block.mlp(block.ln_2(prefix))
+        suffix_mask = mask[P:]  # [S, N]
+    else:
+        batch = torch.arange(n, device=suffix.device)
+        suffix = suffix[batch, out_rows - P].unsqueeze(1)  # [n, 1, D]
+        qs = qs[batch, :, out_rows - P].unsqueeze(2)  # [n, H, 1, hd]
+        suffix_mask = mask[out_rows].unsqueeze(1).unsqueeze(1)  # [n, 1, 1, N]
+    out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=suffix_mask)  # [n, H, S or 1, hd]
+    suffix = suffix + block.attn.out_proj(out_s.transpose(1, 2).flatten(2))
+    return prefix, suffix + block.mlp(block.ln_2(suffix))
+
+
+def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None):
+    """The fast path of :func:`run_blocks` for x [n, N, D] whose first ``prefix_length`` positions are the same in every
+    sequence (see :func:`shared_prefix_length`): that prefix is computed once. Returns the ``out_rows`` [n, D]."""
+    prefix, suffix = x[:1, :prefix_length], x[:, prefix_length:]  # [1, P, D], [n, S, D]
+    last = len(blocks) - 1
+    for layer, block in enumerate(blocks):
+        if deep is not None and layer > 0:
+            values = deep.replace(layer, None)  # shared: the same [b, D] for every sequence, no probe
+            if values is not None:
+                prefix = _with_slots(prefix, deep.slots, values)
+        prefix, suffix = _prefix_suffix_block(block, prefix, suffix, out_rows if layer == last else None)
+    return suffix[:, 0]  # [n, D]
+
+
 def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
     """Run CLIP resblocks on x [B, N, D]; deep prompts may replace slots before every layer l >= 1.
 
@@ -207,9 +267,15 @@ class PromptedTextEncoder(nn.Module):
         """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]."""
         eot = tokens.argmax(dim=-1)  # [n]
         x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
-        if not straightforward:
+        if straightforward:
+            x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot)  # [n, D] (EOT tokens)
+        else:
             x = x[:, : int(eot.max()) + 1]
-        x = run_blocks(self.blocks, x, deep, straightforward, out_rows=eot)  # [n, D] (EOT tokens)
+            prefix_length = shared_prefix_length(x, eot, deep)
+            if prefix_length > 1:
+                x = run_blocks_shared_prefix(self.blocks, x, prefix_length, deep, out_rows=eot)  # [n, D]
+            else:
+                x = run_blocks(self.blocks, x, deep, out_rows=eot)  # [n, D] (EOT tokens)
         return self.ln_final(x) @ self.text_projection  # [n, E]
 
 

@@ -134,8 +134,10 @@ def test_text_encoder_runs_only_up_to_eot_and_matches_clip(vit):
         full = encoder(embeddings, tokens, straightforward=True)
     finally:
         hook.remove()
-    assert shapes[0][1] == int(tokens.argmax(dim=-1).max()) + 1 < 77  # [n, L, D] truncated at the longest EOT
-    assert shapes[1] == (77, 2, 64)  # the straightforward path runs CLIP's [L, n, D] layout on all 77 tokens
+    longest = int(tokens.argmax(dim=-1).max()) + 1  # truncated at the longest EOT
+    assert shapes[0] == (1, 5, 64)  # "<SOS> a photo of a" is the same in both prompts: encoded once
+    assert shapes[1] == (2, longest - 5, 64) and longest < 77  # the class-specific rest, up to the longest EOT
+    assert shapes[2] == (77, 2, 64)  # the straightforward path runs CLIP's [L, n, D] layout on all 77 tokens
     reference = vit.encode_text(tokens)  # CLIP's own 77-token forward
     assert fast.shape == (2, vit.text_projection.shape[1])
     assert (fast - reference).abs().max() <= TOL

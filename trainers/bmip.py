@@ -156,7 +156,8 @@ class BMIPPromptLearner(nn.Module):
                 return None
             a = self.text_gate_input(probe, straightforward)
             return self._blend(self.text_gates[k], a, self.compound_prompts_text[k], self.vision_to_text(k))
-        return self.prompts.assemble(self.ctx_t), self.prompts.tokens, DeepPrompts(self.text_slots, replace)
+        shared = self.mode == "reference" and not straightforward  # the same blend for every class, no probe read
+        return self.prompts.assemble(self.ctx_t), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared)
 
     def vision_inputs(self, straightforward=False):
         def replace(layer, probe):

@@ -71,7 +71,7 @@ class VisionLanguagePrompts(nn.Module):
     def text_inputs(self, straightforward=False):
         if not self.text_on:
             return self.prompts.assemble(None), self.prompts.tokens, None
-        deep = DeepPrompts(slice(1, 1 + self.ctx.shape[0]), self._deep_replace(self.deep_text))
+        deep = DeepPrompts(slice(1, 1 + self.ctx.shape[0]), self._deep_replace(self.deep_text), shared=True)
         return self.prompts.assemble(self.ctx), self.prompts.tokens, deep
 
     def vision_inputs(self, straightforward=False):

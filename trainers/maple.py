@@ -59,7 +59,7 @@ class MaPLePromptLearner(nn.Module):
     def text_inputs(self, straightforward=False):
         def replace(layer, probe):
             return self.compound_prompts_text[layer - 1] if layer <= len(self.compound_prompts_text) else None
-        return self.prompts.assemble(self.ctx), self.prompts.tokens, DeepPrompts(self.text_slots, replace)
+        return self.prompts.assemble(self.ctx), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared=True)
 
     def vision_inputs(self, straightforward=False):
         def replace(layer, probe):
