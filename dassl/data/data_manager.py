@@ -123,37 +123,21 @@ class DataManager:
             print("* Using custom transform for testing")
             tfm_test = custom_tfm_test
 
+        def train_loader(loader_cfg, data_source, split):
+            return build_data_loader(cfg, sampler_type=loader_cfg.SAMPLER, data_source=data_source,
+                                     batch_size=loader_cfg.BATCH_SIZE, n_domain=loader_cfg.N_DOMAIN,
+                                     n_ins=loader_cfg.N_INS, tfm=tfm_train, is_train=True,
+                                     dataset_wrapper=dataset_wrapper, split=split)
+
         train_x_cfg = cfg.DATALOADER.TRAIN_X
-        train_loader_x = build_data_loader(
-            cfg,
-            sampler_type=train_x_cfg.SAMPLER,
-            data_source=dataset.train_x,
-            batch_size=train_x_cfg.BATCH_SIZE,
-            n_domain=train_x_cfg.N_DOMAIN,
-            n_ins=train_x_cfg.N_INS,
-            tfm=tfm_train,
-            is_train=True,
-            dataset_wrapper=dataset_wrapper,
-            split="train_x",
-        )
+        train_loader_x = train_loader(train_x_cfg, dataset.train_x, "train_x")
 
         train_loader_u = None
         if dataset.train_u:
             train_u_cfg = cfg.DATALOADER.TRAIN_U
             if train_u_cfg.SAME_AS_X:
                 train_u_cfg = train_x_cfg
-            train_loader_u = build_data_loader(
-                cfg,
-                sampler_type=train_u_cfg.SAMPLER,
-                data_source=dataset.train_u,
-                batch_size=train_u_cfg.BATCH_SIZE,
-                n_domain=train_u_cfg.N_DOMAIN,
-                n_ins=train_u_cfg.N_INS,
-                tfm=tfm_train,
-                is_train=True,
-                dataset_wrapper=dataset_wrapper,
-                split="train_u",
-            )
+            train_loader_u = train_loader(train_u_cfg, dataset.train_u, "train_u")
 
         test_cfg = cfg.DATALOADER.TEST
         val_loader = None
