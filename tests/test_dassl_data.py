@@ -23,6 +23,7 @@ from dassl.data.samplers import (
     build_sampler,
 )
 from dassl.data.transforms import build_transform
+from tests.cfg_helpers import set_values
 
 CLASSNAMES = ["cat", "dog", "fox"]
 N_TRAIN_PER_CLASS = 5  # 15 train items
@@ -92,13 +93,7 @@ def make_cfg(root, **overrides):
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.DATALOADER.TRAIN_X.BATCH_SIZE = 4
     cfg.DATALOADER.TEST.BATCH_SIZE = 4
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return cfg
+    return set_values(cfg, overrides)
 
 
 # ---------------------------------------------------------------- Datum / DatasetBase

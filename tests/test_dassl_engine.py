@@ -13,6 +13,7 @@ from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, SimpleTrainer, TrainerX, build_trainer, resolve_device
 from dassl.engine.trainer import _progress
 from dassl.optim import build_lr_scheduler, build_optimizer
+from tests.cfg_helpers import set_values
 
 MODEL_NAME = "prompt_learner"
 
@@ -119,13 +120,7 @@ def make_cfg(output_dir, **overrides):
     cfg.OPTIM.WARMUP_TYPE = "constant"
     cfg.OPTIM.WARMUP_CONS_LR = 1e-2
     cfg.DEVICE = "cpu"
-    for key, value in overrides.items():
-        node = cfg
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = value
-    return cfg
+    return set_values(cfg, overrides)
 
 
 def _lr_events(trainer):

@@ -139,30 +139,13 @@ class DataManager:
                 train_u_cfg = train_x_cfg
             train_loader_u = train_loader(train_u_cfg, dataset.train_u, "train_u")
 
-        test_cfg = cfg.DATALOADER.TEST
-        val_loader = None
-        if dataset.val:
-            val_loader = build_data_loader(
-                cfg,
-                sampler_type=test_cfg.SAMPLER,
-                data_source=dataset.val,
-                batch_size=test_cfg.BATCH_SIZE,
-                tfm=tfm_test,
-                is_train=False,
-                dataset_wrapper=dataset_wrapper,
-                split="val",
-            )
+        def eval_loader(data_source, split):
+            return build_data_loader(cfg, sampler_type=cfg.DATALOADER.TEST.SAMPLER, data_source=data_source,
+                                     batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm_test, is_train=False,
+                                     dataset_wrapper=dataset_wrapper, split=split)
 
-        test_loader = build_data_loader(
-            cfg,
-            sampler_type=test_cfg.SAMPLER,
-            data_source=dataset.test,
-            batch_size=test_cfg.BATCH_SIZE,
-            tfm=tfm_test,
-            is_train=False,
-            dataset_wrapper=dataset_wrapper,
-            split="test",
-        )
+        val_loader = eval_loader(dataset.val, "val") if dataset.val else None
+        test_loader = eval_loader(dataset.test, "test")
 
         self._num_classes = dataset.num_classes
         self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
