@@ -19,13 +19,14 @@ import hashlib
 import json
 import math
 import os
-import pickle
 import random
 from collections import defaultdict
 from typing import NamedTuple
 
 from dassl.config import register_config
 from dassl.data.datasets import Datum
+from dassl.utils import write_json
+from dassl.utils.safe_pickle import ForbiddenPickleContent, restricted_pickle_load
 
 SPLIT_KEYS = ("train", "val", "test")
 SUBSAMPLE_CHOICES = ("all", "base", "new")
@@ -34,6 +35,8 @@ FEWSHOT_CACHE_VERSION = 1
 GENERATED_SPLIT_SEED = 0  # seed of every split this project generates (independent of cfg.SEED)
 MAX_LISTED_PROBLEMS = 10  # how many offending paths an error message lists
 DOCS_HINT = "see docs/DATASETS.md, and run `python -m datasets.verify --root $DATA` to check the data"
+# What an ecosystem few-shot pickle holds besides dicts and lists: Dassl's Datum (pickled by its class path).
+LEGACY_FEWSHOT_GLOBALS = {("dassl.data.datasets.base_dataset", "Datum")}
 
 
 @register_config
@@ -63,15 +66,6 @@ def relative_to(path, root):
     if path.startswith(prefix):
         return path[len(prefix):]
     return os.path.relpath(path, root)
-
-
-def write_json_atomic(obj, filepath):
-    """Write `obj` as indented JSON via a temporary file, so parallel runs never read half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(filepath)), exist_ok=True)
-    tmp_path = f"{filepath}.tmp{os.getpid()}"
-    with open(tmp_path, "w") as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
-    os.replace(tmp_path, filepath)
 
 
 def read_json_file(filepath, what):
@@ -164,7 +158,7 @@ def save_split(train, val, test, filepath, path_prefix):
     def _extract(items):
         return [[relative_to(item.impath, path_prefix), item.label, item.classname] for item in items]
 
-    write_json_atomic({"train": _extract(train), "val": _extract(val), "test": _extract(test)}, filepath)
+    write_json({"train": _extract(train), "val": _extract(val), "test": _extract(test)}, filepath)
     print(f"Saved split to {filepath}")
 
 
@@ -427,8 +421,9 @@ def read_legacy_fewshot(pkl_path, dataset_dir, splits):
     split (an item not in it, or other labels/names) or cannot be read. Never writes the file.
     """
     try:
-        with open(pkl_path, "rb") as f:
-            data = pickle.load(f)
+        data = restricted_pickle_load(pkl_path, LEGACY_FEWSHOT_GLOBALS)
+    except ForbiddenPickleContent:
+        raise  # never silently skip a file that tries to run code: the user must look at it
     except Exception as err:  # a foreign or truncated pickle: report and fall back to sampling
         print(f"Ignoring unreadable few-shot pickle {pkl_path} ({type(err).__name__}: {err})")
         return None
@@ -464,7 +459,7 @@ def read_fewshot_cache(json_path, dataset_dir, fingerprint):
 
 def write_fewshot_cache(json_path, dataset_dir, fingerprint, sampled):
     """Write the few-shot cache with paths relative to `dataset_dir`."""
-    write_json_atomic(
+    write_json(
         {
             "version": FEWSHOT_CACHE_VERSION,
             "split_fingerprint": fingerprint,

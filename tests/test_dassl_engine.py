@@ -190,7 +190,7 @@ def test_printed_lines_and_files(tmp_path, capsys):
     lr_steps = [(e.step, round(e.value, 6)) for e in events.Scalars("train/lr")]
     assert lr_steps == [(0, 0.01), (1, 0.01), (2, 0.1), (3, 0.1), (4, 0.1), (5, 0.05)]  # n_iter = epoch*3+batch
     ckpt = torch.load(str(ckpt_dir / "model.pth.tar-2"), weights_only=True)
-    assert set(ckpt) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
+    assert set(ckpt) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result", "run_state"}
     assert ckpt["epoch"] == 2 and ckpt["val_result"] is None
     assert torch.equal(ckpt["state_dict"]["weight"], trainer.model.weight.detach())
     assert trainer._writer is None  # closed after training
@@ -227,7 +227,8 @@ def test_best_val_without_validation_warns_and_deploys_last(tmp_path, capsys):
 
 def _early_stop_cfg(tmp_path, patience, max_epoch=6, enabled=True):
     return make_cfg(tmp_path, **{"TEST.FINAL_MODEL": "best_val", "TRAIN.EARLY_STOPPING": enabled,
-                                 "TRAIN.PATIENT_COUNT": patience, "OPTIM.MAX_EPOCH": max_epoch})  # fmt: skip
+                                 "TRAIN.PATIENT_COUNT": patience, "OPTIM.MAX_EPOCH": max_epoch,
+                                 "TRAIN.EARLY_STOPPING_MIN_EPOCHS": 0})  # fmt: skip
 
 
 def test_early_stopping_stops_at_patience(tmp_path, capsys):
@@ -242,6 +243,39 @@ def test_early_stopping_stops_at_patience(tmp_path, capsys):
     best = torch.load(str(ckpt_dir / "model-best.pth.tar"), weights_only=True)
     assert best["epoch"] == 2 and best["val_result"] == 60.0
     assert "Deploy the model with the best val performance" in out
+
+
+def test_early_stopping_and_best_val_follow_the_released_bmip_trainer(tmp_path, capsys):
+    # Released BMIP after_epoch: a new model-best only when val > best + 0.01; the patience counter resets on any
+    # strict gain; a stop needs patience exhausted and epoch index >= 5 (6 finished epochs).
+    ScriptedValTrainer.val_script = [50.0, 50.005, 49.0, 48.0, 47.0, 46.0, 45.0, 44.0, 43.0, 42.0]
+    cfg = make_cfg(tmp_path, **{"TEST.FINAL_MODEL": "best_val", "TRAIN.EARLY_STOPPING": True,
+                                "TRAIN.PATIENT_COUNT": 2, "OPTIM.MAX_EPOCH": 10})  # released defaults otherwise
+    trainer = ScriptedValTrainer(cfg)
+    trainer.train()
+    out = capsys.readouterr().out
+    # epoch 2 gains 0.005: resets the counter but is not a new best; epochs 3, 4 exhaust patience 2, yet the run
+    # may only stop once 6 epochs have finished
+    assert sum(e.startswith("run_epoch") for e in trainer.events) == 6
+    assert "Early stopping after epoch 6" in out
+    best = torch.load(str(tmp_path / MODEL_NAME / "model-best.pth.tar"), weights_only=True)
+    assert best["epoch"] == 1 and best["val_result"] == 50.0
+    assert cfg.TRAIN.EARLY_STOPPING_MIN_EPOCHS == 6 and cfg.TRAIN.BEST_VAL_MIN_DELTA == 0.01
+
+
+def test_model_is_never_selected_on_test_images(tmp_path, capsys):
+    class NoValTrainer(ScriptedValTrainer):
+        def build_data_loader(self):
+            super().build_data_loader()
+            self.val_loader = None  # Dassl's test(split="val") would fall back to the test set
+
+    ScriptedValTrainer.val_script = [50.0, 60.0]
+    trainer = NoValTrainer(make_cfg(tmp_path, **{"TEST.FINAL_MODEL": "best_val", "TRAIN.EARLY_STOPPING": True}))
+    trainer.train()
+    out = capsys.readouterr().out
+    assert "would choose the model on test images: the dataset has no val split" in out
+    assert "Evaluate on the *val* set" not in out and "Deploy the last-epoch model" in out
+    assert not (tmp_path / MODEL_NAME / "model-best.pth.tar").exists()
 
 
 def test_early_stopping_off_runs_all_epochs(tmp_path):

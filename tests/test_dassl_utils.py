@@ -12,6 +12,7 @@ from PIL import Image
 
 from dassl.utils import (
     AverageMeter,
+    CheckpointError,
     MetricMeter,
     Registry,
     check_availability,
@@ -200,7 +201,7 @@ def test_save_checkpoint_files_pointer_and_weights_only(tmp_path, capsys):
     assert torch.load(str(folder / "model-best.pth.tar"), weights_only=True)["epoch"] == 4
 
     save_checkpoint(_state(model.module, 5), str(folder), model_name="custom.pth")
-    assert (folder / "checkpoint").read_text() == "custom.pth\n"
+    assert (folder / "checkpoint").read_text() == "model.pth.tar-4\n"  # only epoch files are resume points
 
 
 def test_save_checkpoint_rejects_objects_and_leaves_no_file(tmp_path):
@@ -228,24 +229,63 @@ def test_save_checkpoint_is_atomic_on_failure(tmp_path, monkeypatch):
     assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1"]
 
 
-class _LegacyObject:
-    """Stands in for a pickled Python object inside an old Dassl checkpoint."""
+class _Payload:
+    """A pickled object whose unpickling would run code: it creates the marker file."""
 
-    def __init__(self):
-        self.value = 3
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
 
 
-def test_load_checkpoint_fallback_for_pickled_objects(tmp_path, capsys):
-    fpath = str(tmp_path / "old.pth.tar")
-    torch.save({"state_dict": {}, "scheduler": {"successor": _LegacyObject()}}, fpath)
-    with pytest.raises(Exception):
-        torch.load(fpath, weights_only=True)
-    loaded = load_checkpoint(fpath)
-    assert loaded["scheduler"]["successor"].value == 3
-    assert "weights_only=False" in capsys.readouterr().out
+def test_load_checkpoint_never_executes_pickled_code(tmp_path):
+    marker = tmp_path / "payload-ran"
+    fpath = str(tmp_path / "crafted.pth.tar")
+    torch.save({"state_dict": {}, "scheduler": {"successor": _Payload(str(marker))}}, fpath)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(fpath)
+    message = str(info.value)
+    assert fpath in message and "io.open" in message
+    assert f"python -m dassl.utils.convert_checkpoint --trust {fpath}" in message and "\n" not in message
+    assert not marker.exists()
 
     with pytest.raises(FileNotFoundError, match="nope.pth.tar"):
         load_checkpoint(str(tmp_path / "nope.pth.tar"))
+    (tmp_path / "junk.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.pth.tar"):
+        load_checkpoint(str(tmp_path / "junk.pth.tar"))
+    assert not marker.exists()
+
+
+def test_convert_checkpoint_makes_a_trusted_dassl_checkpoint_loadable(tmp_path, capsys):
+    from dassl.optim import ConstantWarmupScheduler
+    from dassl.utils.convert_checkpoint import main as convert_main
+
+    model = nn.Linear(3, 2)
+    optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    successor = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=5.0)
+    model(torch.randn(2, 3)).sum().backward()
+    optim.step()
+    successor.step()
+    # What old Dassl wrote: the warm-up scheduler's state holds the successor scheduler object itself.
+    old_sched = {"successor": successor, "warmup_epoch": 1, "cons_lr": 1e-5, "last_epoch": 1, "base_lrs": [0.1]}
+    src, dst = str(tmp_path / "released.pth.tar"), str(tmp_path / "converted.pth.tar")
+    torch.save({"state_dict": model.state_dict(), "epoch": 5, "optimizer": optim.state_dict(),
+                "scheduler": old_sched, "val_result": np.float64(71.5)}, src)
+    with pytest.raises(CheckpointError, match="torch.optim"):
+        load_checkpoint(src)
+    assert convert_main([src, dst]) == 2  # --trust is required
+    assert "pass --trust" in capsys.readouterr().err
+    assert convert_main(["--trust", src, dst]) == 0
+    converted = load_checkpoint(dst)
+    assert converted["epoch"] == 5 and converted["val_result"] == 71.5 and type(converted["val_result"]) is float
+    assert torch.equal(converted["state_dict"]["weight"], model.weight.detach())
+    assert converted["scheduler"]["successor"] == successor.state_dict()
+    # the converted scheduler state drives a live warm-up scheduler at the successor's epoch
+    live = ConstantWarmupScheduler(optim, torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=5.0), 1, 1e-5)
+    live.load_state_dict(converted["scheduler"])
+    assert live.successor.last_epoch == successor.last_epoch
 
 
 def test_resume_from_checkpoint_restores_all(tmp_path, capsys):

@@ -12,7 +12,6 @@ CLIP weight), with two methods
 registers the learner (only it is trained and saved) under the method's checkpoint folder name.
 """
 import contextlib
-import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -23,7 +22,6 @@ from dassl.config import register_config
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import load_checkpoint
 
 # Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
@@ -169,27 +167,8 @@ class CLIPPromptTrainer(TrainerX):
         with self.precision.autocast():
             return self.model(image).float()
 
-    def load_model(self, directory, epoch=None):
-        """Load the learner's weights; class-dependent tensors are dropped so any class set can be evaluated."""
-        if not directory:
-            print("Note that load_model() is skipped as no pretrained model is given")
-            return
-        filename = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
-        for name in self.get_model_names():
-            path = osp.join(directory, name, filename)
-            if not osp.exists(path):
-                raise FileNotFoundError(
-                    f'Model not found at "{path}". Check --model-dir (the training run\'s --output-dir) and '
-                    f"--load-epoch (omit it to load model-best.pth.tar)."
-                )
-            checkpoint = load_checkpoint(path)
-            state_dict = self.convert_checkpoint(dict(checkpoint["state_dict"]))
-            state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
-            learner = self._models[name]
-            missing, unexpected = learner.load_state_dict(state_dict, strict=False)
-            if missing or unexpected:
-                raise KeyError(
-                    f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
-                    f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
-                )
-            print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
+    def checkpoint_state_for(self, name, state_dict):
+        """A checkpoint's state dict for the learner: mapped from another codebase's layout by ``convert_checkpoint``,
+        without class-dependent tensors, so any class set can be evaluated (the engine's ``load_model`` loads it)."""
+        state_dict = self.convert_checkpoint(state_dict)
+        return {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}

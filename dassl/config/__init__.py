@@ -70,4 +70,6 @@ def _engine_keys(cfg):
     cfg.DEVICE = ""  # "" = auto (cuda if available and USE_CUDA, else cpu); or "cpu", "cuda", "cuda:N"
     cfg.TRAIN.EARLY_STOPPING = False  # stop when val accuracy has not improved for PATIENT_COUNT validated epochs
     cfg.TRAIN.PATIENT_COUNT = 3  # validated epochs without strict improvement before early stopping
+    cfg.TRAIN.EARLY_STOPPING_MIN_EPOCHS = 6  # epochs that must finish before early stopping may end a run (released BMIP: 6)
+    cfg.TRAIN.BEST_VAL_MIN_DELTA = 0.01  # a val accuracy (points) must beat the best by more than this to become model-best (released BMIP: 0.01)
     cfg.TEST.NO_TEST_EARLY = False  # True skips per-epoch validation (BMIP-compat key; disables best_val / early stop)

@@ -7,6 +7,7 @@ stops, exact LR schedule on resume, no automatic DataParallel, ``load_model`` wi
 """
 
 import datetime
+import math
 import os
 import os.path as osp
 import sys
@@ -20,18 +21,33 @@ from tqdm import tqdm
 from dassl.evaluation import build_evaluator
 from dassl.utils import (
     AverageMeter,
+    CheckpointError,
     MetricMeter,
+    checkpoint_epochs,
     load_checkpoint,
     mkdir_if_missing,
-    resume_from_checkpoint,
+    remove_stale_temp_files,
+    restore_checkpoint,
     save_checkpoint,
     set_random_seed,
     tolist_if_not,
 )
+from dassl.utils.curves import CURVES_FILE, append_curve_row, truncate_curves
 
-__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "resolve_device"]
+from .run_dir import config_differences, describe_differences, flatten_config, read_config, write_result
+
+__all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "resolve_device", "DivergenceError"]
 
 BEST_MODEL_FILE = "model-best.pth.tar"
+EPOCH_MODEL_FILE = "model.pth.tar-{}"
+# A finite run is flagged as diverging when its parameters grow this much (RMS, vs. the first epoch) or its mean
+# training loss grows this much (vs. the first epoch).
+DIVERGENCE_PARAM_GROWTH = 100.0
+DIVERGENCE_LOSS_GROWTH = 3.0
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite loss, gradient scale or parameter; the last good checkpoint is kept."""
 
 
 def resolve_device(cfg):
@@ -122,8 +138,10 @@ class TrainerBase:
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
         """Save every registered model to ``directory/<name>/``.
 
-        The file is ``model.pth.tar-<epoch+1>`` unless ``model_name`` is given.
+        The file is ``model.pth.tar-<epoch+1>`` unless ``model_name`` is given. Each file also carries
+        ``run_state`` (see :meth:`run_state`), so a resume restores the whole training state from one file.
         """
+        run_state = self.run_state()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             save_checkpoint(
@@ -133,39 +151,100 @@ class TrainerBase:
                     "optimizer": optim.state_dict() if optim is not None else None,
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "val_result": val_result,
+                    "run_state": run_state,
                 },
                 osp.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
             )
 
+    def run_state(self):
+        """Training state besides models, optimizers and schedulers, saved in every checkpoint (plain values and
+        tensors only). Subclasses with more state extend the dict and :meth:`restore_run_state`."""
+        return {}
+
+    def restore_run_state(self, state):
+        """Restore what :meth:`run_state` returned (called on resume, after the models are loaded)."""
+
     def resume_model_if_exist(self, directory):
-        """Resume every registered model from ``directory/<name>/``; return the epoch to start from (0 if none)."""
+        """Resume every registered model from the newest epoch saved completely for all of them in
+        ``directory/<name>/``; return the epoch to start from (0 if there is none).
+
+        Files are written atomically, so a kill leaves complete files only; an epoch missing for one of the models
+        (a kill between their saves) is passed over for an older one. Temporary files of a killed save are removed.
+        """
         names = self.get_model_names()
-        if not all(osp.exists(osp.join(directory, name)) for name in names):
+        folders = [osp.join(directory, name) for name in names]
+        for folder in folders:
+            remove_stale_temp_files(folder)
+        common = set.intersection(*(set(checkpoint_epochs(folder)) for folder in folders)) if folders else set()
+        if not common:
             print("No checkpoint found, train from scratch")
             return 0
+        epoch = max(common)
         print(f"Found checkpoint at {directory} (will resume training)")
-        start_epoch = 0
-        for name in names:
-            start_epoch = resume_from_checkpoint(
-                osp.join(directory, name), self._models[name], self._optims[name], self._scheds[name]
-            )
-        return start_epoch
+        run_state = None
+        for name, folder in zip(names, folders):
+            fpath = osp.join(folder, EPOCH_MODEL_FILE.format(epoch))
+            print(f'Loading checkpoint from "{fpath}"')
+            checkpoint = load_checkpoint(fpath)
+            restore_checkpoint(checkpoint, self._models[name], self._optims[name], self._scheds[name])
+            if run_state is None:
+                run_state = checkpoint.get("run_state")
+        print(f"Previous epoch: {epoch}")
+        if run_state:
+            self.restore_run_state(run_state)
+        return epoch
 
     def load_model(self, directory, epoch=None):
-        """Load weights for evaluation: ``model-best.pth.tar``, or ``model.pth.tar-<epoch>`` if ``epoch`` is given."""
+        """Load weights for evaluation: ``model-best.pth.tar``, or ``model.pth.tar-<epoch>`` if ``epoch`` is given.
+
+        Each registered model's state dict passes through :meth:`checkpoint_state_for` (trainers map checkpoints
+        of other codebases there and drop class-dependent tensors); the result must match the model's keys and
+        shapes exactly, else :class:`CheckpointError` says what differs and, when the model folder stores its
+        config, which settings differ from this run's.
+        """
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = BEST_MODEL_FILE if epoch is None else f"model.pth.tar-{epoch}"
+        model_file = BEST_MODEL_FILE if epoch is None else EPOCH_MODEL_FILE.format(epoch)
+        self.loaded_checkpoints = {}
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
                 raise FileNotFoundError(_missing_checkpoint_message(directory, name, model_file))
             checkpoint = load_checkpoint(model_path)
-            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint["epoch"]})')
-            self._models[name].load_state_dict(checkpoint["state_dict"])
+            state_dict = self.checkpoint_state_for(name, dict(checkpoint["state_dict"]))
+            model = self._models[name]
+            try:
+                missing, unexpected = model.load_state_dict(state_dict, strict=False)
+            except RuntimeError as err:  # shape mismatches
+                raise CheckpointError(self._mismatch_message(model_path, directory, str(err).strip())) from None
+            if missing or unexpected:
+                detail = f"missing keys {missing[:6]}, unexpected keys {unexpected[:6]}"
+                raise CheckpointError(self._mismatch_message(model_path, directory, detail))
+            print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint.get("epoch")})')
+            stat = os.stat(model_path)
+            self.loaded_checkpoints[name] = {"path": osp.abspath(model_path), "epoch": checkpoint.get("epoch"),
+                                             "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def checkpoint_state_for(self, name, state_dict):
+        """The state dict to load into model ``name`` from a checkpoint's ``state_dict`` (identity by default)."""
+        return state_dict
+
+    def _mismatch_message(self, model_path, directory, detail):
+        """Why a checkpoint does not fit the built model, naming the settings that differ when they are known."""
+        message = f'Checkpoint "{model_path}" does not fit the model built for this run ({detail.splitlines()[0]}).'
+        stored = read_config(directory)
+        cfg = getattr(self, "cfg", None)
+        if stored is not None and cfg is not None:
+            # Only the method and backbone decide which tensors a model has and their shapes.
+            differences = [d for d in config_differences(stored, flatten_config(cfg))
+                           if d[0].startswith(("TRAINER.", "MODEL."))]
+            if differences:
+                return f"{message} It was trained with other settings: {describe_differences(differences)}."
+        return (f"{message} Build the model with the settings it was trained with (--trainer, --config-file, "
+                "MODEL.BACKBONE.NAME, N_CTX, PROMPT_DEPTH, ...).")
 
     def set_model_mode(self, mode="train", names=None):
         """Call ``.train()`` (mode "train") or ``.eval()`` (mode "test"/"eval") on registered models."""
@@ -184,10 +263,12 @@ class TrainerBase:
                 self._scheds[name].step()
 
     def detect_anomaly(self, loss):
-        """Raise ``FloatingPointError`` if ``loss`` is infinite or NaN."""
+        """Raise :class:`DivergenceError` (a ``FloatingPointError``) if ``loss`` is infinite or NaN."""
         if not torch.isfinite(loss).all():
-            raise FloatingPointError(
-                "Loss is infinite or NaN! Try a lower OPTIM.LR, or PREC fp32 / amp instead of fp16."
+            where = f" at epoch {self.epoch + 1}, batch {self.batch_idx + 1}" if hasattr(self, "batch_idx") else ""
+            raise DivergenceError(
+                f"Loss is infinite or NaN{where}! Lower OPTIM.LR, or use PREC fp32 / amp instead of fp16; "
+                "the last good checkpoint is kept."
             )
 
     def init_writer(self, log_dir):
@@ -215,6 +296,8 @@ class TrainerBase:
         self.stop_training = False
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
+            if self.stop_training:  # restored from a checkpoint of a run that had already stopped early
+                break
             self.before_epoch()
             self.run_epoch()
             self.after_epoch()
@@ -280,6 +363,10 @@ class SimpleTrainer(TrainerBase):
         self.best_result = -np.inf
         # Validated epochs since the last strict improvement of the val accuracy (early stopping).
         self.epochs_without_improvement = 0
+        self.completed_epochs = 0  # epochs whose weights the models hold (restored on resume)
+        self.select_on_val = False  # per-epoch validation chooses the deployed model (decided in before_train)
+        self.divergence_reference = None  # {"loss", "param_rms"} of the first epoch (finite-divergence warning)
+        self.last_results = None  # the evaluator's results of the latest test()
 
     def check_cfg(self, cfg):
         """Hook to validate trainer-specific config keys (e.g. PREC) before anything is built."""
@@ -309,7 +396,7 @@ class SimpleTrainer(TrainerBase):
         super().train(self.start_epoch, self.max_epoch)
 
     def validates_each_epoch(self):
-        """True when after_epoch() runs validation (needed for best_val selection and early stopping)."""
+        """True when the config asks after_epoch() to validate (for best_val selection and early stopping)."""
         test_cfg = self.cfg.TEST
         return (
             not test_cfg.NO_TEST
@@ -317,78 +404,224 @@ class SimpleTrainer(TrainerBase):
             and not test_cfg.get("NO_TEST_EARLY", False)
         )
 
+    def val_overlaps_test(self):
+        """Why validating would look at test images (Dassl's test(split="val") falls back to the test set), or ""."""
+        if self.val_loader is None:
+            return "the dataset has no val split, and validation would run on the test set"
+        dataset = getattr(getattr(self, "dm", None), "dataset", None)
+        if dataset is None or not dataset.val or not dataset.test:
+            return ""
+        test_images = {item.impath for item in dataset.test}
+        shared = sum(item.impath in test_images for item in dataset.val)
+        if shared:
+            return f"{shared} of its {len(dataset.val)} val images are test images (e.g. ImageNet's val split is its test split)"
+        return ""
+
     def before_train(self):
         directory = self.cfg.RESUME or self.cfg.OUTPUT_DIR
         self.start_epoch = self.resume_model_if_exist(directory)
-        if self.start_epoch > 0:
-            self._restore_best_result(directory)
-        if self.cfg.TRAIN.get("EARLY_STOPPING", False) and not self.validates_each_epoch():
+        self.select_on_val = self.validates_each_epoch()
+        if self.select_on_val:
+            overlap = self.val_overlaps_test()
+            if overlap:
+                print(
+                    f"Warning: TEST.FINAL_MODEL best_val and TRAIN.EARLY_STOPPING would choose the model on test "
+                    f"images: {overlap}. Per-epoch validation is off for this run; the last-epoch model is deployed."
+                )
+                self.select_on_val = False
+        if self.cfg.TRAIN.get("EARLY_STOPPING", False) and not self.select_on_val:
             print(
-                "Warning: TRAIN.EARLY_STOPPING is inactive: it needs per-epoch validation "
+                "Warning: TRAIN.EARLY_STOPPING is inactive: it needs per-epoch validation on a val split "
                 "(TEST.FINAL_MODEL best_val, TEST.NO_TEST False, TEST.NO_TEST_EARLY False)"
             )
+        truncate_curves(osp.join(self.output_dir, CURVES_FILE), self.start_epoch)
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
         self.init_writer(writer_dir)
         self.time_start = time.time()
 
-    def _restore_best_result(self, directory):
-        """After a resume, continue best_val selection from the stored best val accuracy."""
-        best_path = osp.join(directory, self.get_model_names()[0], BEST_MODEL_FILE)
-        if not osp.exists(best_path):
-            return
-        val_result = load_checkpoint(best_path).get("val_result")
-        if val_result is not None:
-            self.best_result = val_result
-            print(f"Best val result so far: {val_result:.2f}")
+    # -- what a checkpoint carries besides the models ----------------------------------------------------------
+    def run_state(self):
+        """Selection, early-stopping, loss-scaling and divergence-watch state (saved with every checkpoint)."""
+        scaler = getattr(self, "scaler", None)
+        return {
+            "completed_epochs": self.completed_epochs,
+            "best_result": float(self.best_result),
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "stop_training": self.stop_training,
+            "grad_scaler": scaler.state_dict() if scaler is not None else None,
+            "divergence_reference": self.divergence_reference,
+            "config": self.cfg.dump(),
+        }
 
+    def restore_run_state(self, state):
+        self.completed_epochs = state.get("completed_epochs", self.completed_epochs)
+        self.best_result = state.get("best_result", self.best_result)
+        self.epochs_without_improvement = state.get("epochs_without_improvement", 0)
+        self.stop_training = state.get("stop_training", False)
+        self.divergence_reference = state.get("divergence_reference")
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None and state.get("grad_scaler"):
+            scaler.load_state_dict(state["grad_scaler"])
+        if self.best_result > -np.inf:
+            print(f"Best val result so far: {self.best_result:.2f}")
+        if self.stop_training:
+            print("The resumed run had stopped early: nothing left to train")
+
+    # -- the end of an epoch -------------------------------------------------------------------------------------
     def after_epoch(self):
+        """Validate (if selecting on val), save a new best, decide early stopping, then save the epoch's checkpoint.
+
+        A checkpoint is saved after every epoch (the resume point); ``model.pth.tar-N`` files that
+        ``TRAIN.CHECKPOINT_FREQ`` does not ask to keep are removed once a newer one exists, so a finished run keeps
+        Dassl's files (the last epoch, plus every CHECKPOINT_FREQ-th).
+        """
         last_epoch = (self.epoch + 1) == self.max_epoch
-        checkpoint_freq = self.cfg.TRAIN.CHECKPOINT_FREQ
-        meet_checkpoint_freq = (self.epoch + 1) % checkpoint_freq == 0 if checkpoint_freq > 0 else False
+        val_result = None
+        if self.select_on_val:
+            val_result = self.test(split="val")
+            improved = val_result > self.best_result
+            if val_result > self.best_result + self._best_val_min_delta():
+                self.best_result = val_result
+                self.completed_epochs = self.epoch + 1
+                self.save_model(self.epoch, self.output_dir, val_result=val_result, model_name=BEST_MODEL_FILE)
+            self._update_early_stopping(improved)
+        self.completed_epochs = self.epoch + 1
+        if last_epoch or self.stop_training:
+            self.finalize_weights()
+        self._check_divergence_trend()
+        self.save_model(self.epoch, self.output_dir)
+        self._remove_superseded_checkpoints()
+        self._write_curves_row(val_result)
 
-        if self.validates_each_epoch():
-            curr_result = self.test(split="val")
-            is_best = curr_result > self.best_result
-            if is_best:
-                self.best_result = curr_result
-                self.save_model(self.epoch, self.output_dir, val_result=curr_result, model_name=BEST_MODEL_FILE)
-            self._update_early_stopping(is_best)
+    def finalize_weights(self):
+        """Hook called once training ends (last epoch or early stop), before the final checkpoint is saved: a
+        method that deploys other weights than the last step's (e.g. an average over epochs) swaps them in here."""
 
-        if meet_checkpoint_freq or last_epoch or self.stop_training:
-            self.save_model(self.epoch, self.output_dir)
+    def _best_val_min_delta(self):
+        """How much (accuracy points) a val result must exceed the best one to become the new best model."""
+        return self.cfg.TRAIN.get("BEST_VAL_MIN_DELTA", 0.0)
 
     def _update_early_stopping(self, improved):
-        """Count validated epochs without strict improvement; set ``stop_training`` at PATIENT_COUNT."""
+        """Count validated epochs without strict improvement; set ``stop_training`` at PATIENT_COUNT (not before
+        EARLY_STOPPING_MIN_EPOCHS epochs have finished, as the released BMIP trainer)."""
         self.epochs_without_improvement = 0 if improved else self.epochs_without_improvement + 1
         if not self.cfg.TRAIN.get("EARLY_STOPPING", False):
             return
         patience = self.cfg.TRAIN.get("PATIENT_COUNT", 3)
-        if self.epochs_without_improvement >= patience and (self.epoch + 1) < self.max_epoch:
+        min_epochs = self.cfg.TRAIN.get("EARLY_STOPPING_MIN_EPOCHS", 0)
+        finished = self.epoch + 1
+        if self.epochs_without_improvement >= patience and finished >= min_epochs and finished < self.max_epoch:
             print(
-                f"Early stopping after epoch {self.epoch + 1}: val accuracy has not improved for "
+                f"Early stopping after epoch {finished}: val accuracy has not improved for "
                 f"{self.epochs_without_improvement} validated epochs (best {self.best_result:.2f})"
             )
             self.stop_training = True
 
+    def _kept_epoch(self, epoch):
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        return epoch == self.max_epoch or (freq > 0 and epoch % freq == 0)
+
+    def _remove_superseded_checkpoints(self):
+        """Delete epoch files older than the one just saved that CHECKPOINT_FREQ does not keep."""
+        newest = self.epoch + 1
+        for name in self.get_model_names():
+            folder = osp.join(self.output_dir, name)
+            for epoch in checkpoint_epochs(folder):
+                if epoch < newest and not self._kept_epoch(epoch):
+                    os.remove(osp.join(folder, EPOCH_MODEL_FILE.format(epoch)))
+
+    def _write_curves_row(self, val_result):
+        row = {"epoch": self.epoch + 1, "lr": getattr(self, "epoch_lr", "")}
+        meters = getattr(self, "epoch_meters", None)
+        if meters is not None:
+            row.update({f"train_{name}": f"{meter.avg:.6g}" for name, meter in meters.meters.items()})
+        row["val_accuracy"] = "" if val_result is None else f"{val_result:.4f}"
+        append_curve_row(osp.join(self.output_dir, CURVES_FILE), row)
+
+    # -- divergence ----------------------------------------------------------------------------------------------
+    def _trainable_tensors(self):
+        return [p for name in self.get_model_names() for p in self._models[name].parameters() if p.requires_grad]
+
+    def check_finite_step(self, loss_summary):
+        """After a training step: stop with :class:`DivergenceError` on a non-finite loss, a collapsed loss scale or
+        non-finite parameters. Nothing is saved before the check, so the last checkpoint on disk stays good."""
+        where = f"epoch {self.epoch + 1}, batch {self.batch_idx + 1}"
+        bad = {k: v for k, v in loss_summary.items() if isinstance(v, float) and not math.isfinite(v)}
+        problem = None
+        if bad:
+            problem = f"the loss is not finite ({', '.join(f'{k}={v}' for k, v in bad.items())})"
+        scaler = getattr(self, "scaler", None)
+        if problem is None and scaler is not None and scaler.is_enabled() and scaler.get_scale() < 1.0:
+            problem = f"the gradients overflow at every step (loss scale fell to {scaler.get_scale():.3g})"
+        if problem is None:
+            tensors = self._trainable_tensors()
+            if tensors and not bool(torch.stack([t.detach().abs().max().float() for t in tensors]).isfinite().all()):
+                problem = "the parameters are no longer finite"
+        if problem is not None:
+            raise DivergenceError(
+                f"Training diverged at {where}: {problem}. Lower OPTIM.LR (now {self.get_current_lr():.3g}) or use "
+                f"PREC fp32 / amp; the last good checkpoint in {self.output_dir} is kept."
+            )
+
+    def _check_divergence_trend(self):
+        """Flag (in the log) a run that stays finite but blows up: parameters or loss growing far past epoch 1."""
+        meters = getattr(self, "epoch_meters", None)
+        loss_meter = meters.meters.get("loss") if meters is not None else None
+        tensors = self._trainable_tensors()
+        if loss_meter is None or not tensors:
+            return
+        rms = float(torch.sqrt(sum((t.detach().float() ** 2).sum() for t in tensors) /
+                               sum(t.numel() for t in tensors)))
+        if self.divergence_reference is None:
+            self.divergence_reference = {"loss": float(loss_meter.avg), "param_rms": rms}
+            return
+        ref = self.divergence_reference
+        growth = rms / max(ref["param_rms"], 1e-6)
+        if growth > DIVERGENCE_PARAM_GROWTH or loss_meter.avg > DIVERGENCE_LOSS_GROWTH * max(ref["loss"], 1e-6):
+            print(
+                f"Warning: training looks divergent at epoch {self.epoch + 1}: mean loss {loss_meter.avg:.4g} "
+                f"(epoch 1: {ref['loss']:.4g}), parameter RMS {growth:.3g}x that after epoch 1. "
+                f"Consider a lower OPTIM.LR (now {self.get_current_lr():.3g})."
+            )
+
+    # -- the end of training -------------------------------------------------------------------------------------
     def after_train(self):
         print("Finish training")
+        deployed = "none"
         if not self.cfg.TEST.NO_TEST:
-            if self.cfg.TEST.FINAL_MODEL == "best_val" and self._best_model_saved():
+            if self.select_on_val and self._best_model_saved():
                 print("Deploy the model with the best val performance")
                 self.load_model(self.output_dir)
+                deployed = "best_val"
             else:
                 if self.cfg.TEST.FINAL_MODEL == "best_val":
-                    print(
-                        f"Warning: TEST.FINAL_MODEL is best_val but no {BEST_MODEL_FILE} was written "
-                        "(per-epoch validation was off, e.g. TEST.NO_TEST_EARLY True)"
-                    )
+                    why = ("no validated epoch improved on the previous best" if self.select_on_val else
+                           "per-epoch validation was off, e.g. TEST.NO_TEST_EARLY True or val = test")
+                    print(f"Warning: TEST.FINAL_MODEL is best_val but no {BEST_MODEL_FILE} was written ({why})")
                 print("Deploy the last-epoch model")
+                deployed = "last_step"
             self.test()
-
+        self.record_result("train", deployed=deployed)
         elapsed = datetime.timedelta(seconds=round(time.time() - self.time_start))
         print(f"Elapsed: {elapsed}")
         self.close_writer()
+
+    def record_result(self, mode, **extra):
+        """Write ``OUTPUT_DIR/result.json`` (the run is finished): the final test's metrics, what was deployed and,
+        for an evaluation, which checkpoint files were loaded."""
+        results = self.last_results or {}
+        record = {
+            "mode": mode,
+            "trainer": self.cfg.TRAINER.NAME,
+            "dataset": self.cfg.DATASET.NAME,
+            "split": getattr(self, "last_test_split", None),
+            "metrics": {k: float(v) for k, v in results.items() if isinstance(v, (int, float))},
+            "epochs_trained": self.completed_epochs,
+            "models": getattr(self, "loaded_checkpoints", {}),
+            **extra,
+        }
+        write_result(self.output_dir, record)
 
     def _best_model_saved(self):
         return all(
@@ -421,6 +654,7 @@ class SimpleTrainer(TrainerBase):
         results = self.evaluator.evaluate()
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
+        self.last_results, self.last_test_split = results, split
         return list(results.values())[0]
 
     def model_inference(self, inputs):
@@ -454,7 +688,8 @@ class TrainerX(SimpleTrainer):
         if self.cfg.SEED >= 0:
             seed_epoch(self.train_loader_x, self.cfg.SEED, self.epoch)
         self.set_model_mode("train")
-        losses = MetricMeter()
+        self.epoch_lr = self.get_current_lr()
+        losses = self.epoch_meters = MetricMeter()
         batch_time = AverageMeter()
         data_time = AverageMeter()
         self.num_batches = len(self.train_loader_x)
@@ -465,6 +700,7 @@ class TrainerX(SimpleTrainer):
         for self.batch_idx, batch in enumerate(bar):
             data_time.update(time.time() - end)
             loss_summary = self.forward_backward(batch)
+            self.check_finite_step(loss_summary)
             batch_time.update(time.time() - end)
             losses.update(loss_summary)
 

@@ -6,12 +6,14 @@ from .lr_scheduler import (
     LinearWarmupScheduler,
     build_lr_scheduler,
 )
-from .optimizer import AVAI_OPTIMS, build_optimizer
+from .optimizer import AVAI_OPTIMS, MAX_LR, build_optimizer, check_learning_rate
 
 __all__ = [
     "AVAI_OPTIMS",
     "AVAI_SCHEDS",
     "build_optimizer",
+    "check_learning_rate",
+    "MAX_LR",
     "build_lr_scheduler",
     "ConstantWarmupScheduler",
     "LinearWarmupScheduler",

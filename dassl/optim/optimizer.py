@@ -1,13 +1,27 @@
 """``build_optimizer``: a torch optimizer from ``cfg.OPTIM``."""
 
+import math
 import warnings
 
 import torch
 import torch.nn as nn
 
-__all__ = ["AVAI_OPTIMS", "build_optimizer"]
+__all__ = ["AVAI_OPTIMS", "MAX_LR", "check_learning_rate", "build_optimizer"]
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
+# No published recipe of this ecosystem comes near it (prompt learning: 0.002-0.0035; Dassl's ImageNet SGD: 0.1).
+# Far above it, SGD and Adam steps overflow or diverge at once: reject before anything is built.
+MAX_LR = 10.0
+
+
+def check_learning_rate(optim_cfg):
+    """Raise ``ValueError`` (one actionable line) unless ``OPTIM.LR`` is a finite number in [0, MAX_LR]."""
+    lr = optim_cfg.LR
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 <= lr <= MAX_LR:
+        raise ValueError(
+            f"OPTIM.LR = {lr!r} is not a usable learning rate: use a number between 0 and {MAX_LR:g} "
+            "(the published prompt-learning recipes use 0.002-0.0035)"
+        )
 
 
 def _staged_param_groups(model, optim_cfg):
@@ -46,6 +60,7 @@ def build_optimizer(model_or_params, optim_cfg, param_groups=None):
     name = optim_cfg.NAME
     if name not in AVAI_OPTIMS:
         raise ValueError(f"OPTIM.NAME must be one of {AVAI_OPTIMS}, but got {name!r}")
+    check_learning_rate(optim_cfg)
 
     if param_groups is not None and optim_cfg.STAGED_LR:
         warnings.warn("OPTIM.STAGED_LR is ignored because explicit param_groups were given")

@@ -1,9 +1,9 @@
 """Tee ``sys.stdout`` into a log file (Dassl's print-based logging)."""
 
+import datetime
 import os
 import os.path as osp
 import sys
-import time
 
 from .tools import mkdir_if_missing
 
@@ -13,8 +13,11 @@ __all__ = ["Logger", "setup_logger"]
 class Logger:
     """A file-like object writing everything to the console stream and to ``fpath``.
 
+    The file is created exclusively (an existing file is never truncated) and flushed to the OS after every
+    complete line, so a killed run's log holds every line it printed; ``flush()`` also syncs it to disk.
+
     Args:
-        fpath (str): log file, opened for writing (its folder is created).
+        fpath (str): log file, created (its folder too); it must not exist yet.
         console: the stream to keep writing to (default: the current ``sys.stdout``).
     """
 
@@ -22,12 +25,14 @@ class Logger:
         self.console = console if console is not None else sys.stdout
         mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
         self.fpath = fpath
-        self.file = open(fpath, "w")
+        self.file = open(fpath, "x")
 
     def write(self, msg):
         self.console.write(msg)
         if self.file is not None:
             self.file.write(msg)
+            if "\n" in msg:
+                self.file.flush()
 
     def flush(self):
         self.console.flush()
@@ -48,11 +53,22 @@ class Logger:
         return getattr(self.console, name)
 
 
+def _new_log_path(fpath):
+    """``fpath`` if it does not exist, else ``<fpath>-YYYY-MM-DD-HH-MM-SS-<microseconds>`` (unique)."""
+    if not osp.exists(fpath):
+        return fpath
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H-%M-%S-%f")
+    candidate, n = f"{fpath}-{stamp}", 1
+    while osp.exists(candidate):
+        candidate, n = f"{fpath}-{stamp}-{n}", n + 1
+    return candidate
+
+
 def setup_logger(output=None):
     """Tee ``sys.stdout`` into a log file and return the :class:`Logger` (None when ``output`` is None).
 
     ``output`` ending in ``.txt``/``.log`` is the file itself, otherwise the file is ``output/log.txt``.
-    An existing file is never overwritten: the new log is named ``<file>-YYYY-MM-DD-HH-MM-SS``.
+    An existing file is never overwritten: the new log is named ``<file>-YYYY-MM-DD-HH-MM-SS-<microseconds>``.
     Calling it again replaces the previous tee instead of stacking a second one.
     """
     if output is None:
@@ -61,13 +77,16 @@ def setup_logger(output=None):
         fpath = output
     else:
         fpath = osp.join(output, "log.txt")
-    if osp.exists(fpath):
-        fpath += time.strftime("-%Y-%m-%d-%H-%M-%S")
 
     console = sys.stdout
     if isinstance(console, Logger):
         console.close()
         console = console.console
-    logger = Logger(fpath, console=console)
+    while True:
+        try:
+            logger = Logger(_new_log_path(fpath), console=console)
+            break
+        except FileExistsError:  # created by another process between the check and the exclusive open
+            continue
     sys.stdout = logger
     return logger

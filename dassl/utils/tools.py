@@ -25,7 +25,11 @@ __all__ = [
     "check_availability",
     "tolist_if_not",
     "read_image",
+    "atomic_write",
+    "remove_stale_temp_files",
 ]
+
+TEMP_MARKER = ".tmp-"  # atomic_write's temporary files are named <file>.tmp-<pid>
 
 
 def mkdir_if_missing(dirname):
@@ -53,10 +57,58 @@ def read_json(fpath):
 
 
 def write_json(obj, fpath):
-    """Write ``obj`` as indented JSON, creating the parent folder if needed."""
+    """Write ``obj`` as indented JSON, atomically, creating the parent folder if needed."""
     mkdir_if_missing(osp.dirname(osp.abspath(fpath)))
-    with open(fpath, "w") as f:
-        json.dump(obj, f, indent=4, separators=(",", ": "))
+
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
+            json.dump(obj, f, indent=4, separators=(",", ": "))
+
+    atomic_write(fpath, write)
+
+
+def _fsync_dir(dirname):
+    """Make a rename in ``dirname`` durable (best effort: some file systems cannot open folders)."""
+    try:
+        fd = os.open(dirname, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(fpath, write_fn):
+    """Create or replace ``fpath`` all at once: ``write_fn(tmp_path)`` writes a temporary file beside it, which is
+    flushed to disk and renamed onto ``fpath``. A crash, a kill or a full disk at any point leaves either the old
+    file or the new one, never a partial file; on an exception the temporary file is removed and the error raised.
+    """
+    tmp_path = f"{fpath}{TEMP_MARKER}{os.getpid()}"
+    try:
+        write_fn(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, fpath)
+    finally:
+        if osp.exists(tmp_path):
+            os.remove(tmp_path)
+    _fsync_dir(osp.dirname(osp.abspath(fpath)))
+
+
+def remove_stale_temp_files(dirname):
+    """Delete the temporary files that a killed ``atomic_write`` left in ``dirname``; return their names.
+
+    Only call this while owning the folder (e.g. holding the output-folder lock): a live writer's file would go too.
+    """
+    if not osp.isdir(dirname):
+        return []
+    stale = sorted(f for f in os.listdir(dirname) if TEMP_MARKER in f and osp.isfile(osp.join(dirname, f)))
+    for name in stale:
+        os.remove(osp.join(dirname, name))
+    return stale
 
 
 def set_random_seed(seed):

@@ -3,6 +3,7 @@
 import os
 import os.path as osp
 import pickle
+import re
 import shutil
 import warnings
 from collections import OrderedDict
@@ -10,18 +11,23 @@ from collections import OrderedDict
 import torch
 import torch.nn as nn
 
-from .tools import mkdir_if_missing
+from .tools import atomic_write, mkdir_if_missing
 
 __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "resume_from_checkpoint",
+    "restore_checkpoint",
+    "checkpoint_epochs",
+    "CheckpointError",
     "load_pretrained_weights",
     "count_num_param",
 ]
 
-CHECKPOINT_POINTER = "checkpoint"  # text file naming the most recently saved checkpoint
+CHECKPOINT_POINTER = "checkpoint"  # text file naming the most recently saved epoch checkpoint (the resume point)
 BEST_CHECKPOINT = "model-best.pth.tar"
+EPOCH_CHECKPOINT_PREFIX = "model.pth.tar-"
+EPOCH_CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 # What torch.load(weights_only=True) reads back. Exact types on purpose: subclasses such as
 # numpy.float64 (a float subclass) pickle as foreign objects and would break weights_only loading.
@@ -51,28 +57,25 @@ def _check_plain(value, where):
     )
 
 
-def _atomic_write(fpath, write_fn):
-    """Call ``write_fn(tmp_path)`` then move the result onto ``fpath`` (no half-written file on a crash)."""
-    tmp_path = f"{fpath}.tmp-{os.getpid()}"
-    try:
-        write_fn(tmp_path)
-        os.replace(tmp_path, fpath)
-    finally:
-        if osp.exists(tmp_path):
-            os.remove(tmp_path)
-
-
 def _strip_module_prefix(state_dict):
     """Remove the ``module.`` prefix that ``nn.DataParallel`` adds to keys."""
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
 
+def _epoch_file(epoch):
+    return f"{EPOCH_CHECKPOINT_PREFIX}{epoch}"
+
+
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
-    """Save a checkpoint dict to ``save_dir`` and point ``save_dir/checkpoint`` at it.
+    """Save a checkpoint dict to ``save_dir``; an epoch file also becomes the target of ``save_dir/checkpoint``.
+
+    Every file is written atomically (temporary file, fsync, rename): a kill or a full disk at any point leaves the
+    previous files intact and no partial file. Unlike Dassl, saving ``model-best.pth.tar`` does not move the
+    ``checkpoint`` pointer (which names the newest epoch file, the resume point).
 
     Args:
-        state (dict): ``{"state_dict", "epoch", "optimizer", "scheduler", "val_result"}``;
-            only tensors and plain Python values are accepted.
+        state (dict): ``{"state_dict", "epoch", "optimizer", "scheduler", "val_result"}`` (+ optional entries such
+            as ``"run_state"``); only tensors and plain Python values are accepted.
         save_dir (str): folder (created if missing).
         is_best (bool): also copy the file to ``model-best.pth.tar``.
         remove_module_from_keys (bool): strip ``module.`` from the state-dict keys.
@@ -87,42 +90,49 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     _check_plain(state, "state")
 
     if not model_name:
-        model_name = f"model.pth.tar-{state['epoch']}"
+        model_name = _epoch_file(state["epoch"])
     fpath = osp.join(save_dir, model_name)
-    _atomic_write(fpath, lambda tmp: torch.save(state, tmp))
+    atomic_write(fpath, lambda tmp: torch.save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
 
-    def write_pointer(tmp):
-        with open(tmp, "w") as f:
-            f.write(f"{osp.basename(fpath)}\n")
+    if EPOCH_CHECKPOINT.match(model_name):
+        def write_pointer(tmp):
+            with open(tmp, "w") as f:
+                f.write(f"{model_name}\n")
 
-    _atomic_write(osp.join(save_dir, CHECKPOINT_POINTER), write_pointer)
+        atomic_write(osp.join(save_dir, CHECKPOINT_POINTER), write_pointer)
 
     if is_best:
         best_fpath = osp.join(save_dir, BEST_CHECKPOINT)
-        _atomic_write(best_fpath, lambda tmp: shutil.copyfile(fpath, tmp))
+        atomic_write(best_fpath, lambda tmp: shutil.copyfile(fpath, tmp))
         print(f'Best checkpoint saved to "{best_fpath}"')
     return fpath
 
 
-def _torch_load(fpath, map_location, weights_only):
-    """torch.load with a latin1 retry for checkpoints pickled by Python 2."""
+def _torch_load(fpath, map_location):
+    """``torch.load(weights_only=True)``, retried with latin1 for checkpoints pickled by Python 2."""
     try:
-        return torch.load(fpath, map_location=map_location, weights_only=weights_only)
+        return torch.load(fpath, map_location=map_location, weights_only=True)
     except UnicodeDecodeError:
-        return torch.load(fpath, map_location=map_location, weights_only=weights_only, encoding="latin1")
+        return torch.load(fpath, map_location=map_location, weights_only=True, encoding="latin1")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read safely or is incomplete; the message says what to do."""
 
 
 def load_checkpoint(fpath):
-    """Load a checkpoint, mapped to CPU when CUDA is absent.
+    """Load a checkpoint, mapped to CPU when CUDA is absent, without ever executing code stored in it.
 
-    The file is first read with ``torch.load(weights_only=True)``, which is how every checkpoint this
-    project writes loads. Checkpoints written by old Dassl contain pickled Python objects (the warm-up
-    scheduler's ``successor``) and fail that way; for those a one-line notice is printed and the file is
-    read again with ``weights_only=False``, which executes pickled code: only load files you trust.
+    The file is read with ``torch.load(weights_only=True)`` only: tensors and plain Python values. A file holding
+    pickled objects — e.g. a checkpoint written by Dassl, whose warm-up scheduler state holds its successor
+    scheduler object (the released MaPLe, PromptSRC and BMIP weights) — is refused with :class:`CheckpointError`
+    naming what it holds and the one way to convert a file you trust:
+    ``python -m dassl.utils.convert_checkpoint --trust IN OUT`` (docs/ENGINE.md).
 
     Raises:
         FileNotFoundError: ``fpath`` does not exist.
+        CheckpointError: the file holds other pickled objects, or is not a checkpoint at all.
     """
     if fpath is None:
         raise ValueError("load_checkpoint() got fpath=None; pass the path of a checkpoint file")
@@ -130,35 +140,73 @@ def load_checkpoint(fpath):
         raise FileNotFoundError(f'Checkpoint file not found at "{fpath}"')
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
-        return _torch_load(fpath, map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        print(
-            f'Note: "{fpath}" holds pickled Python objects (written by old Dassl); '
-            "loading it with weights_only=False (only do this for files you trust)"
-        )
-        return _torch_load(fpath, map_location, weights_only=False)
+        return _torch_load(fpath, map_location)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(_unsafe_checkpoint_message(fpath, err)) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(
+            f'"{fpath}" is not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}); '
+            "it is truncated or not a torch checkpoint: re-create it, or point to the right file"
+        ) from None
+
+
+def _unsafe_checkpoint_message(fpath, err):
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(fpath)
+    except Exception:  # not a zip checkpoint: its globals cannot be listed without unpickling
+        unsafe = []
+    held = ", ".join(unsafe[:4]) + (", ..." if len(unsafe) > 4 else "") if unsafe else "not only tensors"
+    return (
+        f'"{fpath}" holds pickled Python objects ({held}) that loading could execute, so it was not loaded '
+        "(Dassl-written checkpoints, e.g. released MaPLe/PromptSRC/BMIP weights, are like this). If you trust the "
+        f"file, convert it once: python -m dassl.utils.convert_checkpoint --trust {fpath} CONVERTED.pth.tar"
+    )
+
+
+def checkpoint_epochs(fdir):
+    """Epochs N of the ``model.pth.tar-N`` files in ``fdir``, ascending (empty when the folder does not exist)."""
+    if not osp.isdir(fdir):
+        return []
+    return sorted(int(m.group(1)) for m in map(EPOCH_CHECKPOINT.match, os.listdir(fdir)) if m)
 
 
 def _read_pointer(fdir):
+    """The file named by ``fdir/checkpoint``, or None when the pointer is missing or names no existing file."""
     pointer = osp.join(fdir, CHECKPOINT_POINTER)
     if not osp.exists(pointer):
-        raise FileNotFoundError(
-            f'No "{CHECKPOINT_POINTER}" pointer file in "{fdir}"; it is written by save_checkpoint() '
-            "next to the checkpoints. Delete the folder to train from scratch."
-        )
+        return None
     with open(pointer, "r") as f:
-        return f.readline().strip()
+        name = f.readline().strip()
+    return name if name and osp.isfile(osp.join(fdir, name)) else None
 
 
 def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
-    """Restore model / optimizer / scheduler from the checkpoint named by ``fdir/checkpoint``.
+    """Restore model / optimizer / scheduler from the checkpoint named by ``fdir/checkpoint`` (the newest
+    ``model.pth.tar-N`` when the pointer is missing, e.g. after a kill during the first save).
 
     Returns:
         int: the stored epoch (number of finished epochs), i.e. the epoch to start from.
     """
-    fpath = osp.join(fdir, _read_pointer(fdir))
+    name = _read_pointer(fdir)
+    if name is None:
+        epochs = checkpoint_epochs(fdir)
+        if not epochs:
+            raise FileNotFoundError(
+                f'No checkpoint to resume from in "{fdir}" (no "{CHECKPOINT_POINTER}" pointer and no '
+                f"{EPOCH_CHECKPOINT_PREFIX}N file)"
+            )
+        name = _epoch_file(epochs[-1])
+    fpath = osp.join(fdir, name)
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
+    restore_checkpoint(checkpoint, model, optimizer, scheduler)
+    start_epoch = checkpoint["epoch"]
+    print(f"Previous epoch: {start_epoch}")
+    return start_epoch
+
+
+def restore_checkpoint(checkpoint, model, optimizer=None, scheduler=None):
+    """Load a checkpoint dict's model, optimizer and scheduler states (those present) into the live objects."""
     model.load_state_dict(checkpoint["state_dict"])
     print("Loaded model weights")
     if optimizer is not None and checkpoint.get("optimizer") is not None:
@@ -167,9 +215,6 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
     if scheduler is not None and checkpoint.get("scheduler") is not None:
         scheduler.load_state_dict(checkpoint["scheduler"])
         print("Loaded scheduler")
-    start_epoch = checkpoint["epoch"]
-    print(f"Previous epoch: {start_epoch}")
-    return start_epoch
 
 
 def load_pretrained_weights(model, weight_path):

@@ -1,0 +1,199 @@
+"""One output folder belongs to one run: its lock, its stored config and its final result.
+
+``OUTPUT_DIR`` of a run holds, besides the ecosystem's ``log.txt*``, ``tensorboard/`` and checkpoint folders:
+
+* ``.lock`` — locked (``flock``) by the process that runs in the folder, for as long as it runs. A second run in
+  the same folder fails at once (:class:`OutputDirBusy`); :func:`lock_holder` tells a sweep runner that a job is
+  still running elsewhere. The lock disappears with its process (also on SIGKILL). The file's text says who holds
+  it (pid, host, start time) for messages. On NFS, flock needs NFSv4 (Linux maps it onto POSIX locks there).
+* ``config.yaml`` — the run's effective config, written when the run starts. A later command in the same folder
+  whose config differs in a key that changes results is refused (:class:`ConfigMismatch`) with the keys listed,
+  unless the user explicitly accepts the change.
+* ``result.json`` — written atomically once the final evaluation has printed its result. A run is *finished*
+  exactly when this file exists; re-running a finished run's command trains and evaluates nothing.
+"""
+import datetime
+import fcntl
+import json
+import os
+import os.path as osp
+import socket
+
+from dassl.utils import atomic_write, mkdir_if_missing, write_json
+
+__all__ = [
+    "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
+    "OutputDirBusy", "ConfigMismatch", "OutputDirLock", "lock_holder",
+    "read_result", "write_result", "read_config", "write_config", "config_differences",
+]
+
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.yaml"
+RESULT_FILE = "result.json"
+
+# Keys that never change what a run computes: where things are written or read from, logging, data loading
+# parallelism, which device, and what the final evaluation prints besides its numbers. Every other key counts.
+RESULT_NEUTRAL_KEYS = frozenset({
+    "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+    "VERBOSE", "USE_CUDA", "DEVICE", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",
+})
+
+
+class OutputDirBusy(RuntimeError):
+    """Another live process runs in this output folder."""
+
+
+class ConfigMismatch(ValueError):
+    """The folder holds a run whose stored config differs from the requested one in keys that change results."""
+
+
+def _now():
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class OutputDirLock:
+    """Exclusive, non-blocking ``flock`` on ``OUTPUT_DIR/.lock``; a context manager.
+
+    ``acquire()`` creates the folder if needed and raises :class:`OutputDirBusy` (naming the holder) when another
+    process holds the lock. The lock is per open file, so a second lock in the same process also conflicts.
+    """
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+        self.path = osp.join(output_dir, LOCK_FILE)
+        self._file = None
+
+    def acquire(self):
+        mkdir_if_missing(self.output_dir)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputDirBusy(
+                f"{self.output_dir} is in use by another run ({holder}); wait for it to finish, stop it, or use "
+                "another --output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self):
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+    @property
+    def held(self):
+        return self._file is not None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def lock_holder(output_dir):
+    """Who holds ``output_dir``'s lock ("pid N on HOST since T"), or None when no live process does."""
+    path = osp.join(output_dir, LOCK_FILE)
+    if not osp.exists(path):
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+# -- result ------------------------------------------------------------------------------------------------------
+
+
+def write_result(output_dir, record):
+    """Write ``result.json`` atomically: ``record`` (plain JSON values) plus the time it was written."""
+    write_json(dict(record, written=_now()), osp.join(output_dir, RESULT_FILE))
+
+
+def read_result(output_dir):
+    """The finished run's result record, or None when the run has not finished (or the file is unreadable)."""
+    path = osp.join(output_dir, RESULT_FILE)
+    if not osp.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
+
+
+# -- config ------------------------------------------------------------------------------------------------------
+
+
+def write_config(output_dir, cfg):
+    """Store the effective config as ``OUTPUT_DIR/config.yaml`` (atomically)."""
+    text = cfg.dump()
+
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
+            f.write(text)
+
+    mkdir_if_missing(output_dir)
+    atomic_write(osp.join(output_dir, CONFIG_FILE), write)
+
+
+def read_config(output_dir):
+    """The stored config as a flat ``{dotted key: value}`` dict, or None when the folder has none."""
+    import yaml
+
+    path = osp.join(output_dir, CONFIG_FILE)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return flatten_config(yaml.safe_load(f) or {})
+
+
+def flatten_config(node, prefix=""):
+    """A (nested) config mapping as ``{dotted key: value}``; tuples become lists (as after a YAML round trip)."""
+    flat = {}
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            flat.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def config_differences(stored, current, defaults=None):
+    """``[(key, stored value, current value)]`` for every result-relevant key whose value differs.
+
+    ``stored`` / ``current`` are flat dicts (:func:`flatten_config`). A key only in ``current`` (added to the code
+    after the run started) counts only when its value differs from ``defaults`` (flat); a key only in ``stored``
+    (since removed from the code) is ignored.
+    """
+    differences = []
+    for key in sorted(set(stored) | set(current)):
+        if key in RESULT_NEUTRAL_KEYS or key not in current:
+            continue
+        if key not in stored:
+            if defaults is not None and key in defaults and defaults[key] == current[key]:
+                continue
+            differences.append((key, "(absent)", current[key]))
+        elif stored[key] != current[key]:
+            differences.append((key, stored[key], current[key]))
+    return differences
+
+
+def describe_differences(differences, limit=8):
+    """``KEY: old -> new; ...`` for a message."""
+    shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences[:limit])
+    return shown + (f"; ... ({len(differences) - limit} more)" if len(differences) > limit else "")
