@@ -20,6 +20,12 @@ import sys
 # Heavy modules (torch, CLIP, the trainers) are imported inside the functions that need them, so --help and
 # argument errors answer at once.
 
+TRACEBACK_ENV = "BMIP_TRACEBACK"  # =1: errors print the full traceback instead of one line
+
+
+class UsageError(ValueError):
+    """Bad input found before any work: the message is one line saying what is wrong and the fix."""
+
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -44,6 +50,8 @@ def build_parser():
     parser.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
     parser.add_argument("--accept-config-change", action="store_true",
                         help="continue the run stored in --output-dir although its config differs from this one")
+    parser.add_argument("--traceback", action="store_true",
+                        help=f"on an error, print the full traceback (also: {TRACEBACK_ENV}=1)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options: KEY VALUE ...")
     return parser
 
@@ -96,6 +104,40 @@ def _merge(cfg, merge, source):
         raise KeyError(f"{message} (in {source}).{hint}") from None
 
 
+def _ints_as_floats(cfg, node):
+    """``node`` (a loaded YAML config) with integers turned into floats where ``cfg`` holds a float (``LR: 1``)."""
+    for key, value in node.items():
+        current = cfg.get(key) if hasattr(cfg, "get") else None
+        if hasattr(value, "items") and hasattr(current, "items"):
+            _ints_as_floats(current, value)
+        elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            node[key] = float(value)
+    return node
+
+
+def _merge_file(cfg, path):
+    from yacs.config import CfgNode
+
+    with open(path) as f:
+        other = CfgNode.load_cfg(f)
+    cfg.merge_from_other_cfg(_ints_as_floats(cfg, other))
+
+
+def _opts_ints_as_floats(cfg, opts):
+    """KEY VALUE pairs with an integer VALUE written as a float where the key holds a float (``OPTIM.LR 1``)."""
+    from yacs.config import CfgNode
+
+    fixed = list(opts)
+    for i in range(0, len(fixed) - 1, 2):
+        node = cfg
+        for part in fixed[i].split("."):
+            node = node.get(part) if hasattr(node, "get") else None
+        value = CfgNode._decode_cfg_value(fixed[i + 1])
+        if isinstance(node, float) and isinstance(value, int) and not isinstance(value, bool):
+            fixed[i + 1] = repr(float(value))
+    return fixed
+
+
 def setup_cfg(args):
     import datasets  # noqa: F401  (registers every dataset and its config keys)
     import trainers  # noqa: F401  (registers every trainer and its config keys)
@@ -104,11 +146,12 @@ def setup_cfg(args):
     cfg = get_cfg_default()
     extend_cfg(cfg)
     if args.dataset_config_file:
-        _merge(cfg, lambda: cfg.merge_from_file(args.dataset_config_file), args.dataset_config_file)
+        _merge(cfg, lambda: _merge_file(cfg, args.dataset_config_file), args.dataset_config_file)
     if args.config_file:
-        _merge(cfg, lambda: cfg.merge_from_file(args.config_file), args.config_file)
+        _merge(cfg, lambda: _merge_file(cfg, args.config_file), args.config_file)
     reset_cfg(cfg, args)
-    _merge(cfg, lambda: cfg.merge_from_list(args.opts or []), "the command-line options")
+    opts = _opts_ints_as_floats(cfg, args.opts or [])
+    _merge(cfg, lambda: cfg.merge_from_list(opts), "the command-line options")
     cfg.freeze()
     return cfg
 
@@ -125,20 +168,153 @@ def print_args(args, cfg):
     print(cfg)
 
 
-def main(argv=None):
-    """Run one command; returns the trainer, or None when the output folder already holds this finished run."""
-    from dassl.engine.run_dir import OutputDirLock
-    from dassl.optim import check_learning_rate
+def check_arguments(args):
+    """Problems visible from the arguments and the file system alone (before torch is even imported)."""
+    import os
 
-    args = build_parser().parse_args(argv)
-    cfg = setup_cfg(args)
+    opts = args.opts or []
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:
+        raise UsageError(f"{flags[0]} comes after the KEY VALUE options: put every --flag before the first KEY VALUE "
+                         f"pair (here before {opts[0]})")
+    if len(opts) % 2:
+        keys = opts[0::2]
+        raise UsageError(f"the trailing options must be KEY VALUE pairs, but there are {len(opts)} words "
+                         f"({' '.join(opts)}); give every key (e.g. {keys[-1]}) its value")
+    for key in opts[0::2]:
+        if not key.replace(".", "").replace("_", "").isalnum() or key.upper() != key:
+            raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
+                             "keys are upper case)")
+    for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path} does not exist: check the path (configs/trainers/<TRAINER>/*.yaml, "
+                             "configs/datasets/*.yaml)")
+    if args.root and not os.path.isdir(os.path.expanduser(args.root)):
+        raise UsageError(f"--root {args.root} does not exist: pass the folder that holds your datasets ($DATA, "
+                         "layout in docs/DATASETS.md; `python -m datasets.download NAME --root DIR` fetches public ones)")
+    if (args.best or args.draw or args.load_epoch is not None) and not args.eval_only:
+        used = "--best" if args.best else "--draw" if args.draw else "--load-epoch"
+        raise UsageError(f"{used} applies to evaluations: add --eval-only --model-dir <the training run's folder>")
+    if args.model_dir:
+        if not os.path.isdir(args.model_dir):
+            raise UsageError(f"--model-dir {args.model_dir} does not exist: pass the --output-dir of the training run")
+        if not evaluated_models(args):
+            held = sorted(f for d in os.listdir(args.model_dir) if os.path.isdir(os.path.join(args.model_dir, d))
+                          for f in os.listdir(os.path.join(args.model_dir, d)) if f.startswith("model"))
+            raise UsageError(f"--model-dir {args.model_dir} holds no {_model_file(args)} (it holds {held or 'none'}): "
+                             "pick --load-epoch N of a model.pth.tar-N it holds, or --best for model-best.pth.tar")
+
+
+def check_config(cfg, args):
+    """Problems visible from the merged config (registries, learning rate, dataset folder, CLIP weights), found
+    before anything is written or built."""
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+    from dassl.optim import check_learning_rate
+    from dassl.utils import check_availability
+
+    check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
+    check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
+    trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    if args.eval_only and not args.model_dir and trainer_class.LEARNS:
+        raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
+                         "would score its untrained initial prompts")
     if not args.eval_only:
         check_learning_rate(cfg.OPTIM)
+    dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    if hasattr(dataset_class, "set_paths") and hasattr(dataset_class, "check_present"):
+        layout = dataset_class.__new__(dataset_class)  # paths only: nothing is read
+        layout.set_paths(cfg)
+        layout.check_present(cfg)
+    from clip_patch.loading import locate_weights
+
+    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
+
+
+def main(argv=None):
+    """Run one command; returns the trainer, or None when the output folder already holds this finished run.
+
+    Bad input raises before anything is written to the output folder; a run that fails before it saved anything
+    removes the output folder it created.
+    """
+    import os
+    import shutil
+
+    args = build_parser().parse_args(argv)
+    check_arguments(args)
+    cfg = setup_cfg(args)
+    check_config(cfg, args)
+
+    from dassl.engine.run_dir import OutputDirLock, read_result
+    from dassl.utils import checkpoint_epochs
+
+    created = not os.path.exists(cfg.OUTPUT_DIR)
     with OutputDirLock(cfg.OUTPUT_DIR):
-        finished = claim_output_dir(cfg, args)
-        if finished is not None:
-            return None
-        return run(cfg, args)
+        try:
+            if claim_output_dir(cfg, args) is not None:
+                return None
+            return run(cfg, args)
+        except BaseException:
+            out = cfg.OUTPUT_DIR
+            saved = read_result(out) or any(checkpoint_epochs(os.path.join(out, d)) for d in os.listdir(out))
+            if created and not saved:  # the run never got anywhere: leave no folder behind
+                _close_log()
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _close_log():
+    from dassl.utils import Logger
+
+    if isinstance(sys.stdout, Logger):
+        sys.stdout.close()
+        sys.stdout = sys.stdout.console
+
+
+def cli(argv=None):
+    """``python train.py``: one line on stderr for an error (the traceback with --traceback or BMIP_TRACEBACK=1);
+    exit status 0 done, 1 the run failed, 2 bad input."""
+    import os
+    import traceback
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        main(argv)
+        return 0
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except BaseException as err:  # noqa: BLE001 (every error ends in one line unless the traceback is asked for)
+        if "--traceback" in argv or os.environ.get(TRACEBACK_ENV) == "1":
+            traceback.print_exc()
+        message = " ".join(_error_text(err).split())
+        code = 2 if _is_bad_input(err) else 1
+        hint = "" if code == 2 else f" (the full traceback: --traceback or {TRACEBACK_ENV}=1)"
+        print(f"error: {message}{hint}", file=sys.stderr)
+        return code
+
+
+def _error_text(err):
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return text if isinstance(err, (UsageError, KeyError, ValueError, FileNotFoundError, RuntimeError, OSError)) \
+        and text else f"{type(err).__name__}: {text}"
+
+
+def _is_bad_input(err):
+    """Errors that mean "fix the command, the config or the files" (exit 2) rather than "the run failed"."""
+    if isinstance(err, UsageError):
+        return True  # (found before torch was imported: keep it that way)
+    from dassl.engine.run_dir import ConfigMismatch, OutputDirBusy
+    from dassl.engine.trainer import DivergenceError
+    from dassl.utils import CheckpointError
+    from dassl.utils.safe_pickle import ForbiddenPickleContent
+
+    if isinstance(err, DivergenceError):
+        return False
+    return isinstance(err, (UsageError, ConfigMismatch, OutputDirBusy, CheckpointError, ForbiddenPickleContent,
+                            KeyError, ValueError, FileNotFoundError))
 
 
 def _model_file(args):
@@ -174,9 +350,10 @@ def claim_output_dir(cfg, args):
     from dassl.config import extend_cfg, get_cfg_default
     from dassl.engine.run_dir import (CONFIG_FILE, RESULT_FILE, ConfigMismatch, config_differences,
                                       describe_differences, flatten_config, read_config, read_result, write_config)
-    from dassl.utils import checkpoint_epochs
+    from dassl.utils import checkpoint_epochs, remove_stale_temp_files
 
     out = cfg.OUTPUT_DIR
+    remove_stale_temp_files(out)  # left by a killed run's atomic writes (we hold the folder's lock)
     result, stored = read_result(out), read_config(out)
     mode = "eval" if args.eval_only else "train"
     has_checkpoints = any(checkpoint_epochs(osp.join(out, d)) for d in os.listdir(out) if osp.isdir(osp.join(out, d)))
@@ -250,4 +427,4 @@ def run(cfg, args):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(cli())

@@ -12,6 +12,7 @@ Names (``MODEL.BACKBONE.NAME``):
 
 Every model comes back in fp32, in eval mode, with ``requires_grad`` off: trainers decide precision and device.
 """
+import functools
 import hashlib
 import os
 import os.path as osp
@@ -25,16 +26,27 @@ import zipfile
 import torch
 from tqdm import tqdm
 
-with warnings.catch_warnings():  # clip-anytorch imports the deprecated pkg_resources
-    warnings.simplefilter("ignore")
-    import clip
-    from clip.model import build_model
-
+from .openai_clip import openai_clip
 from .random_backbones import RANDOM_BACKBONES, build_random_clip
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SHIPPED_BACKBONES = {"MicroViT": osp.join(REPO_ROOT, "assets", "micro_clip", "MicroViT.pt")}
-OPENAI_BACKBONES = dict(clip.clip._MODELS)  # name -> URL whose second-to-last path part is the SHA-256
+# The OpenAI backbone names of the clip package. Hard-coded so that no name lookup imports clip (and torchvision);
+# their URLs (with the SHA-256 as the second-to-last path part) come from the package: see openai_backbones().
+OPENAI_BACKBONE_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14",
+                         "ViT-L/14@336px")
+
+
+def __getattr__(name):  # module attribute OPENAI_BACKBONES, made on first use
+    if name == "OPENAI_BACKBONES":
+        return openai_backbones()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def openai_backbones():
+    """``{name: download URL}`` of the OpenAI backbones (one dict, so tests can patch it)."""
+    return dict(openai_clip().clip._MODELS)
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -46,7 +58,7 @@ def default_cache_dir():
 
 
 def available_backbones():
-    return list(OPENAI_BACKBONES) + list(SHIPPED_BACKBONES) + list(RANDOM_BACKBONES)
+    return list(OPENAI_BACKBONE_NAMES) + list(SHIPPED_BACKBONES) + list(RANDOM_BACKBONES)
 
 
 def _sha256(path):
@@ -86,7 +98,7 @@ def _offline_message(name, url, target):
 
 def download_weights(name, cache_dir=None):
     """Return the local path of an OpenAI backbone's weights, downloading and verifying them if needed."""
-    url = OPENAI_BACKBONES[name]
+    url = openai_backbones()[name]
     expected = url.split("/")[-2]
     cache_dir = cache_dir or default_cache_dir()
     target = osp.join(cache_dir, osp.basename(url))
@@ -123,45 +135,73 @@ def _is_torchscript(path):
 
 
 def read_state_dict(path):
-    """OpenAI-format state dict from a TorchScript archive (OpenAI's release format) or a plain saved dict."""
+    """OpenAI-format state dict from a TorchScript archive (OpenAI's release format) or a plain saved dict.
+
+    Raises ``WeightsNotFoundError`` for a missing file and ``ValueError`` (naming the file) for one that is not a
+    CLIP weights file; a plain file is read with ``weights_only=True`` (it never runs code).
+    """
     if not osp.isfile(path):
         raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
-    if _is_torchscript(path):
-        with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is the format OpenAI released
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.load(path, map_location="cpu").state_dict()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state)
+    try:
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is the format OpenAI released
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(path, map_location="cpu").state_dict()
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors, bad zip archives, truncated files
+        raise ValueError(_not_clip_message(path, f"{type(err).__name__}: {str(err).splitlines()[0]}")) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(_not_clip_message(path, "it does not hold a state dict of tensors"))
+    return state
 
 
-def build_from_state_dict(state_dict):
+def _not_clip_message(path, why):
+    return (f"{path} is not a CLIP weights file ({why}): use an OpenAI CLIP file (e.g. ViT-B-16.pt from "
+            "~/.cache/clip) for MODEL.BACKBONE.PATH, or set it to '' to load MODEL.BACKBONE.NAME")
+
+
+def build_from_state_dict(state_dict, source="the weights"):
     """``clip.model.build_model`` without its fp16 round trip: the weights keep the precision they were saved in."""
-    model = build_model(dict(state_dict)).float()  # infers the architecture (and casts to fp16 on the way)
-    metadata = ("input_resolution", "context_length", "vocab_size")
-    model.load_state_dict({k: v for k, v in state_dict.items() if k not in metadata})  # exact values, fp32
+    try:
+        model = openai_clip().model.build_model(dict(state_dict)).float()  # infers the architecture (and casts to fp16 on the way)
+        metadata = ("input_resolution", "context_length", "vocab_size")
+        model.load_state_dict({k: v for k, v in state_dict.items() if k not in metadata})  # exact values, fp32
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as err:
+        detail = f"missing {err}" if isinstance(err, KeyError) else str(err).splitlines()[0]
+        raise ValueError(_not_clip_message(source, f"not a CLIP architecture: {detail}")) from None
     return model
 
 
-def load_clip(name, path="", cache_dir=None):
-    """Frozen fp32 CLIP (``clip.model.CLIP``) for ``name``, or from ``path`` when given."""
+def locate_weights(name, path=""):
+    """The weights file that ``load_clip(name, path)`` will read (downloading an OpenAI backbone now if it is not
+    cached), or None for random-weight backbones. Raises the same clear errors as ``load_clip``, before any model
+    is built."""
     if path:
         if not osp.isfile(path):
             raise WeightsNotFoundError(
                 f"MODEL.BACKBONE.PATH points to {path}, which does not exist. Fix the path, or set it to '' to "
                 f"load backbone '{name}' by name."
             )
-        model = build_from_state_dict(read_state_dict(path))
-    elif name in RANDOM_BACKBONES:
-        model = build_random_clip(name)
-    elif name in SHIPPED_BACKBONES:
-        model = build_from_state_dict(read_state_dict(SHIPPED_BACKBONES[name]))
-    elif name in OPENAI_BACKBONES:
-        model = build_from_state_dict(read_state_dict(download_weights(name, cache_dir)))
-    else:
-        raise ValueError(
-            f"Unknown CLIP backbone '{name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
-            f"or set MODEL.BACKBONE.PATH to a local weights file."
-        )
+        return path
+    if name in RANDOM_BACKBONES:
+        return None
+    if name in SHIPPED_BACKBONES:
+        return SHIPPED_BACKBONES[name]
+    if name in OPENAI_BACKBONE_NAMES or name in openai_backbones():
+        return download_weights(name)
+    raise ValueError(
+        f"Unknown CLIP backbone '{name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
+        f"or set MODEL.BACKBONE.PATH to a local weights file."
+    )
+
+
+def load_clip(name, path="", cache_dir=None):
+    """Frozen fp32 CLIP (``clip.model.CLIP``) for ``name``, or from ``path`` when given."""
+    if not path and cache_dir and (name in OPENAI_BACKBONE_NAMES or name in openai_backbones()):
+        path = download_weights(name, cache_dir)
+    weights = locate_weights(name, path)
+    model = build_random_clip(name) if weights is None else build_from_state_dict(read_state_dict(weights), weights)
     model = model.float().eval()
     model.requires_grad_(False)
     return model

@@ -12,9 +12,7 @@ import warnings
 
 import torch
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import convert_weights
+from .openai_clip import openai_clip
 
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 
@@ -34,7 +32,7 @@ class Precision:
     def prepare_frozen(self, clip_model):
         """Cast the frozen CLIP weights to the compute dtype (fp16 only for PREC fp16 on CUDA)."""
         if self.prec == "fp16":
-            convert_weights(clip_model)  # OpenAI's own conversion: Linear/Conv/attention weights to fp16
+            openai_clip().model.convert_weights(clip_model)  # OpenAI's own conversion: Linear/Conv/attention weights to fp16
         return clip_model
 
     def autocast(self):

@@ -8,13 +8,9 @@
 Weights are drawn from a fixed seed that does not touch the global RNG, so every build of a name is identical
 (an eval-only run sees the same "pretrained" weights as the training run).
 """
-import warnings
-
 import torch
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import CLIP
+from .openai_clip import openai_clip
 
 VOCAB_SIZE = 49408
 CONTEXT_LENGTH = 77
@@ -41,6 +37,6 @@ def build_random_clip(name, seed=0):
     embed, resolution, v_layers, v_width, patch, t_width, t_heads, t_layers = RANDOM_BACKBONES[name]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CLIP(embed, resolution, v_layers, v_width, patch or 0, CONTEXT_LENGTH, VOCAB_SIZE,
+        model = openai_clip().model.CLIP(embed, resolution, v_layers, v_width, patch or 0, CONTEXT_LENGTH, VOCAB_SIZE,
                      t_width, t_heads, t_layers)
     return model.float().eval()

@@ -74,13 +74,22 @@ class SplitDataset(DatasetBase):
         return dataset
 
     def check_present(self, cfg):
-        """Raise FileNotFoundError naming the expected folder when the dataset is not there."""
-        if not os.path.isdir(self.dataset_dir):
+        """Raise FileNotFoundError naming the expected folder (and how to get it) when the dataset is not there."""
+        if os.path.isdir(self.dataset_dir):
+            return
+        name = type(self).__name__
+        root = os.path.abspath(os.path.expanduser(cfg.DATASET.ROOT))
+        if not os.path.isdir(root):
             raise FileNotFoundError(
-                f"{type(self).__name__}: dataset folder {self.dataset_dir} not found "
-                f"(DATASET.ROOT is {cfg.DATASET.ROOT!r}). Prepare it as docs/DATASETS.md describes "
-                "(section for this dataset), or point --root / DATASET.ROOT at the folder holding it"
+                f"DATASET.ROOT {root} does not exist: pass --root with the folder that holds your datasets "
+                f"($DATA; {name} lives in $DATA/{type(self).dataset_dir}, layout in docs/DATASETS.md)"
             )
+        fetch = (f"python -m datasets.download {name} --root {cfg.DATASET.ROOT} fetches its public files; "
+                 if self.public_files else "")
+        raise FileNotFoundError(
+            f"{name}: dataset folder {self.dataset_dir} not found under DATASET.ROOT {root}: {fetch}prepare it as "
+            "docs/DATASETS.md describes, or point --root at the folder that holds it"
+        )
 
     @staticmethod
     def split_rng():

@@ -1,5 +1,4 @@
 """CoOp (Zhou et al., IJCV 2022): learnable context vectors in the text prompt, shared or class-specific."""
-import warnings
 
 import torch
 import torch.nn as nn
@@ -7,15 +6,12 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_patch import PromptedTextEncoder
+from clip_patch.openai_clip import openai_clip
 from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .prompting import ClassPrompts, init_context
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.simple_tokenizer import SimpleTokenizer
 
 
 @register_config
@@ -45,7 +41,7 @@ class CoOpPromptLearner(nn.Module):
         self.ctx = nn.Parameter(vectors)  # [b, D] or [n_cls, b, D]
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
         self.position = position
-        tokenizer = SimpleTokenizer()
+        tokenizer = openai_clip().simple_tokenizer.SimpleTokenizer()
         self.name_lens = [len(tokenizer.encode(name.replace("_", " "))) for name in classnames]
 
     def _embeddings(self):

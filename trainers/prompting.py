@@ -11,18 +11,15 @@ token embeddings at positions ``1..b`` (right after SOS). Two initialisation con
 
 Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"X X … X <classname>."``.
 """
-import warnings
 
 import torch
 import torch.nn as nn
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import clip
+from clip_patch.openai_clip import openai_clip
 
 
 def tokenize(texts):
-    return clip.tokenize(texts)  # [n, 77]
+    return openai_clip().tokenize(texts)  # [n, 77]
 
 
 def init_context(text_encoder, n_ctx, ctx_init, ctx_words_set_length):

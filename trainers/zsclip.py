@@ -55,6 +55,8 @@ class HandcraftedPrompts(nn.Module):
 class ZeroshotCLIP(CLIPPromptTrainer):
     """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
 
+    LEARNS = False
+
     def build_model(self):
         clip_model = self.load_frozen_clip()
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)

@@ -104,6 +104,9 @@ def _missing_checkpoint_message(directory, name, model_file):
 class TrainerBase:
     """Model registry, persistence, LR/optimizer plumbing, tensorboard and the epoch loop."""
 
+    # False for trainers with nothing to learn or load (e.g. ZeroshotCLIP): their evaluations need no --model-dir.
+    LEARNS = True
+
     def __init__(self):
         self._models = OrderedDict()
         self._optims = OrderedDict()
@@ -434,6 +437,9 @@ class SimpleTrainer(TrainerBase):
                 "Warning: TRAIN.EARLY_STOPPING is inactive: it needs per-epoch validation on a val split "
                 "(TEST.FINAL_MODEL best_val, TEST.NO_TEST False, TEST.NO_TEST_EARLY False)"
             )
+        remove_stale_temp_files(self.output_dir)
+        if self.start_epoch > 0:  # a killed run may have saved epoch N but not yet removed epoch N-1
+            self._remove_superseded_checkpoints(self.start_epoch)
         truncate_curves(osp.join(self.output_dir, CURVES_FILE), self.start_epoch)
         writer_dir = osp.join(self.output_dir, "tensorboard")
         mkdir_if_missing(writer_dir)
@@ -451,7 +457,6 @@ class SimpleTrainer(TrainerBase):
             "stop_training": self.stop_training,
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
             "divergence_reference": self.divergence_reference,
-            "config": self.cfg.dump(),
         }
 
     def restore_run_state(self, state):
@@ -490,9 +495,9 @@ class SimpleTrainer(TrainerBase):
         if last_epoch or self.stop_training:
             self.finalize_weights()
         self._check_divergence_trend()
+        self._write_curves_row(val_result)  # before the checkpoint: a resume from it must not lose this row
         self.save_model(self.epoch, self.output_dir)
-        self._remove_superseded_checkpoints()
-        self._write_curves_row(val_result)
+        self._remove_superseded_checkpoints(self.epoch + 1)
 
     def finalize_weights(self):
         """Hook called once training ends (last epoch or early stop), before the final checkpoint is saved: a
@@ -522,9 +527,8 @@ class SimpleTrainer(TrainerBase):
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         return epoch == self.max_epoch or (freq > 0 and epoch % freq == 0)
 
-    def _remove_superseded_checkpoints(self):
-        """Delete epoch files older than the one just saved that CHECKPOINT_FREQ does not keep."""
-        newest = self.epoch + 1
+    def _remove_superseded_checkpoints(self, newest):
+        """Delete epoch files older than epoch ``newest`` (the resume point) that CHECKPOINT_FREQ does not keep."""
         for name in self.get_model_names():
             folder = osp.join(self.output_dir, name)
             for epoch in checkpoint_epochs(folder):

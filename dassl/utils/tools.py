@@ -120,12 +120,28 @@ def set_random_seed(seed):
 
 
 def collect_env_info():
-    """Return torch's environment report plus the Pillow version (printed under ``** System info **``)."""
-    from torch.utils.collect_env import get_pretty_env_info
+    """The versions and devices a result depends on, printed under ``** System info **``.
 
-    env_str = get_pretty_env_info()
-    env_str += f"\n        Pillow ({PIL.__version__})"
-    return env_str
+    Unlike Dassl (torch's ``collect_env``: ~100-400 lines, a second of subprocesses, CPU vulnerability flags), this
+    reads only what is already loaded: Python, OS, PyTorch and its CUDA/cuDNN builds, the GPUs, NumPy and Pillow.
+    """
+    import platform
+    import sys
+
+    lines = [
+        f"Python: {sys.version.split()[0]} ({platform.python_implementation()})",
+        f"OS: {platform.platform()}",
+        f"PyTorch: {torch.__version__} (CUDA {torch.version.cuda or 'none'}, "
+        f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'})",
+        f"CPU threads: {torch.get_num_threads()}",
+    ]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        lines.append(f"GPUs: {', '.join(names)}")
+    else:
+        lines.append("GPUs: none visible")
+    lines.append(f"NumPy: {np.__version__}; Pillow: {PIL.__version__}")
+    return "\n".join(lines)
 
 
 def listdir_nohidden(path, sort=False):
@@ -137,7 +153,11 @@ def listdir_nohidden(path, sort=False):
 
 
 def get_most_similar_str_to_a_from_b(a, b):
-    """Return the string in ``b`` most similar to ``a`` (difflib ratio), or None when ``b`` is empty."""
+    """Return the string in ``b`` most similar to ``a``: the one equal to it but for letter case if there is one
+    (``Coop`` -> ``CoOp``), else the best difflib ratio; None when ``b`` is empty."""
+    for candidate in b:
+        if candidate.lower() == a.lower():
+            return candidate
     best_ratio, best = 0.0, None
     for candidate in b:
         ratio = difflib.SequenceMatcher(None, a, candidate).ratio()
