@@ -37,6 +37,7 @@ class SplitDataset(DatasetBase):
     extra_paths = ()  # other files (relative to dataset_dir) a complete copy holds
     val_is_test = False  # True: the test split doubles as val (ImageNet); few-shot applies to train only
     public_files = ()  # PublicFile entries that `python -m datasets.download` can fetch
+    generated_on_use = False  # True: the data is generated when first used (the micro world), nothing to verify
 
     def __init__(self, cfg):
         self.set_paths(cfg)
@@ -105,6 +106,7 @@ class SplitDataset(DatasetBase):
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots < 1:
             return train, val, test
+        warn_if_fewer_than_shots(train, num_shots)
         splits = {"train": train} if self.val_is_test else {"train": train, "val": val}
         sampled = protocols.load_or_sample_fewshot(self, splits, num_shots, cfg.SEED)
         return sampled["train"], sampled.get("val", val), test
@@ -145,6 +147,18 @@ class SplitDataset(DatasetBase):
         self.check_raw_paths()
         train, val, test = self.build_split()
         return {"train": train, "val": val, "test": test}
+
+
+def warn_if_fewer_than_shots(train, num_shots):
+    """Say so when some classes have fewer training images than DATASET.NUM_SHOTS (they keep all they have)."""
+    counts = {}
+    for entry in train:
+        counts[entry.label] = counts.get(entry.label, 0) + 1
+    short = [n for n in counts.values() if n < num_shots]
+    if short:
+        print(f"Warning: DATASET.NUM_SHOTS is {num_shots}, but {len(short)} of {len(counts)} classes have fewer "
+              f"training images (the fewest: {min(short)}); they use every image they have, so this is not a "
+              f"{num_shots}-shot run for them. Use NUM_SHOTS {min(counts.values())} or less for a true K-shot run.")
 
 
 class TestOnlyDataset(SplitDataset):

@@ -20,6 +20,7 @@ class MicroWorldDataset(SplitDataset):
     """A micro-world task as a CoOp-style dataset; subclasses only name their task."""
 
     task = None  # a microworld.benchmark.MicroTask, set by each subclass
+    generated_on_use = True
     image_subdir = "images"
 
     def __init_subclass__(cls, **kwargs):

@@ -48,13 +48,14 @@ class DatasetReport:
 
 
 def builtin_datasets():
-    """{name: class} of the registered datasets that live under DATASET.ROOT (not ImageFolder);
+    """{name: class} of the registered datasets that live under DATASET.ROOT (not ImageFolder, not the generated
+    micro world);
     importing this module imported the `datasets` package, which registered them."""
     classes = {name: DATASET_REGISTRY.get(name) for name in DATASET_REGISTRY.registered_names()}
     return {
         name: cls
         for name, cls in sorted(classes.items())
-        if issubclass(cls, SplitDataset) and cls.dataset_dir
+        if issubclass(cls, SplitDataset) and cls.dataset_dir and not cls.generated_on_use
     }
 
 
@@ -176,7 +177,13 @@ def main(argv=None):
         if report.folder_found or args.datasets:
             print(format_report(report) + "\n")
     print(tabulate([(r.name, status_of(r)) for r in reports], headers=["dataset", "status"], tablefmt="simple"))
-    failed = [r for r in reports if (r.folder_found or args.datasets) and not r.complete]
+    failed = [r for r in reports if not r.complete]
+    if failed:
+        missing = sum(not r.folder_found for r in failed)
+        hint = (f"; {missing} not found at all — pass --datasets with the ones you use to check only those"
+                if missing and not args.datasets else "")
+        print(f"error: {len(failed)} of {len(reports)} checked datasets are missing or incomplete{hint}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -49,6 +49,13 @@ def test_verify_of_a_complete_tree_succeeds(tmp_path, capsys):
     assert "complete" in capsys.readouterr().out
 
 
+def test_verify_fails_when_what_it_checks_is_missing(tmp_path, capsys):
+    assert verify.main(["--root", str(tmp_path)]) == 1  # an empty $DATA: every dataset missing
+    err = capsys.readouterr().err
+    assert "missing or incomplete" in err and "pass --datasets" in err
+    assert verify.main(["--root", str(tmp_path), "--datasets", "EuroSAT"]) == 1
+
+
 def test_verify_rejects_unknown_dataset(tmp_path):
     with pytest.raises(SystemExit):
         verify.main(["--root", str(tmp_path), "--datasets", "Imagenet"])

@@ -137,6 +137,6 @@ def test_fp16_on_cpu_warns_and_runs_fp32(data_root, tmp_path):
 
 
 def test_missing_model_dir_is_a_clear_error(data_root, tmp_path):
-    with pytest.raises(FileNotFoundError, match="--model-dir"):
+    with pytest.raises(ValueError, match="--model-dir .*nowhere does not exist"):
         run(data_root, tmp_path / "e", flags=["--eval-only", "--model-dir", str(tmp_path / "nowhere"),
                                               "--load-epoch", "2"])

@@ -1,0 +1,167 @@
+"""Every bad input of train.py ends in one actionable line on stderr, exit status 2, before anything is written
+(the table in docs/ENGINE.md, "Bad input", lists the same cases)."""
+import os
+import subprocess
+import sys
+import urllib.error
+
+import pytest
+import torch
+
+import train
+from tests.toy_data import make_toy_dataset, toy_opts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_toy_dataset(str(root), per_class=(4, 2, 2))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):
+    """A finished 1-epoch CoOp run (N_CTX 4) to evaluate."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert train.cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "4"])) == 0
+    return str(out)
+
+
+def toy_args(data_root, out, flags=(), extra=(), trainer="CoOp"):
+    return ["--root", data_root, "--seed", "1", "--trainer", trainer, "--output-dir", str(out), *flags,
+            *toy_opts(data_root, epochs=1), *extra]
+
+
+def fails(argv, capsys, out=None):
+    """Run the CLI; return its one stderr line after checking exit status 2 and that nothing was written."""
+    code = train.cli(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    if out is not None:
+        assert not os.path.exists(out), os.listdir(out)
+    return err[0]
+
+
+def test_argument_errors_answer_without_importing_torch(tmp_path):
+    script = ("import sys, train; code = train.cli(['--trainer', 'CoOp', 'OPTIM.LR', '0.1', '--eval-only']); "
+              "print(code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["2", "False"]
+    assert done.stderr.strip() == ("error: --eval-only comes after the KEY VALUE options: put every --flag before "
+                                   "the first KEY VALUE pair (here before OPTIM.LR)")
+    helped = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "--accept-config-change" in helped.stdout
+
+
+@pytest.mark.parametrize("case, expected", [
+    (lambda d, o, t: ["--root", d, "--output-dir", o, "OPTIM.LR"], "must be KEY VALUE pairs"),
+    (lambda d, o, t: ["--root", d, "--output-dir", o, "optim.lr", "0.1"], "is not a config key"),
+    (lambda d, o, t: ["--root", os.path.join(d, "nope"), "--output-dir", o], "--root"),
+    (lambda d, o, t: ["--root", d, "--output-dir", o, "--config-file", "configs/trainers/CoOp/nope.yaml"],
+     "--config-file configs/trainers/CoOp/nope.yaml does not exist"),
+    (lambda d, o, t: toy_args(d, o, flags=["--best"]), "--best applies to evaluations: add --eval-only"),
+    (lambda d, o, t: toy_args(d, o, flags=["--eval-only", "--model-dir", os.path.join(d, "nope")]),
+     "--model-dir"),
+    (lambda d, o, t: toy_args(d, o, flags=["--eval-only", "--model-dir", t, "--load-epoch", "7"]),
+     "holds no model.pth.tar-7 (it holds ['model.pth.tar-1'])"),
+])
+def test_errors_seen_in_the_arguments(case, expected, data_root, trained, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert expected in fails(case(data_root, out, trained), capsys, out)
+
+
+@pytest.mark.parametrize("extra, flags, expected", [
+    (["TRAINER.COOP.N_CTXX", "4"], [], "Non-existent key: TRAINER.COOP.N_CTXX (in the command-line "
+                                       "options). Did you mean TRAINER.COOP.N_CTX"),
+    (["OPTIM.LR", "1e9"], [], "OPTIM.LR = 1000000000.0 is not a usable learning rate"),
+    ([], ["--eval-only"], "--eval-only needs --model-dir"),
+    (["DATASET.IMAGE_FOLDER.DIR", "absent"], [], "ImageFolder: folder"),
+    (["MODEL.BACKBONE.NAME", "ViT-B/17"], [], "Unknown CLIP backbone 'ViT-B/17'"),
+])
+def test_errors_seen_in_the_config(extra, flags, expected, data_root, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    assert expected in fails(toy_args(data_root, out, flags=flags, extra=extra), capsys, out)
+
+
+def test_a_misspelt_trainer_gets_the_right_suggestion(data_root, tmp_path, capsys):
+    line = fails(toy_args(data_root, tmp_path / "out", trainer="Coop"), capsys, str(tmp_path / "out"))
+    assert line.endswith("but got [Coop] (do you mean [CoOp]?)")
+
+
+def test_a_missing_dataset_names_the_root_and_the_download_command(tmp_path, capsys):
+    args = ["--root", str(tmp_path), "--trainer", "CoOp", "--dataset-config-file", "configs/datasets/caltech101.yaml",
+            "--output-dir", str(tmp_path / "out")]
+    line = fails(args, capsys, str(tmp_path / "out"))
+    assert "caltech-101 not found under DATASET.ROOT" in line
+    assert f"python -m datasets.download Caltech101 --root {tmp_path}" in line
+    line = fails(args[2:], capsys)  # no --root at all
+    assert "DATASET.ROOT is empty; pass --root $DATA" in line
+
+
+def test_missing_or_wrong_clip_weights(data_root, tmp_path, capsys, monkeypatch):
+    import clip_patch.loading as loading
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("CLIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(loading.urllib.request, "urlopen", offline)
+    out = str(tmp_path / "out")
+    line = fails(toy_args(data_root, out, extra=["MODEL.BACKBONE.NAME", "ViT-B/16", "INPUT.SIZE", "(224, 224)"]),
+                 capsys, out)
+    assert "CLIP weights for backbone 'ViT-B/16' are not available" in line and "MODEL.BACKBONE.PATH" in line
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x04not a checkpoint")
+    line = fails(toy_args(data_root, out, extra=["MODEL.BACKBONE.PATH", str(garbage)]), capsys, out)
+    assert f"{garbage} is not a CLIP weights file" in line
+    not_clip = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(2, 3, 1, 1)}, not_clip)
+    line = fails(toy_args(data_root, out, extra=["MODEL.BACKBONE.PATH", str(not_clip)]), capsys, out)
+    assert f"{not_clip} is not a CLIP weights file (not a CLIP architecture" in line
+
+
+def test_a_checkpoint_of_other_settings_names_them(data_root, trained, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    line = fails(toy_args(data_root, out, flags=["--eval-only", "--model-dir", trained, "--load-epoch", "1"],
+                          extra=["TRAINER.COOP.N_CTX", "2"]), capsys, out)
+    assert "does not fit the model built for this run" in line
+    assert "It was trained with other settings: TRAINER.COOP.N_CTX: 4 -> 2" in line
+
+
+def test_conflicts_with_the_output_folder(data_root, trained, capsys):
+    line = fails(toy_args(data_root, trained, extra=["TRAINER.COOP.N_CTX", "4", "SEED", "2"]), capsys)
+    assert "holds another run: its config differs in SEED: 1 -> 2" in line and "--accept-config-change" in line
+
+
+def test_integers_are_accepted_for_float_keys(data_root, tmp_path):
+    args = train.build_parser().parse_args(toy_args(data_root, tmp_path / "out", extra=["OPTIM.LR", "1"]))
+    cfg = train.setup_cfg(args)
+    assert cfg.OPTIM.LR == 1.0 and isinstance(cfg.OPTIM.LR, float)
+
+
+def test_more_shots_than_images_is_said(data_root, tmp_path, capsys):
+    assert train.cli(toy_args(data_root, tmp_path / "out", extra=["DATASET.NUM_SHOTS", "64"])) == 0
+    said = capsys.readouterr().out
+    assert "Warning: DATASET.NUM_SHOTS is 64, but 6 of 6 classes have fewer training images (the fewest: 4)" in said
+
+
+def test_a_crash_prints_one_line_and_the_traceback_on_request(data_root, tmp_path, capsys, monkeypatch):
+    from trainers.base import CLIPPromptTrainer
+
+    def broken(self, batch):
+        raise RuntimeError("simulated failure inside a training step")
+
+    monkeypatch.setattr(CLIPPromptTrainer, "forward_backward", broken)
+    out = tmp_path / "out"
+    assert train.cli(toy_args(data_root, out)) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: simulated failure inside a training step (the full traceback: --traceback or "
+                   "BMIP_TRACEBACK=1)"]
+    assert not out.exists()  # the run never saved anything: its new folder is gone
+    assert train.cli(["--traceback", *toy_args(data_root, out)]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
