@@ -25,8 +25,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint
 
-# Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
-CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+from .release_formats import RELEASE_LAYOUTS, is_class_dependent
 
 
 @register_config
@@ -100,8 +99,12 @@ class CLIPPromptTrainer(TrainerX):
         return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def convert_checkpoint(self, state_dict):
-        """Map a checkpoint of another codebase onto this learner's keys (identity by default)."""
-        return state_dict
+        """Map a released whole-model checkpoint onto this learner's keys (the trainer's entry in
+        trainers/release_formats.py); learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
+        layout = RELEASE_LAYOUTS.get(type(self).__name__)
+        if layout is None:
+            return state_dict
+        return layout.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
 
     # -- the shared machinery ------------------------------------------------------------------------------------
     def load_frozen_clip(self):
@@ -184,7 +187,7 @@ class CLIPPromptTrainer(TrainerX):
                 )
             checkpoint = load_checkpoint(path)
             state_dict = self.convert_checkpoint(dict(checkpoint["state_dict"]))
-            state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
+            state_dict = {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
             learner = self._models[name]
             missing, unexpected = learner.load_state_dict(state_dict, strict=False)
             if missing or unexpected:

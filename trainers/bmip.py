@@ -29,7 +29,6 @@ from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .maple import released_learner_state
 from .prompting import ClassPrompts, init_context
 
 MODES = ("reference", "per_sample")
@@ -169,36 +168,6 @@ class BMIPPromptLearner(nn.Module):
         return self.proj_t(self.ctx_t), DeepPrompts(self.vision_slots, replace)
 
 
-def convert_released_bmip(state_dict, n_deep, n_text_blend):
-    """Map a released BMIP whole-model state dict onto :class:`BMIPPromptLearner` keys (see docs/BMIP.md).
-
-    Gates live inside CLIP's blocks in the release: vision block l's ``learnable_linear1`` -> ``vision_gates.{l-1}``
-    (l = 1..J-1), text block l's ``learnable_linear2`` -> ``text_gates.{l-1}`` (l = 1..J-2). Frozen CLIP weights, dead
-    tensors (ctx_v, proj_v, exchange layers, unused gates and heads) and class-dependent buffers are left out.
-    """
-    if not any(k.startswith("prompt_learner.") for k in state_dict):
-        return state_dict
-    learner_keys = ("ctx_t", "proj_t.", "compound_prompts_text.", "compound_prompts_visual.", "single_layer_t.",
-                    "single_layer_v.", "compound_prompt_projections_t.", "compound_prompt_projections_v.")
-    converted = {k: v for k, v in released_learner_state(state_dict).items() if k.startswith(learner_keys)}
-
-    def unused_text_head(key):  # v->t heads of text layers the reference never blends
-        if key.startswith("compound_prompt_projections_v."):
-            return int(key.split(".")[1]) >= n_text_blend
-        return key.startswith("single_layer_v.") and n_text_blend == 0
-
-    converted = {k: v for k, v in converted.items() if not unused_text_head(k)}
-    gate_sources = (("image_encoder", "learnable_linear1", "vision_gates", n_deep),
-                    ("text_encoder", "learnable_linear2", "text_gates", n_text_blend))
-    for encoder, name, target, count in gate_sources:
-        for layer in range(1, count + 1):
-            for param in ("weight", "bias"):
-                key = f"{encoder}.transformer.resblocks.{layer}.{name}.{param}"
-                if key in state_dict:
-                    converted[f"{target}.{layer - 1}.{param}"] = state_dict[key]
-    return {k: v.float() for k, v in converted.items()}
-
-
 @TRAINER_REGISTRY.register()
 class BMIP(CLIPPromptTrainer):
     CFG_NODE = "BMIP"
@@ -208,7 +177,3 @@ class BMIP(CLIPPromptTrainer):
         m = self.method_cfg
         return BMIPPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.MODE,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
-
-    def convert_checkpoint(self, state_dict):
-        learner = self._models[self.CHECKPOINT_NAME]
-        return convert_released_bmip(state_dict, len(learner.compound_prompts_visual), learner.n_text_blend)
