@@ -132,33 +132,38 @@ def reference_logits(model, image):
 
 
 @pytest.mark.parametrize("name", ["MaPLe", "BMIP-reference", "CoOp"])
-def test_eval_text_features_are_cached_until_the_prompts_change(tiny, name):
+def test_eval_text_features_are_cached_only_within_one_text_cache_scope(tiny, name):
     model = build_model(name, tiny)
     calls = TextEncoderCalls(model)
     images = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)]
-    with torch.no_grad():
+    with torch.no_grad(), model.text_cache():
         first = [model(image) for image in images]
-    assert calls.count == 1  # two eval batches, one text-encoder run
+    assert calls.count == 1  # two eval batches in one scope, one text-encoder run
     torch.testing.assert_close(first[1], reference_logits(model, images[1]), atol=TOL, rtol=0)
 
-    optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=1.0)
-    F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()  # training forwards never use the cache
-    with torch.no_grad():
+    count = calls.count
+    with model.text_cache():  # training forwards never use the cache
+        F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()
+        F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()
+    assert calls.count == count + 2
+    with torch.no_grad():  # outside a scope nothing is cached
         count = calls.count
-        assert torch.equal(model(images[0]), model(images[0]))  # cache filled again, then used
-        assert calls.count == count + 1
-        optimizer.step()
-        after_step = model(images[0])
-        assert calls.count == count + 2  # the step invalidated the cache
-        assert (after_step - first[0]).abs().max() > 1e-4
-        torch.testing.assert_close(after_step, reference_logits(model, images[0]), atol=TOL, rtol=0)
+        model(images[0]), model(images[0])
+        assert calls.count == count + 2
 
-        model(images[0])  # fill the cache
+        for p in model.prompt_learner.parameters():  # an in-place edit between two scopes is always seen
+            p.data.mul_(1.5)
+        with model.text_cache():
+            edited = model(images[0])
+        assert calls.count == count + 3
+        assert (edited - first[0]).abs().max() > 1e-4
+        torch.testing.assert_close(edited, reference_logits(model, images[0]), atol=TOL, rtol=0)
         count = calls.count
-        model.prompt_learner.load_state_dict(build_model(name, tiny, seed=7).prompt_learner.state_dict())
-        loaded, again = model(images[0]), model(images[0])
-        assert calls.count == count + 1 and torch.equal(loaded, again)
-        torch.testing.assert_close(loaded, build_model(name, tiny, seed=7)(images[0]), atol=TOL, rtol=0)
+        with model.text_cache():
+            with model.text_cache():  # a nested scope shares the outer one's features
+                model(images[0])
+            model(images[1])
+        assert calls.count == count + 1
 
 
 def test_straightforward_path_never_caches(tiny):
@@ -320,12 +325,20 @@ def test_zeroshot_clip_evaluates_and_refuses_to_train(data_root):
         trainer.train()
 
 
-def test_trainer_evaluation_encodes_the_class_texts_once(data_root):
+def test_trainer_evaluation_encodes_the_class_texts_once_and_sees_in_place_edits(data_root):
     trainer = build_toy_trainer(data_root, "BMIP-reference")
     calls = TextEncoderCalls(trainer.model)
+    logits = []
+    process = trainer.evaluator.process
+    trainer.evaluator.process = lambda output, label: (logits.append(output), process(output, label))
     assert len(trainer.test_loader) > 1
     accuracy = trainer.test()
     assert calls.count == 1 and 0 <= accuracy <= 100
+    evaluated, logits[:] = torch.cat(logits), []
+    trainer.model.prompt_learner.ctx_t.data.mul_(3.0)  # an in-place edit between evaluations (no step, no load)
+    trainer.test()
+    assert calls.count == 2
+    assert (torch.cat(logits) - evaluated).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference"])

@@ -38,8 +38,9 @@ def add_clip_config(cfg):
 class PromptedCLIP(nn.Module):
     """Frozen CLIP encoders driven by a prompt learner; ``forward(image) -> logits [B, n_cls]``.
 
-    Text features do not depend on the image, so with gradients disabled (evaluation) they are computed once and
-    reused until a learner parameter changes (an optimizer step or a loaded checkpoint bumps its version).
+    Text features do not depend on the image. Inside ``with model.text_cache():`` (one evaluation: the trainer's
+    ``test()`` opens it) they are computed once, on the first gradient-free forward, and reused; outside it they are
+    never stored, so no change of the prompts (optimizer step, loaded checkpoint, in-place edit) can be missed.
     """
 
     def __init__(self, clip_model, prompt_learner, straightforward=False):
@@ -49,20 +50,31 @@ class PromptedCLIP(nn.Module):
         self.image_encoder = image_encoder_for(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.straightforward = straightforward
-        self._text_cache = None  # (key, features [n_cls, E])
+        self._caching = False  # inside a text_cache() scope
+        self._text_cache = None  # features [n_cls, E] of the current scope
 
-    def _cache_key(self):
-        return tuple((p.data_ptr(), p._version) for p in self.prompt_learner.parameters())
+    @contextlib.contextmanager
+    def text_cache(self):
+        """Scope (one evaluation) within which gradient-free forwards share one text-feature computation."""
+        if self._caching:  # nested: the outer scope owns the cache
+            yield
+            return
+        self._caching = True
+        try:
+            yield
+        finally:
+            self._caching, self._text_cache = False, None
 
     def text_features(self):
         """L2-normalised class text features [n_cls, E]."""
-        cacheable = not torch.is_grad_enabled() and not self.straightforward
-        if cacheable and self._text_cache is not None and self._text_cache[0] == self._cache_key():
-            return self._text_cache[1]
+        cacheable = self._caching and not torch.is_grad_enabled() and not self.straightforward
+        if cacheable and self._text_cache is not None:
+            return self._text_cache
         embeddings, tokens, deep = self.prompt_learner.text_inputs(self.straightforward)
         features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
-        self._text_cache = (self._cache_key(), features) if cacheable else None
+        if cacheable:
+            self._text_cache = features
         return features
 
     def image_features(self, image):
@@ -171,6 +183,11 @@ class CLIPPromptTrainer(TrainerX):
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image).float()
+
+    def test(self, split=None):
+        """The engine's evaluation, with the class text features computed once for it (``text_cache``)."""
+        with self.model.text_cache():
+            return super().test(split)
 
     def load_model(self, directory, epoch=None):
         """Load the learner's weights; class-dependent tensors are dropped so any class set can be evaluated."""
