@@ -88,8 +88,8 @@ def released_bmip(depth, share, b=2):
     learner.exchange_layer_v = nn.Linear(2 * WIDTH, WIDTH)
     class_buffers(learner, b)
     model = ReleasedCustomCLIP(learner, ReleasedEncoder(gates=True), ReleasedEncoder(gates=True))
-    live = {f"prompt_learner.{k}" for k, _ in learner.named_parameters()
-            if not k.startswith(("ctx_v", "proj_v", "exchange_layer", "single_layer_v", "compound_prompt_projections_v"))}
+    dead_or_conditional = ("ctx_v", "proj_v", "exchange_layer", "single_layer_v", "compound_prompt_projections_v")
+    live = {f"prompt_learner.{k}" for k, _ in learner.named_parameters() if not k.startswith(dead_or_conditional)}
     if share and depth > 2:
         live |= {"prompt_learner.single_layer_v.weight", "prompt_learner.single_layer_v.bias"}
     for k in range(0 if share else depth - 2):
@@ -192,7 +192,8 @@ def data_root(tmp_path_factory):
 
 def toy_trainer(root, name, *opts):
     argv = ["--root", str(root), "--trainer", name, "--output-dir", str(root / "out" / name)]
-    argv += toy_opts(str(root)) + [f"TRAINER.{name.upper()}.PREC", "fp32", "MODEL.INIT_SEED", "0", *opts]
+    node = "COOP" if name == "ZeroshotCLIP" else name.upper()
+    argv += toy_opts(str(root)) + [f"TRAINER.{node}.PREC", "fp32", "MODEL.INIT_SEED", "0", *opts]
     return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
 
 
@@ -219,7 +220,7 @@ def test_export_command_writes_the_released_file_and_it_loads_both_ways(data_roo
     assert f"--model-dir {tmp_path / 'release'} --load-epoch 3" in capsys.readouterr().out
     written = torch.load(path, map_location="cpu", weights_only=True)
     assert written.keys() == {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
-    assert (written["epoch"], written["optimizer"], written["scheduler"], written["val_result"]) == (3, None, None, 55.5)
+    assert [written[k] for k in ("epoch", "optimizer", "scheduler", "val_result")] == [3, None, None, 55.5]
 
     released, live = released_bmip(9, share=True)
     missing, unexpected = released.load_state_dict(written["state_dict"], strict=False)
@@ -287,3 +288,56 @@ def test_released_checkpoint_of_another_depth_is_rejected(data_root, tmp_path):
     write_released(released_ivlp(2, 12, 2, 12)[0], tmp_path, "VLPromptLearner", epoch=5)
     with pytest.raises(KeyError, match=r"unexpected.*resblocks\.9\.VPT_shallow"):
         trainer.load_model(str(tmp_path), epoch=5)
+
+
+# -- MODEL.INIT_WEIGHTS and BMIP per_sample ------------------------------------------------------------------------
+def test_init_weights_initialises_the_learner_from_a_checkpoint_before_training(data_root, tmp_path):
+    source = toy_trainer(data_root, "MaPLe", "MODEL.INIT_SEED", "1")
+    source.save_model(0, str(tmp_path))
+    path = tmp_path / "MultiModalPromptLearner" / "model.pth.tar-1"
+    initialised = toy_trainer(data_root, "MaPLe", "MODEL.INIT_WEIGHTS", str(path))
+    for (name, p), q in zip(learner_of(initialised).named_parameters(), learner_of(source).parameters()):
+        assert torch.equal(p, q), name
+    initialised.batch_idx, initialised.num_batches = 0, 2
+    assert torch.isfinite(torch.tensor(initialised.forward_backward(next(iter(initialised.train_loader_x)))["loss"]))
+    assert not torch.equal(learner_of(initialised).ctx, learner_of(source).ctx)  # it trains from there
+
+    released, _ = released_maple(9)  # a released whole-model file works too
+    state = write_released(released, tmp_path / "release", "MultiModalPromptLearner", epoch=5)
+    from_release = toy_trainer(data_root, "MaPLe", "MODEL.INIT_WEIGHTS",
+                               str(tmp_path / "release" / "MultiModalPromptLearner" / "model.pth.tar-5"))
+    assert torch.equal(learner_of(from_release).compound_prompts_text[7],
+                       state["prompt_learner.compound_prompts_text.7"].float())
+
+
+def test_init_weights_errors_name_the_cause(data_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r'MODEL.INIT_WEIGHTS is ".*nowhere.pth", which is not a file'):
+        toy_trainer(data_root, "MaPLe", "MODEL.INIT_WEIGHTS", str(tmp_path / "nowhere.pth"))
+    toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path))
+    with pytest.raises(KeyError, match=r"does not match BMIPPromptLearner.*unexpected \[.*ctx"):
+        toy_trainer(data_root, "BMIP", "MODEL.INIT_WEIGHTS",
+                    str(tmp_path / "MultiModalPromptLearner" / "model.pth.tar-1"))
+    with pytest.raises(ValueError, match="ZeroshotCLIP has no weights to initialise"):
+        toy_trainer(data_root, "ZeroshotCLIP", "MODEL.INIT_WEIGHTS",
+                    str(tmp_path / "MultiModalPromptLearner" / "model.pth.tar-1"))
+
+
+def test_per_sample_bmip_loads_a_released_checkpoint_only_when_asked(data_root, tmp_path):
+    state = write_released(released_bmip(9, share=True)[0], tmp_path, "MultiModalPromptLearner", epoch=10)
+    refusing = toy_trainer(data_root, "BMIP", "TRAINER.BMIP.MODE", "per_sample")
+    with pytest.raises(ValueError, match="per_sample but this is a released BMIP checkpoint.*"
+                                         "TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT True"):
+        refusing.load_model(str(tmp_path), epoch=10)
+
+    allowed = toy_trainer(data_root, "BMIP", "TRAINER.BMIP.MODE", "per_sample",
+                          "TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT", "True")
+    allowed.load_model(str(tmp_path), epoch=10)
+    learner = learner_of(allowed)
+    assert len(learner.text_gates) == 8  # the eighth comes from text block 8, which the release never used
+    assert torch.equal(learner.text_gates[7].weight,
+                       state["text_encoder.transformer.resblocks.8.learnable_linear2.weight"].float())
+    assert torch.equal(learner.ctx_t, state["prompt_learner.ctx_t"].float())
+    reference = toy_trainer(data_root, "BMIP")
+    reference.load_model(str(tmp_path), epoch=10)  # the reference mode needs no permission
+    assert torch.equal(learner_of(reference).text_gates[6].bias,
+                       state["text_encoder.transformer.resblocks.7.learnable_linear2.bias"].float())

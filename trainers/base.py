@@ -102,6 +102,11 @@ class CLIPPromptTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
+        if cfg.MODEL.INIT_WEIGHTS and not osp.isfile(cfg.MODEL.INIT_WEIGHTS):
+            raise FileNotFoundError(
+                f'MODEL.INIT_WEIGHTS is "{cfg.MODEL.INIT_WEIGHTS}", which is not a file: give a checkpoint file '
+                f"(a run's <folder>/model.pth.tar-N or model-best.pth.tar, or a released one), or ''."
+            )
 
     # -- the parts a method provides -------------------------------------------------------------------------
     def build_prompt_learner(self, cfg, classnames, clip_model):
@@ -154,6 +159,10 @@ class CLIPPromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = self.precision.grad_scaler()
+        if cfg.MODEL.INIT_WEIGHTS:  # the released trainers' initialisation from a checkpoint, before training
+            checkpoint = self.load_learner_file(self.CHECKPOINT_NAME, cfg.MODEL.INIT_WEIGHTS)
+            print(f'Initialised {self.CHECKPOINT_NAME} from MODEL.INIT_WEIGHTS "{cfg.MODEL.INIT_WEIGHTS}" '
+                  f'(epoch = {checkpoint.get("epoch")})')
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -202,14 +211,24 @@ class CLIPPromptTrainer(TrainerX):
                     f'Model not found at "{path}". Check --model-dir (the training run\'s --output-dir) and '
                     f"--load-epoch (omit it to load model-best.pth.tar)."
                 )
-            checkpoint = load_checkpoint(path)
-            state_dict = self.convert_checkpoint(dict(checkpoint["state_dict"]))
-            state_dict = {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
-            learner = self._models[name]
-            missing, unexpected = learner.load_state_dict(state_dict, strict=False)
-            if missing or unexpected:
-                raise KeyError(
-                    f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
-                    f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
-                )
+            checkpoint = self.load_learner_file(name, path)
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
+
+    def load_learner_file(self, name, path):
+        """Load checkpoint file ``path`` (ours, or a released one) into learner ``name``; returns the checkpoint.
+
+        Released whole-model layouts are converted (``convert_checkpoint``), class-dependent tensors dropped (so
+        any class set can be evaluated), and every remaining key must match the learner.
+        """
+        checkpoint = load_checkpoint(path)
+        state_dict = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+        state_dict = self.convert_checkpoint(dict(state_dict))
+        state_dict = {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
+        learner = self._models[name]
+        missing, unexpected = learner.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise KeyError(
+                f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
+                f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
+            )
+        return checkpoint

@@ -30,6 +30,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .prompting import ClassPrompts, init_context
+from .release_formats import is_whole_model
 
 MODES = ("reference", "per_sample")
 
@@ -42,6 +43,7 @@ def add_bmip_config(cfg):
     cfg.TRAINER.BMIP.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
     cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only: no deep prompts, no blending)
     cfg.TRAINER.BMIP.MODE = "reference"  # reference (released code's gates) | per_sample (corrected variant)
+    cfg.TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT = False  # per_sample: True also loads released (reference) checkpoints
     cfg.TRAINER.BMIP.CONNECT_METHOD = "None"  # inert, kept for compatibility with the released configs
     cfg.TRAINER.BMIP.WEIGHT_THRESHOLD = 0.0025  # inert, kept for compatibility with the released configs
     cfg.SHARE = CN()
@@ -177,3 +179,13 @@ class BMIP(CLIPPromptTrainer):
         m = self.method_cfg
         return BMIPPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.MODE,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
+
+    def convert_checkpoint(self, state_dict):
+        """A released checkpoint was trained with the reference gates: per_sample loads it only when asked to."""
+        m = self.method_cfg
+        if m.MODE == "per_sample" and is_whole_model(state_dict) and not m.ALLOW_REFERENCE_CHECKPOINT:
+            raise ValueError(
+                "TRAINER.BMIP.MODE is per_sample but this is a released BMIP checkpoint, trained with the reference "
+                "gates (its last text gate never trained); set TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT True to load it."
+            )
+        return super().convert_checkpoint(state_dict)
