@@ -25,7 +25,7 @@ from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import load_checkpoint
 
-from .release_formats import RELEASE_LAYOUTS, is_class_dependent
+from .release_formats import CLASS_DEPENDENT_KEYS, RELEASE_LAYOUTS, is_class_dependent
 
 
 @register_config
@@ -159,10 +159,8 @@ class CLIPPromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = self.precision.grad_scaler()
-        if cfg.MODEL.INIT_WEIGHTS:  # the released trainers' initialisation from a checkpoint, before training
-            checkpoint = self.load_learner_file(self.CHECKPOINT_NAME, cfg.MODEL.INIT_WEIGHTS)
-            print(f'Initialised {self.CHECKPOINT_NAME} from MODEL.INIT_WEIGHTS "{cfg.MODEL.INIT_WEIGHTS}" '
-                  f'(epoch = {checkpoint.get("epoch")})')
+        if cfg.MODEL.INIT_WEIGHTS:
+            self.load_init_weights(learner)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -189,6 +187,22 @@ class CLIPPromptTrainer(TrainerX):
             self.update_lr()
         return summary
 
+    def load_init_weights(self, learner):
+        """MODEL.INIT_WEIGHTS: initialise the learner from a checkpoint file (ours or a released one), as the released
+        trainers do at the end of build_model; every key must fit (Dassl's loader silently keeps the matching ones)."""
+        path = self.cfg.MODEL.INIT_WEIGHTS
+        checkpoint = load_checkpoint(path)
+        state_dict = self.convert_checkpoint(dict(checkpoint.get("state_dict", checkpoint)))
+        state_dict = {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
+        missing, unexpected = learner.load_state_dict(state_dict, strict=False)
+        if missing or unexpected:
+            raise KeyError(
+                f'MODEL.INIT_WEIGHTS "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
+                f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
+            )
+        print(f'Initialised {self.CHECKPOINT_NAME} from MODEL.INIT_WEIGHTS "{path}" '
+              f'(epoch = {checkpoint.get("epoch")})')
+
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image).float()
@@ -211,24 +225,14 @@ class CLIPPromptTrainer(TrainerX):
                     f'Model not found at "{path}". Check --model-dir (the training run\'s --output-dir) and '
                     f"--load-epoch (omit it to load model-best.pth.tar)."
                 )
-            checkpoint = self.load_learner_file(name, path)
+            checkpoint = load_checkpoint(path)
+            state_dict = self.convert_checkpoint(dict(checkpoint["state_dict"]))
+            state_dict = {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
+            learner = self._models[name]
+            missing, unexpected = learner.load_state_dict(state_dict, strict=False)
+            if missing or unexpected:
+                raise KeyError(
+                    f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
+                    f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
+                )
             print(f'Loading weights to {name} from "{path}" (epoch = {checkpoint.get("epoch")})')
-
-    def load_learner_file(self, name, path):
-        """Load checkpoint file ``path`` (ours, or a released one) into learner ``name``; returns the checkpoint.
-
-        Released whole-model layouts are converted (``convert_checkpoint``), class-dependent tensors dropped (so
-        any class set can be evaluated), and every remaining key must match the learner.
-        """
-        checkpoint = load_checkpoint(path)
-        state_dict = checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
-        state_dict = self.convert_checkpoint(dict(state_dict))
-        state_dict = {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
-        learner = self._models[name]
-        missing, unexpected = learner.load_state_dict(state_dict, strict=False)
-        if missing or unexpected:
-            raise KeyError(
-                f'Checkpoint "{path}" does not match {type(learner).__name__}: missing {missing}, unexpected '
-                f"{unexpected}. Was it trained with the same --trainer and config (N_CTX, PROMPT_DEPTH, ...)?"
-            )
-        return checkpoint
