@@ -39,7 +39,7 @@ TRAINERS = OrderedDict([
     ("ZS-CLIP", TrainerSpec("ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml")),
     ("CoOp", TrainerSpec("CoOp", "configs/trainers/CoOp/vit_b16.yaml")),
     ("CoCoOp", TrainerSpec("CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml")),
-    ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx.yaml")),
+    ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
     ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml")),
     ("BMIP-reference", TrainerSpec("BMIP", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
                                    ("TRAINER.BMIP.MODE", "reference"))),

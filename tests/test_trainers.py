@@ -12,6 +12,7 @@ import train
 from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import build_trainer
+from dassl.utils import CheckpointError
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import PromptedCLIP
 from trainers.bmip import BMIPPromptLearner
@@ -132,33 +133,38 @@ def reference_logits(model, image):
 
 
 @pytest.mark.parametrize("name", ["MaPLe", "BMIP-reference", "CoOp"])
-def test_eval_text_features_are_cached_until_the_prompts_change(tiny, name):
+def test_eval_text_features_are_cached_only_within_one_text_cache_scope(tiny, name):
     model = build_model(name, tiny)
     calls = TextEncoderCalls(model)
     images = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)]
-    with torch.no_grad():
+    with torch.no_grad(), model.text_cache():
         first = [model(image) for image in images]
-    assert calls.count == 1  # two eval batches, one text-encoder run
+    assert calls.count == 1  # two eval batches in one scope, one text-encoder run
     torch.testing.assert_close(first[1], reference_logits(model, images[1]), atol=TOL, rtol=0)
 
-    optimizer = torch.optim.SGD(model.prompt_learner.parameters(), lr=1.0)
-    F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()  # training forwards never use the cache
-    with torch.no_grad():
+    count = calls.count
+    with model.text_cache():  # training forwards never use the cache
+        F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()
+        F.cross_entropy(model(images[0]), torch.tensor([0, 1])).backward()
+    assert calls.count == count + 2
+    with torch.no_grad():  # outside a scope nothing is cached
         count = calls.count
-        assert torch.equal(model(images[0]), model(images[0]))  # cache filled again, then used
-        assert calls.count == count + 1
-        optimizer.step()
-        after_step = model(images[0])
-        assert calls.count == count + 2  # the step invalidated the cache
-        assert (after_step - first[0]).abs().max() > 1e-4
-        torch.testing.assert_close(after_step, reference_logits(model, images[0]), atol=TOL, rtol=0)
+        model(images[0]), model(images[0])
+        assert calls.count == count + 2
 
-        model(images[0])  # fill the cache
+        for p in model.prompt_learner.parameters():  # an in-place edit between two scopes is always seen
+            p.data.mul_(1.5)
+        with model.text_cache():
+            edited = model(images[0])
+        assert calls.count == count + 3
+        assert (edited - first[0]).abs().max() > 1e-4
+        torch.testing.assert_close(edited, reference_logits(model, images[0]), atol=TOL, rtol=0)
         count = calls.count
-        model.prompt_learner.load_state_dict(build_model(name, tiny, seed=7).prompt_learner.state_dict())
-        loaded, again = model(images[0]), model(images[0])
-        assert calls.count == count + 1 and torch.equal(loaded, again)
-        torch.testing.assert_close(loaded, build_model(name, tiny, seed=7)(images[0]), atol=TOL, rtol=0)
+        with model.text_cache():
+            with model.text_cache():  # a nested scope shares the outer one's features
+                model(images[0])
+            model(images[1])
+        assert calls.count == count + 1
 
 
 def test_straightforward_path_never_caches(tiny):
@@ -320,12 +326,20 @@ def test_zeroshot_clip_evaluates_and_refuses_to_train(data_root):
         trainer.train()
 
 
-def test_trainer_evaluation_encodes_the_class_texts_once(data_root):
+def test_trainer_evaluation_encodes_the_class_texts_once_and_sees_in_place_edits(data_root):
     trainer = build_toy_trainer(data_root, "BMIP-reference")
     calls = TextEncoderCalls(trainer.model)
+    logits = []
+    process = trainer.evaluator.process
+    trainer.evaluator.process = lambda output, label: (logits.append(output), process(output, label))
     assert len(trainer.test_loader) > 1
     accuracy = trainer.test()
     assert calls.count == 1 and 0 <= accuracy <= 100
+    evaluated, logits[:] = torch.cat(logits), []
+    trainer.model.prompt_learner.ctx_t.data.mul_(3.0)  # an in-place edit between evaluations (no step, no load)
+    trainer.test()
+    assert calls.count == 2
+    assert (torch.cat(logits) - evaluated).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference"])
@@ -383,13 +397,13 @@ def test_checkpoint_evaluates_on_other_class_names(data_root, tmp_path):
 def test_checkpoint_of_another_depth_is_rejected_with_the_cause(data_root, tmp_path):
     build_toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path))
     shallow = build_toy_trainer(data_root, "MaPLe", extra=["TRAINER.MAPLE.PROMPT_DEPTH", "3"])
-    with pytest.raises(KeyError, match="unexpected.*compound_prompts_text.2.*PROMPT_DEPTH"):
+    with pytest.raises(CheckpointError, match="unexpected keys.*compound_prompts_text.2.*PROMPT_DEPTH"):
         shallow.load_model(str(tmp_path), epoch=1)
 
 
 def test_missing_checkpoint_names_the_path_and_the_fix(data_root, tmp_path):
     trainer = build_toy_trainer(data_root, "IVLP")
-    with pytest.raises(FileNotFoundError, match="VLPromptLearner/model-best.pth.tar.*--model-dir"):
+    with pytest.raises(FileNotFoundError, match='"model-best.pth.tar" for model "VLPromptLearner".*--model-dir'):
         trainer.load_model(str(tmp_path))
 
 

@@ -12,6 +12,7 @@ CLIP weight), with two methods
 registers the learner (only it is trained and saved) under the method's checkpoint folder name.
 """
 import contextlib
+import os.path as osp
 
 import torch
 import torch.nn as nn
@@ -23,8 +24,7 @@ from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-# Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
-CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+from .release_formats import RELEASE_LAYOUTS, is_class_dependent
 
 
 @register_config
@@ -37,8 +37,9 @@ def add_clip_config(cfg):
 class PromptedCLIP(nn.Module):
     """Frozen CLIP encoders driven by a prompt learner; ``forward(image) -> logits [B, n_cls]``.
 
-    Text features do not depend on the image, so with gradients disabled (evaluation) they are computed once and
-    reused until a learner parameter changes (an optimizer step or a loaded checkpoint bumps its version).
+    Text features do not depend on the image. Inside ``with model.text_cache():`` (one evaluation: the trainer's
+    ``test()`` opens it) they are computed once, on the first gradient-free forward, and reused; outside it they are
+    never stored, so no change of the prompts (optimizer step, loaded checkpoint, in-place edit) can be missed.
     """
 
     def __init__(self, clip_model, prompt_learner, straightforward=False):
@@ -48,20 +49,31 @@ class PromptedCLIP(nn.Module):
         self.image_encoder = image_encoder_for(clip_model)
         self.logit_scale = clip_model.logit_scale
         self.straightforward = straightforward
-        self._text_cache = None  # (key, features [n_cls, E])
+        self._caching = False  # inside a text_cache() scope
+        self._text_cache = None  # features [n_cls, E] of the current scope
 
-    def _cache_key(self):
-        return tuple((p.data_ptr(), p._version) for p in self.prompt_learner.parameters())
+    @contextlib.contextmanager
+    def text_cache(self):
+        """Scope (one evaluation) within which gradient-free forwards share one text-feature computation."""
+        if self._caching:  # nested: the outer scope owns the cache
+            yield
+            return
+        self._caching = True
+        try:
+            yield
+        finally:
+            self._caching, self._text_cache = False, None
 
     def text_features(self):
         """L2-normalised class text features [n_cls, E]."""
-        cacheable = not torch.is_grad_enabled() and not self.straightforward
-        if cacheable and self._text_cache is not None and self._text_cache[0] == self._cache_key():
-            return self._text_cache[1]
+        cacheable = self._caching and not torch.is_grad_enabled() and not self.straightforward
+        if cacheable and self._text_cache is not None:
+            return self._text_cache
         embeddings, tokens, deep = self.prompt_learner.text_inputs(self.straightforward)
         features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
-        self._text_cache = (self._cache_key(), features) if cacheable else None
+        if cacheable:
+            self._text_cache = features
         return features
 
     def image_features(self, image):
@@ -89,6 +101,11 @@ class CLIPPromptTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
+        if cfg.MODEL.INIT_WEIGHTS and not osp.isfile(cfg.MODEL.INIT_WEIGHTS):
+            raise FileNotFoundError(
+                f'MODEL.INIT_WEIGHTS is "{cfg.MODEL.INIT_WEIGHTS}", which is not a file: give a checkpoint file '
+                f"(a run's <folder>/model.pth.tar-N or model-best.pth.tar, or a released one), or ''."
+            )
 
     # -- the parts a method provides -------------------------------------------------------------------------
     def build_prompt_learner(self, cfg, classnames, clip_model):
@@ -98,8 +115,12 @@ class CLIPPromptTrainer(TrainerX):
         return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def convert_checkpoint(self, state_dict):
-        """Map a checkpoint of another codebase onto this learner's keys (identity by default)."""
-        return state_dict
+        """Map a released whole-model checkpoint onto this learner's keys (the trainer's entry in
+        trainers/release_formats.py); learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
+        layout = RELEASE_LAYOUTS.get(type(self).__name__)
+        if layout is None:
+            return state_dict
+        return layout.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
 
     # -- the shared machinery ------------------------------------------------------------------------------------
     def load_frozen_clip(self):
@@ -137,6 +158,8 @@ class CLIPPromptTrainer(TrainerX):
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = self.precision.grad_scaler()
+        if cfg.MODEL.INIT_WEIGHTS:
+            self.load_init_weights(learner)
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -163,12 +186,25 @@ class CLIPPromptTrainer(TrainerX):
             self.update_lr()
         return summary
 
+    def load_init_weights(self, learner):
+        """MODEL.INIT_WEIGHTS: initialise the learner from a checkpoint file (ours or a released one), as the released
+        trainers do at the end of build_model; every key must fit (Dassl's loader silently keeps the matching ones)."""
+        path = self.cfg.MODEL.INIT_WEIGHTS
+        checkpoint = self.load_weights_file(self.CHECKPOINT_NAME, path)
+        print(f'Initialised {self.CHECKPOINT_NAME} from MODEL.INIT_WEIGHTS "{path}" '
+              f'(epoch = {checkpoint.get("epoch")})')
+
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image).float()
+
+    def test(self, split=None):
+        """The engine's evaluation, with the class text features computed once for it (``text_cache``)."""
+        with self.model.text_cache():
+            return super().test(split)
 
     def checkpoint_state_for(self, name, state_dict):
         """A checkpoint's state dict for the learner: mapped from another codebase's layout by ``convert_checkpoint``,
         without class-dependent tensors, so any class set can be evaluated (the engine's ``load_model`` loads it)."""
         state_dict = self.convert_checkpoint(state_dict)
-        return {k: v for k, v in state_dict.items() if k.split(".")[-1] not in CLASS_DEPENDENT_KEYS}
+        return {k: v for k, v in state_dict.items() if not is_class_dependent(k)}

@@ -29,8 +29,8 @@ from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .maple import released_learner_state
 from .prompting import ClassPrompts, init_context
+from .release_formats import is_whole_model
 
 MODES = ("reference", "per_sample")
 
@@ -43,6 +43,7 @@ def add_bmip_config(cfg):
     cfg.TRAINER.BMIP.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
     cfg.TRAINER.BMIP.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only: no deep prompts, no blending)
     cfg.TRAINER.BMIP.MODE = "reference"  # reference (released code's gates) | per_sample (corrected variant)
+    cfg.TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT = False  # per_sample: True also loads released (reference) checkpoints
     cfg.TRAINER.BMIP.CONNECT_METHOD = "None"  # inert, kept for compatibility with the released configs
     cfg.TRAINER.BMIP.WEIGHT_THRESHOLD = 0.0025  # inert, kept for compatibility with the released configs
     cfg.SHARE = CN()
@@ -169,36 +170,6 @@ class BMIPPromptLearner(nn.Module):
         return self.proj_t(self.ctx_t), DeepPrompts(self.vision_slots, replace)
 
 
-def convert_released_bmip(state_dict, n_deep, n_text_blend):
-    """Map a released BMIP whole-model state dict onto :class:`BMIPPromptLearner` keys (see docs/BMIP.md).
-
-    Gates live inside CLIP's blocks in the release: vision block l's ``learnable_linear1`` -> ``vision_gates.{l-1}``
-    (l = 1..J-1), text block l's ``learnable_linear2`` -> ``text_gates.{l-1}`` (l = 1..J-2). Frozen CLIP weights, dead
-    tensors (ctx_v, proj_v, exchange layers, unused gates and heads) and class-dependent buffers are left out.
-    """
-    if not any(k.startswith("prompt_learner.") for k in state_dict):
-        return state_dict
-    learner_keys = ("ctx_t", "proj_t.", "compound_prompts_text.", "compound_prompts_visual.", "single_layer_t.",
-                    "single_layer_v.", "compound_prompt_projections_t.", "compound_prompt_projections_v.")
-    converted = {k: v for k, v in released_learner_state(state_dict).items() if k.startswith(learner_keys)}
-
-    def unused_text_head(key):  # v->t heads of text layers the reference never blends
-        if key.startswith("compound_prompt_projections_v."):
-            return int(key.split(".")[1]) >= n_text_blend
-        return key.startswith("single_layer_v.") and n_text_blend == 0
-
-    converted = {k: v for k, v in converted.items() if not unused_text_head(k)}
-    gate_sources = (("image_encoder", "learnable_linear1", "vision_gates", n_deep),
-                    ("text_encoder", "learnable_linear2", "text_gates", n_text_blend))
-    for encoder, name, target, count in gate_sources:
-        for layer in range(1, count + 1):
-            for param in ("weight", "bias"):
-                key = f"{encoder}.transformer.resblocks.{layer}.{name}.{param}"
-                if key in state_dict:
-                    converted[f"{target}.{layer - 1}.{param}"] = state_dict[key]
-    return {k: v.float() for k, v in converted.items()}
-
-
 @TRAINER_REGISTRY.register()
 class BMIP(CLIPPromptTrainer):
     CFG_NODE = "BMIP"
@@ -210,5 +181,11 @@ class BMIP(CLIPPromptTrainer):
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
 
     def convert_checkpoint(self, state_dict):
-        learner = self._models[self.CHECKPOINT_NAME]
-        return convert_released_bmip(state_dict, len(learner.compound_prompts_visual), learner.n_text_blend)
+        """A released checkpoint was trained with the reference gates: per_sample loads it only when asked to."""
+        m = self.method_cfg
+        if m.MODE == "per_sample" and is_whole_model(state_dict) and not m.ALLOW_REFERENCE_CHECKPOINT:
+            raise ValueError(
+                "TRAINER.BMIP.MODE is per_sample but this is a released BMIP checkpoint, trained with the reference "
+                "gates (its last text gate never trained); set TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT True to load it."
+            )
+        return super().convert_checkpoint(state_dict)

@@ -2,8 +2,8 @@
 
 Layer 0: text context ``ctx`` at positions 1..b; vision prompt ``proj(ctx)`` appended after the patches.
 Deep layer l = 1..J-1: text slots <- ``compound_prompts_text[l-1]``; vision slots <-
-``compound_prompt_projections[l-1](compound_prompts_text[l-1])``. Parameter names match the MaPLe release, so its
-checkpoints (whole-model state dicts with a ``prompt_learner.`` prefix) load after dropping the frozen weights.
+``compound_prompt_projections[l-1](compound_prompts_text[l-1])``. Parameter names match the MaPLe release, whose
+whole-model checkpoints keep them under ``prompt_learner.`` (trainers/release_formats.py maps both ways).
 """
 import copy
 
@@ -27,13 +27,6 @@ def add_maple_config(cfg):
     cfg.TRAINER.MAPLE.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
     cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
     cfg.TRAINER.MAPLE.CONNECT_METHOD = "add"  # inert, kept for compatibility (BMIP repository's MaPLe variant)
-
-
-def released_learner_state(state_dict, prefix="prompt_learner."):
-    """Keys under ``prefix`` with the prefix removed (a whole-model release -> the learner's own keys)."""
-    if not any(k.startswith(prefix) for k in state_dict):
-        return state_dict  # already a learner-only checkpoint (ours, or CoOp-style)
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 class MaPLePromptLearner(nn.Module):
@@ -77,6 +70,3 @@ class MaPLe(CLIPPromptTrainer):
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg
         return MaPLePromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH)
-
-    def convert_checkpoint(self, state_dict):
-        return released_learner_state(state_dict)

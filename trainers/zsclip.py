@@ -57,6 +57,11 @@ class ZeroshotCLIP(CLIPPromptTrainer):
 
     LEARNS = False
 
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.MODEL.INIT_WEIGHTS:
+            raise ValueError("ZeroshotCLIP has no weights to initialise: set MODEL.INIT_WEIGHTS ''")
+
     def build_model(self):
         clip_model = self.load_frozen_clip()
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)

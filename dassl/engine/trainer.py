@@ -216,20 +216,27 @@ class TrainerBase:
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
                 raise FileNotFoundError(_missing_checkpoint_message(directory, name, model_file))
-            checkpoint = load_checkpoint(model_path)
-            state_dict = self.checkpoint_state_for(name, dict(checkpoint["state_dict"]))
-            model = self._models[name]
-            try:
-                missing, unexpected = model.load_state_dict(state_dict, strict=False)
-            except RuntimeError as err:  # shape mismatches
-                raise CheckpointError(self._mismatch_message(model_path, directory, str(err).strip())) from None
-            if missing or unexpected:
-                detail = f"missing keys {missing[:6]}, unexpected keys {unexpected[:6]}"
-                raise CheckpointError(self._mismatch_message(model_path, directory, detail))
+            checkpoint = self.load_weights_file(name, model_path, config_dir=directory)
             print(f'Loading weights to {name} from "{model_path}" (epoch = {checkpoint.get("epoch")})')
             stat = os.stat(model_path)
             self.loaded_checkpoints[name] = {"path": osp.abspath(model_path), "epoch": checkpoint.get("epoch"),
                                              "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def load_weights_file(self, name, path, config_dir=None):
+        """Load checkpoint file ``path`` into registered model ``name`` through :meth:`checkpoint_state_for`; keys and
+        shapes must match exactly (``CheckpointError`` otherwise, naming the settings that differ when ``config_dir``
+        stores the training config). Returns the checkpoint dict (a bare state dict is accepted too)."""
+        checkpoint = load_checkpoint(path)
+        state_dict = checkpoint.get("state_dict", checkpoint)
+        state_dict = self.checkpoint_state_for(name, dict(state_dict))
+        try:
+            missing, unexpected = self._models[name].load_state_dict(state_dict, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise CheckpointError(self._mismatch_message(path, config_dir, str(err).strip())) from None
+        if missing or unexpected:
+            detail = f"missing keys {missing[:6]}, unexpected keys {unexpected[:6]}"
+            raise CheckpointError(self._mismatch_message(path, config_dir, detail))
+        return checkpoint
 
     def checkpoint_state_for(self, name, state_dict):
         """The state dict to load into model ``name`` from a checkpoint's ``state_dict`` (identity by default)."""
@@ -238,7 +245,7 @@ class TrainerBase:
     def _mismatch_message(self, model_path, directory, detail):
         """Why a checkpoint does not fit the built model, naming the settings that differ when they are known."""
         message = f'Checkpoint "{model_path}" does not fit the model built for this run ({detail.splitlines()[0]}).'
-        stored = read_config(directory)
+        stored = read_config(directory) if directory else None
         cfg = getattr(self, "cfg", None)
         if stored is not None and cfg is not None:
             # Only the method and backbone decide which tensors a model has and their shapes.

@@ -1,0 +1,28 @@
+# Sourced by the scripts in this folder (the released BMIP scripts' forms): checks the
+# environment, and sets REPO, DATA, CONFIGS, PYTHON and TRAIN_PY.
+#   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
+#   CONFIGS  folder holding datasets/DATASET.yaml and trainers/BMIP/CFG.yaml (default: the repository's configs/)
+#   PYTHON   interpreter (default: python3)
+# Like the release, the scripts write ./output/... relative to the directory they are run from (the repository
+# root in the release's usage); train.py and the configs are found wherever that is.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+CONFIGS="${CONFIGS:-$REPO/configs}"
+PYTHON="${PYTHON:-python3}"
+TRAIN_PY="$REPO/train.py"
+if [[ -z "${DATA:-}" || ! -d "$DATA" ]]; then
+    echo "error: set DATA to the datasets root (got '${DATA:-}')" >&2
+    exit 2
+fi
+
+# config_files DATASET CFG: stop, naming the file, if a config is missing
+config_files() {
+    local file
+    for file in "$CONFIGS/datasets/$1.yaml" "$CONFIGS/trainers/BMIP/$2.yaml"; do
+        if [[ ! -f "$file" ]]; then
+            echo "error: config file $file does not exist (check DATASET / CFG, or CONFIGS)" >&2
+            exit 2
+        fi
+    done
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# BMIP base-to-novel test: the released scripts/bmip/base2new_test_bmip.sh (same arguments, train.py command and
+# output folder), on this project's train.py. Evaluates the model of base2new_train_bmip.sh on the novel classes;
+# `--best` loads its model-best.pth.tar (the best-validation model), which overrides `--load-epoch 5`.
+# usage: DATA=/path/to/datasets bash scripts/bmip/base2new_test_bmip.sh DATASET SEED DEVICE CFG
+# output: ./output/base2new/test_new/CFG/DATASET/seedSEED
+# environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
+[[ $# -eq 4 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG" >&2; exit 2; }
+source "$(dirname "$0")/_setup.sh"
+TRAINER=BMIP
+DATASET=$1
+SEED=$2
+DEVICE=$3
+CFG=$4
+SHOTS=16
+LOADEP=5
+SUB=new
+config_files "$DATASET" "$CFG"
+
+COMMON_DIR=${CFG}/${DATASET}/seed${SEED}
+MODEL_DIR=./output/base2new/train_base/${COMMON_DIR}
+DIR=./output/base2new/test_${SUB}/${COMMON_DIR}
+echo "Evaluating model"
+if [[ -d "$DIR" ]]; then
+    echo "Results are available in ${DIR}. Resuming..."
+else
+    echo "Runing the first phase job and save the output to ${DIR}"
+fi
+"$PYTHON" "$TRAIN_PY" \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer "$TRAINER" \
+    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
+    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "$DIR" \
+    --model-dir "$MODEL_DIR" \
+    --load-epoch "$LOADEP" \
+    --device "$DEVICE" \
+    --eval-only \
+    --best \
+    DATASET.NUM_SHOTS "$SHOTS" \
+    DATASET.SUBSAMPLE_CLASSES "$SUB"

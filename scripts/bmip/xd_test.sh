@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# BMIP cross-dataset / domain-generalisation test: the released scripts/bmip/xd_test.sh (same arguments, train.py
+# command and output folder), on this project's train.py. Evaluates the ImageNet model of xd_train.sh at epoch
+# LOAD_EPOCH on DATASET.
+# usage: DATA=/path/to/datasets bash scripts/bmip/xd_test.sh DATASET SEED DEVICE CFG LOAD_EPOCH
+#   e.g. bash scripts/bmip/xd_test.sh caltech101 1 cuda:0 BMIP_ctx2_dp3_cross_datasets 2
+# model:  output/imagenet/BMIP/CFG_16shots/seedSEED (SOURCE=<dataset> replaces imagenet; the release fixes it)
+# output: output/evaluation/BMIP/CFG/DATASET/seedSEED (skipped if it exists, as in the release)
+# environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh), SOURCE
+[[ $# -eq 5 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG LOAD_EPOCH" >&2; exit 2; }
+source "$(dirname "$0")/_setup.sh"
+TRAINER=BMIP
+DATASET=$1
+SEED=$2
+DEVICE=$3
+CFG=$4
+load_epoch=$5
+SHOTS=16
+SOURCE="${SOURCE:-imagenet}"
+config_files "$DATASET" "$CFG"
+
+DIR=output/evaluation/${TRAINER}/${CFG}/${DATASET}/seed${SEED}
+if [[ -d "$DIR" ]]; then
+    echo "Results are available in ${DIR}. Skip this job"
+    exit 0
+fi
+echo "Run this job and save the output to ${DIR}"
+"$PYTHON" "$TRAIN_PY" \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer "$TRAINER" \
+    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
+    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "$DIR" \
+    --model-dir "output/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}" \
+    --device "$DEVICE" \
+    --load-epoch "$load_epoch" \
+    --eval-only

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# BMIP cross-dataset training: the released scripts/bmip/xd_train.sh (same arguments, train.py command and output
+# folder), on this project's train.py. Trains on all classes of DATASET (ImageNet in the protocol), 16 shots.
+# usage: DATA=/path/to/datasets bash scripts/bmip/xd_train.sh DATASET SEED DEVICE CFG
+#   e.g. bash scripts/bmip/xd_train.sh imagenet 1 cuda:0 BMIP_ctx2_dp3_cross_datasets
+# output: output/DATASET/BMIP/CFG_16shots/seedSEED (skipped if it exists, as in the release)
+# environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
+[[ $# -eq 4 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG" >&2; exit 2; }
+source "$(dirname "$0")/_setup.sh"
+TRAINER=BMIP
+DATASET=$1
+SEED=$2
+DEVICE=$3
+CFG=$4
+SHOTS=16
+config_files "$DATASET" "$CFG"
+
+DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
+if [[ -d "$DIR" ]]; then
+    echo "Results are available in ${DIR}."
+    exit 0
+fi
+echo "Run this job and save the output to ${DIR}"
+"$PYTHON" "$TRAIN_PY" \
+    --root "$DATA" \
+    --seed "$SEED" \
+    --trainer "$TRAINER" \
+    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
+    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
+    --output-dir "$DIR" \
+    --device "$DEVICE" \
+    DATASET.NUM_SHOTS "$SHOTS"

@@ -1,0 +1,80 @@
+"""Write a trained model in the released whole-model checkpoint format of MaPLe, BMIP, IVLP or VPT.
+
+    python -m scripts.export_checkpoint --trainer BMIP --model-dir RUN [--load-epoch N] --out-dir OUT
+
+``RUN`` is a training run's ``--output-dir``. The checkpoint read is ``RUN/<folder>/model.pth.tar-N`` with
+``--load-epoch N``, else the one the run deployed (``model-best.pth.tar`` if it saved one, else the newest epoch).
+It is written to ``OUT/<folder>/<same file name>``, so the released ``train.py`` reads it with
+``--model-dir OUT --eval-only`` (plus ``--load-epoch N``, or the BMIP release's ``--best``).
+
+The file is the released trainers' dict ``{"state_dict", "epoch", "optimizer": None, "scheduler": None,
+"val_result"}``. ``state_dict`` holds every trainable tensor under the released model's name (fp32; the released
+model casts on load) and nothing else: the released code loads it with ``load_state_dict(..., strict=False)`` into a
+model that already holds CLIP's weights and rebuilds the class-dependent buffers from the class names, so frozen
+weights are not needed. Key layouts: trainers/release_formats.py; docs/BMIP.md, "Checkpoints".
+"""
+import argparse
+import os.path as osp
+import sys
+
+from dassl.utils import load_checkpoint, save_checkpoint
+from scripts.jobs import BEST_CHECKPOINT, SetupError, checkpoint_epoch
+from trainers.release_formats import RELEASE_LAYOUTS
+
+LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trainer", required=True, help=f"one of {sorted(RELEASE_LAYOUTS)}")
+    parser.add_argument("--model-dir", required=True, help="the training run's --output-dir")
+    parser.add_argument("--load-epoch", type=int, help="export model.pth.tar-N (default: the deployed checkpoint)")
+    parser.add_argument("--out-dir", required=True, help="folder to write <checkpoint folder>/<file> into")
+    return parser
+
+
+def source_file(layout, model_dir, load_epoch):
+    """The checkpoint file of ``model_dir`` to export (see the module docstring)."""
+    if load_epoch is None:
+        load_epoch = checkpoint_epoch(model_dir)
+    name = BEST_CHECKPOINT if load_epoch is None else f"model.pth.tar-{load_epoch}"
+    path = osp.join(model_dir, layout.folder, name)
+    if not osp.isfile(path):
+        raise SetupError(f'no checkpoint at "{path}": check --model-dir, --trainer and --load-epoch')
+    return path
+
+
+def export(trainer, model_dir, out_dir, load_epoch=None):
+    """Write the released-format checkpoint; returns its path."""
+    if trainer in LEARNER_ONLY_RELEASES:
+        raise SetupError(f"{trainer} checkpoints are already in the released format (the prompt learner alone, "
+                         f"same names): give the released code --model-dir {model_dir} directly")
+    if trainer not in RELEASE_LAYOUTS:
+        raise SetupError(f"no released checkpoint format for --trainer {trainer}; use one of {sorted(RELEASE_LAYOUTS)}")
+    layout = RELEASE_LAYOUTS[trainer]
+    path = source_file(layout, model_dir, load_epoch)
+    checkpoint = load_checkpoint(path)
+    try:
+        state_dict = layout.to_release(checkpoint["state_dict"])
+    except (KeyError, ValueError) as err:
+        raise SetupError(f'"{path}" cannot be written as a released {trainer} checkpoint: {err}') from err
+    released = {"state_dict": state_dict, "epoch": checkpoint["epoch"], "optimizer": None, "scheduler": None,
+                "val_result": checkpoint.get("val_result")}
+    return save_checkpoint(released, osp.join(out_dir, layout.folder), model_name=osp.basename(path))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        path = export(args.trainer, args.model_dir, args.out_dir, args.load_epoch)
+    except SetupError as err:
+        sys.exit(f"error: {err}")
+    epoch_flag = "" if path.endswith(BEST_CHECKPOINT) else f" --load-epoch {path.rsplit('-', 1)[1]}"
+    print(f"Released {args.trainer} format: {path}\n"
+          f"Load it with the released train.py: --trainer {args.trainer} --eval-only --model-dir {args.out_dir}"
+          f"{epoch_flag}")
+    return path
+
+
+if __name__ == "__main__":
+    main()
