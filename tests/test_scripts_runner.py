@@ -1,6 +1,8 @@
 """Protocol chains, skip/resume decisions, dry runs, the shell entry points and the sweep runner,
 driven by a fake train.py that writes ecosystem logs and checkpoints."""
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -15,8 +17,12 @@ from scripts.logparse import final_metrics
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_TRAIN = textwrap.dedent('''\
-    """Stand-in for train.py: records its call, writes a log (and a checkpoint when training)."""
-    import argparse, hashlib, os, sys
+    """Stand-in for train.py with its output-folder contract (scripts/ must not depend on real training here):
+    holds OUTPUT_DIR/.lock while it runs, records its call, writes a log (and a checkpoint when training) and,
+    after the final test, result.json. Failure injection through environment variables (substring of the
+    output directory): FAKE_FAIL exits at once, FAKE_FAIL_TEST crashes in the final test (after "Finish
+    training"), FAKE_SLEEP sleeps (with a grandchild in its process group) after writing pids.txt."""
+    import argparse, fcntl, hashlib, json, os, subprocess, sys, time
     from pathlib import Path
     p = argparse.ArgumentParser()
     for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file",
@@ -27,11 +33,22 @@ FAKE_TRAIN = textwrap.dedent('''\
     a = p.parse_args()
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} on fakehost since now")
+    lock.flush()
     with open(out / "calls.txt", "a") as f:
         f.write(" ".join(sys.argv[1:]) + "\\n")
-    if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in str(out):
+    def injected(name):
+        return os.environ.get(name) and os.environ[name] in str(out)
+    if injected("FAKE_FAIL"):
         print("boom", file=sys.stderr)
         sys.exit(3)
+    if injected("FAKE_SLEEP"):
+        helper = subprocess.Popen(["sleep", "300"])
+        (out / "pids.txt").write_text(f"{os.getpid()} {helper.pid}")
+        time.sleep(300)
     n_logs = len(list(out.glob("log.txt*")))
     log = out / ("log.txt" if n_logs == 0 else f"log.txt-2024-01-01-00-00-0{n_logs}")
     acc = 50 + int(hashlib.md5(str(out).encode()).hexdigest(), 16) % 4000 / 100
@@ -40,8 +57,14 @@ FAKE_TRAIN = textwrap.dedent('''\
         (out / "prompt_learner").mkdir(exist_ok=True)
         (out / "prompt_learner" / "model.pth.tar-2").write_text("weights")
         lines += ["epoch [2/2] batch [1/1] loss 1.0", "Finish training"]
+    if injected("FAKE_FAIL_TEST"):
+        log.write_text("\\n".join(lines) + "\\n")
+        raise RuntimeError("the final test crashed")
     lines += ["=> result", f"* accuracy: {acc:.2f}%"]
     log.write_text("\\n".join(lines) + "\\n")
+    (out / "result.json").write_text(json.dumps({
+        "mode": "eval" if a.eval_only else "train", "metrics": {"accuracy": acc},
+        "deployed": None if a.eval_only else "last_step"}))
 ''')
 
 
@@ -96,17 +119,30 @@ def test_protocol_directories_follow_the_ecosystem_trees(tmp_path):
         protocols.open_world(root, "CoOp", "c1", "dtd", 1, [150])
 
 
-def test_checkpoint_choice_prefers_model_best_then_the_newest_epoch(tmp_path):
-    with pytest.raises(SetupError, match="no checkpoint"):
-        checkpoint_epoch(tmp_path)
+def write_result(run_dir, **record):
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "result.json").write_text(json.dumps({"mode": "train", "metrics": {"accuracy": 50.0},
+                                                           **record}))
+
+
+def test_checkpoint_choice_follows_what_the_finished_training_deployed(tmp_path):
     folder = tmp_path / "MultiModalPromptLearner"
     folder.mkdir()
     for epoch in (2, 10, 5):
         (folder / f"model.pth.tar-{epoch}").write_text("x")
     (folder / "checkpoint").write_text("model.pth.tar-5")
-    assert checkpoint_epoch(tmp_path) == 10
     (folder / "model-best.pth.tar").write_text("x")
+    with pytest.raises(SetupError, match="has not finished"):  # checkpoints alone: training may still run
+        checkpoint_epoch(tmp_path)
+    write_result(tmp_path, deployed="last_step")  # e.g. best_val refused on ImageNet: the last epoch is used
+    assert checkpoint_epoch(tmp_path) == 10
+    write_result(tmp_path, deployed="best_val")
     assert checkpoint_epoch(tmp_path) is None
+    for path in folder.iterdir():
+        path.unlink()
+    write_result(tmp_path, deployed="last_step")
+    with pytest.raises(SetupError, match="no checkpoint"):
+        checkpoint_epoch(tmp_path)
 
 
 def test_data_root_errors_name_the_problem(tmp_path):
@@ -135,10 +171,11 @@ def test_run_then_skip_then_resume(env):
     assert all(line.startswith("# skip (finished)") for line in log)
     assert all(len(calls(j.output_dir)) == 1 for j in chain)  # nothing re-ran
 
-    # an interrupted training run: its log has no "Finish training" -> re-run the same command (resume)
+    # an interrupted training run: no result.json -> re-run the same command (resume)
     interrupted = protocols.base2new(root, "CoOp", "c1", "eurosat", 1)
     interrupted[0].output_dir.mkdir(parents=True)
     (interrupted[0].output_dir / "log.txt").write_text("epoch [1/2] batch [1/1] loss 2.0\n")
+    (interrupted[0].output_dir / "config.yaml").write_text("SEED: 1\n")  # written by train.py at its start
     log.clear()
     outcomes = run_chain(interrupted, ctx, report=log.append)
     assert log[0] == f"# resume (unfinished): {interrupted[0].output_dir}"
@@ -267,10 +304,12 @@ def test_sweep_runs_in_parallel_keeps_going_and_summarizes_failures(env, monkeyp
     out = env["tmp"] / "out"
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "# 16 jobs in 8 chains"
-    assert {line[:6] for line in printed[1:-4]} == {"[cpu0]", "[cpu1]"}  # both workers ran jobs
+    summary = printed.index("=== sweep summary: 2 blocked, 1 failed, 13 ok")
+    assert {line[:6] for line in printed[1:summary]} == {"[cpu0]", "[cpu1]"}  # both workers ran jobs
     failed_dir = layout.base2new_dir(out, "train_base", "eurosat", 16, "CoOp", "c1", 2)
-    assert printed[-4:-2] == ["=== sweep summary: 2 blocked, 1 failed, 13 ok",
-                              f"FAILED {failed_dir}: exit status 3; logs: {failed_dir / 'stdout.txt'}"]
+    assert printed[summary + 1] == f"FAILED {failed_dir}: exit status 3; logs: {failed_dir / 'stdout.txt'}"
+    assert printed[summary + 2] == "    | boom"  # the last lines of the failed job's output
+    assert len(printed) == summary + 5
     assert all(line.startswith("BLOCKED ") and "seed2" in line for line in printed[-2:])
     done = layout.base2new_dir(out, "test_new", "eurosat", 16, "CoOp", "c1", 1)
     assert "OPTIM.MAX_EPOCH 1 TRAIN.PRINT_FREQ 5" in calls(done)[0] and "--device cpu" in calls(done)[0]
