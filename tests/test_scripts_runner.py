@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -354,3 +356,186 @@ def test_paper_sweeps_name_existing_configs_and_zeroshot_uses_coop_configs(tmp_p
                                  for j in c], ctx)
     zs = protocols.base2new(tmp_path, "ZeroshotCLIP", "vit_b16", "dtd", 1)[0]
     assert jobs.config_files(zs, ctx)[1] == REPO / "configs" / "trainers" / "CoOp" / "vit_b16.yaml"
+
+
+def test_a_crash_in_the_final_test_leaves_the_job_unfinished_and_it_runs_again(env, monkeypatch):
+    root, ctx = env["tmp"] / "out", env["ctx"]
+    chain = protocols.base2new(root, "CoOp", "c1", "dtd", 1)
+    monkeypatch.setenv("FAKE_FAIL_TEST", "train_base/dtd")
+    outcomes = run_chain(chain, ctx, capture=True, report=lambda m: None)
+    assert [o.status for o in outcomes] == ["failed", "blocked", "blocked"]
+    assert outcomes[0].message == "exit status 1"
+    assert outcomes[0].tail[-1] == "RuntimeError: the final test crashed"  # the traceback's last line
+    assert "Finish training" in (chain[0].output_dir / "log.txt").read_text()  # the line alone is no result
+    assert not (chain[0].output_dir / "result.json").exists()
+
+    monkeypatch.delenv("FAKE_FAIL_TEST")
+    log = []
+    assert [o.status for o in run_chain(chain, ctx, capture=True, report=log.append)] == ["ok", "ok", "ok"]
+    assert log[0] == f"# resume (unfinished): {chain[0].output_dir}"
+    assert len(calls(chain[0].output_dir)) == 2
+
+
+def test_a_job_whose_folder_lock_is_held_runs_elsewhere_and_is_not_started(env, capsys):
+    from dassl.engine.run_dir import OutputDirLock
+
+    out = env["tmp"] / "out"
+    chain = protocols.base2new(out, "CoOp", "c1", "dtd", 1)
+    log = []
+    with OutputDirLock(str(chain[0].output_dir)):  # e.g. a train.py left running by a killed runner
+        outcomes = run_chain(chain, env["ctx"], report=log.append)
+        assert [o.status for o in outcomes] == ["running", "blocked", "blocked"]
+        assert log[0].startswith("# running elsewhere (pid ") and "not started" in log[0]
+        assert calls(chain[0].output_dir) == []
+
+        sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+            output: {out}
+            experiments:
+              - {{protocol: base2new, datasets: [dtd], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+            """)
+        args = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+        assert sweep.main(args) == 3  # nothing failed, something runs elsewhere
+        assert "=== sweep summary: 2 blocked, 1 running" in capsys.readouterr().out
+        assert sweep.main(["status", *args]) == 3
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0].startswith("RUNNING") and f"(pid {os.getpid()} on " in printed[0]
+        assert printed[1].startswith("PENDING") and printed[1].endswith("(waiting for its training (running))")
+    assert sweep.main(args) == 0  # lock released: the job runs
+
+
+def pid_alive(pid):
+    """Whether ``pid`` is a live process (zombies count as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
+    """SIGTERM / SIGINT (Ctrl-C) to the runner: its train.py (own process group, with a grandchild) ends too."""
+    sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+        output: {env["tmp"] / "out"}
+        experiments:
+          - {{protocol: base2new, datasets: [dtd, eurosat], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """)
+    cmd = [sys.executable, str(REPO / "scripts" / "sweep.py"), str(sweep_file), "--workers", "1",
+           "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    train_dir = layout.base2new_dir(env["tmp"] / "out", "train_base", "dtd", 16, "CoOp", "c1", 1)
+    runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "DATA": str(env["data"]), "FAKE_SLEEP": "train_base/dtd"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (train_dir / "pids.txt").is_file() and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.1)  # pids.txt is written; the job sleeps
+        pids = [int(p) for p in (train_dir / "pids.txt").read_text().split()]
+        assert all(pid_alive(p) for p in pids)
+        runner.send_signal(signum)
+        stdout, _ = runner.communicate(timeout=60)
+    finally:
+        runner.kill()
+    assert runner.returncode == 128 + signum
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids)  # train.py and what it started
+    assert "=== sweep summary: 6 interrupted" in stdout  # the running job, and nothing started after the stop
+    assert f"# stopped (the runner received {signum.name})" in stdout
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DATA": str(env["data"])},
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"# resume (unfinished): {train_dir}" in rerun.stdout
+    assert rerun.stdout.splitlines()[-1] == "=== sweep summary: 6 ok"
+
+
+def test_status_shows_each_job_and_retry_failed_runs_only_failed_chains(env, monkeypatch, capsys):
+    out = env["tmp"] / "out"
+    body = """\
+        output: {out}
+        experiments:
+          - {{protocol: base2new, datasets: [{datasets}], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """
+    small = write_sweep(env["tmp"] / "small.yaml", body.format(out=out, datasets="dtd, eurosat"))
+    large = write_sweep(env["tmp"] / "large.yaml", body.format(out=out, datasets="dtd, eurosat, caltech101"))
+    common = ["--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    monkeypatch.setenv("FAKE_FAIL", "test_new/eurosat")
+    assert sweep.main([str(small), *common]) == 1
+    capsys.readouterr()
+    monkeypatch.delenv("FAKE_FAIL")
+
+    assert sweep.main(["status", str(large), *common]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1]: line.split()[0] for line in printed if not line.startswith(("  ", "==="))}
+    finished_accuracy = json.loads((layout.base2new_dir(out, "test_base", "dtd", 16, "CoOp", "c1", 1)
+                                    / "result.json").read_text())["metrics"]["accuracy"]
+    assert f"(accuracy {finished_accuracy:.2f}%)" in printed[1]
+    failed = layout.base2new_dir(out, "test_new", "eurosat", 16, "CoOp", "c1", 1)
+    assert rows[str(failed)] == "FAILED"
+    assert printed[printed.index(next(l for l in printed if l.startswith(f"FAILED    {failed}"))) + 1] == \
+        "          | boom"
+    assert [rows[str(layout.base2new_dir(out, s, "caltech101", 16, "CoOp", "c1", 1))]
+            for s in ("train_base", "test_base", "test_new")] == ["PENDING"] * 3
+    assert printed[-1] == "=== sweep status: 5 finished, 0 running, 1 failed, 3 pending"
+
+    assert sweep.main([str(large), *common, "--retry-failed"]) == 0  # the eurosat chain only
+    assert capsys.readouterr().out.splitlines()[0] == "# 3 jobs in 1 chains"
+    assert len(calls(failed)) == 2 and not layout.base2new_dir(out, "train_base", "caltech101", 16, "CoOp", "c1",
+                                                                1).exists()
+    assert sweep.main(["status", str(small), *common]) == 0
+
+
+def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env):
+    experiment = {"protocol": "base2new", "datasets": ["dtd", "imagenet"], "seeds": [1], "runs": [
+        {"trainer": "CoOp", "cfg": "c1"},
+        {"trainer": "CoOp", "cfg": "c1", "name": "c1_init7", "opts": ["MODEL.INIT_SEED", 7],
+         "dataset_opts": {"imagenet": ["TEST.FINAL_MODEL", "last_step"]}}]}
+    chains = sweep.merge_chains(sweep.experiment_chains(experiment, tmp_path))
+    plain, dtd, imagenet = chains[0], chains[2], chains[3]
+    assert plain[0].opts == ("DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base")
+    assert dtd[0].output_dir == layout.base2new_dir(tmp_path, "train_base", "dtd", 16, "CoOp", "c1_init7", 1)
+    assert all(j.opts[-2:] == ("MODEL.INIT_SEED", "7") and j.cfg == "c1" for j in dtd)  # evaluations too
+    assert all(j.opts[-4:] == ("MODEL.INIT_SEED", "7", "TEST.FINAL_MODEL", "last_step") for j in imagenet)
+    ctx = replace(env["ctx"], extra_opts=("OPTIM.MAX_EPOCH", "1"))  # sweep-wide opts come last and win
+    assert jobs.build_command(imagenet[0], ctx)[-6:] == ["MODEL.INIT_SEED", "7", "TEST.FINAL_MODEL", "last_step",
+                                                         "OPTIM.MAX_EPOCH", "1"]
+
+    unnamed = dict(experiment["runs"][1], name="c1")  # same folder as the plain run, other options
+    with pytest.raises(SetupError, match="two different jobs write to .*give one of the runs its own `name:`"):
+        sweep.merge_chains(sweep.experiment_chains(dict(experiment, runs=[experiment["runs"][0], unnamed]),
+                                                   tmp_path))
+    for bad, message in (({"opts": ["DATASET.NUM_SHOTS", 4]}, "may not set \\['DATASET.NUM_SHOTS'\\]"),
+                         ({"opts": ["OPTIM.LR"]}, "KEY VALUE pairs"),
+                         ({"dataset_opts": ["x"]}, "dataset_opts must map"),
+                         ({"name": "a/b"}, "must be a folder name"),
+                         ({"tag": "x"}, "must be \\{trainer: X")):
+        path = write_sweep(tmp_path / "bad.yaml", "experiments:\n  - " + json.dumps(
+            dict(experiment, runs=[{"trainer": "CoOp", "cfg": "c1", **bad}])) + "\n")
+        with pytest.raises(SetupError, match=message):
+            sweep.load_sweep(path)
+
+
+# ImageNet's val split is its test split (datasets/imagenet.py): selecting a model on it selects on the test set.
+VAL_IS_TEST = ("imagenet",)
+
+
+def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
+    import train
+
+    ctx = RunContext(data_root=tmp_path)  # the repository's configs/
+    checked = set()
+    for path in sorted((REPO / "scripts" / "sweeps").glob("*.yaml")):
+        spec = sweep.load_sweep(path)
+        ctx = replace(ctx, extra_opts=tuple(map(str, spec.get("opts") or [])))
+        for chain in sweep.merge_chains([c for e in spec["experiments"] for c in sweep.experiment_chains(e, tmp_path)]):
+            job = chain[0]
+            if not job.training or job.dataset not in VAL_IS_TEST or (job.cfg, job.opts) in checked:
+                continue
+            checked.add((job.cfg, job.opts))
+            cfg = train.setup_cfg(train.build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
+            assert cfg.TEST.FINAL_MODEL != "best_val" and not cfg.TRAIN.EARLY_STOPPING, (path.name, job)
+    assert any(cfg == "BMIP_ctx2_dp9_lr2" for cfg, _ in checked)  # a best-val config was checked on ImageNet:
+    plain = train.setup_cfg(train.build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
+        ["--config-file", str(REPO / "configs" / "trainers" / "BMIP" / "BMIP_ctx2_dp9_lr2.yaml")]))
+    assert plain.TEST.FINAL_MODEL == "best_val" and plain.TRAIN.EARLY_STOPPING
