@@ -23,7 +23,8 @@ FAKE_TRAIN = textwrap.dedent('''\
     holds OUTPUT_DIR/.lock while it runs, records its call, writes a log (and a checkpoint when training) and,
     after the final test, result.json. Failure injection through environment variables (substring of the
     output directory): FAKE_FAIL exits at once, FAKE_FAIL_TEST crashes in the final test (after "Finish
-    training"), FAKE_SLEEP sleeps (with a grandchild in its process group) after writing pids.txt."""
+    training"), FAKE_SLEEP makes the first attempt of a training sleep after its epoch-1 checkpoint (with a
+    grandchild in its process group; pids.txt: both pids and the parent's); a later attempt resumes."""
     import argparse, fcntl, hashlib, json, os, subprocess, sys, time
     from pathlib import Path
     p = argparse.ArgumentParser()
@@ -47,17 +48,21 @@ FAKE_TRAIN = textwrap.dedent('''\
     if injected("FAKE_FAIL"):
         print("boom", file=sys.stderr)
         sys.exit(3)
-    if injected("FAKE_SLEEP"):
-        helper = subprocess.Popen(["sleep", "300"])
-        (out / "pids.txt").write_text(f"{os.getpid()} {helper.pid}")
-        time.sleep(300)
     n_logs = len(list(out.glob("log.txt*")))
     log = out / ("log.txt" if n_logs == 0 else f"log.txt-2024-01-01-00-00-0{n_logs}")
     acc = 50 + int(hashlib.md5(str(out).encode()).hexdigest(), 16) % 4000 / 100
     lines = []
     if not a.eval_only:
-        (out / "prompt_learner").mkdir(exist_ok=True)
-        (out / "prompt_learner" / "model.pth.tar-2").write_text("weights")
+        checkpoints = out / "prompt_learner"
+        if (checkpoints / "model.pth.tar-1").exists():
+            lines.append(f"Found checkpoint at {out} (will resume training)")
+        checkpoints.mkdir(exist_ok=True)
+        (checkpoints / "model.pth.tar-1").write_text("weights")
+        if injected("FAKE_SLEEP") and not (out / "pids.txt").exists():
+            helper = subprocess.Popen(["sleep", "300"])
+            (out / "pids.txt").write_text(f"{os.getpid()} {helper.pid} {os.getppid()}")
+            time.sleep(300)
+        (checkpoints / "model.pth.tar-2").write_text("weights")
         lines += ["epoch [2/2] batch [1/1] loss 1.0", "Finish training"]
     if injected("FAKE_FAIL_TEST"):
         log.write_text("\\n".join(lines) + "\\n")
@@ -430,7 +435,7 @@ def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
         while not (train_dir / "pids.txt").is_file() and time.monotonic() < deadline and runner.poll() is None:
             time.sleep(0.05)
         time.sleep(0.1)  # pids.txt is written; the job sleeps
-        pids = [int(p) for p in (train_dir / "pids.txt").read_text().split()]
+        pids = [int(p) for p in (train_dir / "pids.txt").read_text().split()[:2]]
         assert all(pid_alive(p) for p in pids)
         runner.send_signal(signum)
         stdout, _ = runner.communicate(timeout=60)
@@ -447,6 +452,7 @@ def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
                            timeout=120)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"# resume (unfinished): {train_dir}" in rerun.stdout
+    assert "Found checkpoint" in (train_dir / "log.txt").read_text()
     assert rerun.stdout.splitlines()[-1] == "=== sweep summary: 6 ok"
 
 

@@ -3,7 +3,7 @@
 #
 #   tests/slurm/cluster.sh start DIR    # generate a config under DIR, start munged, slurmctld, slurmd; wait until idle
 #   source DIR/env                      # SLURM_CONF for the client commands (sbatch, squeue, scontrol, ...)
-#   tests/slurm/cluster.sh stop DIR     # stop the three daemons started for DIR (by their pid files)
+#   tests/slurm/cluster.sh stop DIR     # cancel its jobs, stop the three daemons started for DIR (pid files)
 #
 # Everything lives in DIR: the munge key and socket, slurm.conf, state and spool folders, pid files and daemon logs.
 # Daemons listen on free loopback ports only (SlurmctldHost=localhost), so nothing is reachable from outside and
@@ -77,7 +77,6 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 InactiveLimit=0
 KillWait=5
-MinJobAge=600
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
@@ -98,6 +97,11 @@ EOF
 }
 
 stop() {
+    if [[ -f $dir/slurmctld.pid ]] && kill -0 "$(cat "$dir/slurmctld.pid")" 2>/dev/null; then
+        export SLURM_CONF=$dir/slurm.conf  # cancel what still runs: job steps outlive slurmd
+        scancel --user="$(id -un)" 2>/dev/null || true
+        for _ in $(seq 100); do [[ -z $(squeue --noheader 2>/dev/null) ]] && break; sleep 0.2; done
+    fi
     stop_pid_file "$dir/slurmd.pid"
     stop_pid_file "$dir/slurmctld.pid"
     stop_pid_file "$dir/munged.pid"
