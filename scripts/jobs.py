@@ -242,6 +242,8 @@ def _execute(cmd, job, ctx, capture):
     are appended to ``OUTPUT_DIR/stdout.txt``. Returns the exit status, None when the runner is stopping."""
     if ctx.in_process:
         return _execute_in_process(cmd, job)
+    if CHILDREN.stopping:
+        return None
     env = {**os.environ, **ctx.env}
     if not capture:
         return CHILDREN.run(cmd, env=env)

@@ -37,6 +37,7 @@ from scripts.sweep_status import FAILED, FINISHED, RUNNING, chain_key, chain_sta
 
 REGISTRY = "submissions.jsonl"
 STOP_WAIT_S = 180  # after a SIGTERM, how long a task waits for SLURM's requeue signal or kill
+MAX_ARRAY_SIZE = 1000  # tasks per job array (SLURM's default MaxArraySize is 1001)
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,13 @@ def make_executor(options, folder, name):
 
 
 def submit(executor, chains, ctx, folder, stop_wait_s=STOP_WAIT_S):
-    """Submit ``chains`` as one job array of :class:`ChainTask` and record them; returns the submitit jobs."""
-    with executor.batch():
-        jobs = [executor.submit(ChainTask(ctx, stop_wait_s), chain) for chain in chains]
+    """Submit ``chains`` as job arrays of :class:`ChainTask` (at most ``MAX_ARRAY_SIZE`` tasks each) and record
+    them; returns the submitit jobs."""
+    jobs = []
+    for start in range(0, len(chains), MAX_ARRAY_SIZE):
+        with executor.batch():
+            jobs += [executor.submit(ChainTask(ctx, stop_wait_s), chain)
+                     for chain in chains[start:start + MAX_ARRAY_SIZE]]
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     with open(Path(folder) / REGISTRY, "a", encoding="utf-8") as registry:
         for chain, job in zip(chains, jobs):

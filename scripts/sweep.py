@@ -48,9 +48,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import yaml  # noqa: E402
 
-from scripts import layout, protocols, sweep_status  # noqa: E402
+from scripts import layout, protocols, slurm, sweep_status  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
-from scripts.jobs import REPO_ROOT, SetupError, check_config_files, run_chain, summary_lines  # noqa: E402,F401
+from scripts.jobs import REPO_ROOT, SetupError, check_config_files, run_chain, summary_lines  # noqa: E402
 from scripts.processes import CHILDREN, stop_on_signals  # noqa: E402
 
 EXPERIMENT_KEYS = {
@@ -281,12 +281,11 @@ def load_chains(args):
     return merge_chains(chains), file_opts[args.sweeps[0]], slurm_sections[args.sweeps[0]], roots
 
 
-def slurm_options(args, section):
-    """SLURM options: the sweep file's ``slurm:`` section, overridden by the flags given."""
-    from scripts.slurm import SlurmOptions
-
-    options = SlurmOptions.from_mapping(section, "slurm section of the sweep file")
-    return options.updated(**{key: getattr(args, key) for key in SLURM_FLAGS})
+def slurm_setup(args, section, roots):
+    """(SLURM options: the sweep file's ``slurm:`` section overridden by the flags given; submitit's folder)."""
+    options = slurm.SlurmOptions.from_mapping(section, "slurm section of the sweep file")
+    options = options.updated(**{key: getattr(args, key) for key in SLURM_FLAGS})
+    return options, Path(options.folder or roots[0] / "slurm").absolute()
 
 
 def main_status(argv):
@@ -294,27 +293,31 @@ def main_status(argv):
     args = build_parser().parse_args(argv)
     try:
         chains, _, section, roots = load_chains(args)
-        folder = Path(slurm_options(args, section).folder or roots[0] / "slurm").absolute()
-        tasks = {}
-        if folder.is_dir():
-            from scripts.slurm import chain_tasks
-
-            tasks = chain_tasks(folder)
+        _, folder = slurm_setup(args, section, roots)
+        tasks = slurm.chain_tasks(folder) if folder.is_dir() else {}
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    statuses = [s for chain in chains for s in sweep_status.chain_status(chain, tasks.get(sweep_status.chain_key(chain)))]
+    statuses = [status for chain in chains
+                for status in sweep_status.chain_status(chain, tasks.get(sweep_status.chain_key(chain)))]
     for line in sweep_status.status_lines(statuses):
         print(line)
     return sweep_status.exit_status(statuses)
 
 
+def runner_args_for_status(args):
+    """The arguments that make ``status`` read the same sweep: sweep files, --output, --slurm-folder."""
+    shown = [str(path) for path in args.sweeps]
+    if args.output:
+        shown += ["--output", str(args.output)]
+    if args.folder:
+        shown += ["--slurm-folder", str(args.folder)]
+    return shown
+
+
 def main_slurm(args, chains, ctx, section, roots):
     """Submit the chains that need it as a SLURM job array; print what was submitted and what was not."""
-    from scripts import slurm
-
-    options = slurm_options(args, section)
-    folder = Path(options.folder or roots[0] / "slurm").absolute()
+    options, folder = slurm_setup(args, section, roots)
     tasks = slurm.chain_tasks(folder) if folder.is_dir() else {}
     selected, held = slurm.plan(chains, tasks, args.retry_failed)
     for reason, count in sorted(held.items()):
@@ -331,9 +334,10 @@ def main_slurm(args, chains, ctx, section, roots):
         return 0
     executor = slurm.make_executor(options, folder, name)
     jobs = slurm.submit(executor, selected, slurm.task_context(ctx, options), folder)
+    arrays = sorted({job.job_id.split("_")[0] for job in jobs}, key=int)
     print(f"# submitted {len(jobs)} chains ({sum(len(c) for c in selected)} jobs) as SLURM job "
-          f"{jobs[0].job_id.split('_')[0]}; task logs in {folder}")
-    print(f"# follow: python scripts/sweep.py status {' '.join(map(str, args.sweeps))}")
+          f"{', '.join(arrays)}; task logs in {folder}")
+    print(f"# follow: python scripts/sweep.py status {' '.join(runner_args_for_status(args))}")
     return 0
 
 

@@ -32,8 +32,9 @@ def chain_key(chain):
 
 
 def attempted(job):
-    """Whether ``job`` ever started: its directory holds its captured output or a log."""
-    return (job.output_dir / CAPTURED_OUTPUT).is_file() or bool(logparse.log_files(job.output_dir))
+    """Whether ``job`` ever started: its directory holds a log or captured output."""
+    captured = job.output_dir / CAPTURED_OUTPUT
+    return bool(logparse.log_files(job.output_dir)) or (captured.is_file() and captured.stat().st_size > 0)
 
 
 def _result_detail(job):

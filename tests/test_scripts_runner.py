@@ -1,5 +1,5 @@
-"""Protocol chains, skip/resume decisions, dry runs, the shell entry points and the sweep runner,
-driven by a fake train.py that writes ecosystem logs and checkpoints."""
+"""Protocol chains, skip/resume decisions, dry runs, the shell entry points and the sweep runner, driven by a fake
+train.py that keeps train.py's output-folder contract (lock, ecosystem logs, checkpoints, result.json)."""
 import json
 import os
 import signal
@@ -417,7 +417,7 @@ def pid_alive(pid):
     return state != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
 def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
     """SIGTERM / SIGINT (Ctrl-C) to the runner: its train.py (own process group, with a grandchild) ends too."""
     sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
@@ -454,6 +454,37 @@ def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
     assert f"# resume (unfinished): {train_dir}" in rerun.stdout
     assert "Found checkpoint" in (train_dir / "log.txt").read_text()
     assert rerun.stdout.splitlines()[-1] == "=== sweep summary: 6 ok"
+
+
+def test_a_rerun_after_the_runner_was_killed_sees_its_orphan_and_starts_no_twin(env, capsys):
+    """kill -9 cannot be handled: the orphaned train.py keeps its folder lock, so a re-run does not start a twin."""
+    sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+        output: {env["tmp"] / "out"}
+        experiments:
+          - {{protocol: base2new, datasets: [dtd], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """)
+    args = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    train_dir = layout.base2new_dir(env["tmp"] / "out", "train_base", "dtd", 16, "CoOp", "c1", 1)
+    runner = subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], stdout=subprocess.DEVNULL,
+                              env={**os.environ, "DATA": str(env["data"]), "FAKE_SLEEP": "train_base/dtd"})
+    orphan = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (train_dir / "pids.txt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        orphan = int((train_dir / "pids.txt").read_text().split()[0])
+        runner.kill()
+        runner.wait(timeout=30)
+        assert pid_alive(orphan)
+        assert sweep.main(args) == 3
+        printed = capsys.readouterr().out
+        assert f"# running elsewhere (pid {orphan} on fakehost since now), not started: {train_dir}" in printed
+        assert len(calls(train_dir)) == 1  # no second train.py in the folder
+    finally:
+        runner.kill()
+        if orphan is not None:
+            os.killpg(orphan, signal.SIGKILL)
 
 
 def test_status_shows_each_job_and_retry_failed_runs_only_failed_chains(env, monkeypatch, capsys):
