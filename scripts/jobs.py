@@ -269,13 +269,13 @@ def output_tail(job, lines=TAIL_LINES):
 
 def _failure_reason(returncode):
     if returncode < 0:
-        return f"killed by {signal_name(-returncode)}"
+        return f"killed by {_signal_name(-returncode)}"
     if returncode:
         return f"exit status {returncode}"
     return "exit status 0 but no result.json (the final evaluation did not complete)"
 
 
-def signal_name(signum):
+def _signal_name(signum):
     """``SIGTERM`` for 15, and so on."""
     try:
         return signal.Signals(signum).name
