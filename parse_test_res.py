@@ -5,10 +5,14 @@
     python parse_test_res.py output/evaluation/CoOp/vit_b16_ep50_16shots --test-log --multi-exp
 
 Every non-hidden subdirectory of DIRECTORY is one run (a seed); DIRECTORY itself is the run when it holds
-``log.txt``. A run's value is the last ``* <keyword>: X%`` line after the end signal: ``Finish training``
-or ``Finished training`` (both accepted), or ``=> result`` with ``--test-log``. Unlike the ecosystem's
-script, a resumed run's newer ``log.txt-<timestamp>`` is read too (the newest log with a value wins), and a
-run without a value is reported and skipped instead of stopping the summary.
+``log.txt``. Only runs with a result count: a run of this project's ``train.py`` has one once its
+``result.json`` exists (written after the final evaluation; ``Finish training`` alone is printed before the
+final test); a foreign run (made by the ecosystem's scripts: no ``result.json``, no ``config.yaml``) has one
+when its log holds the value, as in the ecosystem. A run's value is the last ``* <keyword>: X%`` line after
+the end signal: ``Finish training`` or ``Finished training`` (both accepted), or ``=> result`` with
+``--test-log``. Unlike the ecosystem's script, a resumed run's newer ``log.txt-<timestamp>`` is read too (the
+newest log with a value wins), and a run without a result is reported and skipped instead of stopping the
+summary.
 Spread: population std (numpy.std), or the 95% interval half-width 1.96·std/√n with ``--ci95``.
 """
 import argparse
@@ -28,7 +32,10 @@ def run_dirs(directory):
 
 
 def run_value(run_dir, keyword, end_signals):
-    """(value, log path) of the newest log of ``run_dir`` holding ``keyword`` after an end signal, else None."""
+    """(value, log path) of the newest log of ``run_dir`` holding ``keyword`` after an end signal; None when the
+    run has no result (see the module docstring) or no log holds the value."""
+    if not logparse.result_counts(run_dir):
+        return None
     for path in reversed(logparse.log_files(run_dir)):
         metrics = logparse.metrics_after(logparse.read_lines(path), end_signals)
         if keyword in metrics:
@@ -43,8 +50,9 @@ def parse_directory(directory, keyword, end_signals, use_ci95, out=print):
     for run_dir in run_dirs(directory):
         found = run_value(run_dir, keyword, end_signals)
         if found is None:
-            print(f"skipped {run_dir}: no '* {keyword}: X%' line after {' / '.join(end_signals)} in its logs",
-                  file=sys.stderr)
+            reason = (f"no '* {keyword}: X%' line after {' / '.join(end_signals)} in its logs"
+                      if logparse.result_counts(run_dir) else logparse.UNFINISHED)
+            print(f"skipped {run_dir}: {reason}", file=sys.stderr)
             continue
         value, path = found
         values.append(value)

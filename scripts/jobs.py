@@ -1,20 +1,25 @@
 """Jobs (one ``train.py`` call each), chains of jobs, and the skip / resume / run decision.
 
 A *chain* is a list of jobs that must run in order: an optional training job followed by evaluations of
-the model it produced. A finished job is skipped; an unfinished training job is re-run with the same
-command, which makes ``train.py`` resume from the checkpoints in its output directory; an unfinished
-evaluation is simply run again (its new log is ``log.txt-<timestamp>``; the old one is kept).
+the model it produced. A job is *finished* when its output directory holds ``result.json`` (written by
+``train.py`` after the final evaluation); finished jobs are skipped. A job whose output-folder lock is held
+runs elsewhere (another runner, a SLURM task, a killed runner's orphan): it is reported and not started. An
+unfinished training job is re-run with the same command, which makes ``train.py`` resume from the checkpoints
+in its output directory; an unfinished evaluation is simply run again (its new log is
+``log.txt-<timestamp>``; the old one is kept).
 """
 import os
 import re
 import shlex
-import subprocess
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dassl.engine.run_dir import lock_holder, read_result
 from scripts import logparse
 from scripts.layout import TRAINING_FREE
+from scripts.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT_FILE = re.compile(r"^model\.pth\.tar-(?P<epoch>\d+)$")
@@ -26,7 +31,8 @@ PENDING_NOTE = ("# LAST = chosen once training has finished: model-best.pth.tar 
 
 CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP": "CoOp"}
 
-FINISHED, UNFINISHED, NEW = "finished", "unfinished", "new"
+FINISHED, RUNNING, UNFINISHED, NEW = "finished", "running", "unfinished", "new"
+TAIL_LINES = 10  # lines of a failed job's output shown in reports
 
 
 class SetupError(Exception):
@@ -67,12 +73,18 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to a job: ``skipped`` | ``ok`` | ``failed`` | ``blocked`` | ``planned`` (dry run)."""
+    """What happened to a job.
+
+    ``skipped`` (finished before) | ``ok`` | ``failed`` (``tail``: the last lines of its output) | ``running``
+    (elsewhere: not started) | ``interrupted`` (the runner was stopped) | ``blocked`` (its training did not
+    finish) | ``planned`` (dry run).
+    """
 
     job: Job
     status: str
     logs: tuple = ()
     message: str = ""
+    tail: tuple = ()
 
 
 def data_root_from_env(environ=None):
@@ -115,14 +127,20 @@ def check_config_files(jobs, ctx):
 
 
 def checkpoint_epoch(model_dir):
-    """Which checkpoint of a finished training run to evaluate: ``None`` = ``model-best.pth.tar`` (the
-    model deployed with ``TEST.FINAL_MODEL best_val``), else the newest epoch N of ``model.pth.tar-N``.
+    """Which checkpoint of a finished training run to evaluate: the model its final test used. ``None`` =
+    ``model-best.pth.tar`` (``result.json`` says the run deployed ``best_val``), else the newest epoch N of
+    ``model.pth.tar-N`` (the last epoch, or the early-stopping epoch).
 
-    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when there is none.
+    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when the run has not finished or
+    has no checkpoint.
     """
     model_dir = Path(model_dir)
-    folders = [p for p in model_dir.iterdir() if p.is_dir()] if model_dir.is_dir() else []
-    if any((folder / BEST_CHECKPOINT).is_file() for folder in folders):
+    result = read_result(str(model_dir))
+    if result is None:
+        raise SetupError(f"the training run in {model_dir} has not finished (no result.json): run its training "
+                         f"job first")
+    folders = [p for p in model_dir.iterdir() if p.is_dir()]
+    if result.get("deployed") == "best_val":
         return None
     epochs = [int(m.group("epoch")) for folder in folders for f in folder.iterdir()
               if (m := CHECKPOINT_FILE.match(f.name))]
@@ -132,7 +150,7 @@ def checkpoint_epoch(model_dir):
     return max(epochs)
 
 
-def _shown(path):
+def shown_path(path):
     """``path`` relative to the working directory when it lies inside it (shorter, equivalent commands)."""
     path = Path(path)
     try:
@@ -147,12 +165,12 @@ def build_command(job, ctx, load_epoch=None):
     ``load_epoch`` is used for evaluations of a trained model: ``None`` loads ``model-best.pth.tar``.
     """
     dataset_yaml, trainer_yaml = config_files(job, ctx)
-    cmd = [*ctx.python, _shown(ctx.train_py),
+    cmd = [*ctx.python, shown_path(ctx.train_py),
            "--root", str(ctx.data_root),
            "--seed", str(job.seed),
            "--trainer", job.trainer,
-           "--dataset-config-file", _shown(dataset_yaml),
-           "--config-file", _shown(trainer_yaml),
+           "--dataset-config-file", shown_path(dataset_yaml),
+           "--config-file", shown_path(trainer_yaml),
            "--output-dir", str(job.output_dir)]
     if ctx.device:
         cmd += ["--device", ctx.device]
@@ -165,16 +183,23 @@ def build_command(job, ctx, load_epoch=None):
     return cmd + list(job.opts) + list(ctx.extra_opts)
 
 
+
 def job_state(job):
-    """``finished`` | ``unfinished`` (the directory exists but holds no complete run) | ``new``."""
-    if logparse.run_finished(job.output_dir, training=job.training):
-        return FINISHED
-    return UNFINISHED if job.output_dir.exists() else NEW
+    """(state, detail): ``finished`` (``result.json``) | ``running`` (its folder lock is held; detail: by whom)
+    | ``unfinished`` (the directory exists, no result) | ``new``."""
+    if logparse.finished(job.output_dir):
+        return FINISHED, ""
+    holder = lock_holder(str(job.output_dir))
+    if holder is not None:
+        return RUNNING, holder
+    return (UNFINISHED if job.output_dir.exists() else NEW), ""
 
 
-def _decision(job, state):
+def _decision(job, state, detail):
     if state == FINISHED:
         return "skip (finished)"
+    if state == RUNNING:
+        return f"running elsewhere ({detail}), not started"
     if state == UNFINISHED:
         return "resume (unfinished)" if job.training else "rerun (unfinished)"
     return "run"
@@ -184,7 +209,7 @@ def _load_epoch_for(job, dry_run):
     """Resolve the checkpoint to evaluate; in a dry run before training, the placeholder ``LAST``."""
     if job.training or job.model_dir is None:
         return None
-    if dry_run and not logparse.run_finished(job.model_dir, training=True):
+    if dry_run and not logparse.finished(job.model_dir):
         return LOAD_EPOCH_PENDING
     return checkpoint_epoch(job.model_dir)
 
@@ -213,15 +238,18 @@ def _execute_in_process(cmd, job):
 
 
 def _execute(cmd, job, ctx, capture):
-    """Run ``cmd``; with ``capture`` its stdout+stderr are appended to ``OUTPUT_DIR/stdout.txt``."""
+    """Run ``cmd`` (in its own process group, see ``scripts.processes``); with ``capture`` its stdout+stderr
+    are appended to ``OUTPUT_DIR/stdout.txt``. Returns the exit status, None when the runner is stopping."""
     if ctx.in_process:
         return _execute_in_process(cmd, job)
+    if CHILDREN.stopping:
+        return None
     env = {**os.environ, **ctx.env}
     if not capture:
-        return subprocess.run(cmd, env=env).returncode
+        return CHILDREN.run(cmd, env=env)
     job.output_dir.mkdir(parents=True, exist_ok=True)
     with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink:
-        return subprocess.run(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
+        return CHILDREN.run(cmd, env=env, stdout=sink)
 
 
 def failure_logs(job):
@@ -230,22 +258,54 @@ def failure_logs(job):
     return tuple(logs + logparse.log_files(job.output_dir)[-1:])
 
 
+def output_tail(job, lines=TAIL_LINES):
+    """The last lines ``job`` printed: its captured output (it holds the traceback), else its newest log."""
+    for path in failure_logs(job):
+        text = logparse.tail(path, lines)
+        if text:
+            return tuple(text)
+    return ()
+
+
+def _failure_reason(returncode):
+    if returncode < 0:
+        return f"killed by {_signal_name(-returncode)}"
+    if returncode:
+        return f"exit status {returncode}"
+    return "exit status 0 but no result.json (the final evaluation did not complete)"
+
+
+def _signal_name(signum):
+    """``SIGTERM`` for 15, and so on."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 def run_chain(chain, ctx, dry_run=False, capture=False, report=print):
     """Run the jobs of ``chain`` in order and return one ``Outcome`` per job.
 
-    A failed training job blocks the evaluations after it; a failed evaluation does not stop the others.
-    ``dry_run`` prints each decision and command without running anything.
+    A training job that does not finish (failed, running elsewhere, interrupted) blocks the evaluations after
+    it; a failed evaluation does not stop the others. Once the runner is stopping (``scripts.processes``), no
+    further job starts. ``dry_run`` prints each decision and command without running anything.
     """
     outcomes = []
     blocked_by = None
     for job in chain:
-        if blocked_by is not None:
-            outcomes.append(Outcome(job, "blocked", message=f"its training job failed: {blocked_by}"))
+        if CHILDREN.stopping and not dry_run:
+            outcomes.append(Outcome(job, "interrupted", message=f"not started: {CHILDREN.stop_reason}"))
             continue
-        state = job_state(job)
-        report(f"# {_decision(job, state)}: {job.output_dir}")
-        if state == FINISHED:
-            outcomes.append(Outcome(job, "skipped"))
+        if blocked_by is not None:
+            outcomes.append(Outcome(job, "blocked", message=f"its training job did not finish ({blocked_by})"))
+            continue
+        state, detail = job_state(job)
+        report(f"# {_decision(job, state, detail)}: {job.output_dir}")
+        if state in (FINISHED, RUNNING):
+            outcomes.append(Outcome(job, "skipped") if state == FINISHED else
+                            Outcome(job, "running", message=f"running elsewhere: {detail}"))
+            if state == RUNNING and job.training:
+                blocked_by = f"running elsewhere: {job.output_dir}"
             continue
         try:
             load_epoch = _load_epoch_for(job, dry_run)
@@ -261,13 +321,32 @@ def run_chain(chain, ctx, dry_run=False, capture=False, report=print):
             outcomes.append(Outcome(job, "planned"))
             continue
         returncode = _execute(cmd, job, ctx, capture)
-        if returncode == 0 and job_state(job) == FINISHED:
+        if returncode == 0 and logparse.finished(job.output_dir):
             outcomes.append(Outcome(job, "ok"))
             continue
-        reason = (f"exit status {returncode}" if returncode else
-                  "exit status 0 but the log holds no complete result")
-        outcomes.append(Outcome(job, "failed", failure_logs(job), reason))
-        report(f"# FAILED ({reason}): {job.output_dir}")
+        if returncode is None or CHILDREN.stopping:
+            outcome = Outcome(job, "interrupted", failure_logs(job), CHILDREN.stop_reason)
+        elif (holder := lock_holder(str(job.output_dir))) is not None:  # another runner started it meanwhile
+            outcome = Outcome(job, "running", message=f"running elsewhere: {holder}")
+        else:
+            outcome = Outcome(job, "failed", failure_logs(job), _failure_reason(returncode), output_tail(job))
+            report(f"# FAILED ({outcome.message}): {job.output_dir}")
+        outcomes.append(outcome)
         if job.training:
-            blocked_by = job.output_dir
+            blocked_by = f"{outcome.status}: {job.output_dir}"
     return outcomes
+
+
+def summary_lines(outcomes):
+    """Human-readable summary: counts per status, then every job that did not finish with its logs, and the
+    last lines of each failed job's output."""
+    counts = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    lines = ["=== sweep summary: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))]
+    for outcome in outcomes:
+        if outcome.status in ("failed", "blocked", "running", "interrupted"):
+            logs = " ".join(str(p) for p in outcome.logs) or "(no log)"
+            lines.append(f"{outcome.status.upper()} {outcome.job.output_dir}: {outcome.message}; logs: {logs}")
+            lines += [f"    | {line}" for line in outcome.tail]
+    return lines

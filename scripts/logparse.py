@@ -1,12 +1,27 @@
-"""Reading the result lines that ``train.py`` prints into ``OUTPUT_DIR/log.txt``.
+"""Which runs have a result, and the result lines that ``train.py`` prints into ``OUTPUT_DIR/log.txt``.
 
-A run directory holds ``log.txt`` (first run) and ``log.txt-<timestamp>`` (every later run in the same
-directory, e.g. a resumed training). Results are the ``* <metric>: <value>%`` lines printed after an
-*end signal*: ``Finish training`` / ``Finished training`` for training runs (the final test of the deployed
-model), ``=> result`` for evaluation-only runs.
+A run is *finished* exactly when its output directory holds ``result.json``: ``train.py`` writes it atomically
+after the final evaluation printed its result (``dassl.engine.run_dir``). A log line alone never makes a run
+finished: ``Finish training`` is printed *before* the final test, so a run whose final test crashed has that
+line and no result.
+
+The numbers themselves are read from the logs, as printed (what the ecosystem's tools read): a run directory
+holds ``log.txt`` (first run) and ``log.txt-<timestamp>`` (every later run in the same directory, e.g. a resumed
+training). Results are the ``* <metric>: <value>%`` lines printed after an *end signal*: ``Finish training`` /
+``Finished training`` for training runs (the final test of the deployed model), ``=> result`` for
+evaluation-only runs.
+
+*Foreign* run directories, made by the ecosystem's own code, hold neither ``result.json`` nor ``config.yaml``
+(which this project's ``train.py`` writes when a run starts). Tables and ``parse_test_res.py`` accept their
+results by the log rule above, as the ecosystem's scripts do. The sweep runner never counts them as finished:
+re-running such a job lets ``train.py`` resume from its checkpoints and write ``result.json``.
 """
 import re
 from pathlib import Path
+
+from dassl.engine.run_dir import CONFIG_FILE, RESULT_FILE, read_result
+
+UNFINISHED = "no result.json: the run has not finished (still running, interrupted or failed)"
 
 END_OF_TRAINING = ("Finish training", "Finished training")
 RESULT_HEADER = "=> result"
@@ -45,17 +60,34 @@ def read_lines(path):
     return Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
 
 
-def has_line(path, candidates):
-    """True when one line of ``path`` equals (after stripping) one of ``candidates``."""
-    return any(line.strip() in candidates for line in read_lines(path))
+def tail(path, lines=10):
+    """The last ``lines`` lines of a text file (``[]`` when it does not exist)."""
+    path = Path(path)
+    return read_lines(path)[-lines:] if path.is_file() else []
 
 
-def final_metrics(run_dir, training):
-    """Metrics of the newest log in ``run_dir`` that holds a complete result, and that log's path.
+def finished(run_dir):
+    """Whether the run in ``run_dir`` finished: its ``result.json`` exists (written after the final evaluation)."""
+    return read_result(str(run_dir)) is not None
+
+
+def is_foreign(run_dir):
+    """Whether ``run_dir`` was made by other code (the ecosystem's scripts): no ``result.json``, no ``config.yaml``."""
+    run_dir = Path(run_dir)
+    return not (run_dir / RESULT_FILE).exists() and not (run_dir / CONFIG_FILE).exists()
+
+
+def result_counts(run_dir):
+    """Whether a result in the logs of ``run_dir`` counts: the run finished, or the directory is foreign."""
+    return finished(run_dir) or is_foreign(run_dir)
+
+
+def logged_metrics(run_dir, training):
+    """Metrics of the newest log in ``run_dir`` that holds a result after the end signal, and that log's path.
 
     ``training=True`` reads what follows the end-of-training line (so validation results printed during
     training are never taken); ``training=False`` reads what follows ``=> result`` (evaluation-only runs).
-    Returns ``({}, None)`` when no log holds a result.
+    Returns ``({}, None)`` when no log holds a result. This reads logs only; see :func:`final_metrics`.
     """
     signals = END_OF_TRAINING if training else (RESULT_HEADER,)
     for path in reversed(log_files(run_dir)):
@@ -65,9 +97,11 @@ def final_metrics(run_dir, training):
     return {}, None
 
 
-def run_finished(run_dir, training):
-    """Whether the run in ``run_dir`` completed: a log shows the end of training (training runs) or a
-    result with at least one metric (evaluation-only runs)."""
-    if training:
-        return any(has_line(path, END_OF_TRAINING) for path in log_files(run_dir))
-    return bool(final_metrics(run_dir, training=False)[0])
+def final_metrics(run_dir, training):
+    """The final metrics of a run that has a result, and the log they were read from; ``({}, None)`` otherwise.
+
+    A run has a result when it finished (``result.json``) or, for a foreign directory, when a log holds the
+    result lines (see the module docstring). A directory of this project's ``train.py`` without ``result.json``
+    has no result, whatever its logs show.
+    """
+    return logged_metrics(run_dir, training) if result_counts(run_dir) else ({}, None)

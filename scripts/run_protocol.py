@@ -2,7 +2,9 @@
 
 The shell scripts ``scripts/<protocol>.sh`` call this. Everything after ``--`` is passed to every
 ``train.py`` call as ``KEY VALUE`` opts (they do not change the output directory: use ``--output``).
-Exit status: 0 when every job finished or was skipped, 1 when a job failed, 2 on bad input.
+Exit status: 0 when every job finished or was skipped, 1 when a job failed, 2 on bad input, 3 when a job
+runs elsewhere (its output folder is locked), 128+N when stopped by signal N (SIGINT / SIGTERM stop the
+running train.py, which runs in its own process group).
 """
 import argparse
 import sys
@@ -14,6 +16,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from scripts import layout, protocols  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
 from scripts.jobs import SetupError, check_config_files, run_chain  # noqa: E402
+from scripts.processes import stop_on_signals  # noqa: E402
 
 
 def build_parser():
@@ -74,12 +77,16 @@ def main(argv=None):
     except (SetupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    outcomes = [o for chain in chains for o in run_chain(chain, ctx, dry_run=args.dry_run)]
-    failed = [o for o in outcomes if o.status in ("failed", "blocked")]
-    for outcome in failed:
+    with stop_on_signals() as received:
+        outcomes = [o for chain in chains for o in run_chain(chain, ctx, dry_run=args.dry_run)]
+    unfinished = [o for o in outcomes if o.status in ("failed", "blocked", "running", "interrupted")]
+    for outcome in unfinished:
         logs = ", ".join(str(p) for p in outcome.logs) or "no log"
-        print(f"FAILED {outcome.job.output_dir}: {outcome.message} ({logs})", file=sys.stderr)
-    return 1 if failed else 0
+        print(f"{outcome.status.upper()} {outcome.job.output_dir}: {outcome.message} ({logs})", file=sys.stderr)
+    if received["signal"]:
+        return 128 + received["signal"]
+    statuses = {o.status for o in unfinished}
+    return 1 if "failed" in statuses else 3 if "running" in statuses else 0
 
 
 if __name__ == "__main__":

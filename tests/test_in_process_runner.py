@@ -34,7 +34,7 @@ def test_base2new_chain_runs_in_process(tmp_path):
     assert [o.status for o in outcomes] == ["ok", "ok", "ok"]
     assert sys.stdout is stdout_before  # the tee of each run is undone
     for job in chain:
-        assert logparse.run_finished(job.output_dir, training=job.training)
+        assert logparse.finished(job.output_dir)  # result.json
         assert (job.output_dir / "stdout.txt").read_text().count("* accuracy:") == 1  # captured, not printed
     again = run_chain(chain, ctx, capture=True, report=lambda message: None)
     assert [o.status for o in again] == ["skipped"] * 3

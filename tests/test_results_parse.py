@@ -1,4 +1,5 @@
 """Log parsing (scripts.logparse) and the ecosystem-compatible parse_test_res.py, on hand-written logs."""
+import json
 import math
 
 import numpy as np
@@ -64,16 +65,33 @@ def test_the_newest_log_with_a_result_wins_over_an_interrupted_first_log(tmp_pat
     write_train_log(run, "55.50", name="log.txt-2024-01-01-09-00-00")
     metrics, log = logparse.final_metrics(run, training=True)
     assert metrics["accuracy"] == 66.60 and log.name == "log.txt-2024-01-01-10-00-00"
-    assert logparse.run_finished(run, training=True)
-    assert logparse.run_finished(run, training=False)  # evaluation rule: a result exists
 
 
-def test_an_interrupted_training_run_is_not_finished_even_with_validation_results(tmp_path):
+def test_an_interrupted_training_run_has_no_result_even_with_validation_results(tmp_path):
     run = tmp_path / "seed1"
     run.mkdir()
     (run / "log.txt").write_text("=> result\n* accuracy: 11.11%\nepoch [2/2] batch [1/1]\n")
-    assert not logparse.run_finished(run, training=True)
     assert logparse.final_metrics(run, training=True) == ({}, None)
+
+
+def test_only_result_json_makes_a_run_of_ours_finished(tmp_path, capsys):
+    """train.py prints "Finish training" before the final test: a crash there leaves the line and no result."""
+    ours = tmp_path / "seed1"
+    write_train_log(ours, "70.00")
+    (ours / "config.yaml").write_text("SEED: 1\n")  # written by this project's train.py when the run starts
+    assert not logparse.finished(ours) and not logparse.is_foreign(ours)
+    assert logparse.final_metrics(ours, training=True) == ({}, None)
+    foreign = tmp_path / "seed2"  # made by the ecosystem's scripts: the log rule holds
+    write_train_log(foreign, "72.00")
+    assert logparse.is_foreign(foreign) and logparse.final_metrics(foreign, training=True)[0]["accuracy"] == 72.0
+    assert parse_test_res.main([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {ours}: no result.json" in captured.err
+    assert "* accuracy: 72.00% +- 0.00%" in captured.out
+    (ours / "result.json").write_text(json.dumps({"mode": "train", "metrics": {"accuracy": 70.0}}))
+    assert logparse.finished(ours) and logparse.final_metrics(ours, training=True)[0]["accuracy"] == 70.0
+    assert parse_test_res.main([str(tmp_path)]) == 0
+    assert "* accuracy: 71.00% +- 1.00%" in capsys.readouterr().out
 
 
 def test_parse_test_res_numbers_match_the_log_lines(tmp_path, capsys):

@@ -1,9 +1,13 @@
-"""Protocol chains, skip/resume decisions, dry runs, the shell entry points and the sweep runner,
-driven by a fake train.py that writes ecosystem logs and checkpoints."""
+"""Protocol chains, skip/resume decisions, dry runs, the shell entry points and the sweep runner, driven by a fake
+train.py that keeps train.py's output-folder contract (lock, ecosystem logs, checkpoints, result.json)."""
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +19,13 @@ from scripts.logparse import final_metrics
 REPO = Path(__file__).resolve().parents[1]
 
 FAKE_TRAIN = textwrap.dedent('''\
-    """Stand-in for train.py: records its call, writes a log (and a checkpoint when training)."""
-    import argparse, hashlib, os, sys
+    """Stand-in for train.py with its output-folder contract (scripts/ must not depend on real training here):
+    holds OUTPUT_DIR/.lock while it runs, records its call, writes a log (and a checkpoint when training) and,
+    after the final test, result.json. Failure injection through environment variables (substring of the
+    output directory): FAKE_FAIL exits at once, FAKE_FAIL_TEST crashes in the final test (after "Finish
+    training"), FAKE_SLEEP makes the first attempt of a training sleep after its epoch-1 checkpoint (with a
+    grandchild in its process group; pids.txt: both pids and the parent's); a later attempt resumes."""
+    import argparse, fcntl, hashlib, json, os, subprocess, sys, time
     from pathlib import Path
     p = argparse.ArgumentParser()
     for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file",
@@ -27,9 +36,16 @@ FAKE_TRAIN = textwrap.dedent('''\
     a = p.parse_args()
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    lock = open(out / ".lock", "a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lock.truncate(0)
+    lock.write(f"pid {os.getpid()} on fakehost since now")
+    lock.flush()
     with open(out / "calls.txt", "a") as f:
         f.write(" ".join(sys.argv[1:]) + "\\n")
-    if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in str(out):
+    def injected(name):
+        return os.environ.get(name) and os.environ[name] in str(out)
+    if injected("FAKE_FAIL"):
         print("boom", file=sys.stderr)
         sys.exit(3)
     n_logs = len(list(out.glob("log.txt*")))
@@ -37,11 +53,25 @@ FAKE_TRAIN = textwrap.dedent('''\
     acc = 50 + int(hashlib.md5(str(out).encode()).hexdigest(), 16) % 4000 / 100
     lines = []
     if not a.eval_only:
-        (out / "prompt_learner").mkdir(exist_ok=True)
-        (out / "prompt_learner" / "model.pth.tar-2").write_text("weights")
+        checkpoints = out / "prompt_learner"
+        if (checkpoints / "model.pth.tar-1").exists():
+            lines.append(f"Found checkpoint at {out} (will resume training)")
+        checkpoints.mkdir(exist_ok=True)
+        (checkpoints / "model.pth.tar-1").write_text("weights")
+        if injected("FAKE_SLEEP") and not (out / "pids.txt").exists():
+            helper = subprocess.Popen(["sleep", "300"])
+            (out / "pids.txt").write_text(f"{os.getpid()} {helper.pid} {os.getppid()}")
+            time.sleep(300)
+        (checkpoints / "model.pth.tar-2").write_text("weights")
         lines += ["epoch [2/2] batch [1/1] loss 1.0", "Finish training"]
+    if injected("FAKE_FAIL_TEST"):
+        log.write_text("\\n".join(lines) + "\\n")
+        raise RuntimeError("the final test crashed")
     lines += ["=> result", f"* accuracy: {acc:.2f}%"]
     log.write_text("\\n".join(lines) + "\\n")
+    (out / "result.json").write_text(json.dumps({
+        "mode": "eval" if a.eval_only else "train", "metrics": {"accuracy": acc},
+        "deployed": None if a.eval_only else "last_step"}))
 ''')
 
 
@@ -96,17 +126,30 @@ def test_protocol_directories_follow_the_ecosystem_trees(tmp_path):
         protocols.open_world(root, "CoOp", "c1", "dtd", 1, [150])
 
 
-def test_checkpoint_choice_prefers_model_best_then_the_newest_epoch(tmp_path):
-    with pytest.raises(SetupError, match="no checkpoint"):
-        checkpoint_epoch(tmp_path)
+def write_result(run_dir, **record):
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    (Path(run_dir) / "result.json").write_text(json.dumps({"mode": "train", "metrics": {"accuracy": 50.0},
+                                                           **record}))
+
+
+def test_checkpoint_choice_follows_what_the_finished_training_deployed(tmp_path):
     folder = tmp_path / "MultiModalPromptLearner"
     folder.mkdir()
     for epoch in (2, 10, 5):
         (folder / f"model.pth.tar-{epoch}").write_text("x")
     (folder / "checkpoint").write_text("model.pth.tar-5")
-    assert checkpoint_epoch(tmp_path) == 10
     (folder / "model-best.pth.tar").write_text("x")
+    with pytest.raises(SetupError, match="has not finished"):  # checkpoints alone: training may still run
+        checkpoint_epoch(tmp_path)
+    write_result(tmp_path, deployed="last_step")  # e.g. best_val refused on ImageNet: the last epoch is used
+    assert checkpoint_epoch(tmp_path) == 10
+    write_result(tmp_path, deployed="best_val")
     assert checkpoint_epoch(tmp_path) is None
+    for path in folder.iterdir():
+        path.unlink()
+    write_result(tmp_path, deployed="last_step")
+    with pytest.raises(SetupError, match="no checkpoint"):
+        checkpoint_epoch(tmp_path)
 
 
 def test_data_root_errors_name_the_problem(tmp_path):
@@ -135,10 +178,11 @@ def test_run_then_skip_then_resume(env):
     assert all(line.startswith("# skip (finished)") for line in log)
     assert all(len(calls(j.output_dir)) == 1 for j in chain)  # nothing re-ran
 
-    # an interrupted training run: its log has no "Finish training" -> re-run the same command (resume)
+    # an interrupted training run: no result.json -> re-run the same command (resume)
     interrupted = protocols.base2new(root, "CoOp", "c1", "eurosat", 1)
     interrupted[0].output_dir.mkdir(parents=True)
     (interrupted[0].output_dir / "log.txt").write_text("epoch [1/2] batch [1/1] loss 2.0\n")
+    (interrupted[0].output_dir / "config.yaml").write_text("SEED: 1\n")  # written by train.py at its start
     log.clear()
     outcomes = run_chain(interrupted, ctx, report=log.append)
     assert log[0] == f"# resume (unfinished): {interrupted[0].output_dir}"
@@ -267,10 +311,12 @@ def test_sweep_runs_in_parallel_keeps_going_and_summarizes_failures(env, monkeyp
     out = env["tmp"] / "out"
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "# 16 jobs in 8 chains"
-    assert {line[:6] for line in printed[1:-4]} == {"[cpu0]", "[cpu1]"}  # both workers ran jobs
+    summary = printed.index("=== sweep summary: 2 blocked, 1 failed, 13 ok")
+    assert {line[:6] for line in printed[1:summary]} == {"[cpu0]", "[cpu1]"}  # both workers ran jobs
     failed_dir = layout.base2new_dir(out, "train_base", "eurosat", 16, "CoOp", "c1", 2)
-    assert printed[-4:-2] == ["=== sweep summary: 2 blocked, 1 failed, 13 ok",
-                              f"FAILED {failed_dir}: exit status 3; logs: {failed_dir / 'stdout.txt'}"]
+    assert printed[summary + 1] == f"FAILED {failed_dir}: exit status 3; logs: {failed_dir / 'stdout.txt'}"
+    assert printed[summary + 2] == "    | boom"  # the last lines of the failed job's output
+    assert len(printed) == summary + 5
     assert all(line.startswith("BLOCKED ") and "seed2" in line for line in printed[-2:])
     done = layout.base2new_dir(out, "test_new", "eurosat", 16, "CoOp", "c1", 1)
     assert "OPTIM.MAX_EPOCH 1 TRAIN.PRINT_FREQ 5" in calls(done)[0] and "--device cpu" in calls(done)[0]
@@ -315,3 +361,218 @@ def test_paper_sweeps_name_existing_configs_and_zeroshot_uses_coop_configs(tmp_p
                                  for j in c], ctx)
     zs = protocols.base2new(tmp_path, "ZeroshotCLIP", "vit_b16", "dtd", 1)[0]
     assert jobs.config_files(zs, ctx)[1] == REPO / "configs" / "trainers" / "CoOp" / "vit_b16.yaml"
+
+
+def test_a_crash_in_the_final_test_leaves_the_job_unfinished_and_it_runs_again(env, monkeypatch):
+    root, ctx = env["tmp"] / "out", env["ctx"]
+    chain = protocols.base2new(root, "CoOp", "c1", "dtd", 1)
+    monkeypatch.setenv("FAKE_FAIL_TEST", "train_base/dtd")
+    outcomes = run_chain(chain, ctx, capture=True, report=lambda m: None)
+    assert [o.status for o in outcomes] == ["failed", "blocked", "blocked"]
+    assert outcomes[0].message == "exit status 1"
+    assert outcomes[0].tail[-1] == "RuntimeError: the final test crashed"  # the traceback's last line
+    assert "Finish training" in (chain[0].output_dir / "log.txt").read_text()  # the line alone is no result
+    assert not (chain[0].output_dir / "result.json").exists()
+
+    monkeypatch.delenv("FAKE_FAIL_TEST")
+    log = []
+    assert [o.status for o in run_chain(chain, ctx, capture=True, report=log.append)] == ["ok", "ok", "ok"]
+    assert log[0] == f"# resume (unfinished): {chain[0].output_dir}"
+    assert len(calls(chain[0].output_dir)) == 2
+
+
+def test_a_job_whose_folder_lock_is_held_runs_elsewhere_and_is_not_started(env, capsys):
+    from dassl.engine.run_dir import OutputDirLock
+
+    out = env["tmp"] / "out"
+    chain = protocols.base2new(out, "CoOp", "c1", "dtd", 1)
+    log = []
+    with OutputDirLock(str(chain[0].output_dir)):  # e.g. a train.py left running by a killed runner
+        outcomes = run_chain(chain, env["ctx"], report=log.append)
+        assert [o.status for o in outcomes] == ["running", "blocked", "blocked"]
+        assert log[0].startswith("# running elsewhere (pid ") and "not started" in log[0]
+        assert calls(chain[0].output_dir) == []
+
+        sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+            output: {out}
+            experiments:
+              - {{protocol: base2new, datasets: [dtd], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+            """)
+        args = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+        assert sweep.main(args) == 3  # nothing failed, something runs elsewhere
+        assert "=== sweep summary: 2 blocked, 1 running" in capsys.readouterr().out
+        assert sweep.main(["status", *args]) == 3
+        printed = capsys.readouterr().out.splitlines()
+        assert printed[0].startswith("RUNNING") and f"(pid {os.getpid()} on " in printed[0]
+        assert printed[1].startswith("PENDING") and printed[1].endswith("(waiting for its training (running))")
+    assert sweep.main(args) == 0  # lock released: the job runs
+
+
+def pid_alive(pid):
+    """Whether ``pid`` is a live process (zombies count as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_stopping_the_runner_ends_its_jobs_and_a_rerun_resumes(env, signum):
+    """SIGTERM / SIGINT (Ctrl-C) to the runner: its train.py (own process group, with a grandchild) ends too."""
+    sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+        output: {env["tmp"] / "out"}
+        experiments:
+          - {{protocol: base2new, datasets: [dtd, eurosat], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """)
+    cmd = [sys.executable, str(REPO / "scripts" / "sweep.py"), str(sweep_file), "--workers", "1",
+           "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    train_dir = layout.base2new_dir(env["tmp"] / "out", "train_base", "dtd", 16, "CoOp", "c1", 1)
+    runner = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "DATA": str(env["data"]), "FAKE_SLEEP": "train_base/dtd"})
+    try:
+        deadline = time.monotonic() + 60
+        while not (train_dir / "pids.txt").is_file() and time.monotonic() < deadline and runner.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.1)  # pids.txt is written; the job sleeps
+        pids = [int(p) for p in (train_dir / "pids.txt").read_text().split()[:2]]
+        assert all(pid_alive(p) for p in pids)
+        runner.send_signal(signum)
+        stdout, _ = runner.communicate(timeout=60)
+    finally:
+        runner.kill()
+    assert runner.returncode == 128 + signum
+    deadline = time.monotonic() + 5
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(pid_alive(p) for p in pids)  # train.py and what it started
+    assert "=== sweep summary: 6 interrupted" in stdout  # the running job, and nothing started after the stop
+    assert f"# stopped (the runner received {signum.name})" in stdout
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DATA": str(env["data"])},
+                           timeout=120)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"# resume (unfinished): {train_dir}" in rerun.stdout
+    assert "Found checkpoint" in (train_dir / "log.txt").read_text()
+    assert rerun.stdout.splitlines()[-1] == "=== sweep summary: 6 ok"
+
+
+def test_a_rerun_after_the_runner_was_killed_sees_its_orphan_and_starts_no_twin(env, capsys):
+    """kill -9 cannot be handled: the orphaned train.py keeps its folder lock, so a re-run does not start a twin."""
+    sweep_file = write_sweep(env["tmp"] / "s.yaml", f"""\
+        output: {env["tmp"] / "out"}
+        experiments:
+          - {{protocol: base2new, datasets: [dtd], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """)
+    args = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    train_dir = layout.base2new_dir(env["tmp"] / "out", "train_base", "dtd", 16, "CoOp", "c1", 1)
+    runner = subprocess.Popen([sys.executable, str(REPO / "scripts" / "sweep.py"), *args], stdout=subprocess.DEVNULL,
+                              env={**os.environ, "DATA": str(env["data"]), "FAKE_SLEEP": "train_base/dtd"})
+    orphan = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (train_dir / "pids.txt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        orphan = int((train_dir / "pids.txt").read_text().split()[0])
+        runner.kill()
+        runner.wait(timeout=30)
+        assert pid_alive(orphan)
+        assert sweep.main(args) == 3
+        printed = capsys.readouterr().out
+        assert f"# running elsewhere (pid {orphan} on fakehost since now), not started: {train_dir}" in printed
+        assert len(calls(train_dir)) == 1  # no second train.py in the folder
+    finally:
+        runner.kill()
+        if orphan is not None:
+            os.killpg(orphan, signal.SIGKILL)
+
+
+def test_status_shows_each_job_and_retry_failed_runs_only_failed_chains(env, monkeypatch, capsys):
+    out = env["tmp"] / "out"
+    body = """\
+        output: {out}
+        experiments:
+          - {{protocol: base2new, datasets: [{datasets}], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
+        """
+    small = write_sweep(env["tmp"] / "small.yaml", body.format(out=out, datasets="dtd, eurosat"))
+    large = write_sweep(env["tmp"] / "large.yaml", body.format(out=out, datasets="dtd, eurosat, caltech101"))
+    common = ["--configs", str(env["configs"]), "--train-py", str(env["fake"])]
+    monkeypatch.setenv("FAKE_FAIL", "test_new/eurosat")
+    assert sweep.main([str(small), *common]) == 1
+    capsys.readouterr()
+    monkeypatch.delenv("FAKE_FAIL")
+
+    assert sweep.main(["status", str(large), *common]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    rows = {line.split()[1]: line.split()[0] for line in printed if not line.startswith(("  ", "==="))}
+    finished_accuracy = json.loads((layout.base2new_dir(out, "test_base", "dtd", 16, "CoOp", "c1", 1)
+                                    / "result.json").read_text())["metrics"]["accuracy"]
+    assert f"(accuracy {finished_accuracy:.2f}%)" in printed[1]
+    failed = layout.base2new_dir(out, "test_new", "eurosat", 16, "CoOp", "c1", 1)
+    assert rows[str(failed)] == "FAILED"
+    assert printed[printed.index(next(l for l in printed if l.startswith(f"FAILED    {failed}"))) + 1] == \
+        "          | boom"
+    assert [rows[str(layout.base2new_dir(out, s, "caltech101", 16, "CoOp", "c1", 1))]
+            for s in ("train_base", "test_base", "test_new")] == ["PENDING"] * 3
+    assert printed[-1] == "=== sweep status: 5 finished, 0 running, 1 failed, 3 pending"
+
+    assert sweep.main([str(large), *common, "--retry-failed"]) == 0  # the eurosat chain only
+    assert capsys.readouterr().out.splitlines()[0] == "# 3 jobs in 1 chains"
+    assert len(calls(failed)) == 2 and not layout.base2new_dir(out, "train_base", "caltech101", 16, "CoOp", "c1",
+                                                                1).exists()
+    assert sweep.main(["status", str(small), *common]) == 0
+
+
+def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env):
+    experiment = {"protocol": "base2new", "datasets": ["dtd", "imagenet"], "seeds": [1], "runs": [
+        {"trainer": "CoOp", "cfg": "c1"},
+        {"trainer": "CoOp", "cfg": "c1", "name": "c1_init7", "opts": ["MODEL.INIT_SEED", 7],
+         "dataset_opts": {"imagenet": ["TEST.FINAL_MODEL", "last_step"]}}]}
+    chains = sweep.merge_chains(sweep.experiment_chains(experiment, tmp_path))
+    plain, dtd, imagenet = chains[0], chains[2], chains[3]
+    assert plain[0].opts == ("DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base")
+    assert dtd[0].output_dir == layout.base2new_dir(tmp_path, "train_base", "dtd", 16, "CoOp", "c1_init7", 1)
+    assert all(j.opts[-2:] == ("MODEL.INIT_SEED", "7") and j.cfg == "c1" for j in dtd)  # evaluations too
+    assert all(j.opts[-4:] == ("MODEL.INIT_SEED", "7", "TEST.FINAL_MODEL", "last_step") for j in imagenet)
+    ctx = replace(env["ctx"], extra_opts=("OPTIM.MAX_EPOCH", "1"))  # sweep-wide opts come last and win
+    assert jobs.build_command(imagenet[0], ctx)[-6:] == ["MODEL.INIT_SEED", "7", "TEST.FINAL_MODEL", "last_step",
+                                                         "OPTIM.MAX_EPOCH", "1"]
+
+    unnamed = dict(experiment["runs"][1], name="c1")  # same folder as the plain run, other options
+    with pytest.raises(SetupError, match="two different jobs write to .*give one of the runs its own `name:`"):
+        sweep.merge_chains(sweep.experiment_chains(dict(experiment, runs=[experiment["runs"][0], unnamed]),
+                                                   tmp_path))
+    for bad, message in (({"opts": ["DATASET.NUM_SHOTS", 4]}, "may not set \\['DATASET.NUM_SHOTS'\\]"),
+                         ({"opts": ["OPTIM.LR"]}, "KEY VALUE pairs"),
+                         ({"dataset_opts": ["x"]}, "dataset_opts must map"),
+                         ({"name": "a/b"}, "must be a folder name"),
+                         ({"tag": "x"}, "must be \\{trainer: X")):
+        path = write_sweep(tmp_path / "bad.yaml", "experiments:\n  - " + json.dumps(
+            dict(experiment, runs=[{"trainer": "CoOp", "cfg": "c1", **bad}])) + "\n")
+        with pytest.raises(SetupError, match=message):
+            sweep.load_sweep(path)
+
+
+# ImageNet's val split is its test split (datasets/imagenet.py): selecting a model on it selects on the test set.
+VAL_IS_TEST = ("imagenet",)
+
+
+def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
+    import train
+
+    ctx = RunContext(data_root=tmp_path)  # the repository's configs/
+    checked = set()
+    for path in sorted((REPO / "scripts" / "sweeps").glob("*.yaml")):
+        spec = sweep.load_sweep(path)
+        ctx = replace(ctx, extra_opts=tuple(map(str, spec.get("opts") or [])))
+        for chain in sweep.merge_chains([c for e in spec["experiments"] for c in sweep.experiment_chains(e, tmp_path)]):
+            job = chain[0]
+            if not job.training or job.dataset not in VAL_IS_TEST or (job.cfg, job.opts) in checked:
+                continue
+            checked.add((job.cfg, job.opts))
+            cfg = train.setup_cfg(train.build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
+            assert cfg.TEST.FINAL_MODEL != "best_val" and not cfg.TRAIN.EARLY_STOPPING, (path.name, job)
+    assert any(cfg == "BMIP_ctx2_dp9_lr2" for cfg, _ in checked)  # a best-val config was checked on ImageNet:
+    plain = train.setup_cfg(train.build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
+        ["--config-file", str(REPO / "configs" / "trainers" / "BMIP" / "BMIP_ctx2_dp9_lr2.yaml")]))
+    assert plain.TEST.FINAL_MODEL == "best_val" and plain.TRAIN.EARLY_STOPPING
