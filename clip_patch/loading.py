@@ -16,7 +16,6 @@ import functools
 import hashlib
 import os
 import os.path as osp
-import shutil
 import tempfile
 import urllib.error
 import urllib.request

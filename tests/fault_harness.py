@@ -238,9 +238,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     # Import torch and every module once, before forking; compute nothing here.
-    import datasets  # noqa: F401
+    import datasets  # noqa: F401  (registers the datasets)
     import train  # noqa: F401
-    import trainers  # noqa: F401
+    import trainers  # noqa: F401  (registers the trainers)
 
     args.work.mkdir(parents=True, exist_ok=True)
 

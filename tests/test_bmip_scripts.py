@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import train
 from tests.toy_data import make_toy_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -150,7 +150,7 @@ def test_a_crafted_fewshot_pickle_is_refused_without_running_it(tmp_path):
 
 def test_an_absurd_learning_rate_is_rejected_before_anything_is_written(data_root, tmp_path):
     for lr in ("1e9", "-0.1", "1e999"):  # 1e999 reads as inf
-        with pytest.raises(ValueError, match=rf"OPTIM.LR = .* is not a usable learning rate"):
+        with pytest.raises(ValueError, match=r"OPTIM.LR = .* is not a usable learning rate"):
             run(data_root, tmp_path / "run", extra=["OPTIM.LR", lr])
     assert not (tmp_path / "run").exists()
 
