@@ -68,8 +68,8 @@ def final_accuracy(run_dir):
 
 def test_third_party_trainer_learns_and_its_checkpoint_round_trips(data_root):
     out = data_root / "run"
-    untrained = train.main(argv_for(data_root, "ThirdPartyCoOp", data_root / "untrained", "--eval-only"))
-    before = final_accuracy(data_root / "untrained")
+    untrained = train.main(argv_for(data_root, "ThirdPartyCoOp", data_root / "untrained", "--no-train"))
+    before = untrained.test()  # the untrained prompts (an --eval-only without --model-dir is refused)
     trainer = train.main(argv_for(data_root, "ThirdPartyCoOp", out))
     after = final_accuracy(out)
     assert "Finish training" in (out / "log.txt").read_text()
