@@ -280,15 +280,15 @@ def subsample_classes(*args, subsample="all"):
 def open_world_counts(num_classes, ratio):
     """(#base, #novel) classes of the open-world label space for n classes and ratio r (percent).
 
-    The space has m = ceil(n/2) classes; round(r * m / 100) (halves rounded up) are base and
-    the rest novel. Clamp: when more novel classes are asked for than exist (odd n: n - m =
+    The space has m = ceil(n/2) classes; floor(r * m / 100) are base (the released BMIP code's
+    rule) and the rest novel. Clamp: when more novel classes are asked for than exist (odd n: n - m =
     m - 1 novel classes), all novel classes are taken and base classes fill the remaining slots.
     """
     if not 0 <= ratio <= 100:
         raise ValueError(f"DATASET.SUBSAMPLE_RATIO must lie in [0, 100] (percent), got {ratio}")
     m = math.ceil(num_classes / 2)
     available_novel = num_classes - m
-    num_base = math.floor(ratio * m / 100 + 0.5)
+    num_base = math.floor(ratio * m / 100 + 1e-9)  # (the epsilon keeps e.g. 29 * 100 / 100 from rounding down)
     num_novel = m - num_base
     if num_novel > available_novel:
         num_novel = available_novel
@@ -346,19 +346,14 @@ def select_label_space(cfg, train, val, test):
     """Apply DATASET.SUBSAMPLE_CLASSES / USE_RATIO / SUBSAMPLE_RATIO to the three splits.
 
     * "base" / "new": the ecosystem's `subsample_classes`.
-    * "all" with USE_RATIO: the open-world ratio space (`sample_open_world_labels`, seeded with
-      cfg.SEED); every test image of a selected class is kept, relabelled 0.. (base first).
-    * "base" with USE_RATIO trains on the base classes (the ratio applies to the later "all"
-      evaluation); "new" with USE_RATIO is rejected.
+    * "all" or "new" with USE_RATIO: the open-world ratio space (`sample_open_world_labels`, seeded
+      with cfg.SEED); every test image of a selected class is kept, relabelled 0.. (base first).
+      ("new" is how the released BMIP scripts ask for it: their test script passes "new".)
+    * "base" with USE_RATIO trains on the base classes (the ratio applies to the evaluation).
     Records the base-class count of the resulting space for `BaseNovelClassification`.
     """
     subsample = cfg.DATASET.SUBSAMPLE_CLASSES
-    if cfg.DATASET.USE_RATIO and subsample == "new":
-        raise ValueError(
-            "DATASET.USE_RATIO True with SUBSAMPLE_CLASSES 'new' is undefined: train with 'base' "
-            "and evaluate the open-world space with SUBSAMPLE_CLASSES 'all'"
-        )
-    if cfg.DATASET.USE_RATIO and subsample == "all":
+    if cfg.DATASET.USE_RATIO and subsample in ("all", "new"):
         classnames = classnames_by_label(train)
         selected, num_base = sample_open_world_labels(
             [item.label for item in train], classnames, cfg.DATASET.SUBSAMPLE_RATIO, cfg.SEED
@@ -370,7 +365,7 @@ def select_label_space(cfg, train, val, test):
         train, val, test = keep_classes(selected, train, val, test)
     else:
         if cfg.DATASET.USE_RATIO:
-            print("DATASET.USE_RATIO: training on the base classes; the ratio applies to the 'all' evaluation")
+            print("DATASET.USE_RATIO: training on the base classes; the ratio applies to the evaluation")
         train, val, test = subsample_classes(train, val, test, subsample=subsample)
         num_classes = len(classnames_by_label(train))
         num_base = {"all": math.ceil(num_classes / 2), "base": num_classes, "new": 0}[subsample]
