@@ -82,6 +82,8 @@ def run_all(chains, ctx, workers):
             outcomes += chain_outcomes
             progress.update(len(chain_outcomes))
             progress.write(f"[{len(outcomes)}/{progress.total} jobs] {_describe(chain_outcomes, seconds)}")
+        pool.close()  # let the workers exit on their own: the context manager's terminate() kills them, which
+        pool.join()  # leaves their semaphores behind ("resource_tracker: ... leaked semaphore objects")
     progress.close()
     return outcomes
 
