@@ -1,5 +1,5 @@
 # Sourced by the scripts in this folder (the released BMIP scripts' forms): checks the
-# environment, and sets REPO, DATA, CONFIGS, PYTHON and TRAIN_PY.
+# environment, sets REPO, DATA, CONFIGS, PYTHON and TRAIN_PY, and defines config_files and run_train.
 #   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
 #   CONFIGS  folder holding datasets/DATASET.yaml and trainers/BMIP/CFG.yaml (default: the repository's configs/)
 #   PYTHON   interpreter (default: python3)
@@ -25,4 +25,19 @@ config_files() {
             exit 2
         fi
     done
+}
+
+# run_train DATASET SEED DEVICE CFG OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call
+run_train() {
+    local dataset=$1 seed=$2 device=$3 cfg=$4 dir=$5
+    shift 5
+    "$PYTHON" "$TRAIN_PY" \
+        --root "$DATA" \
+        --seed "$seed" \
+        --trainer BMIP \
+        --dataset-config-file "$CONFIGS/datasets/${dataset}.yaml" \
+        --config-file "$CONFIGS/trainers/BMIP/${cfg}.yaml" \
+        --output-dir "$dir" \
+        --device "$device" \
+        "$@"
 }

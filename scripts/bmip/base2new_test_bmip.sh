@@ -26,16 +26,9 @@ if [[ -d "$DIR" ]]; then
 else
     echo "Runing the first phase job and save the output to ${DIR}"
 fi
-"$PYTHON" "$TRAIN_PY" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
     --model-dir "$MODEL_DIR" \
     --load-epoch "$LOADEP" \
-    --device "$DEVICE" \
     --eval-only \
     --best \
     DATASET.NUM_SHOTS "$SHOTS" \

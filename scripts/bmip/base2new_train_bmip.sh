@@ -21,13 +21,6 @@ if [[ -d "$DIR" ]]; then
 else
     echo "Run this job and save the output to ${DIR}"
 fi
-"$PYTHON" "$TRAIN_PY" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
-    --device "$DEVICE" \
+run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES base

@@ -25,14 +25,7 @@ if [[ -d "$DIR" ]]; then
     exit 0
 fi
 echo "Run this job and save the output to ${DIR}"
-"$PYTHON" "$TRAIN_PY" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
+run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
     --model-dir "output/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}" \
-    --device "$DEVICE" \
     --load-epoch "$load_epoch" \
     --eval-only

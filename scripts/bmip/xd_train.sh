@@ -21,12 +21,5 @@ if [[ -d "$DIR" ]]; then
     exit 0
 fi
 echo "Run this job and save the output to ${DIR}"
-"$PYTHON" "$TRAIN_PY" \
-    --root "$DATA" \
-    --seed "$SEED" \
-    --trainer "$TRAINER" \
-    --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-    --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
-    --output-dir "$DIR" \
-    --device "$DEVICE" \
+run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
     DATASET.NUM_SHOTS "$SHOTS"
