@@ -31,6 +31,7 @@ from dassl.utils import (
     tolist_if_not,
     write_json,
 )
+from tests.payloads import MarkerPayload
 
 
 # ---------------------------------------------------------------- registry
@@ -229,20 +230,10 @@ def test_save_checkpoint_is_atomic_on_failure(tmp_path, monkeypatch):
     assert sorted(os.listdir(folder)) == ["checkpoint", "model.pth.tar-1"]
 
 
-class _Payload:
-    """A pickled object whose unpickling would run code: it creates the marker file."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_load_checkpoint_never_executes_pickled_code(tmp_path):
     marker = tmp_path / "payload-ran"
     fpath = str(tmp_path / "crafted.pth.tar")
-    torch.save({"state_dict": {}, "scheduler": {"successor": _Payload(str(marker))}}, fpath)
+    torch.save({"state_dict": {}, "scheduler": {"successor": MarkerPayload(str(marker))}}, fpath)
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(fpath)
     message = str(info.value)

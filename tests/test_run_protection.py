@@ -14,6 +14,7 @@ import train
 from dassl.engine.run_dir import ConfigMismatch, OutputDirBusy, OutputDirLock, lock_holder, read_result
 from dassl.engine.trainer import DivergenceError
 from dassl.utils.safe_pickle import ForbiddenPickleContent
+from tests.payloads import MarkerPayload
 from tests.toy_data import make_toy_dataset, toy_opts
 
 
@@ -127,14 +128,6 @@ def test_evaluations_are_tied_to_the_model_they_evaluated(data_root, tmp_path, c
         run(data_root, eval_dir)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_a_crafted_fewshot_pickle_is_refused_without_running_it(tmp_path):
     data = tmp_path / "data"
     make_toy_dataset(str(data), per_class=(4, 2, 2))
@@ -142,7 +135,7 @@ def test_a_crafted_fewshot_pickle_is_refused_without_running_it(tmp_path):
     pkl = data / "toy" / "split_fewshot" / "shot_2-seed_1.pkl"
     pkl.parent.mkdir(parents=True)
     with open(pkl, "wb") as f:
-        pickle.dump({"train": [_Payload(str(marker))], "val": []}, f)
+        pickle.dump({"train": [MarkerPayload(str(marker))], "val": []}, f)
     with pytest.raises(ForbiddenPickleContent, match=rf"{pkl} asks to load \"io.open\""):
         run(str(data), tmp_path / "run", extra=["DATASET.NUM_SHOTS", "2"])
     assert not marker.exists()
