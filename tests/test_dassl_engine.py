@@ -362,13 +362,30 @@ def test_load_model_with_val_result_none_and_missing_file(tmp_path, capsys):
 def test_detect_anomaly_on_nan(tmp_path):
     trainer = ToyTrainer(make_cfg(tmp_path))
     trainer.detect_anomaly(torch.tensor(1.0))
-    with pytest.raises(FloatingPointError, match=r"Loss is infinite or NaN! .*LR.*fp32"):
+    with pytest.raises(FloatingPointError, match=r"Loss is infinite or NaN.*LR.*fp32"):
         trainer.detect_anomaly(torch.tensor(float("nan")))
     weight_before = trainer.model.weight.detach().clone()
     loss = trainer.model(torch.full((1, 4), float("inf"))).sum()
     with pytest.raises(FloatingPointError):
         trainer.model_backward_and_update(loss)
     assert torch.equal(trainer.model.weight, weight_before)  # no step was taken
+
+
+def test_a_finite_but_diverging_run_is_flagged_in_the_log(tmp_path, capsys):
+    class Exploding(ToyTrainer):
+        def run_epoch(self):
+            super().run_epoch()
+            if self.epoch == 1:
+                with torch.no_grad():
+                    self.model.weight.mul_(1000.0)  # stays finite, grows far past epoch 1
+
+    trainer = Exploding(make_cfg(tmp_path, **{"OPTIM.MAX_EPOCH": 3}))
+    trainer.train()
+    out = capsys.readouterr().out
+    assert "Warning: training looks divergent at epoch 1" not in out
+    assert re.search(r"Warning: training looks divergent at epoch 2: .*parameter RMS [\d.e+]+x that after epoch 1. "
+                     r"Consider a lower OPTIM.LR", out)
+    assert trainer.divergence_reference["param_rms"] > 0  # saved with the checkpoints (run_state)
 
 
 def test_model_registry_helpers(tmp_path):
