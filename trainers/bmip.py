@@ -30,7 +30,8 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .maple import released_learner_state
-from .prompting import ClassPrompts, init_context
+from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
+                        vision_prompt_slots)
 
 MODES = ("reference", "per_sample")
 
@@ -71,9 +72,7 @@ class BMIPPromptLearner(nn.Module):
             raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
         require_vit(clip_model, "BMIP")
         text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
-        num_layers = min(text_encoder.num_layers, image_encoder.num_layers)
-        if not 1 <= depth <= num_layers:
-            raise ValueError(f"TRAINER.BMIP.PROMPT_DEPTH = {depth}; use 1..{num_layers} for this backbone.")
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BMIP.PROMPT_DEPTH")
         self.mode = mode
         reference = mode == "reference"
         d_t, d_v = text_encoder.width, image_encoder.width
@@ -83,8 +82,7 @@ class BMIPPromptLearner(nn.Module):
 
         self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
         self.proj_t = nn.Linear(d_t, d_v)  # H: shallow text context -> shallow vision prompt
-        self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(torch.randn(n_ctx, d_t) * 0.02) for _ in range(n_deep)])  # P_k [b, D_t]
+        self.compound_prompts_text = deep_prompt_list(n_deep, n_ctx, d_t)  # P_k [b, D_t]
         self.compound_prompts_visual = nn.ParameterList(self._visual_prompts(n_deep, n_ctx, d_v, reference,
                                                                              share_visual))  # Q_k [b, D_v]
         self.share_text, self.share_visual = share_text, share_visual
@@ -106,9 +104,8 @@ class BMIPPromptLearner(nn.Module):
 
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
         self.register_buffer("eot", self.prompts.tokens.argmax(dim=-1), persistent=False)  # [n_cls]
-        start = image_encoder.num_patch_tokens
-        self.num_patch_tokens = start
-        self.text_slots, self.vision_slots = slice(1, 1 + n_ctx), slice(start, start + n_ctx)
+        self.num_patch_tokens = image_encoder.num_patch_tokens
+        self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
     @staticmethod
     def _visual_prompts(count, n_ctx, d_v, reference, share_visual):
