@@ -138,7 +138,7 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         logit_scale = model.logit_scale.exp()
         logits = logit_scale * image_features @ text_features.t()  # [B, n_cls]
         with torch.no_grad():
-            zs_image = model.image_encoder(image)  # frozen, unprompted [B, E]
+            zs_image = model.image_encoder(image, None, None, model.straightforward)  # frozen, unprompted [B, E]
             zs_image = zs_image / zs_image.norm(dim=-1, keepdim=True)
         m = self.method_cfg
         terms = self_regulating_losses(logits, label, image_features, text_features, zs_image,
