@@ -14,7 +14,6 @@ batch-mean). t̄_c is the mean over the 60 ImageNet templates of frozen CLIP's *
 at use. docs/PROMPTSRC.md lists every difference from the release.
 """
 import copy
-import warnings
 
 import torch
 import torch.nn.functional as F
