@@ -29,7 +29,8 @@ from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import ClassPrompts, init_context
+from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
+                        vision_prompt_slots)
 from .release_formats import is_whole_model
 
 MODES = ("reference", "per_sample")
@@ -72,9 +73,7 @@ class BMIPPromptLearner(nn.Module):
             raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
         require_vit(clip_model, "BMIP")
         text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
-        num_layers = min(text_encoder.num_layers, image_encoder.num_layers)
-        if not 1 <= depth <= num_layers:
-            raise ValueError(f"TRAINER.BMIP.PROMPT_DEPTH = {depth}; use 1..{num_layers} for this backbone.")
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BMIP.PROMPT_DEPTH")
         self.mode = mode
         reference = mode == "reference"
         d_t, d_v = text_encoder.width, image_encoder.width
@@ -84,8 +83,7 @@ class BMIPPromptLearner(nn.Module):
 
         self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
         self.proj_t = nn.Linear(d_t, d_v)  # H: shallow text context -> shallow vision prompt
-        self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(torch.randn(n_ctx, d_t) * 0.02) for _ in range(n_deep)])  # P_k [b, D_t]
+        self.compound_prompts_text = deep_prompt_list(n_deep, n_ctx, d_t)  # P_k [b, D_t]
         self.compound_prompts_visual = nn.ParameterList(self._visual_prompts(n_deep, n_ctx, d_v, reference,
                                                                              share_visual))  # Q_k [b, D_v]
         self.share_text, self.share_visual = share_text, share_visual
@@ -107,9 +105,8 @@ class BMIPPromptLearner(nn.Module):
 
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
         self.register_buffer("eot", self.prompts.tokens.argmax(dim=-1), persistent=False)  # [n_cls]
-        start = image_encoder.num_patch_tokens
-        self.num_patch_tokens = start
-        self.text_slots, self.vision_slots = slice(1, 1 + n_ctx), slice(start, start + n_ctx)
+        self.num_patch_tokens = image_encoder.num_patch_tokens
+        self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
     @staticmethod
     def _visual_prompts(count, n_ctx, d_v, reference, share_visual):
@@ -181,11 +178,14 @@ class BMIP(CLIPPromptTrainer):
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
 
     def convert_checkpoint(self, state_dict):
-        """A released checkpoint was trained with the reference gates: per_sample loads it only when asked to."""
-        m = self.method_cfg
-        if m.MODE == "per_sample" and is_whole_model(state_dict) and not m.ALLOW_REFERENCE_CHECKPOINT:
-            raise ValueError(
-                "TRAINER.BMIP.MODE is per_sample but this is a released BMIP checkpoint, trained with the reference "
-                "gates (its last text gate never trained); set TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT True to load it."
-            )
+        check_released_gates(state_dict, self.method_cfg.MODE, "TRAINER.BMIP.MODE", self.cfg)
         return super().convert_checkpoint(state_dict)
+
+
+def check_released_gates(state_dict, mode, mode_key, cfg):
+    """A released checkpoint was trained with the reference gates: a per_sample model loads it only when asked to."""
+    if mode == "per_sample" and is_whole_model(state_dict) and not cfg.TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT:
+        raise ValueError(
+            f"{mode_key} is per_sample but this is a released BMIP checkpoint, trained with the reference gates (its "
+            "last text gate never trained); set TRAINER.BMIP.ALLOW_REFERENCE_CHECKPOINT True to load it."
+        )

@@ -13,7 +13,8 @@ from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import ClassPrompts, init_context
+from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context,
+                        replace_from_list, text_prompt_slots, vision_prompt_slots)
 
 
 @register_config
@@ -32,28 +33,18 @@ def add_ivlp_vpt_config(cfg):
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers with prompts (1 = shallow only)
 
 
-def _check_depth(depth, num_layers, key):
-    if not 0 <= depth <= num_layers:
-        raise ValueError(f"{key} = {depth}, but the encoder has {num_layers} layers: use 0..{num_layers}.")
-
-
-def _deep_prompt_list(count, n_ctx, width):
-    """``count`` independent prompt sets [n_ctx, width], each drawn from N(0, 0.02)."""
-    return nn.ParameterList([nn.Parameter(torch.randn(n_ctx, width) * 0.02) for _ in range(count)])
-
-
 class VisionLanguagePrompts(nn.Module):
     """Independent shallow+deep prompts: ``ctx`` / ``deep_text`` (text side), ``ctx_vision`` / ``deep_vision``."""
 
     def __init__(self, clip_model, classnames, ctx_init, n_ctx_text, depth_text, n_ctx_vision, depth_vision):
         super().__init__()
         text_encoder = PromptedTextEncoder(clip_model)
-        _check_depth(depth_text, text_encoder.num_layers, "PROMPT_DEPTH_TEXT")
+        check_prompt_depth(depth_text, text_encoder.num_layers, "PROMPT_DEPTH_TEXT", minimum=0)
         self.text_on = n_ctx_text > 0 and depth_text > 0
         if self.text_on:
             n_ctx_text, prefix, vectors = init_context(text_encoder, n_ctx_text, ctx_init, False)
             self.ctx = nn.Parameter(vectors)  # [b_t, D_t]
-            self.deep_text = _deep_prompt_list(depth_text - 1, n_ctx_text, text_encoder.width)
+            self.deep_text = deep_prompt_list(depth_text - 1, n_ctx_text, text_encoder.width)
         else:
             n_ctx_text, prefix = 0, ctx_init
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx_text)
@@ -62,28 +53,21 @@ class VisionLanguagePrompts(nn.Module):
         if self.vision_on:
             require_vit(clip_model, "Visual prompting")
             image_encoder = PromptedImageEncoder(clip_model)
-            _check_depth(depth_vision, image_encoder.num_layers, "PROMPT_DEPTH_VISION")
+            check_prompt_depth(depth_vision, image_encoder.num_layers, "PROMPT_DEPTH_VISION", minimum=0)
             self.ctx_vision = nn.Parameter(torch.randn(n_ctx_vision, image_encoder.width) * 0.02)  # [b_v, D_v]
-            self.deep_vision = _deep_prompt_list(depth_vision - 1, n_ctx_vision, image_encoder.width)
-            start = image_encoder.num_patch_tokens
-            self.vision_slots = slice(start, start + n_ctx_vision)
+            self.deep_vision = deep_prompt_list(depth_vision - 1, n_ctx_vision, image_encoder.width)
+            self.vision_slots = vision_prompt_slots(image_encoder, n_ctx_vision)
 
     def text_inputs(self, straightforward=False):
         if not self.text_on:
             return self.prompts.assemble(None), self.prompts.tokens, None
-        deep = DeepPrompts(slice(1, 1 + self.ctx.shape[0]), self._deep_replace(self.deep_text), shared=True)
+        deep = DeepPrompts(text_prompt_slots(self.ctx.shape[0]), replace_from_list(self.deep_text), shared=True)
         return self.prompts.assemble(self.ctx), self.prompts.tokens, deep
 
     def vision_inputs(self, straightforward=False):
         if not self.vision_on:
             return None, None
-        return self.ctx_vision, DeepPrompts(self.vision_slots, self._deep_replace(self.deep_vision))
-
-    @staticmethod
-    def _deep_replace(prompt_list):
-        def replace(layer, probe):
-            return prompt_list[layer - 1] if layer - 1 < len(prompt_list) else None
-        return replace
+        return self.ctx_vision, DeepPrompts(self.vision_slots, replace_from_list(self.deep_vision))
 
 
 @TRAINER_REGISTRY.register()

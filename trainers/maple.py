@@ -7,7 +7,6 @@ whole-model checkpoints keep them under ``prompt_learner.`` (trainers/release_fo
 """
 import copy
 
-import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
@@ -16,7 +15,8 @@ from dassl.config import register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import ClassPrompts, init_context
+from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context,
+                        replace_from_list, text_prompt_slots, vision_prompt_slots)
 
 
 @register_config
@@ -34,24 +34,19 @@ class MaPLePromptLearner(nn.Module):
         super().__init__()
         require_vit(clip_model, "MaPLe")
         text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
-        num_layers = min(text_encoder.num_layers, image_encoder.num_layers)
-        if not 1 <= depth <= num_layers:
-            raise ValueError(f"TRAINER.MAPLE.PROMPT_DEPTH = {depth}; use 1..{num_layers} for this backbone.")
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.MAPLE.PROMPT_DEPTH")
         n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
         d_t, d_v = text_encoder.width, image_encoder.width
         self.ctx = nn.Parameter(vectors)  # [b, D_t]
         self.proj = nn.Linear(d_t, d_v)
-        self.compound_prompts_text = nn.ParameterList(
-            [nn.Parameter(torch.randn(n_ctx, d_t) * 0.02) for _ in range(depth - 1)])  # J-1 x [b, D_t]
+        self.compound_prompts_text = deep_prompt_list(depth - 1, n_ctx, d_t)  # J-1 x [b, D_t]
         coupling = nn.Linear(d_t, d_v)  # the release deep-copies one layer, so all J-1 start identical
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(coupling) for _ in range(depth - 1)])
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
-        start = image_encoder.num_patch_tokens
-        self.text_slots, self.vision_slots = slice(1, 1 + n_ctx), slice(start, start + n_ctx)
+        self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
     def text_inputs(self, straightforward=False):
-        def replace(layer, probe):
-            return self.compound_prompts_text[layer - 1] if layer <= len(self.compound_prompts_text) else None
+        replace = replace_from_list(self.compound_prompts_text)
         return self.prompts.assemble(self.ctx), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared=True)
 
     def vision_inputs(self, straightforward=False):

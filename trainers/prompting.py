@@ -36,6 +36,35 @@ def init_context(text_encoder, n_ctx, ctx_init, ctx_words_set_length):
     return n_ctx, " ".join(["X"] * n_ctx), vectors
 
 
+def check_prompt_depth(depth, num_layers, key, minimum=1):
+    """Raise a clear error unless ``minimum <= depth <= num_layers`` (``key`` names the config key)."""
+    if not minimum <= depth <= num_layers:
+        raise ValueError(f"{key} = {depth}; use {minimum}..{num_layers} for this backbone.")
+
+
+def deep_prompt_list(count, n_ctx, width):
+    """``count`` independent deep prompt sets [n_ctx, width], each drawn from N(0, 0.02)."""
+    return nn.ParameterList([nn.Parameter(torch.randn(n_ctx, width) * 0.02) for _ in range(count)])
+
+
+def replace_from_list(prompt_list):
+    """A ``DeepPrompts.replace`` that puts ``prompt_list[l - 1]`` into the slots before layer l (None past its end)."""
+    def replace(layer, probe):
+        return prompt_list[layer - 1] if layer - 1 < len(prompt_list) else None
+    return replace
+
+
+def text_prompt_slots(n_ctx):
+    """Positions of the b text prompt tokens: right after SOS."""
+    return slice(1, 1 + n_ctx)
+
+
+def vision_prompt_slots(image_encoder, n_ctx):
+    """Positions of the b vision prompt tokens: appended after [CLS, patches]."""
+    start = image_encoder.num_patch_tokens
+    return slice(start, start + n_ctx)
+
+
 def class_prompt_texts(prefix, classnames):
     return [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
 

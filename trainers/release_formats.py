@@ -1,4 +1,5 @@
-"""The whole-model checkpoint layouts of the released MaPLe, BMIP, IVLP and VPT code, in both directions.
+"""The whole-model checkpoint layouts of the released MaPLe, BMIP, IVLP, VPT, PromptSRC and PromptSRC_BMIP code,
+in both directions.
 
 The released trainers register their whole ``CustomCLIP`` (frozen CLIP included) and load checkpoints with
 ``load_state_dict(state_dict, strict=False)``; this project saves only the prompt learner. A layout says, once,
@@ -104,6 +105,21 @@ def _bmip_export_refusal(learner_keys):
 _BLOCK = "{encoder}.transformer.resblocks.{{layer}}"
 TEXT_BLOCK, VISION_BLOCK = _BLOCK.format(encoder="text_encoder"), _BLOCK.format(encoder="image_encoder")
 
+# IVLP's prompts: the shallow text context in prompt_learner, the shallow vision prompt in the image encoder, the deep
+# prompts of block l in that block's VPT_shallow (release: ResidualAttentionBlock_IVLP).
+_IVLP_GROUPS = {"ctx": "prompt_learner.ctx", "deep_text": TEXT_BLOCK + ".VPT_shallow",
+                "ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"}
+# BMIP's prompts: the gate before block l is that block's learnable_linear1 (vision) / learnable_linear2 (text).
+_BMIP_GROUPS = {**_prompt_learner_groups(
+    "ctx_t", "proj_t", "compound_prompts_text", "compound_prompts_visual", "single_layer_t", "single_layer_v",
+    "compound_prompt_projections_t", "compound_prompt_projections_v"),
+    "vision_gates": VISION_BLOCK + ".learnable_linear1.{rest}",
+    "text_gates": TEXT_BLOCK + ".learnable_linear2.{rest}"}
+# Registered by the released BMIP code but never reaching the loss: ctx_v, proj_v, the exchange layers, the gates of
+# other blocks and the last per-layer v->t head.
+_BMIP_DEAD = ("ctx_v", "proj_v.", "exchange_layer", "compound_exchange", "learnable_linear",
+              "compound_prompt_projections_v.", "single_layer_v.")
+
 RELEASE_LAYOUTS = {
     # MaPLe (trainers/maple.py): every trainable tensor sits in the released prompt_learner under our name.
     "MaPLe": ReleaseLayout(
@@ -111,34 +127,33 @@ RELEASE_LAYOUTS = {
         groups=_prompt_learner_groups("ctx", "proj", "compound_prompts_text", "compound_prompt_projections"),
         trained=("prompt_learner",),
     ),
-    # BMIP (release: trainers/bmip.py, clip/model.py): the gate before block l is that block's learnable_linear1
-    # (vision) / learnable_linear2 (text); ctx_v, proj_v, the exchange layers, the gates of other blocks and the
-    # last per-layer v->t head are registered but never reach the loss.
+    # BMIP (release: trainers/bmip.py, clip/model.py).
     "BMIP": ReleaseLayout(
         folder="MultiModalPromptLearner",
-        groups={**_prompt_learner_groups(
-            "ctx_t", "proj_t", "compound_prompts_text", "compound_prompts_visual", "single_layer_t", "single_layer_v",
-            "compound_prompt_projections_t", "compound_prompt_projections_v"),
-            "vision_gates": VISION_BLOCK + ".learnable_linear1.{rest}",
-            "text_gates": TEXT_BLOCK + ".learnable_linear2.{rest}"},
+        groups=_BMIP_GROUPS,
         trained=("prompt_learner", "VPT", "learnable_linear"),
-        dead=("ctx_v", "proj_v.", "exchange_layer", "compound_exchange", "learnable_linear",
-              "compound_prompt_projections_v.", "single_layer_v."),
+        dead=_BMIP_DEAD,
         export_refusal=_bmip_export_refusal,
     ),
-    # IVLP (release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP): the shallow text
-    # context in prompt_learner, the shallow vision prompt in the image encoder, the deep prompts of block l in
-    # that block's VPT_shallow.
-    "IVLP": ReleaseLayout(
-        folder="VLPromptLearner",
-        groups={"ctx": "prompt_learner.ctx", "deep_text": TEXT_BLOCK + ".VPT_shallow",
-                "ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"},
-        trained=("prompt_learner", "VPT"),
-    ),
+    # IVLP (release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP).
+    "IVLP": ReleaseLayout(folder="VLPromptLearner", groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT")),
     # VPT (release: trainers/vpt.py): IVLP's vision side; the text prompt is fixed.
     "VPT": ReleaseLayout(
         folder="prompt_learner",
         groups={"ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"},
         trained=("prompt_learner", "VPT"),
+    ),
+    # PromptSRC (release: muzairkhattak/PromptSRC trainers/promptsrc.py): IVLP's prompts; its second frozen image
+    # encoder lives in prompt_learner.ZS_image_encoder and is not trained.
+    "PromptSRC": ReleaseLayout(folder="VLPromptLearner", groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT"),
+                               dead=("ZS_image_encoder",)),
+    # PromptSRC_BMIP (release: BMIP code trainers/promptsrc_bmip.py): BMIP's prompts, saved under VLPromptLearner;
+    # its prompt_learner.ctx duplicates ctx_t and never reaches the loss.
+    "PromptSRC_BMIP": ReleaseLayout(
+        folder="VLPromptLearner",
+        groups=_BMIP_GROUPS,
+        trained=("prompt_learner", "VPT", "learnable_linear"),
+        dead=_BMIP_DEAD + ("ZS_image_encoder", "prompt_learner.ctx"),
+        export_refusal=_bmip_export_refusal,
     ),
 }

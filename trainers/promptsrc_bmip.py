@@ -1,0 +1,45 @@
+"""PromptSRC_BMIP (the released BMIP code's second trainer): BMIP's prompts trained the PromptSRC way.
+
+The prompt learner is BMIP's (``trainers/bmip.py``: MaPLe-coupled shallow prompts, deep text and vision prompts
+blended by attention gates); training is PromptSRC's (``trainers/promptsrc.py``: the self-regulating loss and
+Gaussian prompt aggregation). Config keys are read as the release reads them (node ``TRAINER.PROMPTSRC``, plus
+``SHARE.*``):
+
+* ``N_CTX_TEXT`` is the prompt length of BOTH modalities; ``N_CTX_VISION`` is ignored (warned when it differs).
+* ``PROMPT_DEPTH`` (9 unless set; no published config sets it) is BMIP's depth J; ``PROMPT_DEPTH_VISION/TEXT`` are
+  ignored (warned when they differ), so the published "depth 3" cross-dataset config runs at depth 9, as it did.
+* ``BMIP_MODE`` selects BMIP's gates: ``reference`` (the release's, default) or ``per_sample`` (docs/BMIP.md).
+"""
+import warnings
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .bmip import BMIPPromptLearner, check_released_gates
+from .promptsrc import BMIP_MODES, SelfRegulatingTrainer
+
+
+@TRAINER_REGISTRY.register()
+class PromptSRC_BMIP(SelfRegulatingTrainer):
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.PROMPTSRC
+        if m.BMIP_MODE not in BMIP_MODES:
+            raise ValueError(f"TRAINER.PROMPTSRC.BMIP_MODE must be one of {BMIP_MODES}, got '{m.BMIP_MODE}'")
+        ignored = [key for key in ("PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT") if m[key] != m.PROMPT_DEPTH]
+        if ignored:
+            warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.{'/'.join(ignored)} (as the release does): both "
+                          f"encoders get prompts at depth TRAINER.PROMPTSRC.PROMPT_DEPTH = {m.PROMPT_DEPTH}")
+        if m.N_CTX_VISION != m.N_CTX_TEXT:
+            warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.N_CTX_VISION = {m.N_CTX_VISION} (as the release "
+                          f"does): both modalities get N_CTX_TEXT = {m.N_CTX_TEXT} prompt tokens")
+
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        m = self.method_cfg
+        if m.N_CTX_TEXT < 1:
+            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT = {m.N_CTX_TEXT}: BMIP needs >= 1 prompt token.")
+        return BMIPPromptLearner(clip_model, classnames, m.N_CTX_TEXT, m.CTX_INIT, m.PROMPT_DEPTH, m.BMIP_MODE,
+                                 cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
+
+    def convert_checkpoint(self, state_dict):
+        check_released_gates(state_dict, self.method_cfg.BMIP_MODE, "TRAINER.PROMPTSRC.BMIP_MODE", self.cfg)
+        return super().convert_checkpoint(state_dict)
