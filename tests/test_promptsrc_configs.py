@@ -15,23 +15,19 @@ import train
 from benchmarks.subjects import build_trainer_without_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIXTURE = os.path.join(REPO, "tests", "fixtures", "promptsrc_published_configs.yaml")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "published_configs.yaml")  # tests/test_published_configs.py
 FAMILIES = ("PromptSRC", "PromptSRC_BMIP")
 DATASET_YAMLS = sorted(glob.glob(os.path.join(REPO, "configs", "datasets", "*.yaml")))
 
 
 def published():
+    """``{(family, file name): {key: value as published}}`` of the pinned PromptSRC / PromptSRC_BMIP files."""
     with open(FIXTURE) as f:
-        return yaml.safe_load(f)
+        files = yaml.safe_load(f)["files"]
+    return {tuple(name.split("/")): entry["values"] for name, entry in files.items() if name.split("/")[0] in FAMILIES}
 
 
-def shipped(family):
-    """Published file names shipped for ``family`` (the project's own micro configs excluded)."""
-    names = os.listdir(os.path.join(REPO, "configs", "trainers", family))
-    return sorted(n for n in names if n.endswith(".yaml") and not n.startswith("micro"))
-
-
-PUBLISHED = [(family, name) for family in FAMILIES for name in sorted(published()[family])]
+PUBLISHED = sorted(published())
 
 
 def config_path(family, name):
@@ -44,10 +40,12 @@ def value_at(cfg, dotted):
     return cfg
 
 
-def test_every_published_file_ships_and_nothing_else():
-    assert {f: shipped(f) for f in FAMILIES} == {f: sorted(published()[f]) for f in FAMILIES}
-    assert len(shipped("PromptSRC")) == 3 and len(shipped("PromptSRC_BMIP")) == 19
-    assert "vit_bitp_ctx2_ep20TT_PromptSRC_seed40adam dtd.yaml" in shipped("PromptSRC_BMIP")
+def test_every_published_file_is_pinned_and_shipped():
+    shipped = {f: sorted(n for n in os.listdir(os.path.join(REPO, "configs", "trainers", f))
+                         if n.endswith(".yaml") and not n.startswith("micro")) for f in FAMILIES}
+    assert shipped == {f: sorted(n for family, n in PUBLISHED if family == f) for f in FAMILIES}
+    assert len(shipped["PromptSRC"]) == 3 and len(shipped["PromptSRC_BMIP"]) == 19
+    assert "vit_bitp_ctx2_ep20TT_PromptSRC_seed40adam dtd.yaml" in shipped["PromptSRC_BMIP"]
 
 
 def base_cfg(family, name, extra=()):
@@ -56,11 +54,11 @@ def base_cfg(family, name, extra=()):
 
 
 @pytest.mark.parametrize("family, name", PUBLISHED, ids=[f"{f}/{n}" for f, n in PUBLISHED])
-def test_published_values_and_every_dataset_merge_order(family, name):
-    cfg = base_cfg(family, name)
-    expected = published()[family][name]
-    assert {key: value_at(cfg, key) for key in expected} == expected
-    if "MODEL.INIT_SEED" not in expected:
+def test_every_dataset_merge_order_keeps_the_published_values(family, name):
+    cfg = base_cfg(family, name)  # the values themselves: tests/test_published_configs.py
+    keys = list(published()[(family, name)])
+    expected = {key: value_at(cfg, key) for key in keys}
+    if "MODEL.INIT_SEED" not in keys:
         assert cfg.MODEL.INIT_SEED == -1  # the project default (the release's 48 seeded its whole run)
     for dataset_yaml in DATASET_YAMLS:  # train.py merges the dataset file first; the other order must work too
         dataset_first = cfg.clone()
@@ -71,7 +69,7 @@ def test_published_values_and_every_dataset_merge_order(family, name):
         trainer_first.defrost()
         trainer_first.merge_from_file(dataset_yaml)
         for merged in (dataset_first, trainer_first):
-            assert {key: value_at(merged, key) for key in expected} == expected, dataset_yaml
+            assert {key: value_at(merged, key) for key in keys} == expected, dataset_yaml
 
 
 @pytest.mark.parametrize("family, name", PUBLISHED, ids=[f"{f}/{n}" for f, n in PUBLISHED])
