@@ -200,3 +200,11 @@ def test_eval_only_without_model_dir_is_refused(fitted):
     root, _, _ = fitted
     with pytest.raises(ValueError, match="pass --model-dir"):
         run_train(["--eval-only"] + run_args(root, root / "nomodel"))
+
+
+def test_resnet_backbone_fits_too(fitted):
+    """CoOp's figure uses RN50: the probe works on a ResNet image encoder (its features are cached separately)."""
+    root, _, _ = fitted
+    trainer = run_train(run_args(root, root / "rn") + ["MODEL.BACKBONE.NAME", "tiny-RN"])
+    assert trainer.head.weight.shape == (6, 32) and (root / "rn" / "linear_probe" / "model.pth.tar-1").is_file()
+    assert glob.glob(str(root / "toy" / "clip_features" / "train-tiny-RN-*.pt"))

@@ -242,8 +242,9 @@ class LinearProbeCLIP(CLIPPromptTrainer):
     def split_features(self, split, loader):
         """(features [N, E], labels [N]) numpy arrays of a split, from the feature cache or extracted."""
         dataset = self.dm.dataset
-        encoder = {"backbone": self.cfg.MODEL.BACKBONE.NAME, "weights": weights_digest(self.model.image_encoder),
-                   "dtype": self.model.image_encoder.dtype, "prec": self.precision.prec}
+        image_encoder = self.model.image_encoder
+        encoder = {"backbone": self.cfg.MODEL.BACKBONE.NAME, "weights": weights_digest(image_encoder),
+                   "dtype": next(image_encoder.parameters()).dtype, "prec": self.precision.prec}
         features, labels = cached_image_features(self.encode, loader, split, cache_folder(self.cfg, dataset),
                                                  encoder, getattr(dataset, "dataset_dir", ""))
         return features.numpy(), labels.numpy()
