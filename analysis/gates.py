@@ -94,27 +94,29 @@ class GateRecorder:
     def result(self):
         per_sample = self.learner.mode == "per_sample"
         gates = GateValues(self.learner.mode)
-        captured = {"vision": {l: tuple(torch.cat(t) for t in zip(*aw)) for l, aw in sorted(self._vision.items())},
+        captured = {"vision": {layer: tuple(torch.cat(t) for t in zip(*pairs))
+                               for layer, pairs in sorted(self._vision.items())},
                     "text": dict(sorted(self._text.items()))}
         modules = {"vision": self.learner.vision_gates, "text": self.learner.text_gates}
         for modality in MODALITIES:
-            gates.attention[modality] = {l: a for l, (a, _) in captured[modality].items()}
-            gates.values[modality] = {l: w for l, (_, w) in captured[modality].items()}
-            gates.params[modality] = {l: (modules[modality][l - 1].weight.item(), modules[modality][l - 1].bias.item())
-                                      for l in captured[modality]}
-        gates.unit_labels["vision"] = {l: torch.cat(ls) for l, ls in sorted(self._vision_labels.items())}
-        gates.unit_labels["text"] = {l: torch.arange(w.shape[0]) if per_sample else torch.full((1,), -1)
-                                     for l, w in gates.values["text"].items()}
+            gates.attention[modality] = {layer: a for layer, (a, _) in captured[modality].items()}
+            gates.values[modality] = {layer: w for layer, (_, w) in captured[modality].items()}
+            gates.params[modality] = {layer: (modules[modality][layer - 1].weight.item(),
+                                              modules[modality][layer - 1].bias.item())
+                                      for layer in captured[modality]}
+        gates.unit_labels["vision"] = {layer: torch.cat(labels)
+                                       for layer, labels in sorted(self._vision_labels.items())}
+        gates.unit_labels["text"] = {layer: torch.arange(w.shape[0]) if per_sample else torch.full((1,), -1)
+                                     for layer, w in gates.values["text"].items()}
         gates.units = {"vision": "image" if per_sample else "batch", "text": "class" if per_sample else "all classes"}
         return gates
 
 
-# -- summaries -----------------------------------------------------------------------------------------------------------
+# -- summaries ---------------------------------------------------------------------------------------------------------
 def summary_rows(gates):
     """One row per (layer, modality): statistics of w over units and slots."""
     rows = []
-    layers = sorted({l for m in MODALITIES for l in gates.values[m]})
-    for layer in layers:
+    for layer in sorted({layer for m in MODALITIES for layer in gates.values[m]}):
         for modality in MODALITIES:
             w = gates.values[modality].get(layer)
             if w is None:
@@ -139,8 +141,9 @@ def markdown_table(rows, title):
         stats = " | ".join(f"{r[k]:.4f}" for k in ("mean", "std", "min", "p25", "median", "p75", "max"))
         lines.append(f"| {r['layer']} | {r['modality']} | {r['over']} | {r['units']} x {r['slots']} | {stats} "
                      f"| {r['alpha']:.3f} | {r['beta']:.3f} | {r['a_min']:.4f}..{r['a_max']:.4f} |")
-    lines += ["", "w = sigmoid(alpha * a + beta): the weight of the modality's own deep prompt (1 - w goes to the other "
-              "modality's projected prompt); a = the attention the layer pays to the prompt slots (the gate's input)."]
+    lines += ["", "w = sigmoid(alpha * a + beta): the weight of the modality's own deep prompt (1 - w goes to the "
+              "other modality's projected prompt); a = the attention the layer pays to the prompt slots (the gate's "
+              "input)."]
     return "\n".join(lines) + "\n"
 
 
@@ -177,14 +180,14 @@ def plot_gates(gates, path, title):
 
     colours = {"vision": "tab:blue", "text": "tab:orange"}
     offsets = {"vision": -0.18, "text": 0.18}
-    layers = sorted({l for m in MODALITIES for l in gates.values[m]})
+    layers = sorted({layer for m in MODALITIES for layer in gates.values[m]})
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(layers) + 2.5), 3.8))
     for modality in MODALITIES:
-        present = [l for l in layers if l in gates.values[modality]]
+        present = [layer for layer in layers if layer in gates.values[modality]]
         if not present:
             continue
-        data = [gates.values[modality][l].flatten().numpy() for l in present]
-        positions = [l + offsets[modality] for l in present]
+        data = [gates.values[modality][layer].flatten().numpy() for layer in present]
+        positions = [layer + offsets[modality] for layer in present]
         box = ax.boxplot(data, positions=positions, widths=0.3, patch_artist=True, showfliers=True,
                          medianprops={"color": "black"}, flierprops={"markersize": 2, "alpha": 0.4})
         for patch in box["boxes"]:
@@ -195,7 +198,7 @@ def plot_gates(gates, path, title):
                 label=f"{modality} gate: mean, box over {UNITS_PLURAL[gates.units[modality]]} x slots")
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
     ax.set_xticks(layers)
-    ax.set_xticklabels([str(l) for l in layers])
+    ax.set_xticklabels([str(layer) for layer in layers])
     ax.set_xlim(min(layers) - 0.6, max(layers) + 0.6)
     ax.set_ylim(0, 1)
     ax.set_xlabel("deep layer l")

@@ -136,8 +136,10 @@ def plot_modality(stats, path, title):
 
     images = stats.image_features
     if images.shape[0] > MAX_PLOTTED_IMAGES:
-        images = images[torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:MAX_PLOTTED_IMAGES]]
-    image_centroid, text_centroid = stats.image_features.mean(0, keepdim=True), stats.text_features.mean(0, keepdim=True)
+        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+        images = images[order[:MAX_PLOTTED_IMAGES]]
+    image_centroid = stats.image_features.mean(0, keepdim=True)  # [1, E]
+    text_centroid = stats.text_features.mean(0, keepdim=True)  # [1, E]
     plane = principal_plane(torch.cat([images, stats.text_features, image_centroid, text_centroid]))
     n_img, n_txt = images.shape[0], stats.text_features.shape[0]
     pca_ax.scatter(plane[:n_img, 0], plane[:n_img, 1], s=4, alpha=0.3, color="tab:blue", label="images")

@@ -63,7 +63,8 @@ def test_results_curves_plots_one_line_per_run_and_panel_per_column(tmp_path, mo
                         lambda fig, *a, **k: (figures.append(fig), original(fig, *a, **k)))
     status = results.main(["--curves", str(tmp_path / "out" / "*" / "seed1"), "--out-dir", str(tmp_path / "res")])
     assert status == 0 and (tmp_path / "res" / "training_curves.png").stat().st_size > 10_000
-    assert capsys.readouterr().out.splitlines() == ["BMIP/seed1: 2 epochs", "CoOp/seed1: 3 epochs, best val accuracy 60.00"]
+    assert capsys.readouterr().out.splitlines() == ["BMIP/seed1: 2 epochs",
+                                                    "CoOp/seed1: 3 epochs, best val accuracy 60.00"]
     (fig,) = figures
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
     assert list(panels) == ["training loss", "training accuracy (%)", "train_loss_sc", "learning rate",

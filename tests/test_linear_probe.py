@@ -110,7 +110,7 @@ def test_head_checkpoint_round_trip_onto_a_subset_label_space():
     assert torch.equal(subset(features), full(features)[:, [2, 0]])
 
 
-# -- through train.py ----------------------------------------------------------------------------------------------------
+# -- through train.py --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
     """A probe fitted through train.py on the toy tree; returns (data root, its output dir, its trainer)."""

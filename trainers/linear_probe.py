@@ -234,7 +234,7 @@ class LinearProbeCLIP(CLIPPromptTrainer):
                              "run's --output-dir) with --eval-only")
         super().load_model(directory, epoch)
 
-    # -- features -------------------------------------------------------------------------------------------------------
+    # -- features ------------------------------------------------------------------------------------------------------
     def encode(self, image):
         with self.precision.autocast():
             return self.model.image_features(image.to(self.device))  # [B, E]
@@ -268,7 +268,7 @@ class LinearProbeCLIP(CLIPPromptTrainer):
             features, labels = features[keep], labels[keep]
         return features, labels
 
-    # -- "training" -----------------------------------------------------------------------------------------------------
+    # -- "training" ----------------------------------------------------------------------------------------------------
     def fit(self):
         """Search C (or take TRAINER.LINEAR_PROBE.C), fit, install the classifier; returns the SearchResult."""
         m = self.method_cfg
