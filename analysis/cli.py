@@ -12,6 +12,7 @@ import sys
 import train
 from dassl.engine import build_trainer
 from dassl.utils import set_random_seed
+from scripts.jobs import SetupError, checkpoint_epoch
 
 
 def build_parser(prog, description):
@@ -22,20 +23,27 @@ def build_parser(prog, description):
 
 
 def load_trained(args, require_model=True):
-    """The trainer of train.py's flags with the weights of ``--model-dir`` / ``--load-epoch`` loaded.
-
-    Build messages go to stderr, so a tool's stdout holds only its report.
+    """The trainer of train.py's flags with the weights of ``--model-dir`` loaded: ``--load-epoch N``, or by default
+    the model the training run deployed (``model-best.pth.tar`` if it saved one, else the newest
+    ``model.pth.tar-N``, as the protocol scripts choose). Build messages go to stderr, so a tool's stdout holds only
+    its report; a bad flag or a missing checkpoint ends the tool with one line.
     """
     if require_model and not args.model_dir:
         raise SystemExit("error: pass --model-dir (the training run's --output-dir) to load the trained model")
     if args.model_dir and not os.path.isdir(args.model_dir):
         raise SystemExit(f"error: --model-dir {args.model_dir} is not a directory (the training run's --output-dir)")
-    cfg = train.setup_cfg(args)
-    with contextlib.redirect_stdout(sys.stderr):
-        if cfg.SEED >= 0:
-            set_random_seed(cfg.SEED)
-        trainer = build_trainer(cfg)
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+    try:
+        epoch = args.load_epoch
+        if args.model_dir and epoch is None:
+            epoch = checkpoint_epoch(args.model_dir)
+        cfg = train.setup_cfg(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            if cfg.SEED >= 0:
+                set_random_seed(cfg.SEED)
+            trainer = build_trainer(cfg)
+            trainer.load_model(args.model_dir, epoch=epoch)
+    except (SetupError, FileNotFoundError, KeyError, ValueError) as err:
+        raise SystemExit(f"error: {err.args[0] if err.args else err}") from None
     return trainer
 
 

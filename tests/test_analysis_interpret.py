@@ -116,12 +116,11 @@ def test_command_line_on_a_coop_style_checkpoint(tmp_path, tiny, capsys):
     state = {"ctx": ctx, "token_prefix": torch.zeros(5, 1, 64), "token_suffix": torch.zeros(5, 73, 64)}
     save_checkpoint({"state_dict": state, "epoch": 50}, str(tmp_path / "model" / "prompt_learner"),
                     model_name="model.pth.tar-50")
-    def argv(topk):
-        return ["--root", str(tmp_path), "--trainer", "CoOp", "--model-dir", str(tmp_path / "model"),
-                "--load-epoch", "50", "--topk", str(topk), *toy_opts(str(tmp_path)), "TRAINER.COOP.N_CTX", "3",
-                "TRAINER.COOP.PREC", "fp32"]
+    def argv(topk, epoch=()):
+        return ["--root", str(tmp_path), "--trainer", "CoOp", "--model-dir", str(tmp_path / "model"), *epoch,
+                "--topk", str(topk), *toy_opts(str(tmp_path)), "TRAINER.COOP.N_CTX", "3", "TRAINER.COOP.PREC", "fp32"]
 
-    ip.main(argv(2))
+    ip.main(argv(2))  # no --load-epoch: the newest model.pth.tar-N, as the protocol scripts choose
     out = capsys.readouterr().out.splitlines()
     out = out[out.index(next(line for line in out if line.startswith("Nearest tokens"))):]
     assert "Loading" not in "\n".join(out)  # the model's build messages go to stderr
@@ -130,3 +129,5 @@ def test_command_line_on_a_coop_style_checkpoint(tmp_path, tiny, capsys):
                                                    ["flower</w>", "(0.0000)"]]
     with pytest.raises(SystemExit, match="--topk must be >= 1"):
         ip.main(argv(0))
+    with pytest.raises(SystemExit, match=r"^error: Model not found at .*model.pth.tar-7"):
+        ip.main(argv(2, epoch=("--load-epoch", "7")))
