@@ -8,7 +8,8 @@
   (over images) and that of the class text features (over classes), with the cosine of the two centroids.
 
 Report (``modality_<dataset>_<split>.{md,png}``): the numbers, a histogram of matched vs unmatched similarity, and
-the two feature clouds on their first two principal components with the centroids.
+the two feature clouds in the plane of the gap (x: image centroid -> text centroid, at its true length; y: their
+first principal component orthogonal to it).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +107,17 @@ def markdown(stats, title):
     return "\n".join(lines) + "\n"
 
 
-def principal_plane(points):
-    """Projection of points [n, E] onto their first two principal components -> [n, 2]."""
-    centred = points - points.mean(dim=0)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return centred @ v[:2].t()
+def gap_plane(points, image_centroid, text_centroid):
+    """Coordinates [n, 2] of points [n, E] in the plane of the modality gap: x along the direction from the image
+    centroid to the text centroid (so the gap shows at its true length), y along the first principal component of
+    the points orthogonal to it. The origin is the image centroid."""
+    gap = text_centroid - image_centroid  # [E]
+    x_axis = gap / gap.norm()
+    centred = points - image_centroid  # [n, E]
+    x = centred @ x_axis  # [n]
+    rest = centred - x[:, None] * x_axis  # [n, E], orthogonal to the gap
+    _, _, v = torch.linalg.svd(rest - rest.mean(dim=0), full_matrices=False)
+    return torch.stack([x, rest @ v[0]], dim=1)
 
 
 def plot_modality(stats, path, title):
@@ -119,7 +126,7 @@ def plot_modality(stats, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (hist_ax, pca_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (hist_ax, gap_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     edges = torch.linspace(-1, 1, HIST_BINS + 1)
     width = float(edges[1] - edges[0])
     density = stats.unmatched_hist / (stats.unmatched_hist.sum() * width)
@@ -138,20 +145,21 @@ def plot_modality(stats, path, title):
     if images.shape[0] > MAX_PLOTTED_IMAGES:
         order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
         images = images[order[:MAX_PLOTTED_IMAGES]]
-    image_centroid = stats.image_features.mean(0, keepdim=True)  # [1, E]
-    text_centroid = stats.text_features.mean(0, keepdim=True)  # [1, E]
-    plane = principal_plane(torch.cat([images, stats.text_features, image_centroid, text_centroid]))
+    image_centroid, text_centroid = stats.image_features.mean(0), stats.text_features.mean(0)  # [E], [E]
+    points = torch.cat([images, stats.text_features, image_centroid[None], text_centroid[None]])
+    plane = gap_plane(points, image_centroid, text_centroid)  # [n, 2]
     n_img, n_txt = images.shape[0], stats.text_features.shape[0]
-    pca_ax.scatter(plane[:n_img, 0], plane[:n_img, 1], s=4, alpha=0.3, color="tab:blue", label="images")
-    pca_ax.scatter(plane[n_img:n_img + n_txt, 0], plane[n_img:n_img + n_txt, 1], s=25, marker="x",
+    gap_ax.scatter(plane[:n_img, 0], plane[:n_img, 1], s=4, alpha=0.3, color="tab:blue", label="images")
+    gap_ax.scatter(plane[n_img:n_img + n_txt, 0], plane[n_img:n_img + n_txt, 1], s=25, marker="x",
                    color="tab:orange", label="class texts")
     (ix, iy), (tx, ty) = plane[-2].tolist(), plane[-1].tolist()
-    pca_ax.annotate("", xy=(tx, ty), xytext=(ix, iy), arrowprops={"arrowstyle": "->", "color": "black"})
-    pca_ax.scatter([ix, tx], [iy, ty], s=60, color=["tab:blue", "tab:orange"], edgecolors="black", zorder=3)
-    pca_ax.set_title(f"modality gap {stats.gap:.3f} (centroids, arrow image → text)", fontsize=9)
-    pca_ax.set_xlabel("PC 1")
-    pca_ax.set_ylabel("PC 2")
-    pca_ax.legend(fontsize="small")
+    gap_ax.annotate("", xy=(tx, ty), xytext=(ix, iy), arrowprops={"arrowstyle": "->", "color": "black"})
+    gap_ax.scatter([ix, tx], [iy, ty], s=60, color=["tab:blue", "tab:orange"], edgecolors="black", zorder=3)
+    gap_ax.set_title(f"modality gap {stats.gap:.3f} (centroids, arrow image → text)", fontsize=9)
+    gap_ax.set_xlabel("along the gap (image centroid → text centroid)")
+    gap_ax.set_ylabel("1st principal component orthogonal to the gap", fontsize=8)
+    gap_ax.set_aspect("equal", adjustable="datalim")
+    gap_ax.legend(fontsize="small")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import train
 from analysis.draw import draw_report
-from analysis.modality import ModalityRecorder
+from analysis.modality import ModalityRecorder, gap_plane
 from analysis.passes import run_pass, split_loader
 from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
@@ -125,3 +125,16 @@ def test_split_loader_names_what_is_missing():
         split_loader(no_val, "val")
     with pytest.raises(ValueError, match="split must be 'test' or 'val', got 'train'"):
         split_loader(no_val, "train")
+
+
+def test_gap_plane_shows_the_gap_at_its_true_length():
+    g = torch.Generator().manual_seed(0)
+    images = F.normalize(torch.randn(50, 8, generator=g), dim=-1)  # [50, 8]
+    texts = F.normalize(torch.randn(5, 8, generator=g), dim=-1)  # [5, 8]
+    image_centroid, text_centroid = images.mean(0), texts.mean(0)
+    plane = gap_plane(torch.cat([images, image_centroid[None], text_centroid[None]]), image_centroid, text_centroid)
+    gap = (text_centroid - image_centroid).norm().item()
+    assert plane[-2].tolist() == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert plane[-1].tolist() == pytest.approx([gap, 0.0], abs=1e-6)
+    along = (images - image_centroid) @ ((text_centroid - image_centroid) / gap)
+    assert torch.allclose(plane[:50, 0], along, atol=1e-6)
