@@ -20,6 +20,7 @@ for (base-to-novel "new" classes, cross-dataset targets) stops the evaluation wi
 """
 import csv
 import datetime
+import functools
 import math
 import os
 import time
@@ -239,14 +240,18 @@ class LinearProbeCLIP(CLIPPromptTrainer):
         with self.precision.autocast():
             return self.model.image_features(image.to(self.device))  # [B, E]
 
+    @functools.cached_property
+    def encoder_identity(self):
+        """What the feature cache is keyed on besides the images: backbone name, weights digest, dtype, PREC."""
+        image_encoder = self.model.image_encoder
+        return {"backbone": self.cfg.MODEL.BACKBONE.NAME, "weights": weights_digest(image_encoder),
+                "dtype": next(image_encoder.parameters()).dtype, "prec": self.precision.prec}
+
     def split_features(self, split, loader):
         """(features [N, E], labels [N]) numpy arrays of a split, from the feature cache or extracted."""
         dataset = self.dm.dataset
-        image_encoder = self.model.image_encoder
-        encoder = {"backbone": self.cfg.MODEL.BACKBONE.NAME, "weights": weights_digest(image_encoder),
-                   "dtype": next(image_encoder.parameters()).dtype, "prec": self.precision.prec}
         features, labels = cached_image_features(self.encode, loader, split, cache_folder(self.cfg, dataset),
-                                                 encoder, getattr(dataset, "dataset_dir", ""))
+                                                 self.encoder_identity, getattr(dataset, "dataset_dir", ""))
         return features.numpy(), labels.numpy()
 
     def train_features(self):
