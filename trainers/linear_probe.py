@@ -152,9 +152,10 @@ def label_rows(trained, evaluated):
     if missing:
         raise ValueError(
             f"LinearProbeCLIP has no weights for {len(missing)} of the {len(evaluated)} evaluated classes (e.g. "
-            f"{', '.join(repr(n) for n in missing[:3])}): it was fitted on {len(trained)} other classes, and a linear "
-            f"probe cannot classify classes without training images (base-to-novel 'new', cross-dataset targets); "
-            f"evaluate it on the classes it was trained on or a subset of them (e.g. ImageNet -> ImageNet-A/-R).")
+            f"{', '.join(repr(n) for n in missing[:3])}): it was fitted on {len(trained)} classes without them, and "
+            f"a linear probe cannot classify classes without training images (base-to-novel 'new', cross-dataset "
+            f"targets); evaluate it on the classes it was trained on or a subset of them (e.g. ImageNet -> "
+            f"ImageNet-A/-R).")
     return torch.tensor([index[name] for name in evaluated])
 
 
