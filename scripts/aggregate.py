@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from scripts.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
 from scripts.stats import harmonic_mean, mean_or_none, summarize
 
-TRAINER_ORDER = ("ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
+TRAINER_ORDER = ("ZeroshotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP")
 
 
 def method_order(keys):

@@ -7,6 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from scripts.aggregate import method_labels  # noqa: E402
+from scripts.curves import panel_order  # noqa: E402
 
 
 def _nan_if_none(value):
@@ -69,4 +70,38 @@ def plot_curves(curves, path, x_label, title, log2_x=False, reverse_x=False):
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+PANEL_TITLES = {"train_loss": "training loss", "train_acc": "training accuracy (%)", "lr": "learning rate",
+                "val_accuracy": "val accuracy (%)"}
+
+
+def plot_training_curves(runs, labels, path, title="Training curves"):
+    """One panel per column of the runs' ``curves.csv`` (loss, accuracy, LR, val accuracy, ...), a line per run.
+
+    Missing values (e.g. epochs without validation) are gaps; a column that only some runs have is drawn for those.
+    """
+    names = panel_order(sorted({name for run in runs for name in run.columns}))
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for run, label in zip(runs, labels):
+            if name not in run.columns:
+                continue
+            points = [(e, v) for e, v in zip(run.epochs, run.columns[name]) if v is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+        ax.set_title(PANEL_TITLES.get(name, name))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles, texts = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, texts, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=min(3, max(1, len(texts))))
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -4,6 +4,10 @@ Walks OUTPUT (default ``output``) for base-to-novel, open-world, cross-dataset, 
 few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (every table, also printed),
 one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
+
+``--curves RUN [RUN ...]`` instead plots the per-epoch training curves (``curves.csv``) of a set of runs — run
+directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/seed1'`` — into
+``DIR/training_curves.png``: one panel per column (loss, accuracy, LR, val accuracy), one line per run.
 """
 import argparse
 import sys
@@ -14,6 +18,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from scripts import aggregate, plots, tables  # noqa: E402
 from scripts.collect import collect  # noqa: E402
+from scripts.curves import find_curve_files, read_curves, run_labels  # noqa: E402
 
 
 def build_report(results, out_dir, make_plots=True):
@@ -50,13 +55,38 @@ def build_report(results, out_dir, make_plots=True):
     return markdown
 
 
+def plot_training_curves(patterns, out_dir):
+    """Plot the curves of the runs named by ``patterns`` into ``out_dir/training_curves.png``; return the path."""
+    paths = find_curve_files(patterns)
+    runs = [read_curves(p) for p in paths]
+    labels = run_labels(paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "training_curves.png"
+    plots.plot_training_curves(runs, labels, target, title=f"Training curves of {len(runs)} run(s)")
+    for run, label in zip(runs, labels):
+        val = [v for v in run.columns.get("val_accuracy", []) if v is not None]
+        best = f", best val accuracy {max(val):.2f}" if val else ""
+        print(f"{label}: {len(run.epochs)} epochs{best}")
+    return target
+
+
 def main(argv=None):
     """Collect, report; exit status 1 when the tree holds no finished run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
+                        "(directories, trees or globs) instead of the tables")
     args = parser.parse_args(argv)
+    if args.curves:
+        try:
+            target = plot_training_curves(args.curves, args.out_dir or args.output / "results")
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"training curves written to {target}", file=sys.stderr)
+        return 0
     try:
         collection = collect(args.output)
     except FileNotFoundError as error:

@@ -1,0 +1,213 @@
+"""Linear-probe CLIP: lpclip's search of C, the classifier as torch tensors, class-name mapping, the feature cache,
+and train -> checkpoint -> eval-only through train.py on the toy tree with the tiny random ViT."""
+import glob
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import train
+import trainers.linear_probe as lp
+from analysis.features import image_list_digest
+from dassl.utils import Logger, read_image
+from tests.toy_data import make_toy_dataset, toy_opts
+
+
+def blobs(n_per_class, centres, seed, spread=0.3):
+    """Gaussian blobs around ``centres`` [n_cls, E]; returns (x [N, E], y [N])."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([c + spread * rng.standard_normal((n_per_class, len(c))) for c in centres])
+    y = np.repeat(np.arange(len(centres)), n_per_class)
+    return x, y
+
+
+# -- the search ------------------------------------------------------------------------------------------------------
+def test_search_follows_lpclip_and_converges_to_the_best_c(monkeypatch):
+    """With a val accuracy that peaks at C = 3 the coarse grid peaks at 1, and the fine rounds close in on 3."""
+    class Fitted:
+        def __init__(self, C):
+            self.C, self.n_iter_ = C, np.array([1])
+
+    monkeypatch.setattr(lp, "fit_logistic_regression", lambda x, y, C, max_iter: Fitted(C))
+    monkeypatch.setattr(lp, "accuracy", lambda clf, x, y: 100 - abs(math.log10(clf.C) - math.log10(3.0)))
+    result = lp.search_c(None, None, None, None, steps=8, log=lambda line: None)
+    cs = [t.C for t in result.trials]
+    assert cs[:7] == pytest.approx(list(lp.COARSE_C))
+    assert cs[7:9] == pytest.approx([0.1, 10.0])  # [peak / 10, peak * 10] around the coarse peak C = 1
+    assert cs[9:11] == pytest.approx([1.0, 10.0])  # the right end won: the left end moves to the middle (log10)
+    assert len(result.trials) == 7 + 2 * 8
+    assert abs(math.log10(result.C) - math.log10(3.0)) < 0.01
+    assert result.classifier.C == result.C and result.val_accuracy == pytest.approx(100 - abs(math.log10(result.C / 3)))
+
+
+def test_search_tie_keeps_the_smaller_c(monkeypatch):
+    monkeypatch.setattr(lp, "accuracy", lambda clf, x, y: 50.0)
+    x, y = blobs(3, np.eye(3), seed=0)
+    result = lp.search_c(x, y, x, y, steps=2, log=lambda line: None)
+    assert result.C == pytest.approx(1e6 / 10)  # coarse peak = first of the grid; every tie keeps the left end
+    assert [t.C for t in result.trials[-2:]] == pytest.approx([1e5, 1e6])  # round 2 on [1e5, 10 ** 6]
+
+
+def test_probe_separates_a_separable_set_and_torch_head_equals_sklearn():
+    centres = 3.0 * np.eye(4, 8)
+    train_x, train_y = blobs(8, centres, seed=0)
+    val_x, val_y = blobs(4, centres, seed=1)
+    test_x, test_y = blobs(50, centres, seed=2)
+    result = lp.search_c(train_x, train_y, val_x, val_y, steps=2, log=lambda line: None)
+    assert result.val_accuracy == 100.0 and lp.accuracy(result.classifier, test_x, test_y) == 100.0
+    head = lp.LinearProbeHead(["a", "b", "c", "d"], 8)
+    head.set_classifier(*lp.classifier_tensors(result.classifier, 4), result.C)
+    logits = head(torch.as_tensor(test_x, dtype=torch.float32))  # [200, 4]
+    probs = torch.as_tensor(result.classifier.predict_proba(test_x), dtype=torch.float32)
+    assert torch.allclose(logits.softmax(dim=-1), probs, atol=1e-5)
+    assert torch.equal(logits.argmax(dim=-1), torch.as_tensor(result.classifier.predict(test_x)))
+
+
+def test_two_class_probe_keeps_sklearn_probabilities():
+    x, y = blobs(10, np.array([[1.0, 0.0], [0.0, 1.0]]), seed=3, spread=0.8)
+    clf = lp.fit_logistic_regression(x, y, 1.0, 1000)
+    weight, bias = lp.classifier_tensors(clf, 2)
+    assert weight.shape == (2, 2) and bias.shape == (2,)
+    probs = (torch.as_tensor(x, dtype=torch.float32) @ weight.t() + bias).softmax(dim=-1)
+    assert torch.allclose(probs, torch.as_tensor(clf.predict_proba(x), dtype=torch.float32), atol=1e-5)
+
+
+def test_classifier_needs_every_class():
+    x, y = blobs(4, np.eye(3), seed=0)
+    clf = lp.fit_logistic_regression(x, y, 1.0, 100)
+    with pytest.raises(ValueError, match=r"labels \[3\] have none"):
+        lp.classifier_tensors(clf, 4)
+
+
+def test_cap_per_class_keeps_at_most_cap_per_label():
+    labels = np.array([0] * 10 + [1] * 2 + [2] * 5)
+    keep = lp.cap_per_class(labels, 4, seed=1)
+    assert np.bincount(labels[keep]).tolist() == [4, 2, 4]
+    assert np.array_equal(keep, lp.cap_per_class(labels, 4, seed=1))
+
+
+# -- class names -------------------------------------------------------------------------------------------------------
+def test_label_rows_maps_a_subset_by_name_and_rejects_unknown_or_ambiguous_classes():
+    fitted = ["goldfish", "shark", "hen", "ostrich"]
+    assert lp.label_rows(fitted, fitted).tolist() == [0, 1, 2, 3]
+    assert lp.label_rows(fitted, ["ostrich", "goldfish"]).tolist() == [3, 0]  # ImageNet -> a 200-class subset
+    with pytest.raises(ValueError, match=r"no weights for 1 of the 2 evaluated classes \(e.g. 'zebra'\)"):
+        lp.label_rows(fitted, ["hen", "zebra"])
+    with pytest.raises(ValueError, match="'crane'"):
+        lp.label_rows(["crane", "hen", "crane"], ["crane"])
+
+
+def test_head_checkpoint_round_trip_onto_a_subset_label_space():
+    full = lp.LinearProbeHead(["a", "b", "c"], 4)
+    full.set_classifier(torch.randn(3, 4), torch.randn(3), C=0.5)
+    subset = lp.LinearProbeHead(["c", "a"], 4)
+    subset.load_state_dict(full.state_dict())
+    features = torch.randn(5, 4)
+    assert subset.C == 0.5 and subset.fitted_classnames == ["a", "b", "c"]
+    assert torch.equal(subset(features), full(features)[:, [2, 0]])
+
+
+# -- through train.py --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A probe fitted through train.py on the toy tree; returns (data root, its output dir, its trainer)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("lpdata")
+    make_toy_dataset(str(root), per_class=(6, 3, 4))
+    make_toy_dataset(str(root), name="two", classnames=["red_circle", "blue_square"])
+    make_toy_dataset(str(root), name="other", classnames=["teapot", "violin"])
+    out = root / "train"
+    trainer = run_train(run_args(root, out))
+    return root, out, trainer
+
+
+def run_train(argv):
+    """train.main(argv) without the 2 s environment report, then close the log file it tees stdout into (so the test
+    can read it) and untee."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train, "collect_env_info", lambda: "(not collected in tests)")
+        try:
+            return train.main(argv)
+        finally:
+            if isinstance(sys.stdout, Logger):
+                sys.stdout.close()
+                sys.stdout = sys.stdout.console
+
+
+def run_args(root, out, dataset="toy"):
+    return ["--root", str(root), "--trainer", "LinearProbeCLIP", "--seed", "1", "--output-dir", str(out),
+            *toy_opts(str(root), name=dataset), "TRAINER.LINEAR_PROBE.PREC", "fp32",
+            "TRAINER.LINEAR_PROBE.SEARCH_STEPS", "2"]
+
+
+def final_accuracy(out):
+    lines = open(max(glob.glob(os.path.join(out, "log.txt*")), key=os.path.getmtime)).read().splitlines()
+    return float([line for line in lines if line.startswith("* accuracy:")][-1].split()[-1].rstrip("%"))
+
+
+def test_fit_writes_checkpoint_search_and_cached_features(fitted):
+    root, out, trainer = fitted
+    assert (out / "linear_probe" / "model.pth.tar-1").is_file()
+    rows = (out / "c_search.csv").read_text().splitlines()
+    assert rows[0] == "stage,C,val_accuracy,converged" and len(rows) == 1 + 7 + 2 * 2 + 1
+    assert rows[-1].startswith(f"chosen,{trainer.head.C:.6g},")
+    log = open(out / "log.txt").read()
+    assert "Finish training" in log and "* accuracy:" in log.split("Finish training")[1]
+    # the cached train features are the frozen encoder's output on train_x under the test transform
+    (train_file,) = glob.glob(str(root / "toy" / "clip_features" / "train-tiny-ViT-*.pt"))
+    cached = torch.load(train_file, weights_only=True)
+    items = trainer.dm.dataset.train_x
+    tfm = trainer.val_loader.dataset.transform  # the test-time transform
+    images = torch.stack([tfm(read_image(item.impath)) for item in items])
+    with torch.no_grad():
+        expected = trainer.model.image_encoder(images)  # [N, E]
+    assert torch.allclose(cached["features"], expected, atol=1e-5)
+    assert cached["labels"].tolist() == [item.label for item in items]
+    assert cached["key"]["images"] == image_list_digest(items, trainer.dm.dataset.dataset_dir)
+
+
+def test_refit_reads_the_cache_and_eval_only_reproduces_the_final_test(fitted, capsys):
+    root, out, trainer = fitted
+    files = sorted(glob.glob(str(root / "toy" / "clip_features" / "*.pt")))
+    mtimes = [os.path.getmtime(f) for f in files]
+    again = run_train(run_args(root, root / "again"))
+    assert "Loading cached image features of the train split" in capsys.readouterr().out
+    assert sorted(glob.glob(str(root / "toy" / "clip_features" / "*.pt"))) == files
+    assert [os.path.getmtime(f) for f in files] == mtimes
+    assert torch.equal(again.head.weight, trainer.head.weight)
+
+    evaluated = run_train(["--eval-only", "--model-dir", str(out), "--load-epoch", "1"]
+                           + run_args(root, root / "eval"))
+    assert torch.equal(evaluated.head.weight, trainer.head.weight) and evaluated.head.C == trainer.head.C
+    assert final_accuracy(root / "eval") == final_accuracy(out)
+
+
+def test_eval_on_a_subset_by_name_and_a_clear_error_on_unseen_classes(fitted):
+    root, out, trainer = fitted
+    subset = run_train(["--eval-only", "--model-dir", str(out), "--load-epoch", "1"]
+                        + run_args(root, root / "eval_two", dataset="two"))
+    fitted_names = trainer.head.fitted_classnames
+    assert subset.head.rows.tolist() == [fitted_names.index(n) for n in subset.dm.dataset.classnames]
+    image = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(subset.model(image), trainer.model(image)[:, subset.head.rows], atol=1e-6)
+    with pytest.raises(ValueError, match="no weights for 2 of the 2 evaluated classes"):
+        run_train(["--eval-only", "--model-dir", str(out), "--load-epoch", "1"]
+                   + run_args(root, root / "eval_other", dataset="other"))
+
+
+def test_eval_only_without_model_dir_is_refused(fitted):
+    root, _, _ = fitted
+    with pytest.raises(ValueError, match="pass --model-dir"):
+        run_train(["--eval-only"] + run_args(root, root / "nomodel"))
+
+
+def test_resnet_backbone_fits_too(fitted):
+    """CoOp's figure uses RN50: the probe works on a ResNet image encoder (its features are cached separately)."""
+    root, _, _ = fitted
+    trainer = run_train(run_args(root, root / "rn") + ["MODEL.BACKBONE.NAME", "tiny-RN"])
+    assert trainer.head.weight.shape == (6, 32) and (root / "rn" / "linear_probe" / "model.pth.tar-1").is_file()
+    assert glob.glob(str(root / "toy" / "clip_features" / "train-tiny-RN-*.pt"))
