@@ -415,11 +415,10 @@ def run(cfg, args):
         trainer.test()
         trainer.record_result("eval", model_dir=osp.abspath(args.model_dir or "."),
                               evaluated_models=evaluated_models(args))
-        if args.draw:
+        if args.draw:  # the released flag: here the analysis report of the loaded model (docs/ANALYSIS.md)
             from analysis.draw import draw_report
 
-            for path in draw_report(trainer, cfg.OUTPUT_DIR):
-                print(f"Wrote {path}")
+            draw_report(trainer, osp.join(cfg.OUTPUT_DIR, "analysis"))
         return trainer
     if not args.no_train:
         trainer.train()

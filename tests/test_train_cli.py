@@ -140,3 +140,16 @@ def test_missing_model_dir_is_a_clear_error(data_root, tmp_path):
     with pytest.raises(ValueError, match="--model-dir .*nowhere does not exist"):
         run(data_root, tmp_path / "e", flags=["--eval-only", "--model-dir", str(tmp_path / "nowhere"),
                                               "--load-epoch", "2"])
+
+
+def test_draw_writes_the_analysis_report_of_the_evaluated_model(data_root, tmp_path):
+    """The released train.py's --draw (which crashed there): here the evaluation also writes the analysis report."""
+    extra = ["TRAINER.BMIP.PROMPT_DEPTH", "3"]
+    run(data_root, tmp_path / "train", trainer="BMIP", epochs=1, extra=extra)
+    out = tmp_path / "eval"
+    run(data_root, out, trainer="BMIP", extra=extra,
+        flags=["--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "1", "--draw"])
+    written = sorted(p.name for p in (out / "analysis").iterdir())
+    assert any(name.startswith("gates_") and name.endswith(".png") for name in written), written
+    assert any(name.startswith("modality_") for name in written), written
+    assert (out / "result.json").is_file()  # the normal evaluation ran too
