@@ -327,6 +327,28 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, capsys, kill_at_e
     assert resumed.best_result == full.best_result == 70.0
 
 
+def test_curves_csv_has_one_row_per_epoch_also_after_a_resume(tmp_path):
+    from scripts.curves import read_curves
+
+    ScriptedValTrainer.val_script = [70.0, 50.0, 60.0, 65.0]
+    overrides = {"OPTIM.MAX_EPOCH": 4, "TEST.FINAL_MODEL": "best_val"}
+    full = ScriptedValTrainer(make_cfg(tmp_path / "full", **overrides))
+    full.train()
+    KilledTrainer.kill_at_epoch = 2
+    with pytest.raises(Killed):
+        KilledTrainer(make_cfg(tmp_path / "resumed", **overrides)).train()
+    # the row of an epoch trained again after the resume must not appear twice
+    (tmp_path / "resumed" / "curves.csv").write_text((tmp_path / "resumed" / "curves.csv").read_text()
+                                                     + "3,0.1,9.9,,99.0\n")
+    ScriptedValTrainer(make_cfg(tmp_path / "resumed", **overrides)).train()
+    curves = read_curves(tmp_path / "full" / "curves.csv")
+    assert curves.epochs == [1, 2, 3, 4]
+    assert curves.columns["val_accuracy"] == [70.0, 50.0, 60.0, 65.0]
+    assert curves.columns["lr"] == [pytest.approx(float(e.split("lr=")[1]), rel=1e-5) for e in _lr_events(full)]
+    assert all(loss > 0 for loss in curves.columns["train_loss"])
+    assert (tmp_path / "resumed" / "curves.csv").read_text() == (tmp_path / "full" / "curves.csv").read_text()
+
+
 def test_rerun_of_finished_job_only_retests(tmp_path, capsys):
     ToyTrainer(make_cfg(tmp_path)).train()
     capsys.readouterr()

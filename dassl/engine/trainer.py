@@ -543,7 +543,8 @@ class SimpleTrainer(TrainerBase):
                     os.remove(osp.join(folder, EPOCH_MODEL_FILE.format(epoch)))
 
     def _write_curves_row(self, val_result):
-        row = {"epoch": self.epoch + 1, "lr": getattr(self, "epoch_lr", "")}
+        lr = getattr(self, "epoch_lr", None)
+        row = {"epoch": self.epoch + 1, "lr": "" if lr is None else f"{lr:.6g}"}
         meters = getattr(self, "epoch_meters", None)
         if meters is not None:
             row.update({f"train_{name}": f"{meter.avg:.6g}" for name, meter in meters.meters.items()})
