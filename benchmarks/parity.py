@@ -23,8 +23,9 @@ Errors (what :func:`compare` returns):
 Tolerances (:func:`tolerances`) are ``K * u`` with ``u`` the unit roundoff of the compute dtype (fp32 2^-24,
 fp16 2^-11, bf16 2^-8) and K from the model's depth (and, in fp32, width); derivation in docs/BENCHMARK.md.
 
-Where no GPU is present, :func:`emulate_half_precision` applies the GPU policy of fp16 / amp on the CPU (fp16 frozen
-weights, or fp16 autocast, on CPU kernels), so the half-precision code paths run in the normal tests.
+Where no GPU is present, :class:`EmulatedPrecision` (through :func:`precision_for`) applies the GPU policy of fp16 /
+amp on the CPU (fp16 frozen weights, or fp16 autocast, on CPU kernels), so the half-precision code paths run in the
+normal tests.
 """
 import copy
 import math
@@ -70,7 +71,7 @@ class EmulatedPrecision(Precision):
     kernels are slow, and their accumulation order is the CPU's, not a GPU's.
     """
 
-    def __init__(self, prec):  # noqa: the parent's fallbacks are what this class exists to skip
+    def __init__(self, prec):  # the parent's CPU fallbacks are what this class skips, so it is not called
         self.prec, self.device = prec, torch.device("cpu")
 
 

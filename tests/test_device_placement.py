@@ -2,18 +2,21 @@
 straightforward paths create follows the model's device, and no model code hard-codes CUDA or fp16.
 
 The trick for the second: run a CPU model while the DEFAULT device is ``meta``. A tensor created without naming
-the model's device (``torch.arange(n)``, ``torch.zeros(...)``) then lands on ``meta`` and the first operation
-mixing it with the model's CPU tensors raises, just as a CPU-created tensor meets CUDA tensors on a GPU run. (On
-CPU, ``scaled_dot_product_attention`` does not check its mask's device; the causal masks are checked as buffers that
-move with the model instead.)
+the model's device (``torch.arange(n)``, ``torch.zeros(...)``) then lands on ``meta``, as a CPU-created tensor does
+on a GPU run, and a dispatch mode records every operation that receives a ``meta`` tensor. That includes what a
+device mismatch does not always stop: index tensors (PyTorch accepts CPU indices for CUDA tensors, at the price of
+a copy and a host synchronisation) and attention masks (CPU attention does not check its mask's device).
 """
 import ast
+import contextlib
 import os
 import os.path as osp
 import warnings
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from benchmarks import parity
 from clip_patch import prompted
@@ -28,9 +31,31 @@ def one_thread():
 
 
 def build(trainer_id, prec="fp32"):
+    torch.manual_seed(0)  # the same learner initialisation whatever ran before
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PREC 'fp16' needs a CUDA device")  # emulated below instead
         return build_trainer(trainer_id, "tiny-ViT", "cpu", prec, CLASSES)
+
+
+class OffDeviceAudit(TorchDispatchMode):
+    """Records each operation that receives a tensor on the ``meta`` (default, not the model's) device."""
+
+    def __init__(self):
+        super().__init__()
+        self.operations = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if any(torch.is_tensor(t) and t.device.type == "meta" for t in tree_leaves((args, kwargs))):
+            self.operations.append(str(func))
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def default_device_elsewhere():
+    """The default device is ``meta`` while the model is on the CPU; yields the list of off-device operations."""
+    with torch.device("meta"), OffDeviceAudit() as audit:
+        yield audit.operations
 
 
 def batch(trainer_id):
@@ -63,10 +88,11 @@ def test_forward_backward_and_evaluation_create_tensors_on_the_models_device(tra
     trainer = build(trainer_id)
     images, labels = batch(trainer_id)
     fp32 = parity.precision_for("fp32", "cpu")
-    with torch.device("meta"):  # the default device is not the model's, as CPU is not the GPU's on a GPU run
+    with default_device_elsewhere() as off_device:
         results = [parity.logits_and_gradients(trainer, images, labels, straightforward, fp32)
                    for straightforward in (False, True)]
         cached = parity.eval_logits(trainer, images, fp32)  # fills, then reads the text cache
+    assert off_device == []
     for logits, grads, _ in results:
         assert logits.device.type == "cpu" and torch.isfinite(logits).all()
         assert all(g.device.type == "cpu" and torch.isfinite(g).all() for g in grads.values())
@@ -75,16 +101,33 @@ def test_forward_backward_and_evaluation_create_tensors_on_the_models_device(tra
         assert results[0][1]  # the trainable tensors got gradients
 
 
-def test_the_default_device_trick_catches_a_tensor_created_off_the_models_device(monkeypatch):
-    def mask_without_device(block, n_tokens, like):  # the bug: the causal mask built on the default device
-        return None if block.attn_mask is None else torch.full((n_tokens, n_tokens), float("-inf")).triu(1)
+def _mask_on_default_device(block, n_tokens, like):
+    return None if block.attn_mask is None else torch.full((n_tokens, n_tokens), float("-inf")).triu(1)
 
-    monkeypatch.setattr(prompted, "_block_mask", mask_without_device)
-    trainer = build("BMIP-per_sample")  # its text gates add the mask to attention logits
-    images, labels = batch("BMIP-per_sample")
-    parity.logits_and_gradients(trainer, images, labels, False, parity.precision_for("fp32", "cpu"))  # fine on CPU
-    with torch.device("meta"), pytest.raises(RuntimeError, match="meta"):
-        parity.logits_and_gradients(trainer, images, labels, False, parity.precision_for("fp32", "cpu"))
+
+def _rows_on_default_device(original):
+    def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
+        rows = None if out_rows is None else torch.tensor(out_rows.tolist())
+        return original(blocks, x, deep, straightforward, rows)
+    return run_blocks
+
+
+@pytest.mark.parametrize("bug", ["causal mask", "index tensor"])
+def test_the_audit_catches_a_tensor_created_off_the_models_device(monkeypatch, bug):
+    if bug == "causal mask":
+        monkeypatch.setattr(prompted, "_block_mask", _mask_on_default_device)
+    else:
+        monkeypatch.setattr(prompted, "run_blocks", _rows_on_default_device(prompted.run_blocks))
+    trainer = build("CoOp")
+    images, labels = batch("CoOp")
+    fp32 = parity.precision_for("fp32", "cpu")
+    parity.logits_and_gradients(trainer, images, labels, False, fp32)  # silent on a CPU-only run
+    with default_device_elsewhere() as off_device:
+        try:
+            parity.logits_and_gradients(trainer, images, labels, False, fp32)
+        except RuntimeError:
+            pass  # some mixes raise on their own; the audit has recorded the operation either way
+    assert off_device, bug
 
 
 @pytest.mark.parametrize("trainer_id", ["MaPLe", "BMIP-per_sample", "CoCoOp"])
@@ -94,8 +137,9 @@ def test_fp16_frozen_weights_path_creates_tensors_on_the_models_device(trainer_i
     parity.set_precision(trainer, fp16)
     assert trainer.model.image_encoder.visual.conv1.weight.dtype == torch.float16
     images, labels = batch(trainer_id)
-    with torch.device("meta"):
+    with default_device_elsewhere() as off_device:
         logits, grads, _ = parity.logits_and_gradients(trainer, images, labels, False, fp16)
+    assert off_device == []
     assert logits.device.type == "cpu" and torch.isfinite(logits).all()
     assert grads and all(torch.isfinite(g).all() for g in grads.values())
     assert all(p.dtype == torch.float32 for p in parity.learner_of(trainer).parameters())

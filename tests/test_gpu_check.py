@@ -20,6 +20,7 @@ def one_thread():
 
 
 def build(trainer_id, prec):
+    torch.manual_seed(0)  # the same learner initialisation whatever ran before
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="PREC 'fp16' needs a CUDA device")  # emulated by check_trainer
         return build_trainer(trainer_id, "tiny-ViT", "cpu", prec, CLASSES)
