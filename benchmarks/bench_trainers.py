@@ -30,11 +30,11 @@ from .report import compute_ratios, format_ratios, large_class_table, markdown_t
 from .runner import preload, run_measurement
 from .subjects import TRAINERS, benchmark_backbone, build_cfg
 
-FULL_DEFAULTS = {"backbone": "ViT-B/16", "classes_train": 50, "classes_eval": [100, 1000], "batch_eval": 32,
-                 "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
+FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
+                 "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
                  "out": osp.join("output", "benchmark", "bench_trainers.json")}
-QUICK_DEFAULTS = {"backbone": "tiny-ViT", "classes_train": 10, "classes_eval": [10, 20], "batch_eval": 4,
-                  "repeats": 5, "max_seconds": 1.0, "loader_images": 8, "loader_epochs": 1,
+QUICK_DEFAULTS = {"backbone": "tiny-ViT", "threads": 1, "classes_train": 10, "classes_eval": [10, 20],
+                  "batch_eval": 4, "repeats": 5, "max_seconds": 1.0, "loader_images": 8, "loader_epochs": 1,
                   "out": osp.join("output", "benchmark", "bench_trainers_quick.json")}
 JUDGED_BACKBONE = "random-ViT-B/16"  # the targets are stated for the full CPU run on these shapes
 
@@ -46,7 +46,9 @@ def build_parser():
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "cuda:N"')
     parser.add_argument("--prec", default="fp32", choices=PRECISIONS,
                         help="frozen-encoder compute (fp16/amp need CUDA; on CPU they run fp32)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of each measurement process")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads of each measurement process (default 2; --quick: 1, as tiny-ViT's "
+                             "operations are too small to share, and two spinning threads on a busy machine stall)")
     parser.add_argument("--classes-train", type=int, help="classes of the training step (default 50)")
     parser.add_argument("--classes-eval", type=int, nargs="+", help="class counts of evaluation (default 100 1000)")
     parser.add_argument("--straightforward-eval-classes", type=int, nargs="*",
@@ -79,8 +81,8 @@ def build_parser():
     parser.add_argument("--out", help=f"JSON output path (default {FULL_DEFAULTS['out']}; "
                                       f"--quick: {QUICK_DEFAULTS['out']})")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: tiny-ViT, 10/20 classes, eval batch 4, 5 repetitions of at most 1 s, "
-                             "figures only, its own output file (explicit flags still win)")
+                        help="smoke run: tiny-ViT, 1 thread, 10/20 classes, eval batch 4, up to 5 repetitions within "
+                             "about 1 s, figures only, its own output file (explicit flags still win)")
     return parser
 
 

@@ -1,7 +1,7 @@
 """GPU readiness: every trainer in half precision against fp32, training stability, speed and memory, in one run.
 
     python -m benchmarks.gpu_check                                   # one CUDA GPU, ViT-B/16 shapes, < 5 min
-    python -m benchmarks.gpu_check --device cpu --backbone tiny-ViT  # the same logic on the CPU (tests/test_gpu_check.py)
+    python -m benchmarks.gpu_check --device cpu --backbone tiny-ViT  # the same logic on the CPU (tests)
 
 Checks, in this order (docs/BENCHMARK.md, "GPU check", says what each one means and how the tolerances are derived):
 

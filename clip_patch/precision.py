@@ -5,7 +5,10 @@
 | fp32 | fp32 | fp32 |
 | fp16 | frozen weights in fp16, prompts cast at injection, GradScaler | fp32 (one warning) |
 | amp  | fp32 weights, fp16 autocast, GradScaler | fp32 (one warning) |
-| bf16 | fp32 weights, bf16 autocast (one warning on GPUs without native bf16, compute capability < 8.0) | bf16 autocast (fp32 with one warning where the device type has no autocast) |
+| bf16 | fp32 weights, bf16 autocast (1) | bf16 autocast (2) |
+
+(1) one warning on GPUs without native bf16 (compute capability < 8.0): it runs emulated, slowly.
+(2) fp32 with one warning on a device type without autocast.
 """
 import contextlib
 import warnings

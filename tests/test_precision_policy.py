@@ -8,17 +8,18 @@ import torch
 from clip_patch import Precision, load_clip
 
 # (PREC, device) -> (computes, compute dtype, fp16 frozen weights, autocast dtype or None, GradScaler, warning)
+FALLBACK = "PREC '{}' needs a CUDA device; running in fp32 on {}"
 POLICY = {
     ("fp32", "cpu"): ("fp32", torch.float32, False, None, False, None),
-    ("fp16", "cpu"): ("fp32", torch.float32, False, None, False, "PREC 'fp16' needs a CUDA device; running in fp32 on cpu"),
-    ("amp", "cpu"): ("fp32", torch.float32, False, None, False, "PREC 'amp' needs a CUDA device; running in fp32 on cpu"),
+    ("fp16", "cpu"): ("fp32", torch.float32, False, None, False, FALLBACK.format("fp16", "cpu")),
+    ("amp", "cpu"): ("fp32", torch.float32, False, None, False, FALLBACK.format("amp", "cpu")),
     ("bf16", "cpu"): ("bf16", torch.bfloat16, False, torch.bfloat16, False, None),
     ("fp32", "cuda"): ("fp32", torch.float32, False, None, False, None),
     ("fp16", "cuda"): ("fp16", torch.float16, True, None, True, None),
     ("amp", "cuda"): ("amp", torch.float16, False, torch.float16, True, None),
     ("bf16", "cuda"): ("bf16", torch.bfloat16, False, torch.bfloat16, False, None),
     ("fp16", "cuda:1"): ("fp16", torch.float16, True, None, True, None),
-    ("fp16", "meta"): ("fp32", torch.float32, False, None, False, "PREC 'fp16' needs a CUDA device; running in fp32 on meta"),
+    ("fp16", "meta"): ("fp32", torch.float32, False, None, False, FALLBACK.format("fp16", "meta")),
     ("bf16", "meta"): ("fp32", torch.float32, False, None, False,
                        "PREC 'bf16' needs autocast, which meta does not have; running in fp32"),
 }
