@@ -242,10 +242,12 @@ def main(argv=None):
     with open(args.result) as f:
         run = json.load(f)
     settings, measurements = run["settings"], run["measurements"]
-    print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
-                         settings["batch_train"], settings["batch_eval"]))
-    print("\nRatios:\n" + format_ratios(compute_ratios(measurements, settings["classes_train"],
-                                                        settings["classes_eval"], judge=settings.get("judge", True))))
+    if not settings.get("large_only"):
+        print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
+                             settings["batch_train"], settings["batch_eval"]))
+        print("\nRatios:\n" + format_ratios(compute_ratios(measurements, settings["classes_train"],
+                                                            settings["classes_eval"],
+                                                            judge=settings.get("judge", True))))
     if settings.get("large_classes"):
         print("\n" + large_class_table(measurements, settings["large_classes"]))
 
