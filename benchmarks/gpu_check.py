@@ -1,6 +1,6 @@
 """GPU readiness: every trainer in half precision against fp32, training stability, speed and memory, in one run.
 
-    python -m benchmarks.gpu_check                                   # one CUDA GPU, ViT-B/16 shapes, < 5 min
+    python -m benchmarks.gpu_check                                   # one CUDA GPU, ViT-B/16 shapes, 5-minute budget
     python -m benchmarks.gpu_check --device cpu --backbone tiny-ViT  # the same logic on the CPU (tests)
 
 Checks, in this order (docs/BENCHMARK.md, "GPU check", says what each one means and how the tolerances are derived):
@@ -188,7 +188,9 @@ def check_parity(report, trainer_id, args, device):
     for r in records:
         u, tol, errors = r["unit_roundoff"], r["tolerances"], r["errors"]
         parts = [f"{key.replace('_', ' ')} logits {_u(e['logits_err'], u)} grads {_u(e['grads_err'], u)}"
-                 f"{' [' + e['worst_family'] + ']' if e['worst_family'] else ''}" for key, e in errors.items()]
+                 + (f" (worst family {e['worst_family']} {_u(e['family_err'], u)}"
+                    f"{'' if r['families_judged'] else ', not judged'})" if e["worst_family"] else "")
+                 for key, e in errors.items()]
         computes = r["effective_prec"] + (", emulated on CPU" if r["emulated"] else "")
         detail = (f"{'; '.join(parts)}; eval path {_u(r['eval_vs_train_logits_err'], u)}; tolerance logits "
                   f"{_u(tol['logits'], u)} grads {_u(tol['grads'], u)} (u = 2^{round(math.log2(u))})")

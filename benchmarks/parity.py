@@ -13,12 +13,18 @@ Errors (what :func:`compare` returns):
 
 * logits: ``max |logits - logits_ref| / logit_scale``. Logits are ``logit_scale * cos(image, text)``, so this is the
   largest error of a cosine similarity, whatever the scale (random backbones 1/0.07, trained CLIP 100).
-* gradients: for every parameter family (the same tensor at every layer, e.g. ``vision_gates.*.bias``),
-  ``||g - g_ref|| / max(||g_ref||, share)`` over the family's tensors (2-norms), where ``share`` is the family's
-  equal share of the whole gradient, ``||G_ref|| * sqrt(entries of the family / all entries)``; the worst family is
-  reported. A family's gradient far below its share is a sum that nearly cancels (one layer's gate bias, CoCoOp's
-  meta-net bias): its relative error measures the cancellation, in any precision fp32 included, so it is judged
-  against its share instead (a mixed absolute / relative tolerance).
+* gradients, two figures: ``grads_err``, the relative error of the whole gradient (every trainable tensor
+  concatenated), ``||G - G_ref|| / ||G_ref||``; and ``family_err``, the worst parameter family (the same tensor at
+  every layer, e.g. ``vision_gates.*.bias``), ``||g - g_ref|| / max(||g_ref||, share)`` over the family's tensors,
+  where ``share`` is the family's equal share of the whole gradient, ``||G_ref|| * sqrt(its entries / all
+  entries)`` (a family far below its share is a sum that nearly cancels, such as one layer's gate bias; its relative
+  error measures the cancellation, so it is judged against its share: a mixed absolute / relative tolerance).
+
+Which figures are judged: in fp32 both (rounding noise is far below any difference in algebra, even for
+ill-conditioned families); in half precision the whole gradient only. Some families are projections of a
+well-conditioned gradient onto a few directions (CoCoOp's meta-net bias: the context gradient through a 512 -> 32
+map), which multiplies their relative rounding error by about sqrt(width); in half precision that puts their
+rounding noise at the tolerance (once in 60 draws on the CPU), so their error is reported, not judged.
 
 Tolerances (:func:`tolerances`) are ``K * u`` with ``u`` the unit roundoff of the compute dtype (fp32 2^-24,
 fp16 2^-11, bf16 2^-8) and K from the model's depth (and, in fp32, width); derivation in docs/BENCHMARK.md.
@@ -149,17 +155,20 @@ def compare(candidate, reference, logit_scale):
         family[0] += float((grads[name] - g_ref).norm()) ** 2
         family[1] += float(g_ref.norm()) ** 2
         family[2] += g_ref.numel()
+    total_diff_sq = sum(f[0] for f in families.values())
     total_sq = sum(f[1] for f in families.values())
     total_numel = sum(f[2] for f in families.values())
-    grads_err, worst = 0.0, None
+    grads_err = math.sqrt(total_diff_sq / total_sq) if total_sq else math.sqrt(total_diff_sq)
+    family_err, worst = 0.0, None
     for family, (diff_sq, ref_sq, numel) in families.items():
         share_sq = total_sq * numel / total_numel  # the family's share of the whole gradient's squared norm
         err = math.sqrt(diff_sq / (max(ref_sq, share_sq) or 1.0))
-        if err > grads_err or not math.isfinite(err):
-            grads_err, worst = err, family
+        if err > family_err or not math.isfinite(err):
+            family_err, worst = err, family
     if not finite:
-        grads_err = math.inf
-    return {"logits_err": logits_err, "grads_err": grads_err, "worst_family": worst, "finite": finite}
+        grads_err = family_err = math.inf
+    return {"logits_err": logits_err, "grads_err": grads_err, "family_err": family_err, "worst_family": worst,
+            "finite": finite}
 
 
 def eval_logits(trainer, images, precision):
@@ -234,10 +243,17 @@ def _eval_error(trainer, images, precision, train_logits, logit_scale):
 JUDGED = ("vs_fp32_straightforward", "vs_fp32_fast")  # errors[...] with a verdict; the rest is information
 
 
+def _within(errors, tol, fp32):
+    """Whether one comparison is within the tolerances (families judged in fp32 only; see the module docstring)."""
+    return (errors["finite"] and errors["logits_err"] <= tol["logits"] and errors["grads_err"] <= tol["grads"]
+            and (not fp32 or errors["family_err"] <= tol["grads"]))
+
+
 def _record(prec, precision, shape, errors, eval_err, loss_scale=1.0):
     tol = tolerances(precision, *shape)
-    passed = all(errors[k]["finite"] and errors[k]["logits_err"] <= tol["logits"] and
-                 errors[k]["grads_err"] <= tol["grads"] for k in JUDGED if k in errors) and eval_err <= tol["logits"]
+    fp32 = precision.compute_dtype == torch.float32
+    passed = all(_within(errors[k], tol, fp32) for k in JUDGED if k in errors) and eval_err <= tol["logits"]
     return {"prec": prec, "effective_prec": precision.prec, "emulated": isinstance(precision, EmulatedPrecision),
             "errors": errors, "eval_vs_train_logits_err": eval_err, "tolerances": tol, "unit_roundoff":
-            precision.unit_roundoff, "layers_width": list(shape), "loss_scale": loss_scale, "passed": passed}
+            precision.unit_roundoff, "families_judged": fp32, "layers_width": list(shape), "loss_scale": loss_scale,
+            "passed": passed}

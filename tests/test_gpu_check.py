@@ -70,7 +70,7 @@ def test_emulated_fp16_stores_frozen_weights_in_fp16_and_keeps_the_learner_fp32(
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
 
 
-def test_compare_measures_cosine_units_and_family_errors():
+def test_compare_measures_cosine_units_whole_gradient_and_family_errors():
     logits_ref = torch.tensor([[10.0, -5.0], [2.0, 0.0]])
     grads_ref = {"ctx": torch.tensor([3.0, 4.0]),  # norm 5
                  "gates.0.bias": torch.tensor([0.0]), "gates.1.bias": torch.tensor([0.0])}  # a cancelled family
@@ -78,14 +78,24 @@ def test_compare_measures_cosine_units_and_family_errors():
     grads = {"ctx": torch.tensor([3.0, 4.5]), "gates.0.bias": torch.tensor([0.0]), "gates.1.bias": torch.tensor([0.0])}
     errors = parity.compare((logits, grads), (logits_ref, grads_ref), logit_scale=100.0)
     assert errors["logits_err"] == pytest.approx(0.005)  # 0.5 logits at scale 100 = 0.005 in cosine
-    assert errors["grads_err"] == pytest.approx(0.1) and errors["worst_family"] == "ctx"  # 0.5 / 5
-    grads["gates.1.bias"] = torch.tensor([0.5])  # the family's share: 5 * sqrt(2 / 4) = 3.54
+    assert errors["grads_err"] == pytest.approx(0.1)  # 0.5 / 5 over the whole gradient
+    assert errors["family_err"] == pytest.approx(0.1) and errors["worst_family"] == "ctx"
+    grads["gates.1.bias"] = torch.tensor([0.6])  # the family's share: 5 * sqrt(2 / 4) = 3.54
     errors = parity.compare((logits, grads), (logits_ref, grads_ref), logit_scale=100.0)
-    assert errors["grads_err"] == pytest.approx(0.5 / (5 * math.sqrt(0.5)))
+    assert errors["grads_err"] == pytest.approx(math.sqrt((0.5 ** 2 + 0.6 ** 2) / 25))
+    assert errors["family_err"] == pytest.approx(0.6 / (5 * math.sqrt(0.5)))
     assert errors["worst_family"] == "gates.*.bias"
     grads["ctx"] = torch.tensor([3.0, float("nan")])
     errors = parity.compare((logits, grads), (logits_ref, grads_ref), logit_scale=100.0)
-    assert not errors["finite"] and errors["logits_err"] == errors["grads_err"] == math.inf
+    assert not errors["finite"] and errors["logits_err"] == errors["grads_err"] == errors["family_err"] == math.inf
+
+
+def test_families_are_judged_in_fp32_only():
+    tol = {"logits": 1e-3, "grads": 1e-2}
+    ill_conditioned_family = {"finite": True, "logits_err": 1e-4, "grads_err": 5e-3, "family_err": 5e-2}
+    assert parity._within(ill_conditioned_family, tol, fp32=False)
+    assert not parity._within(ill_conditioned_family, tol, fp32=True)
+    assert not parity._within({**ill_conditioned_family, "grads_err": 2e-2}, tol, fp32=False)
 
 
 def test_tolerances_follow_the_unit_roundoff_depth_and_fp32_width():
