@@ -2,11 +2,14 @@
 
     python -m benchmarks.bench_trainers                      # CPU, fp32, 2 threads, ViT-B/16 shapes (docs/BENCHMARK.md)
     python -m benchmarks.bench_trainers --device cuda --prec amp --threads 8
-    python -m benchmarks.bench_trainers --backbone tiny-ViT --quick   # smoke run, seconds
+    python -m benchmarks.bench_trainers --quick              # smoke run on tiny-ViT, about a minute, figures only
+    python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample \
+        --large-classes 1000 --large-fit-classes 100 200 --large-only    # ImageNet-scale training memory
 
 CLIP has real architecture shapes and random weights (no download). Each measurement runs in its own process
-(``benchmarks.measure``) so its peak memory is its own; see that module for the timing protocol. The run prints a
-markdown table and the ratios the targets are stated in, and writes everything to ``--out`` (JSON).
+(``benchmarks.runner``) so its peak memory is its own; see ``benchmarks.measure`` for the timing protocol. The run
+prints a markdown table and the ratios the targets are stated in (with verdicts only for the full ViT-B/16 CPU run
+the targets are stated for), and writes everything to ``--out`` (JSON).
 """
 import argparse
 import datetime
@@ -15,7 +18,6 @@ import os
 import os.path as osp
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,24 +26,29 @@ import torch
 
 from clip_patch import PRECISIONS
 
-from .report import compute_ratios, format_ratios, markdown_table, path_name
-from .subjects import REPO_ROOT, TRAINERS, benchmark_backbone
+from .report import compute_ratios, format_ratios, large_class_table, markdown_table, path_name
+from .runner import preload, run_measurement
+from .subjects import TRAINERS, benchmark_backbone, build_cfg
 
-FULL_DEFAULTS = {"classes_train": 50, "classes_eval": [100, 1000], "batch_eval": 32, "repeats": 3,
-                 "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2}
-QUICK_DEFAULTS = {"classes_train": 10, "classes_eval": [10, 20], "batch_eval": 4, "repeats": 1,
-                  "max_seconds": 0.0, "loader_images": 8, "loader_epochs": 1}
-DEFAULT_OUT = osp.join("output", "benchmark", "bench_trainers.json")
+FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
+                 "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
+                 "out": osp.join("output", "benchmark", "bench_trainers.json")}
+QUICK_DEFAULTS = {"backbone": "tiny-ViT", "threads": 1, "classes_train": 10, "classes_eval": [10, 20],
+                  "batch_eval": 4, "repeats": 5, "max_seconds": 1.0, "loader_images": 8, "loader_epochs": 1,
+                  "out": osp.join("output", "benchmark", "bench_trainers_quick.json")}
+JUDGED_BACKBONE = "random-ViT-B/16"  # the targets are stated for the full CPU run on these shapes
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbone", default="ViT-B/16",
-                        help="backbone whose shapes to use, with random weights (ViT-B/16, ViT-L/14, tiny-ViT, ...)")
+    parser.add_argument("--backbone", help="backbone whose shapes to use, with random weights (default ViT-B/16; "
+                                           "--quick: tiny-ViT; also ViT-L/14, ...)")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "cuda:N"')
     parser.add_argument("--prec", default="fp32", choices=PRECISIONS,
                         help="frozen-encoder compute (fp16/amp need CUDA; on CPU they run fp32)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of each measurement process")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads of each measurement process (default 2; --quick: 1, as tiny-ViT's "
+                             "operations are too small to share, and two spinning threads on a busy machine stall)")
     parser.add_argument("--classes-train", type=int, help="classes of the training step (default 50)")
     parser.add_argument("--classes-eval", type=int, nargs="+", help="class counts of evaluation (default 100 1000)")
     parser.add_argument("--straightforward-eval-classes", type=int, nargs="*",
@@ -60,10 +67,27 @@ def build_parser():
     parser.add_argument("--loader-images", type=int, help="generated JPEGs of the loading benchmark (default 64)")
     parser.add_argument("--jpeg-size", type=int, default=224, help="side of the generated JPEGs in pixels")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before a measurement is abandoned")
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output path (default {DEFAULT_OUT})")
+    parser.add_argument("--large-classes", type=int,
+                        help="also measure training at this many classes (e.g. 1000, ImageNet) at each method's "
+                             "published batch size, fast and straightforward, for the trainers marked "
+                             "large_class_memory in benchmarks/subjects.py")
+    parser.add_argument("--large-fit-classes", type=int, nargs="*", default=[],
+                        help="smaller class counts at which the large-class training is also measured, to "
+                             "extrapolate its memory linearly to --large-classes (e.g. 100 200)")
+    parser.add_argument("--large-only", action="store_true", help="run only the large-class measurements")
+    parser.add_argument("--memory-cap-mb", type=float,
+                        help="stop a measurement whose resident memory exceeds this (default: 80%% of RAM); it is "
+                             "reported as needing more")
+    parser.add_argument("--out", help=f"JSON output path (default {FULL_DEFAULTS['out']}; "
+                                      f"--quick: {QUICK_DEFAULTS['out']})")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 10/20 classes, eval batch 4, one repetition (explicit flags still win)")
+                        help="smoke run: tiny-ViT, 1 thread, 10/20 classes, eval batch 4, up to 5 repetitions within "
+                             "about 1 s, figures only, its own output file (explicit flags still win)")
     return parser
+
+
+def physical_memory_mb():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 20
 
 
 def resolve_args(args):
@@ -74,14 +98,25 @@ def resolve_args(args):
             setattr(args, key, value)
     if args.straightforward_eval_classes is None:
         args.straightforward_eval_classes = [min(args.classes_eval)]
-    args.backbone_name = benchmark_backbone(args.backbone)
+    try:
+        args.backbone_name = benchmark_backbone(args.backbone)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device} but CUDA is not available here; use --device cpu.")
+    if args.memory_cap_mb is None and device.type == "cpu":
+        args.memory_cap_mb = 0.8 * physical_memory_mb()
+    args.judge = not args.quick and args.backbone_name == JUDGED_BACKBONE and device.type == "cpu"
+    large = ([args.large_classes] if args.large_classes else []) + args.large_fit_classes
+    if args.large_fit_classes and not args.large_classes:
+        raise SystemExit("--large-fit-classes extrapolates to --large-classes; give --large-classes too.")
+    if args.large_only and not args.large_classes:
+        raise SystemExit("--large-only runs the large-class measurements; give --large-classes too.")
     for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
-    for count in [args.classes_train, *args.classes_eval, *args.straightforward_eval_classes]:
+    for count in [args.classes_train, *args.classes_eval, *args.straightforward_eval_classes, *large]:
         if not 1 <= count <= 1000:
             raise SystemExit(f"Class counts must be in 1..1000 (real ImageNet class names), got {count}.")
     extra = set(args.straightforward_eval_classes) - set(args.classes_eval)
@@ -90,10 +125,34 @@ def resolve_args(args):
     return args
 
 
+def published_batch_size(trainer, backbone):
+    """The training batch size of the trainer's published config (``DATALOADER.TRAIN_X.BATCH_SIZE``)."""
+    return build_cfg(trainer, backbone, "cpu", "fp32").DATALOADER.TRAIN_X.BATCH_SIZE
+
+
+def large_class_specs(args, common):
+    """Training at ``--large-classes`` (and the fit points) at each method's published batch size, both paths."""
+    if not args.large_classes:
+        return []
+    specs = []
+    for trainer in args.trainers:
+        if not TRAINERS[trainer].large_class_memory:
+            continue
+        batch = published_batch_size(trainer, args.backbone_name)
+        for classes in [args.large_classes, *args.large_fit_classes]:
+            for straightforward in (False, True):
+                specs.append({**common, "kind": "train", "group": "large_classes", "trainer": trainer,
+                              "straightforward": straightforward, "classes": classes, "batch": batch,
+                              "repeats": 1, "max_seconds": 0.0})
+    return specs
+
+
 def plan(args):
     """The measurement specs, in the order they run (the fast paths next to the floor they are compared with)."""
     common = {"backbone": args.backbone_name, "device": args.device, "prec": args.prec, "threads": args.threads,
               "repeats": args.repeats, "max_seconds": args.max_seconds}
+    if args.large_only:
+        return large_class_specs(args, common)
     specs = [{**common, "kind": "data", "batch": args.batch_train, "workers": args.loader_workers,
               "images": args.loader_images, "jpeg_size": args.jpeg_size, "epochs": args.loader_epochs,
               "device": "cpu"}]
@@ -104,7 +163,8 @@ def plan(args):
                               "classes": args.classes_train, "batch": args.batch_train})
 
     def eval_spec(trainer, classes, straightforward):
-        batch = min(args.batch_eval, args.cocoop_eval_batch) if trainer == "CoCoOp" else args.batch_eval
+        per_image = TRAINERS[trainer].per_image_text
+        batch = min(args.batch_eval, args.cocoop_eval_batch) if per_image else args.batch_eval
         return {**common, "kind": "eval", "trainer": trainer, "straightforward": straightforward,
                 "classes": classes, "batch": batch}
 
@@ -113,7 +173,7 @@ def plan(args):
         specs += [eval_spec(trainer, classes, False) for trainer in args.trainers]
     for classes in args.straightforward_eval_classes:
         specs += [eval_spec(trainer, classes, True) for trainer in args.trainers]
-    return specs
+    return specs + large_class_specs(args, common)
 
 
 def describe(spec):
@@ -121,26 +181,14 @@ def describe(spec):
         return f"data loading ({spec['workers']} workers, {spec['images']} JPEGs)"
     if spec["kind"] == "floor":
         return f"eval  zero-shot floor @ {spec['classes']} classes"
-    return f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} classes"
-
-
-def run_measurement(spec, workdir, index, timeout):
-    """Run one spec in a fresh Python process; returns its result, or the spec plus ``error``."""
-    result_path = osp.join(workdir, f"measurement_{index:03d}.json")
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
-    command = [sys.executable, "-m", "benchmarks.measure", "--spec", json.dumps(spec), "--result", result_path]
-    try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout:.0f} s"}
-    if done.returncode != 0 or not osp.isfile(result_path):
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
-        return {**spec, "error": f"exit code {done.returncode}: {tail}"}
-    with open(result_path) as f:
-        return json.load(f)
+    batch = f", batch {spec['batch']}" if spec.get("group") == "large_classes" else ""
+    return (f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} "
+            f"classes{batch}")
 
 
 def summary_line(result):
+    if "peak_memory_mb_above" in result:
+        return f"stopped: needs more than the {result['peak_memory_mb_above']:.0f} MB memory cap"
     if "error" in result:
         return f"FAILED: {result['error']}"
     if result["kind"] == "data":
@@ -170,15 +218,18 @@ def main(argv=None):
     specs = plan(args)
     started = time.time()
     results = []
+    if args.device == "cpu":
+        preload()  # imported once here; each measurement is forked from this process
     with tempfile.TemporaryDirectory(prefix="bench_trainers_") as workdir:
         for index, spec in enumerate(specs):
             print(f"[{index + 1}/{len(specs)}] {describe(spec)} ...", flush=True)
-            result = run_measurement(spec, workdir, index, args.timeout)
+            result = run_measurement(spec, workdir, index, args.timeout, args.memory_cap_mb)
             print(f"    {summary_line(result)}", flush=True)
             results.append(result)
-    ratios = compute_ratios(results, args.classes_train, args.classes_eval)
+    ratios = compute_ratios(results, args.classes_train, args.classes_eval, judge=args.judge)
     table = markdown_table(results, args.trainers, args.classes_train, args.classes_eval, args.batch_train,
                            args.batch_eval)
+    large = large_class_table(results, args.large_classes) if args.large_classes else ""
     report = {
         "command": " ".join(["python -m benchmarks.bench_trainers", shlex.join(argv)]).strip(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -188,13 +239,20 @@ def main(argv=None):
         "measurements": results,
         "ratios": ratios,
         "table_markdown": table,
+        "large_class_table_markdown": large,
     }
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=1)
-    print("\n" + table + "\n\nRatios:\n" + format_ratios(ratios))
+    if not args.large_only:
+        print("\n" + table + "\n\nRatios:\n" + format_ratios(ratios))
+        if not args.judge:
+            print("\nFigures only: the targets are stated for the full run on ViT-B/16 shapes on the CPU "
+                  "(python -m benchmarks.bench_trainers); GPU goals are judged by python -m benchmarks.gpu_check.")
+    if large:
+        print("\n" + large)
     print(f"\nWrote {args.out} ({report['wall_s'] / 60:.1f} min)")
-    failed = [describe(r) for r in results if "error" in r]
+    failed = [describe(r) for r in results if "error" in r and "peak_memory_mb_above" not in r]
     if failed:
         print(f"{len(failed)} measurement(s) failed: {failed}", file=sys.stderr)
         return 1

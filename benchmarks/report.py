@@ -6,9 +6,8 @@ plus ``error``.
 """
 import operator
 
-from .subjects import FLOOR
+from .subjects import FLOOR, TRAINERS
 
-BMIP_VARIANTS = ("BMIP-reference", "BMIP-per_sample")
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
 
 
@@ -16,10 +15,11 @@ def path_name(straightforward):
     return "straightforward" if straightforward else "fast"
 
 
-def find(measurements, kind, trainer=None, straightforward=False, classes=None):
-    """The successful measurement matching the keys, or None."""
+def find(measurements, kind, trainer=None, straightforward=False, classes=None, group=None):
+    """The successful measurement matching the keys, or None. ``group`` "large_classes" selects the large-class
+    training measurements, which are otherwise left out."""
     for m in measurements:
-        if "error" in m or m["kind"] != kind:
+        if "error" in m or m["kind"] != kind or m.get("group") != group:
             continue
         if kind != "data" and (m.get("trainer") or FLOOR) != (trainer or FLOOR):
             continue
@@ -31,11 +31,12 @@ def find(measurements, kind, trainer=None, straightforward=False, classes=None):
     return None
 
 
-def _ratio(name, numerator, denominator, key, cpu_key=None, target=None):
+def _ratio(name, numerator, denominator, key, cpu_key=None, target=None, judge=True):
     """``{name, value, value_cpu, target, met, met_cpu}`` from two measurements (None where one is missing).
 
     ``value`` uses ``key`` (wall-clock figures, what the targets are stated in); ``value_cpu`` uses ``cpu_key``
-    (process CPU-time figures, robust to other jobs on a shared machine) when both measurements have it.
+    (process CPU-time figures, robust to other jobs on a shared machine) when both measurements have it. With
+    ``judge`` False the target is kept for reference but no verdict is given (``met`` None).
     """
     def value_of(k):
         if k is None or numerator is None or denominator is None or k not in numerator or k not in denominator:
@@ -43,14 +44,14 @@ def _ratio(name, numerator, denominator, key, cpu_key=None, target=None):
         return numerator[k] / denominator[k]
 
     def verdict(value):
-        if target is None or value is None:
+        if target is None or value is None or not judge:
             return None
         return bool(_COMPARE[target[0]](value, target[1]))
 
     value, value_cpu = value_of(key), value_of(cpu_key)
     return {"name": name, "value": value, "value_cpu": value_cpu,
             "target": None if target is None else f"{target[0]} {target[1]}",
-            "met": verdict(value), "met_cpu": verdict(value_cpu)}
+            "met": verdict(value), "met_cpu": verdict(value_cpu), "judged": judge and target is not None}
 
 
 def _memory_added(measurement):
@@ -60,35 +61,48 @@ def _memory_added(measurement):
     return {"added_memory_mb": measurement["peak_memory_mb"] - measurement["memory_after_build_mb"]}
 
 
-def compute_ratios(measurements, classes_train, classes_eval, consumer="BMIP-reference"):
-    """The issue's ratios for each BMIP mode, plus the data loader's throughput over the training consumption."""
+def judged_trainers():
+    """Trainers with stated targets: those compared with the method they extend (``TrainerSpec.compare_with``)."""
+    return [trainer for trainer, spec in TRAINERS.items() if spec.compare_with]
+
+
+def compute_ratios(measurements, classes_train, classes_eval, consumer="BMIP-reference", judge=True):
+    """The targets' ratios for each trainer that extends another (BMIP's modes over MaPLe), plus the data loader's
+    throughput over the training consumption. ``judge`` False: values and targets without verdicts."""
     ratios = []
-    maple_train = find(measurements, "train", "MaPLe", False, classes_train)
-    for bmip in BMIP_VARIANTS:
-        fast = find(measurements, "train", bmip, False, classes_train)
-        slow = find(measurements, "train", bmip, True, classes_train)
-        ratios.append(_ratio(f"{bmip} train step / MaPLe train step (fast paths)", fast, maple_train,
-                             "median_s", "median_cpu_s", ("<=", 1.15)))
-        ratios.append(_ratio(f"{bmip} train step: straightforward / fast (speed-up)", slow, fast,
-                             "median_s", "median_cpu_s", (">=", 3.0)))
-        ratios.append(_ratio(f"{bmip} train peak memory: fast / straightforward", fast, slow,
-                             "peak_memory_mb", target=("<=", 0.5)))
-        ratios.append(_ratio(f"{bmip} train memory above the built model: fast / straightforward",
+    for trainer in judged_trainers():
+        base = TRAINERS[trainer].compare_with
+        base_train = find(measurements, "train", base, False, classes_train)
+        fast = find(measurements, "train", trainer, False, classes_train)
+        slow = find(measurements, "train", trainer, True, classes_train)
+        ratios.append(_ratio(f"{trainer} train step / {base} train step (fast paths)", fast, base_train,
+                             "median_s", "median_cpu_s", ("<=", 1.15), judge))
+        ratios.append(_ratio(f"{trainer} train step: straightforward / fast (speed-up)", slow, fast,
+                             "median_s", "median_cpu_s", (">=", 3.0), judge))
+        ratios.append(_ratio(f"{trainer} train peak memory: fast / straightforward", fast, slow,
+                             "peak_memory_mb", target=("<=", 0.5), judge=judge))
+        ratios.append(_ratio(f"{trainer} train memory above the built model: fast / straightforward",
                              _memory_added(fast), _memory_added(slow), "added_memory_mb"))
         for classes in classes_eval:
-            evaluation = find(measurements, "eval", bmip, False, classes)
+            evaluation = find(measurements, "eval", trainer, False, classes)
             floor = find(measurements, "floor", classes=classes)
             bound = 0.8 if classes <= 100 else 0.7
-            ratios.append(_ratio(f"{bmip} eval images/s / zero-shot floor @ {classes} classes", evaluation, floor,
-                                 "images_per_s", "images_per_cpu_s", (">=", bound)))
-            slow_eval = find(measurements, "eval", bmip, True, classes)
+            ratios.append(_ratio(f"{trainer} eval images/s / zero-shot floor @ {classes} classes", evaluation, floor,
+                                 "images_per_s", "images_per_cpu_s", (">=", bound), judge))
+            slow_eval = find(measurements, "eval", trainer, True, classes)
             if slow_eval is not None:
-                ratios.append(_ratio(f"{bmip} eval images/s: fast / straightforward @ {classes} classes",
+                ratios.append(_ratio(f"{trainer} eval images/s: fast / straightforward @ {classes} classes",
                                      evaluation, slow_eval, "images_per_s", "images_per_cpu_s"))
+    for trainer, spec in TRAINERS.items():
+        fast = find(measurements, "train", trainer, False, classes_train)
+        for base in spec.reported_against:
+            base_train = find(measurements, "train", base, False, classes_train)
+            ratios.append(_ratio(f"{trainer} train step / {base} train step (fast paths)", fast, base_train,
+                                 "median_s", "median_cpu_s"))
     loader = find(measurements, "data")
     consumption = find(measurements, "train", consumer, False, classes_train)
     ratios.append(_ratio(f"data loader images/s / {consumer} training consumption images/s", loader, consumption,
-                         "images_per_s", target=(">=", 1.0)))
+                         "images_per_s", target=(">=", 1.0), judge=judge))
     return ratios
 
 
@@ -149,18 +163,73 @@ def markdown_table(measurements, trainers, classes_train, classes_eval, batch_tr
     return "\n".join(lines)
 
 
+def _large_peak(measurements, trainer, straightforward, classes):
+    """``(peak MB, cell)`` of a large-class training measurement: measured, stopped at the cap, or missing."""
+    for m in measurements:
+        if (m.get("group") == "large_classes" and m["trainer"] == trainer and m["straightforward"] == straightforward
+                and m["classes"] == classes):
+            if "error" not in m:
+                return m["peak_memory_mb"], f"{m['peak_memory_mb']:.0f}"
+            if "peak_memory_mb_above" in m:
+                return None, f"> {m['peak_memory_mb_above']:.0f} (stopped at the cap)"
+            return None, "failed"
+    return None, "—"
+
+
+def extrapolate_peak(points, classes):
+    """Least-squares line through ``[(classes, peak MB), ...]`` evaluated at ``classes`` (None with < 2 points).
+
+    Training memory is a constant (weights, runtime, image side) plus the text side's activations, which grow
+    exactly linearly with the number of class prompts, so a line through two or more class counts is the model.
+    """
+    if len({c for c, _ in points}) < 2:
+        return None
+    n = len(points)
+    mean_c = sum(c for c, _ in points) / n
+    mean_m = sum(m for _, m in points) / n
+    slope = (sum((c - mean_c) * (m - mean_m) for c, m in points) /
+             sum((c - mean_c) ** 2 for c, _ in points))
+    return mean_m + slope * (classes - mean_c)
+
+
+def large_class_table(measurements, classes):
+    """Training memory at ``classes`` classes and the published batch size: fast vs straightforward per trainer,
+    measured where it fit under the memory cap, and extrapolated linearly from the smaller class counts."""
+    header = ["trainer", "batch", f"fast peak MB @{classes}", f"straightforward peak MB @{classes}",
+              f"straightforward extrapolated MB @{classes} (from)", "fast / straightforward"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    trainers = list(dict.fromkeys(m["trainer"] for m in measurements if m.get("group") == "large_classes"))
+    for trainer in trainers:
+        batch = next(m["batch"] for m in measurements if m.get("group") == "large_classes" and
+                     m["trainer"] == trainer)
+        fast, fast_cell = _large_peak(measurements, trainer, False, classes)
+        slow, slow_cell = _large_peak(measurements, trainer, True, classes)
+        points = [(m["classes"], m["peak_memory_mb"]) for m in measurements
+                  if m.get("group") == "large_classes" and m["trainer"] == trainer and m["straightforward"]
+                  and "error" not in m and m["classes"] != classes]
+        fitted = extrapolate_peak(points, classes)
+        fit_cell = "—" if fitted is None else f"{fitted:.0f} ({', '.join(str(c) for c, _ in sorted(points))})"
+        reference = slow if slow is not None else fitted
+        ratio = "—" if fast is None or reference is None else f"{fast / reference:.2f}"
+        lines.append(f"| {trainer} | {batch} | {fast_cell} | {slow_cell} | {fit_cell} | {ratio} |")
+    return "\n".join(lines)
+
+
 def _verdict(met):
     return "" if met is None else ("met" if met else "MISSED")
 
 
 def format_ratios(ratios):
-    """One markdown bullet per ratio: wall-clock value, CPU-time value, target and verdicts."""
+    """One markdown bullet per ratio: wall-clock value, CPU-time value, target and verdicts (or, for a run the
+    targets are not stated for, the target alone)."""
     lines = []
     for r in ratios:
         line = f"- {r['name']}: {_fmt(r['value'])}"
         if r.get("value_cpu") is not None:
             line += f" (CPU time: {_fmt(r['value_cpu'])})"
-        if r["target"]:
+        if r["target"] and not r.get("judged", True):
+            line += f" (target {r['target']} is stated for the full ViT-B/16 CPU run; not judged here)"
+        elif r["target"]:
             verdicts = [v for v in (_verdict(r["met"]), r.get("value_cpu") is not None and
                                     f"CPU time {_verdict(r['met_cpu'])}") if v]
             line += f", target {r['target']}: " + "; ".join(verdicts)
@@ -179,10 +248,14 @@ def main(argv=None):
     with open(args.result) as f:
         run = json.load(f)
     settings, measurements = run["settings"], run["measurements"]
-    print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
-                         settings["batch_train"], settings["batch_eval"]))
-    print("\nRatios:\n" + format_ratios(compute_ratios(measurements, settings["classes_train"],
-                                                        settings["classes_eval"])))
+    if not settings.get("large_only"):
+        print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
+                             settings["batch_train"], settings["batch_eval"]))
+        print("\nRatios:\n" + format_ratios(compute_ratios(measurements, settings["classes_train"],
+                                                            settings["classes_eval"],
+                                                            judge=settings.get("judge", True))))
+    if settings.get("large_classes"):
+        print("\n" + large_class_table(measurements, settings["large_classes"]))
 
 
 if __name__ == "__main__":

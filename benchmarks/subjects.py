@@ -5,6 +5,8 @@ A trainer is built from its published YAML through ``train.setup_cfg`` (so every
 run has), then its own ``build_model()`` runs on a stand-in dataset that only carries class names: the model,
 optimizer, precision policy and ``forward_backward`` / ``model_inference`` are the trainer's real code.
 """
+import contextlib
+import io
 import os.path as osp
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,27 +26,42 @@ FLOOR = "floor"  # the zero-shot CLIP floor: text features encoded once, the ima
 
 @dataclass(frozen=True)
 class TrainerSpec:
-    """One benchmarked method: the registered trainer, its published config and extra config options."""
+    """One benchmarked method: the registered trainer, its published config, extra config options, and where it
+    appears. Adding a method to every benchmark and check is one entry in ``TRAINERS``."""
 
     trainer: str
     config_file: str  # relative to the repository root
     opts: tuple = ()
+    compare_with: str = ""  # its fast training step is judged against this trainer's (the method it extends)
+    reported_against: tuple = ()  # trainers its fast training step is reported against (a ratio, no target)
+    per_image_text: bool = False  # text prompts depend on the image: evaluation batch capped (--cocoop-eval-batch)
+    gpu_table: bool = False  # measured in the GPU check's speed table (benchmarks/gpu_check.py)
+    large_class_memory: bool = False  # measured in the 1000-class training-memory check (ImageNet scale)
 
     @property
     def trains(self):
         return self.trainer != "ZeroshotCLIP"
 
 
+_BMIP_CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"
 TRAINERS = OrderedDict([
     ("ZS-CLIP", TrainerSpec("ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml")),
-    ("CoOp", TrainerSpec("CoOp", "configs/trainers/CoOp/vit_b16.yaml")),
-    ("CoCoOp", TrainerSpec("CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml")),
+    ("CoOp", TrainerSpec("CoOp", "configs/trainers/CoOp/vit_b16.yaml", large_class_memory=True)),
+    ("CoCoOp", TrainerSpec("CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
+                           per_image_text=True)),
     ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
-    ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml")),
-    ("BMIP-reference", TrainerSpec("BMIP", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
-                                   ("TRAINER.BMIP.MODE", "reference"))),
-    ("BMIP-per_sample", TrainerSpec("BMIP", "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml",
-                                    ("TRAINER.BMIP.MODE", "per_sample"))),
+    ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", gpu_table=True,
+                          large_class_memory=True)),
+    ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
+                                   gpu_table=True, large_class_memory=True)),
+    ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",
+                                    gpu_table=True, large_class_memory=True)),
+    # The self-regulating methods: the step includes the regularisers (one extra frozen image-encoder forward).
+    ("PromptSRC", TrainerSpec("PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
+                              reported_against=("MaPLe", "IVLP"))),
+    ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
+                                   "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
+                                   reported_against=("BMIP-reference", "MaPLe"))),
 ])
 
 
@@ -78,8 +95,11 @@ def trainer_spec(trainer_id):
     return TRAINERS[trainer_id]
 
 
-def build_cfg(trainer_id, backbone, device, prec, straightforward):
-    """The frozen config ``train.py`` would build for this trainer, backbone, device and precision."""
+def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
+    """The frozen config ``train.py`` would build for this trainer, backbone, device and precision.
+
+    ``prec`` None keeps the published config's PREC (what a user's run computes in).
+    """
     from train import build_parser, setup_cfg  # the repository's own CLI (imports every trainer and dataset)
 
     spec = trainer_spec(trainer_id)
@@ -87,10 +107,24 @@ def build_cfg(trainer_id, backbone, device, prec, straightforward):
     size = input_resolution(backbone)
     node = TRAINER_REGISTRY.get(spec.trainer).CFG_NODE
     argv = ["--trainer", spec.trainer, "--config-file", osp.join(REPO_ROOT, spec.config_file),
-            "--backbone", backbone, "--device", device,
-            f"TRAINER.{node}.PREC", prec, "MODEL.STRAIGHTFORWARD", str(bool(straightforward)),
+            "--backbone", backbone, "--device", device, "MODEL.STRAIGHTFORWARD", str(bool(straightforward)),
             "INPUT.SIZE", f"({size}, {size})", "DATASET.NAME", "ImageNet", *spec.opts]
+    if prec is not None:
+        argv += [f"TRAINER.{node}.PREC", prec]
     return setup_cfg(build_parser().parse_args(argv))
+
+
+def shipped_precision(cfg):
+    """The PREC of a trainer's config (``TRAINER.<its node>.PREC``)."""
+    return cfg.TRAINER[TRAINER_REGISTRY.get(cfg.TRAINER.NAME).CFG_NODE].PREC
+
+
+def build_trainer(trainer_id, backbone, device, prec=None, classes=10, straightforward=False):
+    """:func:`build_cfg` then :func:`build_trainer_without_data` on the first ``classes`` ImageNet class names,
+    without the build's progress lines."""
+    cfg = build_cfg(trainer_id, backbone, device, prec, straightforward)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return build_trainer_without_data(cfg, real_classnames(classes))
 
 
 def build_trainer_without_data(cfg, classnames):

@@ -94,6 +94,16 @@ class _NaiveProbe(AttentionProbe):
         return weights[batch, rows][:, self.slots]  # [B, b]
 
 
+def _register_mask_buffer(block):
+    """CLIP keeps a text block's causal mask as a plain attribute, which ``model.to(device)`` leaves on the CPU (every
+    forward would then copy it to the GPU, a host sync per layer). Make it a non-persistent buffer, which moves with
+    the model; idempotent, values unchanged, not saved in state dicts."""
+    mask = block.__dict__.get("attn_mask")
+    if mask is not None:
+        del block.attn_mask
+        block.register_buffer("attn_mask", mask, persistent=False)
+
+
 def _block_mask(block, n_tokens, like):
     """CLIP's additive causal mask cropped to the (possibly truncated) sequence, or None (vision)."""
     if block.attn_mask is None:
@@ -248,6 +258,8 @@ class PromptedTextEncoder(nn.Module):
     def __init__(self, clip_model):
         super().__init__()
         self.blocks = clip_model.transformer.resblocks
+        for block in self.blocks:
+            _register_mask_buffer(block)
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
         self.text_projection = clip_model.text_projection
