@@ -25,8 +25,14 @@ POLL_S = 0.2
 
 
 def preload():
-    """Import what every measurement imports (train.py, every trainer and dataset), once, before forking."""
+    """Import what every measurement imports (train.py, every trainer and dataset, the clip package), once, before
+    forking."""
+    import datasets  # noqa: F401
     import train  # noqa: F401
+    import trainers  # noqa: F401
+    from clip_patch.openai_clip import openai_clip
+
+    openai_clip()
 
 
 def _rss_mb(pid):
