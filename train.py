@@ -218,7 +218,7 @@ def check_config(cfg, args):
     trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     if args.eval_only and not args.model_dir and trainer_class.LEARNS:
         raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
-                         "would score its untrained initial prompts")
+                         "would evaluate untrained weights")
     if not args.eval_only:
         check_learning_rate(cfg.OPTIM)
     dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)

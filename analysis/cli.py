@@ -35,7 +35,7 @@ def load_trained(args, require_model=True):
     try:
         epoch = args.load_epoch
         if args.model_dir and epoch is None:
-            epoch = checkpoint_epoch(args.model_dir)
+            epoch = checkpoint_epoch(args.model_dir, require_finished=False)
         cfg = train.setup_cfg(args)
         with contextlib.redirect_stdout(sys.stderr):
             if cfg.SEED >= 0:

@@ -126,21 +126,24 @@ def check_config_files(jobs, ctx):
                          + "\n  ".join(missing))
 
 
-def checkpoint_epoch(model_dir):
-    """Which checkpoint of a finished training run to evaluate: the model its final test used. ``None`` =
+def checkpoint_epoch(model_dir, require_finished=True):
+    """Which checkpoint of a training run to evaluate: the model its final test used. ``None`` =
     ``model-best.pth.tar`` (``result.json`` says the run deployed ``best_val``), else the newest epoch N of
     ``model.pth.tar-N`` (the last epoch, or the early-stopping epoch).
 
-    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when the run has not finished or
-    has no checkpoint.
+    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when the run has not finished or has no
+    checkpoint. With ``require_finished`` False a folder without ``result.json`` (e.g. written by the ecosystem's own
+    code) is accepted: ``model-best.pth.tar`` if it holds one, else the newest epoch.
     """
     model_dir = Path(model_dir)
     result = read_result(str(model_dir))
-    if result is None:
+    if result is None and require_finished:
         raise SetupError(f"the training run in {model_dir} has not finished (no result.json): run its training "
                          f"job first")
     folders = [p for p in model_dir.iterdir() if p.is_dir()]
-    if result.get("deployed") == "best_val":
+    if result is not None and result.get("deployed") == "best_val":
+        return None
+    if result is None and any((folder / BEST_CHECKPOINT).is_file() for folder in folders):
         return None
     epochs = [int(m.group("epoch")) for folder in folders for f in folder.iterdir()
               if (m := CHECKPOINT_FILE.match(f.name))]

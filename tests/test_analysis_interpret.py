@@ -129,5 +129,5 @@ def test_command_line_on_a_coop_style_checkpoint(tmp_path, tiny, capsys):
                                                    ["flower</w>", "(0.0000)"]]
     with pytest.raises(SystemExit, match="--topk must be >= 1"):
         ip.main(argv(0))
-    with pytest.raises(SystemExit, match=r"^error: Model not found at .*model.pth.tar-7"):
+    with pytest.raises(SystemExit, match=r'^error: No checkpoint "model.pth.tar-7"'):
         ip.main(argv(2, epoch=("--load-epoch", "7")))

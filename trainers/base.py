@@ -200,7 +200,8 @@ class CLIPPromptTrainer(TrainerX):
 
     def test(self, split=None):
         """The engine's evaluation, with the class text features computed once for it (``text_cache``)."""
-        with self.model.text_cache():
+        cache = self.model.text_cache() if isinstance(self.model, PromptedCLIP) else contextlib.nullcontext()
+        with cache:
             return super().test(split)
 
     def checkpoint_state_for(self, name, state_dict):

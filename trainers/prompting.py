@@ -19,7 +19,9 @@ from clip_patch.openai_clip import openai_clip
 
 
 def tokenize(texts):
-    return openai_clip().tokenize(texts)  # [n, 77]
+    """CLIP token ids [n, 77], on the CPU whatever the default device (callers move them to the model)."""
+    with torch.device("cpu"):
+        return openai_clip().tokenize(texts)  # [n, 77]
 
 
 def init_context(text_encoder, n_ctx, ctx_init, ctx_words_set_length):
