@@ -17,19 +17,14 @@ Weights come from ``MODEL.BACKBONE.NAME`` / ``MODEL.BACKBONE.PATH`` like every t
 offline message: :func:`clip_patch.load_clip`). Files that need a modified CLIP (the MaPLe family's
 ``clip.build_model(state_dict, design_details)``) are not served by this helper.
 """
-import warnings
-
 from clip_patch import load_clip
+from clip_patch.openai_clip import openai_clip
 from dassl.engine import resolve_device
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import convert_weights
 
 
 def load_clip_to_cpu(cfg):
     """CLIP for ``cfg.MODEL.BACKBONE`` as the ecosystem's ``load_clip_to_cpu`` returns it (fp16 only on CUDA runs)."""
     clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
     if resolve_device(cfg).type == "cuda":
-        convert_weights(clip_model)
+        openai_clip().model.convert_weights(clip_model)
     return clip_model.requires_grad_(True)

@@ -30,15 +30,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from yacs.config import CfgNode as CN
 
 from analysis.features import cache_folder, cached_image_features, weights_digest
 from clip_patch import image_encoder_for
 from dassl.config import register_config
-from dassl.data.data_manager import build_data_loader
-from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -69,13 +65,16 @@ class Trial:
 @dataclass
 class SearchResult:
     C: float
-    classifier: LogisticRegression
+    classifier: object  # a fitted sklearn.linear_model.LogisticRegression
     val_accuracy: float  # %
     trials: list = field(default_factory=list)  # [Trial], in the order they ran
 
 
 def fit_logistic_regression(features, labels, C, max_iter):
     """L2-regularised multinomial logistic regression (lbfgs), as lpclip fits it."""
+    from sklearn.exceptions import ConvergenceWarning  # (imported here: config building never needs scikit-learn)
+    from sklearn.linear_model import LogisticRegression
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported per trial instead (Trial.converged)
         return LogisticRegression(solver="lbfgs", C=C, max_iter=max_iter).fit(features, labels)
@@ -257,6 +256,9 @@ class LinearProbeCLIP(CLIPPromptTrainer):
 
     def train_features(self):
         """Features of train_x under the test-time transform (lpclip extracts them without augmentation)."""
+        from dassl.data.data_manager import build_data_loader
+        from dassl.data.transforms import build_transform
+
         loader = build_data_loader(self.cfg, sampler_type="SequentialSampler", data_source=self.dm.dataset.train_x,
                                    batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE,
                                    tfm=build_transform(self.cfg, is_train=False), is_train=False, split="train_x")
