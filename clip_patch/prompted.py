@@ -17,7 +17,8 @@ Two implementations of a layer, equal up to float rounding (tests compare them):
   computes only the row that becomes the feature (CLS / EOT); its keys and values still come from every token.
   In the text encoder, a prefix that is identical in every class prompt (e.g. "<SOS> a photo of a", with deep prompts
   that are the same for every class: ``DeepPrompts.shared``) is encoded once; the class suffixes attend to its
-  keys/values (under the causal mask the prefix never sees the suffixes, so this is exact).
+  keys/values (under the causal mask the prefix never sees the suffixes, so this is exact). There ``replace`` gets
+  ``probe=None``: prefix queries attend to prefix keys only, and a shared method reads no per-class row.
 * straightforward: the released code's computation — ``nn.MultiheadAttention`` with ``need_weights=True`` on the
   incoming tokens to read the gate, then CLIP's own block on the replaced tokens (attention computed twice).
 """
@@ -34,7 +35,7 @@ class DeepPrompts:
 
     slots: slice  # positions of the b prompt tokens in the sequence
     replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
-    shared: bool = False  # replace() returns [b, D] (the same for every sequence) and never reads the probe
+    shared: bool = False  # replace() returns [b, D], the same for every sequence, and accepts probe=None (see below)
 
 
 class AttentionProbe:

@@ -133,6 +133,28 @@ def test_straightforward_reference_reads_an_exactly_zero_sos_attention(tiny):
     assert all(a.shape == (2,) and torch.equal(a, torch.zeros(2)) for a in read)
 
 
+@pytest.mark.parametrize("classnames, probed", [(None, False), (["cat"], True)])
+def test_fast_reference_text_gate_input_is_zero_with_and_without_a_probe(tiny, classnames, probed):
+    """Several classes: the shared prefix is encoded once and replace() gets no probe. One class: no shared prefix,
+    the fast block's probe is read. Either way a = 0 exactly, and the features equal the straightforward path's."""
+    model = build_bmip(tiny, classnames=classnames)
+    probes, read = [], []
+    original_text_inputs = model.prompt_learner.text_inputs
+    def text_inputs():
+        embeddings, tokens, deep = original_text_inputs()
+        replace = deep.replace
+        deep.replace = lambda layer, probe: (probes.append(probe), replace(layer, probe))[1]
+        return embeddings, tokens, deep
+    model.prompt_learner.text_inputs = text_inputs
+    spy_on(model.prompt_learner, "text_gate_input", read)
+    with torch.no_grad():
+        fast = model.text_features()
+        assert len(read) == DEPTH - 2 and all(torch.equal(a, torch.zeros(2)) for a in read)
+        assert all((p is not None) == probed for p in probes)
+        model.straightforward = True
+        torch.testing.assert_close(model.text_features(), fast, atol=1e-6, rtol=0)
+
+
 class IncomingTokens:
     """Forward pre-hooks that keep, per layer, the first LayerNorm input = the layer's incoming tokens [B, N, D]."""
 

@@ -200,12 +200,12 @@ class WithoutDeepPrompts(torch.nn.Module):
         super().__init__()
         self.learner = learner
 
-    def text_inputs(self, straightforward=False):
-        embeddings, tokens, _ = self.learner.text_inputs(straightforward)
+    def text_inputs(self):
+        embeddings, tokens, _ = self.learner.text_inputs()
         return embeddings, tokens, None
 
-    def vision_inputs(self, straightforward=False):
-        shallow, _ = self.learner.vision_inputs(straightforward)
+    def vision_inputs(self):
+        shallow, _ = self.learner.vision_inputs()
         return shallow, None
 
 

@@ -3,10 +3,11 @@
 A method supplies a *prompt learner*: an ``nn.Module`` holding every trainable tensor of the method (and no frozen
 CLIP weight), with two methods
 
-* ``text_inputs(straightforward) -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
-* ``vision_inputs(straightforward) -> (shallow [b, D_v] | None, DeepPrompts | None)``
+* ``text_inputs() -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
+* ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
 
-(``straightforward`` asks for the released code's computation where a method has a cheaper exact one.)
+Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders' business,
+not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``.
 
 :class:`PromptedCLIP` runs the frozen encoders of :mod:`clip_patch` with those inputs, and :class:`CLIPPromptTrainer`
 registers the learner (only it is trained and saved) under the method's checkpoint folder name.
@@ -69,7 +70,7 @@ class PromptedCLIP(nn.Module):
         cacheable = self._caching and not torch.is_grad_enabled() and not self.straightforward
         if cacheable and self._text_cache is not None:
             return self._text_cache
-        embeddings, tokens, deep = self.prompt_learner.text_inputs(self.straightforward)
+        embeddings, tokens, deep = self.prompt_learner.text_inputs()
         features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
@@ -77,7 +78,7 @@ class PromptedCLIP(nn.Module):
         return features
 
     def image_features(self, image):
-        shallow, deep = self.prompt_learner.vision_inputs(self.straightforward)
+        shallow, deep = self.prompt_learner.vision_inputs()
         features = self.image_encoder(image, shallow, deep, self.straightforward)  # [B, E]
         return features / features.norm(dim=-1, keepdim=True)
 

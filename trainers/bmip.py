@@ -139,25 +139,30 @@ class BMIPPromptLearner(nn.Module):
         a = probe.to_slots(slice(0, self.num_patch_tokens)).detach()  # [B, b]
         return a.mean(dim=0) if self.mode == "reference" else a
 
-    def text_gate_input(self, probe, straightforward):
-        """a [b] (reference: SOS row, class mean, exactly 0) or [n_cls, b] (per_sample: EOT rows)."""
+    def text_gate_input(self, probe):
+        """a [b] (reference: the SOS query's attention, averaged over classes) or [n_cls, b] (per_sample: EOT rows).
+
+        Under the causal mask the SOS query sees only itself, so the reference input is exactly 0. The fast text path
+        encodes the prefix shared by all classes once and passes no probe there: a = 0 without reading anything. The
+        straightforward path passes one and reads it, as the release does.
+        """
         if self.mode == "per_sample":
             return probe.to_slots(self.eot).detach()  # [n_cls, b]
-        if straightforward:  # what the release computes: attention of the SOS query, averaged over classes
-            return probe.to_slots(slice(0, 1)).detach().mean(dim=0)  # [b]
-        return self.ctx_t.new_zeros(self.ctx_t.shape[0])  # SOS sees only itself under the causal mask
+        if probe is None:
+            return self.ctx_t.new_zeros(self.ctx_t.shape[0])  # [b]
+        return probe.to_slots(slice(0, 1)).detach().mean(dim=0)  # [b]
 
-    def text_inputs(self, straightforward=False):
+    def text_inputs(self):
         def replace(layer, probe):
             k = layer - 1
             if k >= self.n_text_blend:
                 return None
-            a = self.text_gate_input(probe, straightforward)
+            a = self.text_gate_input(probe)
             return self._blend(self.text_gates[k], a, self.compound_prompts_text[k], self.vision_to_text(k))
-        shared = self.mode == "reference" and not straightforward  # the same blend for every class, no probe read
+        shared = self.mode == "reference"  # the same blend for every class
         return self.prompts.assemble(self.ctx_t), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared)
 
-    def vision_inputs(self, straightforward=False):
+    def vision_inputs(self):
         def replace(layer, probe):
             k = layer - 1
             if k >= len(self.compound_prompts_visual):

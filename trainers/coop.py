@@ -62,10 +62,10 @@ class CoOpPromptLearner(nn.Module):
                 rows.append(torch.cat([prefix, name, c, rest], dim=1))
         return torch.cat(rows, dim=0)  # [n_cls, L, D]
 
-    def text_inputs(self, straightforward=False):
+    def text_inputs(self):
         return self._embeddings(), self.prompts.tokens, None
 
-    def vision_inputs(self, straightforward=False):
+    def vision_inputs(self):
         return None, None
 
 

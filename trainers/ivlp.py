@@ -58,13 +58,13 @@ class VisionLanguagePrompts(nn.Module):
             self.deep_vision = deep_prompt_list(depth_vision - 1, n_ctx_vision, image_encoder.width)
             self.vision_slots = vision_prompt_slots(image_encoder, n_ctx_vision)
 
-    def text_inputs(self, straightforward=False):
+    def text_inputs(self):
         if not self.text_on:
             return self.prompts.assemble(None), self.prompts.tokens, None
         deep = DeepPrompts(text_prompt_slots(self.ctx.shape[0]), replace_from_list(self.deep_text), shared=True)
         return self.prompts.assemble(self.ctx), self.prompts.tokens, deep
 
-    def vision_inputs(self, straightforward=False):
+    def vision_inputs(self):
         if not self.vision_on:
             return None, None
         return self.ctx_vision, DeepPrompts(self.vision_slots, replace_from_list(self.deep_vision))

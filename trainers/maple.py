@@ -45,11 +45,11 @@ class MaPLePromptLearner(nn.Module):
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
         self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
-    def text_inputs(self, straightforward=False):
+    def text_inputs(self):
         replace = replace_from_list(self.compound_prompts_text)
         return self.prompts.assemble(self.ctx), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared=True)
 
-    def vision_inputs(self, straightforward=False):
+    def vision_inputs(self):
         def replace(layer, probe):
             if layer > len(self.compound_prompts_text):
                 return None

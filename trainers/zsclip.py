@@ -44,10 +44,10 @@ class HandcraftedPrompts(nn.Module):
         self.register_buffer("embeddings", text_encoder.embed(tokens).detach(), persistent=False)  # [n_cls, L, D]
         self.texts = texts
 
-    def text_inputs(self, straightforward=False):
+    def text_inputs(self):
         return self.embeddings, self.tokens, None
 
-    def vision_inputs(self, straightforward=False):
+    def vision_inputs(self):
         return None, None
 
 
