@@ -238,9 +238,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     # Import torch and every module once, before forking; compute nothing here.
+    import dassl.data.data_manager  # noqa: F401  (the engine imports it lazily; torchvision costs ~2 s per child)
     import datasets  # noqa: F401  (registers the datasets)
     import train  # noqa: F401
     import trainers  # noqa: F401  (registers the trainers)
+    from clip_patch.openai_clip import openai_clip
+
+    openai_clip()  # imported lazily when CLIP is built
 
     args.work.mkdir(parents=True, exist_ok=True)
 
