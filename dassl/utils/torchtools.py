@@ -152,10 +152,10 @@ def load_checkpoint(fpath):
 
 def _unsafe_checkpoint_message(fpath, err):
     try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(fpath)
+        unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(fpath))  # torch returns a set's order
     except Exception:  # not a zip checkpoint: its globals cannot be listed without unpickling
         unsafe = []
-    held = ", ".join(unsafe[:4]) + (", ..." if len(unsafe) > 4 else "") if unsafe else "not only tensors"
+    held = ", ".join(unsafe[:8]) + (", ..." if len(unsafe) > 8 else "") if unsafe else "not only tensors"
     return (
         f'"{fpath}" holds pickled Python objects ({held}) that loading could execute, so it was not loaded '
         "(Dassl-written checkpoints, e.g. released MaPLe/PromptSRC/BMIP weights, are like this). If you trust the "
