@@ -233,6 +233,33 @@ def test_shell_scripts_dry_run_print_commands_and_check_data(env):
     assert result.returncode == 2 and "is not a directory" in result.stderr
 
 
+def test_promptsrc_wrappers_pick_the_published_configs(env):
+    out = env["tmp"] / "out"
+    common = ["--output", str(out), "--train-py", str(env["fake"]), "--dry-run"]  # the repository's configs/
+    data = {"DATA": str(env["data"])}
+    result = run_script("promptsrc/base2new.sh", "dtd", "1", *common, env_vars=data)
+    assert result.returncode == 0, result.stderr
+    assert "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml" in result.stdout
+    assert f"{out}/base2new/train_base/dtd/shots_16/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx/seed1" in result.stdout
+    result = run_script("promptsrc/base2new.sh", "dtd", "1", *common, env_vars={**data, "TRAINER": "PromptSRC_BMIP"})
+    assert "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml" in result.stdout
+    # the few-shot config's comment: these datasets aggregate with GPA mean 45 / std 5
+    result = run_script("promptsrc/few_shot.sh", "eurosat", "1", *common, "--shots", "1", env_vars=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("TRAINER.PROMPTSRC.GPA_MEAN 45 TRAINER.PROMPTSRC.GPA_STD 5") == 1
+    result = run_script("promptsrc/few_shot.sh", "dtd", "1", *common, "--shots", "1", env_vars=data)
+    assert "GPA_MEAN 45" in result.stdout
+    result = run_script("promptsrc/few_shot.sh", "imagenet", "1", *common, "--shots", "1", env_vars=data)
+    assert result.returncode == 0 and "GPA_MEAN" not in result.stdout
+    result = run_script("promptsrc/cross_dataset.sh", "1", *common, "--targets", "dtd", env_vars=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets.yaml") == 2
+    for script, args in (("base2new.sh", ["dtd", "1"]), ("domain_generalization.sh", ["1"])):
+        bad = run_script(f"promptsrc/{script}", *args, *common, env_vars={**data, "TRAINER": "CoOp"})
+        assert bad.returncode == 2 and bad.stdout == ""
+        assert bad.stderr == "error: TRAINER must be PromptSRC or PromptSRC_BMIP, got 'CoOp'\n"
+
+
 def test_shell_script_runs_skips_and_reports_failures(env):
     out = env["tmp"] / "out"
     common = ["--output", str(out), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]

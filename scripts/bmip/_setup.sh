@@ -1,5 +1,5 @@
-# Sourced by the scripts in this folder (the released BMIP scripts' forms): checks the
-# environment, sets REPO, DATA, CONFIGS, PYTHON and TRAIN_PY, and defines config_files and run_train.
+# Sourced by the scripts in this folder (the released BMIP scripts' forms): sets REPO, CONFIGS, PYTHON and TRAIN_PY,
+# and defines script_args (the arguments, DATA and the config files checked) and run_train.
 #   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
 #   CONFIGS  folder holding datasets/DATASET.yaml and trainers/BMIP/CFG.yaml (default: the repository's configs/)
 #   PYTHON   interpreter (default: python3)
@@ -11,15 +11,24 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CONFIGS="${CONFIGS:-$REPO/configs}"
 PYTHON="${PYTHON:-python3}"
 TRAIN_PY="$REPO/train.py"
-if [[ -z "${DATA:-}" || ! -d "$DATA" ]]; then
-    echo "error: set DATA to the datasets root (got '${DATA:-}')" >&2
-    exit 2
-fi
-
-# config_files DATASET CFG: stop, naming the file, if a config is missing
-config_files() {
-    local file
-    for file in "$CONFIGS/datasets/$1.yaml" "$CONFIGS/trainers/BMIP/$2.yaml"; do
+# script_args "DATASET SEED DEVICE CFG [MORE...]" "$@": exactly these arguments (else the usage line), set as shell
+# variables of those names; then DATA and the two config files must exist. Every failure is one line, exit 2.
+script_args() {
+    local names=($1) name file
+    shift
+    if [[ $# -ne ${#names[@]} ]]; then
+        echo "usage: DATA=/path/to/datasets bash $0 ${names[*]}" >&2
+        exit 2
+    fi
+    for name in "${names[@]}"; do
+        printf -v "$name" '%s' "$1"
+        shift
+    done
+    if [[ -z "${DATA:-}" || ! -d "$DATA" ]]; then
+        echo "error: set DATA to the datasets root (got '${DATA:-}')" >&2
+        exit 2
+    fi
+    for file in "$CONFIGS/datasets/$DATASET.yaml" "$CONFIGS/trainers/BMIP/$CFG.yaml"; do
         if [[ ! -f "$file" ]]; then
             echo "error: config file $file does not exist (check DATASET / CFG, or CONFIGS)" >&2
             exit 2

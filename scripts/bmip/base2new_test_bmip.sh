@@ -5,17 +5,12 @@
 # usage: DATA=/path/to/datasets bash scripts/bmip/base2new_test_bmip.sh DATASET SEED DEVICE CFG
 # output: ./output/base2new/test_new/CFG/DATASET/seedSEED
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-[[ $# -eq 4 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG" >&2; exit 2; }
 source "$(dirname "$0")/_setup.sh"
+script_args "DATASET SEED DEVICE CFG" "$@"
 TRAINER=BMIP
-DATASET=$1
-SEED=$2
-DEVICE=$3
-CFG=$4
 SHOTS=16
 LOADEP=5
 SUB=new
-config_files "$DATASET" "$CFG"
 
 COMMON_DIR=${CFG}/${DATASET}/seed${SEED}
 MODEL_DIR=./output/base2new/train_base/${COMMON_DIR}

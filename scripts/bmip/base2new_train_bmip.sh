@@ -5,15 +5,10 @@
 #   e.g. bash scripts/bmip/base2new_train_bmip.sh eurosat 1 cuda:0 BMIP_ctx2_dp9_lr2
 # output: ./output/base2new/train_base/CFG/DATASET/seedSEED (an existing run is resumed from its checkpoints)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-[[ $# -eq 4 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG" >&2; exit 2; }
 source "$(dirname "$0")/_setup.sh"
+script_args "DATASET SEED DEVICE CFG" "$@"
 TRAINER=BMIP
-DATASET=$1
-SEED=$2
-DEVICE=$3
-CFG=$4
 SHOTS=16
-config_files "$DATASET" "$CFG"
 
 DIR=./output/base2new/train_base/${CFG}/${DATASET}/seed${SEED}
 if [[ -d "$DIR" ]]; then

@@ -7,17 +7,11 @@
 # model:  output/imagenet/BMIP/CFG_16shots/seedSEED (SOURCE=<dataset> replaces imagenet; the release fixes it)
 # output: output/evaluation/BMIP/CFG/DATASET/seedSEED (skipped if it exists, as in the release)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh), SOURCE
-[[ $# -eq 5 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG LOAD_EPOCH" >&2; exit 2; }
 source "$(dirname "$0")/_setup.sh"
+script_args "DATASET SEED DEVICE CFG LOAD_EPOCH" "$@"
 TRAINER=BMIP
-DATASET=$1
-SEED=$2
-DEVICE=$3
-CFG=$4
-load_epoch=$5
 SHOTS=16
 SOURCE="${SOURCE:-imagenet}"
-config_files "$DATASET" "$CFG"
 
 DIR=output/evaluation/${TRAINER}/${CFG}/${DATASET}/seed${SEED}
 if [[ -d "$DIR" ]]; then
@@ -27,5 +21,5 @@ fi
 echo "Run this job and save the output to ${DIR}"
 run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
     --model-dir "output/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}" \
-    --load-epoch "$load_epoch" \
+    --load-epoch "$LOAD_EPOCH" \
     --eval-only

@@ -5,15 +5,10 @@
 #   e.g. bash scripts/bmip/xd_train.sh imagenet 1 cuda:0 BMIP_ctx2_dp3_cross_datasets
 # output: output/DATASET/BMIP/CFG_16shots/seedSEED (skipped if it exists, as in the release)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-[[ $# -eq 4 ]] || { echo "usage: DATA=/path/to/datasets bash $0 DATASET SEED DEVICE CFG" >&2; exit 2; }
 source "$(dirname "$0")/_setup.sh"
+script_args "DATASET SEED DEVICE CFG" "$@"
 TRAINER=BMIP
-DATASET=$1
-SEED=$2
-DEVICE=$3
-CFG=$4
 SHOTS=16
-config_files "$DATASET" "$CFG"
 
 DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 if [[ -d "$DIR" ]]; then

@@ -11,12 +11,10 @@
 #            PromptSRC: vit_b16_c2_ep20_batch4_4+4ctx, PromptSRC_BMIP: vit_bitp_ctx4_ep20TT_adam_PromptSRC
 #   options: those of scripts/base2new.sh (--dry-run, --device DEV, --output DIR, --shots K)
 # output:  output/base2new/{train_base,test_base,test_new}/DATASET/shots_16/TRAINER/CFG/seedSEED
-set -euo pipefail
-TRAINER="${TRAINER:-PromptSRC}"
+source "$(dirname "$0")/_trainer.sh"
 case "$TRAINER" in
   PromptSRC) DEFAULT_CFG="vit_b16_c2_ep20_batch4_4+4ctx" ;;
   PromptSRC_BMIP) DEFAULT_CFG="vit_bitp_ctx4_ep20TT_adam_PromptSRC" ;;
-  *) echo "error: TRAINER must be PromptSRC or PromptSRC_BMIP, got '$TRAINER'" >&2; exit 2 ;;
 esac
 if [[ $# -lt 2 ]]; then echo "usage: bash $0 DATASET SEED [options] [-- KEY VALUE ...]" >&2; exit 2; fi
 exec bash "$(dirname "$0")/../base2new.sh" "$TRAINER" "${CFG:-$DEFAULT_CFG}" "$@"

@@ -10,11 +10,6 @@
 #   runs at depth 9 with 2 tokens, as in the release: docs/PROMPTSRC.md)
 #   options: those of scripts/cross_dataset.sh (--dry-run, --device DEV, --output DIR, --source, --targets)
 # output:  output/imagenet/TRAINER/CFG_16shots/seedSEED and output/evaluation/TRAINER/CFG_16shots/TARGET/seedSEED
-set -euo pipefail
-TRAINER="${TRAINER:-PromptSRC}"
-case "$TRAINER" in
-  PromptSRC|PromptSRC_BMIP) ;;
-  *) echo "error: TRAINER must be PromptSRC or PromptSRC_BMIP, got '$TRAINER'" >&2; exit 2 ;;
-esac
+source "$(dirname "$0")/_trainer.sh"
 if [[ $# -lt 1 ]]; then echo "usage: bash $0 SEED [options] [-- KEY VALUE ...]" >&2; exit 2; fi
 exec bash "$(dirname "$0")/../cross_dataset.sh" "$TRAINER" "${CFG:-vit_b16_c2_ep20_batch4_4+4ctx_cross_datasets}" "$@"

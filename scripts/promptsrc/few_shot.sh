@@ -9,12 +9,10 @@
 #   vit_bitp_ctx4_ep20TT_adam_PromptSRC
 #   options: those of scripts/few_shot.sh (--dry-run, --device DEV, --output DIR, --shots K [K ...])
 # output:  output/few_shot/DATASET/TRAINER/CFG_Kshots/seedSEED
-set -euo pipefail
-TRAINER="${TRAINER:-PromptSRC}"
+source "$(dirname "$0")/_trainer.sh"
 case "$TRAINER" in
   PromptSRC) DEFAULT_CFG="vit_b16_c2_ep50_batch4_4+4ctx_few_shot" ;;
   PromptSRC_BMIP) DEFAULT_CFG="vit_bitp_ctx4_ep20TT_adam_PromptSRC" ;;
-  *) echo "error: TRAINER must be PromptSRC or PromptSRC_BMIP, got '$TRAINER'" >&2; exit 2 ;;
 esac
 if [[ $# -lt 2 ]]; then echo "usage: bash $0 DATASET SEED [options] [-- KEY VALUE ...]" >&2; exit 2; fi
 CFG="${CFG:-$DEFAULT_CFG}"
