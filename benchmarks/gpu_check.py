@@ -345,36 +345,31 @@ def speed_table(results, trainers, args):
 def speed_goals(results_by_prec, trainers, args, judge):
     """``(name, value, goal, met)`` for the GPU goals; ``met`` None when the run is not one the goals are for."""
     goals = []
-    small = min(args.speed_eval_classes)
+
+    def ratio(name, top, bottom, field, goal, at_most=False):
+        """Goal on top[field] / bottom[field], when both measurements exist."""
+        if top and bottom:
+            value, bound = top[field] / bottom[field], GOALS[goal]
+            met = value <= bound if at_most else value >= bound
+            goals.append((name, value, f"{'<=' if at_most else '>='} {bound}", met))
+
+    small, n_train = min(args.speed_eval_classes), args.speed_train_classes
     for prec, results in results_by_prec.items():
         for trainer in trainers:
             base = TRAINERS[trainer].compare_with
-            fast = find(results, "train", trainer, False, args.speed_train_classes)
+            fast = find(results, "train", trainer, False, n_train)
+            evaluation = find(results, "eval", trainer, False, small)
             if base:
-                other = find(results, "train", base, False, args.speed_train_classes)
-                if fast and other:
-                    value = fast["median_s"] / other["median_s"]
-                    goals.append((f"{trainer} {prec}: train step / {base}'s", value,
-                                  f"<= {GOALS['train_vs_base']}", value <= GOALS["train_vs_base"]))
-                evaluation = find(results, "eval", trainer, False, small)
-                floor = find(results, "floor", None, False, small)
-                if evaluation and floor:
-                    value = evaluation["images_per_s"] / floor["images_per_s"]
-                    goals.append((f"{trainer} {prec}: eval @{small} classes / zero-shot floor", value,
-                                  f">= {GOALS['eval_vs_floor']}", value >= GOALS["eval_vs_floor"]))
+                ratio(f"{trainer} {prec}: train step / {base}'s", fast, find(results, "train", base, False, n_train),
+                      "median_s", "train_vs_base", at_most=True)
+                ratio(f"{trainer} {prec}: eval @{small} classes / zero-shot floor", evaluation,
+                      find(results, "floor", None, False, small), "images_per_s", "eval_vs_floor")
             if prec != "fp32" and "fp32" in results_by_prec:
                 reference = results_by_prec["fp32"]
-                slow = find(reference, "train", trainer, False, args.speed_train_classes)
-                if fast and slow:
-                    value = slow["median_s"] / fast["median_s"]
-                    goals.append((f"{trainer} {prec}: train step speed-up over fp32", value,
-                                  f">= {GOALS['half_speedup']}", value >= GOALS["half_speedup"]))
-                evaluation = find(results, "eval", trainer, False, small)
-                slow_eval = find(reference, "eval", trainer, False, small)
-                if evaluation and slow_eval:
-                    value = evaluation["images_per_s"] / slow_eval["images_per_s"]
-                    goals.append((f"{trainer} {prec}: eval @{small} speed-up over fp32", value,
-                                  f">= {GOALS['half_speedup']}", value >= GOALS["half_speedup"]))
+                ratio(f"{trainer} {prec}: train step speed-up over fp32", find(reference, "train", trainer, False,
+                      n_train), fast, "median_s", "half_speedup")
+                ratio(f"{trainer} {prec}: eval @{small} speed-up over fp32", evaluation,
+                      find(reference, "eval", trainer, False, small), "images_per_s", "half_speedup")
     return [(name, value, goal, met if judge else None) for name, value, goal, met in goals]
 
 
