@@ -16,16 +16,12 @@ neighbours are only indicative. BMIP inserts a gated blend of its deep prompt wi
         --dataset-config-file configs/datasets/dtd.yaml --root $DATA --model-dir output/.../seed1 [--topk 5]
 """
 import sys
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from analysis.cli import build_parser, load_trained
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.simple_tokenizer import SimpleTokenizer
+from clip_patch.openai_clip import openai_clip
 
 SHALLOW_CONTEXT = ("ctx", "ctx_t")  # learner attributes holding the shallow text context [b, D] | [n_cls, b, D]
 DEEP_TEXT_PROMPTS = ("compound_prompts_text", "deep_text")  # learner attributes: lists of [b, D], used at l = k + 1
@@ -111,7 +107,7 @@ def main(argv=None):
         sets = interpret(learner, token_embedding, args.topk, trainer.dm.dataset.classnames)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
-    print(format_report(sets, SimpleTokenizer().decoder, tuple(token_embedding.shape)))
+    print(format_report(sets, openai_clip().simple_tokenizer.SimpleTokenizer().decoder, tuple(token_embedding.shape)))
     return sets
 
 

@@ -21,19 +21,12 @@ def split_loader(trainer, split):
     raise ValueError(f"split must be 'test' or 'val', got '{split}'")
 
 
-def forget_text_cache(model):
-    """Make the next evaluation forward run the text encoder (PromptedCLIP caches class text features)."""
-    if hasattr(model, "_text_cache"):
-        model._text_cache = None
-
-
 def run_pass(trainer, loader, recorders):
     """Run ``trainer.model_inference`` over ``loader`` as ``trainer.test()`` does (eval mode, no grad, the run's
-    precision) with every recorder attached; returns the accuracy in %."""
+    precision, the class text features computed once) with every recorder attached; returns the accuracy in %."""
     trainer.set_model_mode("eval")
-    forget_text_cache(trainer.model)
     correct = total = 0
-    with contextlib.ExitStack() as stack, torch.no_grad():
+    with contextlib.ExitStack() as stack, torch.no_grad(), trainer.evaluation_scope():
         for recorder in recorders:
             stack.enter_context(recorder)
         for batch in tqdm(loader, desc="Analysis pass", unit="batch", file=sys.stderr, disable=None, leave=False):

@@ -99,7 +99,7 @@ def measure_eval(spec, device):
     if trainer.get_model_names():
         trainer.set_model_mode("eval")
     memory_after_build = peak_memory_mb(device)
-    with torch.no_grad(), trainer.model.text_cache():  # one evaluation scope, as test() opens it
+    with torch.no_grad(), trainer.evaluation_scope():  # one evaluation, as test() opens it
         start = time.perf_counter()
         trainer.model_inference(warmup_images)
         synchronize(device)

@@ -40,10 +40,7 @@ import warnings
 import torch
 
 from clip_patch import Precision
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    from clip.model import convert_weights
+from clip_patch.openai_clip import openai_clip
 
 HALF_PRECISIONS = ("fp16", "amp", "bf16")
 INITIAL_LOSS_SCALE = 2.0 ** 16  # torch.amp.GradScaler's initial scale
@@ -102,9 +99,9 @@ def set_precision(trainer, precision):
     autocast, and a GradScaler where the policy uses one. The learner and its optimizer state stay fp32."""
     if precision.casts_frozen_weights:
         for encoder in (trainer.model.text_encoder, trainer.model.image_encoder):
-            convert_weights(encoder)  # only the frozen CLIP modules (the learner may own Linear layers)
+            openai_clip().model.convert_weights(encoder)  # only the frozen CLIP modules (the learner may own Linear layers)
     trainer.precision = precision
-    trainer.scaler = torch.amp.GradScaler(precision.device.type) if precision.uses_grad_scaler else None
+    trainer.scaler = precision.grad_scaler()
     return trainer
 
 
@@ -176,7 +173,7 @@ def eval_logits(trainer, images, precision):
     previous = trainer.precision
     trainer.precision = precision
     try:
-        with torch.no_grad():
+        with torch.no_grad(), trainer.evaluation_scope():
             trainer.model_inference(images[:1])  # fills the text cache, as the first batch of a test() does
             return trainer.model_inference(images).float().cpu()
     finally:

@@ -237,14 +237,9 @@ def main(argv=None):
                              "each kind of step, e.g. the first save and the final save of a checkpoint)")
     args = parser.parse_args(argv)
 
-    # Import torch and every module once, before forking; compute nothing here.
-    import dassl.data.data_manager  # noqa: F401  (the engine imports it lazily; torchvision costs ~2 s per child)
-    import datasets  # noqa: F401  (registers the datasets)
-    import train  # noqa: F401
-    import trainers  # noqa: F401  (registers the trainers)
-    from clip_patch.openai_clip import openai_clip
+    from benchmarks.runner import preload
 
-    openai_clip()  # imported lazily when CLIP is built
+    preload()  # import torch, torchvision, clip and every module once, before forking; compute nothing here
 
     args.work.mkdir(parents=True, exist_ok=True)
 

@@ -199,10 +199,13 @@ class CLIPPromptTrainer(TrainerX):
         with self.precision.autocast():
             return self.model(image).float()
 
+    def evaluation_scope(self):
+        """One evaluation: gradient-free forwards inside it share one computation of the class text features."""
+        return self.model.text_cache() if isinstance(self.model, PromptedCLIP) else contextlib.nullcontext()
+
     def test(self, split=None):
-        """The engine's evaluation, with the class text features computed once for it (``text_cache``)."""
-        cache = self.model.text_cache() if isinstance(self.model, PromptedCLIP) else contextlib.nullcontext()
-        with cache:
+        """The engine's evaluation, with the class text features computed once for it."""
+        with self.evaluation_scope():
             return super().test(split)
 
     def checkpoint_state_for(self, name, state_dict):
