@@ -33,6 +33,14 @@ CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP": "CoOp"}
 
 FINISHED, RUNNING, UNFINISHED, NEW = "finished", "running", "unfinished", "new"
 TAIL_LINES = 10  # lines of a failed job's output shown in reports
+INCOMPLETE = ("failed", "blocked", "running", "interrupted")  # outcomes of jobs that did not finish here
+
+
+def exit_status(outcomes):
+    """A runner's exit status: 1 when a job failed, 3 when one is running elsewhere, else 0 (blocked jobs always
+    follow a failed or running training; interruptions are reported by the signal)."""
+    statuses = {o.status for o in outcomes}
+    return 1 if "failed" in statuses else 3 if "running" in statuses else 0
 
 
 class SetupError(Exception):
@@ -348,7 +356,7 @@ def summary_lines(outcomes):
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     lines = ["=== sweep summary: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))]
     for outcome in outcomes:
-        if outcome.status in ("failed", "blocked", "running", "interrupted"):
+        if outcome.status in INCOMPLETE:
             logs = " ".join(str(p) for p in outcome.logs) or "(no log)"
             lines.append(f"{outcome.status.upper()} {outcome.job.output_dir}: {outcome.message}; logs: {logs}")
             lines += [f"    | {line}" for line in outcome.tail]

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scripts.jobs import REPO_ROOT, RunContext, run_chain
+from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, run_chain, summary_lines
 from scripts.protocols import base2new
 from scripts.results import build_report
-from scripts.sweep import summary_lines
 
 DATASETS = ("micro_clean", "micro_sketch", "micro_noisy", "micro_retro", "micro_night")
 RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaPLe", "micro"),
@@ -105,11 +104,11 @@ def main(argv=None):
     report = build_report(collect(args.output).results, args.output / "results")
     print("\n" + report)
     print(f"Plot: {args.output / 'results' / 'base2new_hm.png'}; tables: {args.output / 'results'}")
-    failed = [o for o in outcomes if o.status in ("failed", "blocked")]
-    if failed:
+    incomplete = [o for o in outcomes if o.status in INCOMPLETE]
+    if incomplete:
         print("\n".join(summary_lines(outcomes)))
     print(f"Done in {time.time() - start:.0f} s")
-    return 1 if failed else 0
+    return 1 if incomplete else 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 from scripts import layout, protocols  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
-from scripts.jobs import SetupError, check_config_files, run_chain  # noqa: E402
+from scripts.jobs import INCOMPLETE, SetupError, check_config_files, exit_status, run_chain  # noqa: E402
 from scripts.processes import stop_on_signals  # noqa: E402
 
 
@@ -79,14 +79,12 @@ def main(argv=None):
         return 2
     with stop_on_signals() as received:
         outcomes = [o for chain in chains for o in run_chain(chain, ctx, dry_run=args.dry_run)]
-    unfinished = [o for o in outcomes if o.status in ("failed", "blocked", "running", "interrupted")]
-    for outcome in unfinished:
+    for outcome in (o for o in outcomes if o.status in INCOMPLETE):
         logs = ", ".join(str(p) for p in outcome.logs) or "no log"
         print(f"{outcome.status.upper()} {outcome.job.output_dir}: {outcome.message} ({logs})", file=sys.stderr)
     if received["signal"]:
         return 128 + received["signal"]
-    statuses = {o.status for o in unfinished}
-    return 1 if "failed" in statuses else 3 if "running" in statuses else 0
+    return exit_status(outcomes)
 
 
 if __name__ == "__main__":

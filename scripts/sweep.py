@@ -48,9 +48,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import yaml  # noqa: E402
 
-from scripts import layout, protocols, slurm, sweep_status  # noqa: E402
+from scripts import layout, protocols, sweep_status  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
-from scripts.jobs import REPO_ROOT, SetupError, check_config_files, run_chain, summary_lines  # noqa: E402
+from scripts.jobs import REPO_ROOT, SetupError, check_config_files, exit_status, run_chain, summary_lines  # noqa: E402
 from scripts.processes import CHILDREN, stop_on_signals  # noqa: E402
 
 EXPERIMENT_KEYS = {
@@ -283,6 +283,8 @@ def load_chains(args):
 
 def slurm_setup(args, section, roots):
     """(SLURM options: the sweep file's ``slurm:`` section overridden by the flags given; submitit's folder)."""
+    from scripts import slurm  # submitit: imported only for the SLURM executor and status
+
     options = slurm.SlurmOptions.from_mapping(section, "slurm section of the sweep file")
     options = options.updated(**{key: getattr(args, key) for key in SLURM_FLAGS})
     return options, Path(options.folder or roots[0] / "slurm").absolute()
@@ -290,11 +292,12 @@ def slurm_setup(args, section, roots):
 
 def main_status(argv):
     """``sweep.py status SWEEP...``: one line per job; exit 0 all finished, 1 some failed, 3 otherwise."""
+    from scripts import slurm
     args = build_parser().parse_args(argv)
     try:
         chains, _, section, roots = load_chains(args)
         _, folder = slurm_setup(args, section, roots)
-        tasks = slurm.chain_tasks(folder) if folder.is_dir() else {}
+        tasks = slurm.chain_tasks(folder)
     except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -317,8 +320,9 @@ def runner_args_for_status(args):
 
 def main_slurm(args, chains, ctx, section, roots):
     """Submit the chains that need it as a SLURM job array; print what was submitted and what was not."""
+    from scripts import slurm
     options, folder = slurm_setup(args, section, roots)
-    tasks = slurm.chain_tasks(folder) if folder.is_dir() else {}
+    tasks = slurm.chain_tasks(folder)
     selected, held = slurm.plan(chains, tasks, args.retry_failed)
     for reason, count in sorted(held.items()):
         print(f"# not submitted: {count} chains {reason}")
@@ -371,8 +375,7 @@ def main(argv=None):
     if received["signal"]:
         print(f"# stopped ({CHILDREN.stop_reason}): re-run the same command to continue")
         return 128 + received["signal"]
-    statuses = {o.status for o in outcomes}  # "blocked" always follows a failed or running training
-    return 1 if "failed" in statuses else 3 if "running" in statuses else 0
+    return exit_status(outcomes)
 
 
 if __name__ == "__main__":

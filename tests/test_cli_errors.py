@@ -68,6 +68,17 @@ def test_config_errors_need_only_torch():
     assert done.stdout.split() == ["[]"]
 
 
+def test_result_readers_and_local_runners_import_neither_torch_nor_submitit():
+    """parse_test_res.py, results, sweep status and local sweeps read output folders with the standard library (and
+    run train.py as a child): they answer in a fraction of a second, and submitit is needed only for SLURM."""
+    script = ("import sys, parse_test_res, scripts.results, scripts.sweep, scripts.sweep_status, "
+              "scripts.micro_benchmark, scripts.run_protocol; "
+              "print(sorted(m for m in ('torch', 'submitit') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]"]
+
+
 @pytest.mark.parametrize("case, expected", [
     (lambda d, o, t: ["--root", d, "--output-dir", o, "OPTIM.LR"], "must be KEY VALUE pairs"),
     (lambda d, o, t: ["--root", d, "--output-dir", o, "optim.lr", "0.1"], "is not a config key"),

@@ -11,6 +11,9 @@
   unless the user explicitly accepts the change.
 * ``result.json`` — written atomically once the final evaluation has printed its result. A run is *finished*
   exactly when this file exists; re-running a finished run's command trains and evaluates nothing.
+
+Reading (``lock_holder``, ``read_result``, ``read_config``) needs only the standard library, so result parsers and
+sweep runners import this module without torch; the writers import ``dassl.utils`` when they run.
 """
 import datetime
 import fcntl
@@ -18,8 +21,6 @@ import json
 import os
 import os.path as osp
 import socket
-
-from dassl.utils import atomic_write, mkdir_if_missing, write_json
 
 __all__ = [
     "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
@@ -64,7 +65,7 @@ class OutputDirLock:
         self._file = None
 
     def acquire(self):
-        mkdir_if_missing(self.output_dir)
+        os.makedirs(self.output_dir, exist_ok=True)
         handle = open(self.path, "a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,6 +121,8 @@ def lock_holder(output_dir):
 
 def write_result(output_dir, record):
     """Write ``result.json`` atomically: ``record`` (plain JSON values) plus the time it was written."""
+    from dassl.utils import write_json  # torch-side helpers: only the run that writes imports them
+
     write_json(dict(record, written=_now()), osp.join(output_dir, RESULT_FILE))
 
 
@@ -141,13 +144,15 @@ def read_result(output_dir):
 
 def write_config(output_dir, cfg):
     """Store the effective config as ``OUTPUT_DIR/config.yaml`` (atomically)."""
+    from dassl.utils import atomic_write  # torch-side helpers: only the run that writes imports them
+
     text = cfg.dump()
 
     def write(tmp_path):
         with open(tmp_path, "w") as f:
             f.write(text)
 
-    mkdir_if_missing(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
     atomic_write(osp.join(output_dir, CONFIG_FILE), write)
 
 
