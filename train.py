@@ -353,7 +353,7 @@ def claim_output_dir(cfg, args):
     from dassl.utils import checkpoint_epochs, remove_stale_temp_files
 
     out = cfg.OUTPUT_DIR
-    remove_stale_temp_files(out)  # left by a killed run's atomic writes (we hold the folder's lock)
+    remove_stale_temp_files(out)  # left by a killed run's atomic writes, checkpoint folders included (we hold the lock)
     result, stored = read_result(out), read_config(out)
     mode = "eval" if args.eval_only else "train"
     has_checkpoints = any(checkpoint_epochs(osp.join(out, d)) for d in os.listdir(out) if osp.isdir(osp.join(out, d)))

@@ -26,7 +26,6 @@ from dassl.utils import (
     checkpoint_epochs,
     load_checkpoint,
     mkdir_if_missing,
-    remove_stale_temp_files,
     restore_checkpoint,
     save_checkpoint,
     set_random_seed,
@@ -174,12 +173,11 @@ class TrainerBase:
         ``directory/<name>/``; return the epoch to start from (0 if there is none).
 
         Files are written atomically, so a kill leaves complete files only; an epoch missing for one of the models
-        (a kill between their saves) is passed over for an older one. Temporary files of a killed save are removed.
+        (a kill between their saves) is passed over for an older one. (Temporary files of a killed save are removed
+        by train.py once it holds the output folder's lock; ``directory`` may be another run's folder.)
         """
         names = self.get_model_names()
         folders = [osp.join(directory, name) for name in names]
-        for folder in folders:
-            remove_stale_temp_files(folder)
         common = set.intersection(*(set(checkpoint_epochs(folder)) for folder in folders)) if folders else set()
         if not common:
             print("No checkpoint found, train from scratch")
@@ -444,7 +442,6 @@ class SimpleTrainer(TrainerBase):
                 "Warning: TRAIN.EARLY_STOPPING is inactive: it needs per-epoch validation on a val split "
                 "(TEST.FINAL_MODEL best_val, TEST.NO_TEST False, TEST.NO_TEST_EARLY False)"
             )
-        remove_stale_temp_files(self.output_dir)
         if self.start_epoch > 0:  # a killed run may have saved epoch N but not yet removed epoch N-1
             self._remove_superseded_checkpoints(self.start_epoch)
         truncate_curves(osp.join(self.output_dir, CURVES_FILE), self.start_epoch)

@@ -99,13 +99,16 @@ def atomic_write(fpath, write_fn):
 
 
 def remove_stale_temp_files(dirname):
-    """Delete the temporary files that a killed ``atomic_write`` left in ``dirname``; return their names.
+    """Delete the temporary files that a killed ``atomic_write`` left in ``dirname`` and its subfolders (a run
+    folder's checkpoint folders); return their paths relative to ``dirname``.
 
-    Only call this while owning the folder (e.g. holding the output-folder lock): a live writer's file would go too.
+    Only call this while owning the folder (holding the output-folder lock): a live writer's file would go too.
     """
     if not osp.isdir(dirname):
         return []
-    stale = sorted(f for f in os.listdir(dirname) if TEMP_MARKER in f and osp.isfile(osp.join(dirname, f)))
+    folders = [""] + [d for d in os.listdir(dirname) if osp.isdir(osp.join(dirname, d))]  # not deeper: no other run
+    stale = sorted(osp.join(d, f) for d in folders for f in os.listdir(osp.join(dirname, d))
+                   if TEMP_MARKER in f and osp.isfile(osp.join(dirname, d, f)))
     for name in stale:
         os.remove(osp.join(dirname, name))
     return stale
