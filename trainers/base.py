@@ -160,7 +160,7 @@ class CLIPPromptTrainer(TrainerX):
         self.register_model(self.CHECKPOINT_NAME, learner, self.optim, self.sched)
         self.scaler = self.precision.grad_scaler()
         if cfg.MODEL.INIT_WEIGHTS:
-            self.load_init_weights(learner)
+            self.load_init_weights()
 
     def parse_batch_train(self, batch):
         return batch["img"].to(self.device), batch["label"].to(self.device)
@@ -187,7 +187,7 @@ class CLIPPromptTrainer(TrainerX):
             self.update_lr()
         return summary
 
-    def load_init_weights(self, learner):
+    def load_init_weights(self):
         """MODEL.INIT_WEIGHTS: initialise the learner from a checkpoint file (ours or a released one), as the released
         trainers do at the end of build_model; every key must fit (Dassl's loader silently keeps the matching ones)."""
         path = self.cfg.MODEL.INIT_WEIGHTS

@@ -28,9 +28,6 @@ from .imagenet_templates import IMAGENET_TEMPLATES
 from .ivlp import VisionLanguagePrompts
 from .prompting import check_prompt_depth, tokenize
 
-BMIP_MODES = ("reference", "per_sample")
-
-
 @register_config
 def add_promptsrc_config(cfg):
     cfg.TRAINER.PROMPTSRC = CN()
@@ -104,6 +101,8 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         super().check_cfg(cfg)
         m = cfg.TRAINER.PROMPTSRC
         gpa_weights(m.GPA_MEAN, m.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # raises on GPA_STD <= 0 before anything is built
+        if m.N_CTX_TEXT < 1:
+            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT = {m.N_CTX_TEXT}: the prompt learner needs >= 1 token.")
         for key in ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT"):
             if m[key] < 0:
                 raise ValueError(f"TRAINER.PROMPTSRC.{key} = {m[key]}: loss weights must be >= 0.")
@@ -146,12 +145,13 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
 
     def compute_loss(self, image, label):
         terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.item() for name, value in terms.items()}
+        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
         return sum(terms.values()), logits
 
     def forward_backward(self, batch):
         summary = super().forward_backward(batch)
-        summary.update(self.last_loss_terms)  # logged next to the total
+        names, values = zip(*self.last_loss_terms.items())
+        summary.update(zip(names, torch.stack(values).tolist()))  # logged next to the total; one host sync
         return summary
 
     # -- Gaussian prompt aggregation -------------------------------------------------------------------------------
@@ -193,8 +193,6 @@ class PromptSRC(SelfRegulatingTrainer):
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg
-        if m.N_CTX_TEXT < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT = {m.N_CTX_TEXT}: PromptSRC learns text prompts; use >= 1.")
         check_prompt_depth(m.PROMPT_DEPTH_TEXT, len(clip_model.transformer.resblocks), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
         return VisionLanguagePrompts(clip_model, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
                                      m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)

@@ -14,8 +14,8 @@ import warnings
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .bmip import BMIPPromptLearner, check_released_gates
-from .promptsrc import BMIP_MODES, SelfRegulatingTrainer
+from .bmip import MODES, BMIPPromptLearner, check_released_gates
+from .promptsrc import SelfRegulatingTrainer
 
 
 @TRAINER_REGISTRY.register()
@@ -23,8 +23,8 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         m = cfg.TRAINER.PROMPTSRC
-        if m.BMIP_MODE not in BMIP_MODES:
-            raise ValueError(f"TRAINER.PROMPTSRC.BMIP_MODE must be one of {BMIP_MODES}, got '{m.BMIP_MODE}'")
+        if m.BMIP_MODE not in MODES:
+            raise ValueError(f"TRAINER.PROMPTSRC.BMIP_MODE must be one of {MODES}, got '{m.BMIP_MODE}'")
         ignored = [key for key in ("PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT") if m[key] != m.PROMPT_DEPTH]
         if ignored:
             warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.{'/'.join(ignored)} (as the release does): both "
@@ -35,8 +35,6 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg
-        if m.N_CTX_TEXT < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT = {m.N_CTX_TEXT}: BMIP needs >= 1 prompt token.")
         return BMIPPromptLearner(clip_model, classnames, m.N_CTX_TEXT, m.CTX_INIT, m.PROMPT_DEPTH, m.BMIP_MODE,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
 
