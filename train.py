@@ -306,19 +306,15 @@ def _is_bad_input(err):
     """Errors that mean "fix the command, the config or the files" (exit 2) rather than "the run failed"."""
     if isinstance(err, UsageError):
         return True  # (found before torch was imported: keep it that way)
-    from dassl.engine.run_dir import ConfigMismatch, OutputDirBusy
-    from dassl.engine.trainer import DivergenceError
-    from dassl.utils import CheckpointError
+    from dassl.engine.run_dir import OutputDirBusy
     from dassl.utils.safe_pickle import ForbiddenPickleContent
 
-    if isinstance(err, DivergenceError):
-        return False
-    return isinstance(err, (UsageError, ConfigMismatch, OutputDirBusy, CheckpointError, ForbiddenPickleContent,
-                            KeyError, ValueError, FileNotFoundError))
+    # ConfigMismatch and CheckpointError are ValueErrors; a DivergenceError (a FloatingPointError) is a failed run
+    return isinstance(err, (OutputDirBusy, ForbiddenPickleContent, KeyError, ValueError, FileNotFoundError))
 
 
 def _model_file(args):
-    """The checkpoint file name an evaluation loads (None: the trainer needs none)."""
+    """The checkpoint file name an evaluation loads."""
     return "model-best.pth.tar" if args.best or args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
 
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import SequentialSampler
 from tqdm import tqdm
 
+from dassl.utils import atomic_write
 from datasets.protocols import relative_to
 
 FEATURES_ENV = "CLIP_FEATURES_DIR"
@@ -72,13 +73,6 @@ def extract_features(encode, loader, desc):
     return torch.cat(features), torch.cat(labels)
 
 
-def _atomic_save(obj, path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp_path = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp_path)
-    os.replace(tmp_path, path)
-
-
 def cached_image_features(encode, loader, split, folder, encoder, image_root=""):
     """Features and labels of every image of ``loader`` (a sequential loader), from the cache or extracted.
 
@@ -109,7 +103,8 @@ def cached_image_features(encode, loader, split, folder, encoder, image_root="")
     print(f"Extracting image features of the {split} split ({len(data_source)} images)")
     features, labels = extract_features(encode, loader, desc=f"Features ({split})")
     try:
-        _atomic_save({"key": key, "features": features, "labels": labels}, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write(path, lambda tmp: torch.save({"key": key, "features": features, "labels": labels}, tmp))
         print(f"Cached them in {path}")
     except OSError as err:
         print(f"Warning: could not cache the features in {path} ({err}); set {FEATURES_ENV} to a writable folder")

@@ -90,10 +90,6 @@ class OutputDirLock:
             self._file.close()
             self._file = None
 
-    @property
-    def held(self):
-        return self._file is not None
-
     def __enter__(self):
         return self.acquire()
 
@@ -186,8 +182,8 @@ def config_differences(stored, current, defaults=None):
     (since removed from the code) is ignored.
     """
     differences = []
-    for key in sorted(set(stored) | set(current)):
-        if key in RESULT_NEUTRAL_KEYS or key not in current:
+    for key in sorted(current):
+        if key in RESULT_NEUTRAL_KEYS:
             continue
         if key not in stored:
             if defaults is not None and key in defaults and defaults[key] == current[key]:

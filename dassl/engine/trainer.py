@@ -487,15 +487,14 @@ class SimpleTrainer(TrainerBase):
         """
         last_epoch = (self.epoch + 1) == self.max_epoch
         val_result = None
+        self.completed_epochs = self.epoch + 1  # saved in run_state by both saves below
         if self.select_on_val:
             val_result = self.test(split="val")
             improved = val_result > self.best_result
             if val_result > self.best_result + self._best_val_min_delta():
                 self.best_result = val_result
-                self.completed_epochs = self.epoch + 1
                 self.save_model(self.epoch, self.output_dir, val_result=val_result, model_name=BEST_MODEL_FILE)
             self._update_early_stopping(improved)
-        self.completed_epochs = self.epoch + 1
         if last_epoch or self.stop_training:
             self.finalize_weights()
         self._check_divergence_trend()

@@ -2,9 +2,9 @@
 
     python -m dassl.utils.convert_checkpoint --trust IN.pth.tar OUT.pth.tar
 
-``load_checkpoint`` never runs code stored in a file: it reads tensors, plain Python values and the optimizer /
-scheduler classes that Dassl-written checkpoints hold. A file holding other pickled objects is refused. This command
-is the one explicit way past that: it reads IN with ``torch.load(weights_only=False)`` — which executes whatever the
+``load_checkpoint`` never runs code stored in a file: it reads tensors and plain Python values only, and refuses a
+file holding pickled objects (Dassl-written checkpoints hold optimizer / scheduler objects and NumPy scalars).
+This command is the one explicit way past that: it reads IN with ``torch.load(weights_only=False)`` — which executes whatever the
 file contains, so only use it on files whose origin you trust — turns every object that has a ``state_dict()``
 (optimizers, schedulers, modules) into that state dict and NumPy scalars/arrays into Python values/tensors, and
 writes OUT, which then loads normally. IN is never modified.
