@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CURVES_FILE = "curves.csv"
+CURVES_FILE = "curves.csv"  # dassl/utils/curves.py writes it (named there too: result readers import no torch)
 
 
 @dataclass

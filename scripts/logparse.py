@@ -16,6 +16,7 @@ evaluation-only runs.
 results by the log rule above, as the ecosystem's scripts do. The sweep runner never counts them as finished:
 re-running such a job lets ``train.py`` resume from its checkpoints and write ``result.json``.
 """
+import collections
 import re
 from pathlib import Path
 
@@ -63,7 +64,10 @@ def read_lines(path):
 def tail(path, lines=10):
     """The last ``lines`` lines of a text file (``[]`` when it does not exist)."""
     path = Path(path)
-    return read_lines(path)[-lines:] if path.is_file() else []
+    if not path.is_file():
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line.rstrip("\n") for line in collections.deque(f, maxlen=lines)]  # streamed: logs grow per resume
 
 
 def finished(run_dir):

@@ -8,9 +8,9 @@ the job's training had finished, makes that job ``failed`` with the task's own l
 """
 from dataclasses import dataclass
 
-from dassl.engine.run_dir import lock_holder, read_result
-from scripts import logparse
-from scripts.jobs import CAPTURED_OUTPUT, output_tail, shown_path
+from dassl.engine.run_dir import read_result
+from scripts import jobs, logparse
+from scripts.jobs import CAPTURED_OUTPUT, job_state, output_tail, shown_path
 
 FINISHED, RUNNING, FAILED, PENDING = "finished", "running", "failed", "pending"
 STATES = (FINISHED, RUNNING, FAILED, PENDING)
@@ -43,11 +43,11 @@ def _result_detail(job):
 
 
 def _job_status(job, task, unfinished_training):
-    if logparse.finished(job.output_dir):
+    state, holder = job_state(job)
+    if state == jobs.FINISHED:
         return JobStatus(job, FINISHED, _result_detail(job))
     live = task is not None and task.state is not None
-    holder = lock_holder(str(job.output_dir))
-    if holder is not None:
+    if state == jobs.RUNNING:
         return JobStatus(job, RUNNING, holder + (f"; SLURM job {task.job_id}" if live else ""))
     if live:
         return JobStatus(job, PENDING, f"SLURM job {task.job_id} {task.state}")

@@ -4,7 +4,6 @@ requeue, resume, failures) and, end to end, a micro sweep on a real single-node 
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -126,24 +125,20 @@ def test_chain_tasks_on_submitit_local_executor_survive_preemption_and_report_fa
 
 # -- a real SLURM cluster ----------------------------------------------------------------------------------------
 
-CLUSTER_TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel")
-
-
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """A single-node SLURM cluster on localhost for this module; yields the environment its clients need.
 
     Skipped, with the reason, only where it cannot run (no SLURM packages, not root); with REQUIRE_SLURM=1
     (set by .ci/run once the packages are installed) that is a failure instead."""
-    missing = [tool for tool in CLUSTER_TOOLS if shutil.which(tool) is None]
-    reason = (f"SLURM end-to-end test not run: {', '.join(missing)} not installed (apt-get install slurm-wlm munge)"
-              if missing else "SLURM end-to-end test not run: slurmd needs root" if os.geteuid() else None)
-    if reason:
+    script = str(REPO / "tests" / "slurm" / "cluster.sh")
+    check = subprocess.run(["bash", script, "check"], capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:  # a tool is missing, or not root
+        reason = f"SLURM end-to-end test not run: {check.stderr.strip()}"
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("cluster")
-    script = str(REPO / "tests" / "slurm" / "cluster.sh")
     started = subprocess.run(["bash", script, "start", str(folder)], capture_output=True, text=True, timeout=120)
     try:
         assert started.returncode == 0, started.stdout + started.stderr

@@ -36,17 +36,18 @@ script_args() {
     done
 }
 
-# run_train DATASET SEED DEVICE CFG OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call
+# run_train OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call, for the DATASET, SEED,
+# DEVICE and CFG that script_args set
 run_train() {
-    local dataset=$1 seed=$2 device=$3 cfg=$4 dir=$5
-    shift 5
+    local dir=$1
+    shift
     "$PYTHON" "$TRAIN_PY" \
         --root "$DATA" \
-        --seed "$seed" \
+        --seed "$SEED" \
         --trainer BMIP \
-        --dataset-config-file "$CONFIGS/datasets/${dataset}.yaml" \
-        --config-file "$CONFIGS/trainers/BMIP/${cfg}.yaml" \
+        --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
+        --config-file "$CONFIGS/trainers/BMIP/${CFG}.yaml" \
         --output-dir "$dir" \
-        --device "$device" \
+        --device "$DEVICE" \
         "$@"
 }

@@ -21,7 +21,7 @@ if [[ -d "$DIR" ]]; then
 else
     echo "Runing the first phase job and save the output to ${DIR}"
 fi
-run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
+run_train "$DIR" \
     --model-dir "$MODEL_DIR" \
     --load-epoch "$LOADEP" \
     --eval-only \

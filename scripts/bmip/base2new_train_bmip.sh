@@ -16,6 +16,6 @@ if [[ -d "$DIR" ]]; then
 else
     echo "Run this job and save the output to ${DIR}"
 fi
-run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
+run_train "$DIR" \
     DATASET.NUM_SHOTS "$SHOTS" \
     DATASET.SUBSAMPLE_CLASSES base

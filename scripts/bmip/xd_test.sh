@@ -19,7 +19,7 @@ if [[ -d "$DIR" ]]; then
     exit 0
 fi
 echo "Run this job and save the output to ${DIR}"
-run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
+run_train "$DIR" \
     --model-dir "output/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}" \
     --load-epoch "$LOAD_EPOCH" \
     --eval-only

@@ -16,5 +16,5 @@ if [[ -d "$DIR" ]]; then
     exit 0
 fi
 echo "Run this job and save the output to ${DIR}"
-run_train "$DATASET" "$SEED" "$DEVICE" "$CFG" "$DIR" \
+run_train "$DIR" \
     DATASET.NUM_SHOTS "$SHOTS"

@@ -4,6 +4,7 @@
 #   tests/slurm/cluster.sh start DIR    # generate a config under DIR, start munged, slurmctld, slurmd; wait until idle
 #   source DIR/env                      # SLURM_CONF for the client commands (sbatch, squeue, scontrol, ...)
 #   tests/slurm/cluster.sh stop DIR     # cancel its jobs, stop the three daemons started for DIR (pid files)
+#   tests/slurm/cluster.sh check        # exit 0 when this machine can run it (the tools are installed, root)
 #
 # Everything lives in DIR: the munge key and socket, slurm.conf, state and spool folders, pid files and daemon logs.
 # Daemons listen on free loopback ports only (SlurmctldHost=localhost), so nothing is reachable from outside and
@@ -12,7 +13,16 @@
 # partition `cpu`. ProctrackType=proctrack/linuxproc (no cgroups needed inside a container) and TaskPlugin=task/none.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop DIR | $0 check" >&2; exit 2; }
+
+check() {
+    for tool in munged mungekey slurmctld slurmd sinfo sbatch srun squeue scancel; do  # the test's clients too
+        command -v "$tool" >/dev/null || { echo "error: $tool not found: apt-get install -y slurm-wlm munge" >&2; exit 3; }
+    done
+    [[ $(id -u) -eq 0 ]] || { echo "error: the test cluster runs slurmd, which needs root" >&2; exit 3; }
+}
+
+if [[ $# -eq 1 && $1 == check ]]; then check; exit 0; fi
 [[ $# -eq 2 ]] || usage
 action=$1
 dir=$(realpath -m "$2")
@@ -32,10 +42,7 @@ stop_pid_file() {  # stop the daemon whose pid is in $1 (SIGTERM, then SIGKILL a
 }
 
 start() {
-    for tool in munged mungekey slurmctld slurmd sinfo; do
-        command -v "$tool" >/dev/null || { echo "error: $tool not found: apt-get install -y slurm-wlm munge" >&2; exit 3; }
-    done
-    [[ $(id -u) -eq 0 ]] || { echo "error: the test cluster runs slurmd, which needs root" >&2; exit 3; }
+    check
     mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
     chmod 700 "$dir/munge"
     mungekey --create --force --keyfile="$dir/munge/munge.key" >/dev/null

@@ -30,4 +30,4 @@ def after_epoch_then_pause_once(self):
 SimpleTrainer.after_epoch = after_epoch_then_pause_once
 
 if __name__ == "__main__":
-    train.main(sys.argv[1:])
+    sys.exit(train.cli(sys.argv[1:]))  # what `python train.py` runs
