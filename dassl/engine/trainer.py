@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from torch.nn.utils import get_total_norm
 from tqdm import tqdm
 
 from dassl.evaluation import build_evaluator
@@ -564,7 +565,9 @@ class SimpleTrainer(TrainerBase):
             problem = f"the gradients overflow at every step (loss scale fell to {scaler.get_scale():.3g})"
         if problem is None:
             tensors = self._trainable_tensors()
-            if tensors and not bool(torch.stack([t.detach().abs().max().float() for t in tensors]).isfinite().all()):
+            with torch.no_grad():  # max |p| over all of them: fused per dtype/device, one host sync
+                finite = not tensors or bool(torch.isfinite(get_total_norm(tensors, float("inf"))))
+            if not finite:
                 problem = "the parameters are no longer finite"
         if problem is not None:
             raise DivergenceError(
