@@ -245,8 +245,7 @@ def main(argv=None):
     cfg = setup_cfg(args)
     check_config(cfg, args)
 
-    from dassl.engine.run_dir import OutputDirLock, read_result
-    from dassl.utils import checkpoint_epochs
+    from dassl.engine.run_dir import OutputDirLock, has_checkpoints, read_result
 
     created = not os.path.exists(cfg.OUTPUT_DIR)
     with OutputDirLock(cfg.OUTPUT_DIR):
@@ -256,7 +255,7 @@ def main(argv=None):
             return run(cfg, args)
         except BaseException:
             out = cfg.OUTPUT_DIR
-            saved = read_result(out) or any(checkpoint_epochs(os.path.join(out, d)) for d in os.listdir(out))
+            saved = read_result(out) or has_checkpoints(out)
             if created and not saved:  # the run never got anywhere: leave no folder behind
                 _close_log()
                 shutil.rmtree(out, ignore_errors=True)
@@ -315,7 +314,9 @@ def _is_bad_input(err):
 
 def _model_file(args):
     """The checkpoint file name an evaluation loads."""
-    return "model-best.pth.tar" if args.best or args.load_epoch is None else f"model.pth.tar-{args.load_epoch}"
+    from dassl.engine.run_dir import checkpoint_file
+
+    return checkpoint_file(None if args.best else args.load_epoch)
 
 
 def evaluated_models(args):
@@ -345,14 +346,14 @@ def claim_output_dir(cfg, args):
 
     from dassl.config import extend_cfg, get_cfg_default
     from dassl.engine.run_dir import (CONFIG_FILE, RESULT_FILE, ConfigMismatch, config_differences,
-                                      describe_differences, flatten_config, read_config, read_result, write_config)
-    from dassl.utils import checkpoint_epochs, remove_stale_temp_files
+                                      describe_differences, flatten_config, has_checkpoints, read_config,
+                                      read_result, write_config)
+    from dassl.utils import remove_stale_temp_files
 
     out = cfg.OUTPUT_DIR
     remove_stale_temp_files(out)  # left by a killed run's atomic writes, checkpoint folders included (we hold the lock)
     result, stored = read_result(out), read_config(out)
     mode = "eval" if args.eval_only else "train"
-    has_checkpoints = any(checkpoint_epochs(osp.join(out, d)) for d in os.listdir(out) if osp.isdir(osp.join(out, d)))
     problems = []
     if stored is not None:
         current = flatten_config(yaml.safe_load(cfg.dump()))
@@ -362,7 +363,7 @@ def claim_output_dir(cfg, args):
             problems.append(f"its config differs in {describe_differences(differences)}")
     if result is not None and result.get("mode") != mode:
         problems.append(f"it holds a finished {result.get('mode')} run, this is a {mode} run")
-    if mode == "eval" and has_checkpoints:
+    if mode == "eval" and has_checkpoints(out):
         problems.append("it holds a training run's checkpoints, and evaluating into it would mark that run finished")
     models = evaluated_models(args) if mode == "eval" else {}
     if result is not None and mode == "eval" and result.get("model_dir") != osp.abspath(args.model_dir or "."):

@@ -17,8 +17,9 @@ import argparse
 import os.path as osp
 import sys
 
+from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_file
 from dassl.utils import load_checkpoint, save_checkpoint
-from scripts.jobs import BEST_CHECKPOINT, SetupError, checkpoint_epoch
+from scripts.jobs import SetupError, checkpoint_epoch
 from trainers.release_formats import RELEASE_LAYOUTS
 
 LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
@@ -37,7 +38,7 @@ def source_file(layout, model_dir, load_epoch):
     """The checkpoint file of ``model_dir`` to export (see the module docstring)."""
     if load_epoch is None:
         load_epoch = checkpoint_epoch(model_dir)
-    name = BEST_CHECKPOINT if load_epoch is None else f"model.pth.tar-{load_epoch}"
+    name = checkpoint_file(load_epoch)
     path = osp.join(model_dir, layout.folder, name)
     if not osp.isfile(path):
         raise SetupError(f'no checkpoint at "{path}": check --model-dir, --trainer and --load-epoch')

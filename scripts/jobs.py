@@ -9,21 +9,18 @@ in its output directory; an unfinished evaluation is simply run again (its new l
 ``log.txt-<timestamp>``; the old one is kept).
 """
 import os
-import re
 import shlex
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dassl.engine.run_dir import lock_holder, read_result
+from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_epochs, lock_holder, read_result
 from scripts import logparse
 from scripts.layout import TRAINING_FREE
 from scripts.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_FILE = re.compile(r"^model\.pth\.tar-(?P<epoch>\d+)$")
-BEST_CHECKPOINT = "model-best.pth.tar"
 CAPTURED_OUTPUT = "stdout.txt"
 LOAD_EPOCH_PENDING = "LAST"
 PENDING_NOTE = ("# LAST = chosen once training has finished: model-best.pth.tar if the run saved one, "
@@ -148,13 +145,12 @@ def checkpoint_epoch(model_dir, require_finished=True):
     if result is None and require_finished:
         raise SetupError(f"the training run in {model_dir} has not finished (no result.json): run its training "
                          f"job first")
-    folders = [p for p in model_dir.iterdir() if p.is_dir()]
     if result is not None and result.get("deployed") == "best_val":
         return None
+    folders = [p for p in model_dir.iterdir() if p.is_dir()] if model_dir.is_dir() else []
     if result is None and any((folder / BEST_CHECKPOINT).is_file() for folder in folders):
         return None
-    epochs = [int(m.group("epoch")) for folder in folders for f in folder.iterdir()
-              if (m := CHECKPOINT_FILE.match(f.name))]
+    epochs = [epoch for folder in folders for epoch in checkpoint_epochs(str(folder))]
     if not epochs:
         raise SetupError(f"no checkpoint (model.pth.tar-N or {BEST_CHECKPOINT}) under {model_dir}: "
                          f"its training run did not finish or the checkpoints were deleted; re-run training")

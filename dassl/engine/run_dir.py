@@ -20,9 +20,11 @@ import fcntl
 import json
 import os
 import os.path as osp
+import re
 import socket
 
 __all__ = [
+    "BEST_CHECKPOINT", "EPOCH_CHECKPOINT_PREFIX", "checkpoint_file", "checkpoint_epochs", "has_checkpoints",
     "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
     "OutputDirBusy", "ConfigMismatch", "OutputDirLock", "lock_holder",
     "read_result", "write_result", "read_config", "write_config", "config_differences",
@@ -110,6 +112,30 @@ def lock_holder(output_dir):
             return handle.read().strip() or "another process"
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return None
+
+
+# -- checkpoint files (OUTPUT_DIR/<model name>/, written by dassl.utils.save_checkpoint) ---------------------------
+
+BEST_CHECKPOINT = "model-best.pth.tar"
+EPOCH_CHECKPOINT_PREFIX = "model.pth.tar-"
+EPOCH_CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
+
+
+def checkpoint_file(epoch=None):
+    """``model.pth.tar-<epoch>``, or ``model-best.pth.tar`` when ``epoch`` is None."""
+    return BEST_CHECKPOINT if epoch is None else f"{EPOCH_CHECKPOINT_PREFIX}{epoch}"
+
+
+def checkpoint_epochs(fdir):
+    """Epochs N of the ``model.pth.tar-N`` files in ``fdir``, ascending (empty when the folder does not exist)."""
+    if not osp.isdir(fdir):
+        return []
+    return sorted(int(m.group(1)) for m in map(EPOCH_CHECKPOINT.match, os.listdir(fdir)) if m)
+
+
+def has_checkpoints(output_dir):
+    """Whether a model folder of ``output_dir`` holds an epoch checkpoint (a training run saved something)."""
+    return osp.isdir(output_dir) and any(checkpoint_epochs(osp.join(output_dir, d)) for d in os.listdir(output_dir))
 
 
 # -- result ------------------------------------------------------------------------------------------------------

@@ -34,12 +34,11 @@ from dassl.utils import (
 )
 from dassl.utils.curves import CURVES_FILE, append_curve_row, truncate_curves
 
-from .run_dir import config_differences, describe_differences, flatten_config, read_config, write_result
+from .run_dir import (BEST_CHECKPOINT, checkpoint_file, config_differences, describe_differences, flatten_config,
+                      read_config, write_result)
 
 __all__ = ["TrainerBase", "SimpleTrainer", "TrainerX", "resolve_device", "DivergenceError"]
 
-BEST_MODEL_FILE = "model-best.pth.tar"
-EPOCH_MODEL_FILE = "model.pth.tar-{}"
 # A finite run is flagged as diverging when its parameters grow this much (RMS, vs. the first epoch) or its mean
 # training loss grows this much (vs. the first epoch).
 DIVERGENCE_PARAM_GROWTH = 100.0
@@ -187,7 +186,7 @@ class TrainerBase:
         print(f"Found checkpoint at {directory} (will resume training)")
         run_state = None
         for name, folder in zip(names, folders):
-            fpath = osp.join(folder, EPOCH_MODEL_FILE.format(epoch))
+            fpath = osp.join(folder, checkpoint_file(epoch))
             print(f'Loading checkpoint from "{fpath}"')
             checkpoint = load_checkpoint(fpath)
             restore_checkpoint(checkpoint, self._models[name], self._optims[name], self._scheds[name])
@@ -209,7 +208,7 @@ class TrainerBase:
         if not directory:
             print("Note that load_model() is skipped as no pretrained model is given")
             return
-        model_file = BEST_MODEL_FILE if epoch is None else EPOCH_MODEL_FILE.format(epoch)
+        model_file = checkpoint_file(epoch)
         self.loaded_checkpoints = {}
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
@@ -494,7 +493,7 @@ class SimpleTrainer(TrainerBase):
             improved = val_result > self.best_result
             if val_result > self.best_result + self._best_val_min_delta():
                 self.best_result = val_result
-                self.save_model(self.epoch, self.output_dir, val_result=val_result, model_name=BEST_MODEL_FILE)
+                self.save_model(self.epoch, self.output_dir, val_result=val_result, model_name=BEST_CHECKPOINT)
             self._update_early_stopping(improved)
         if last_epoch or self.stop_training:
             self.finalize_weights()
@@ -537,7 +536,7 @@ class SimpleTrainer(TrainerBase):
             folder = osp.join(self.output_dir, name)
             for epoch in checkpoint_epochs(folder):
                 if epoch < newest and not self._kept_epoch(epoch):
-                    os.remove(osp.join(folder, EPOCH_MODEL_FILE.format(epoch)))
+                    os.remove(osp.join(folder, checkpoint_file(epoch)))
 
     def _write_curves_row(self, val_result):
         lr = getattr(self, "epoch_lr", None)
@@ -609,7 +608,7 @@ class SimpleTrainer(TrainerBase):
                 if self.cfg.TEST.FINAL_MODEL == "best_val":
                     why = ("no validated epoch improved on the previous best" if self.select_on_val else
                            "per-epoch validation was off, e.g. TEST.NO_TEST_EARLY True or val = test")
-                    print(f"Warning: TEST.FINAL_MODEL is best_val but no {BEST_MODEL_FILE} was written ({why})")
+                    print(f"Warning: TEST.FINAL_MODEL is best_val but no {BEST_CHECKPOINT} was written ({why})")
                 print("Deploy the last-epoch model")
                 deployed = "last_step"
             self.test()
@@ -636,7 +635,7 @@ class SimpleTrainer(TrainerBase):
 
     def _best_model_saved(self):
         return all(
-            osp.exists(osp.join(self.output_dir, name, BEST_MODEL_FILE)) for name in self.get_model_names()
+            osp.exists(osp.join(self.output_dir, name, BEST_CHECKPOINT)) for name in self.get_model_names()
         )
 
     @torch.no_grad()

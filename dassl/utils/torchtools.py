@@ -1,15 +1,16 @@
 """Checkpoint files (save / load / resume) and small model helpers."""
 
-import os
 import os.path as osp
 import pickle
-import re
 import shutil
 import warnings
 from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+
+from dassl.engine.run_dir import (BEST_CHECKPOINT, EPOCH_CHECKPOINT, EPOCH_CHECKPOINT_PREFIX, checkpoint_epochs,
+                                  checkpoint_file)
 
 from .tools import atomic_write, mkdir_if_missing
 
@@ -25,9 +26,6 @@ __all__ = [
 ]
 
 CHECKPOINT_POINTER = "checkpoint"  # text file naming the most recently saved epoch checkpoint (the resume point)
-BEST_CHECKPOINT = "model-best.pth.tar"
-EPOCH_CHECKPOINT_PREFIX = "model.pth.tar-"
-EPOCH_CHECKPOINT = re.compile(r"^model\.pth\.tar-(\d+)$")
 
 # What torch.load(weights_only=True) reads back. Exact types on purpose: subclasses such as
 # numpy.float64 (a float subclass) pickle as foreign objects and would break weights_only loading.
@@ -62,10 +60,6 @@ def _strip_module_prefix(state_dict):
     return OrderedDict((k[7:] if k.startswith("module.") else k, v) for k, v in state_dict.items())
 
 
-def _epoch_file(epoch):
-    return f"{EPOCH_CHECKPOINT_PREFIX}{epoch}"
-
-
 def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True, model_name=""):
     """Save a checkpoint dict to ``save_dir``; an epoch file also becomes the target of ``save_dir/checkpoint``.
 
@@ -90,7 +84,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     _check_plain(state, "state")
 
     if not model_name:
-        model_name = _epoch_file(state["epoch"])
+        model_name = checkpoint_file(state["epoch"])
     fpath = osp.join(save_dir, model_name)
     atomic_write(fpath, lambda tmp: torch.save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
@@ -163,13 +157,6 @@ def _unsafe_checkpoint_message(fpath, err):
     )
 
 
-def checkpoint_epochs(fdir):
-    """Epochs N of the ``model.pth.tar-N`` files in ``fdir``, ascending (empty when the folder does not exist)."""
-    if not osp.isdir(fdir):
-        return []
-    return sorted(int(m.group(1)) for m in map(EPOCH_CHECKPOINT.match, os.listdir(fdir)) if m)
-
-
 def _read_pointer(fdir):
     """The file named by ``fdir/checkpoint``, or None when the pointer is missing or names no existing file."""
     pointer = osp.join(fdir, CHECKPOINT_POINTER)
@@ -195,7 +182,7 @@ def resume_from_checkpoint(fdir, model, optimizer=None, scheduler=None):
                 f'No checkpoint to resume from in "{fdir}" (no "{CHECKPOINT_POINTER}" pointer and no '
                 f"{EPOCH_CHECKPOINT_PREFIX}N file)"
             )
-        name = _epoch_file(epochs[-1])
+        name = checkpoint_file(epochs[-1])
     fpath = osp.join(fdir, name)
     print(f'Loading checkpoint from "{fpath}"')
     checkpoint = load_checkpoint(fpath)
