@@ -2,9 +2,9 @@
 
 This is what ``train.py --draw`` (with ``--eval-only --model-dir``) runs after the model is loaded:
 
-* every CLIP prompt trainer (ZeroshotCLIP, CoOp, CoCoOp, IVLP, VPT, MaPLe, BMIP): the image/text feature report of
-  :mod:`analysis.modality` (matched vs unmatched similarity, modality gap);
-* BMIP: also the gate report of :mod:`analysis.gates`.
+* every CLIP prompt trainer (ZeroshotCLIP, CoOp, CoCoOp, IVLP, VPT, MaPLe, BMIP, PromptSRC, PromptSRC_BMIP): the
+  image/text feature report of :mod:`analysis.modality` (matched vs unmatched similarity, modality gap);
+* BMIP and PromptSRC_BMIP (BMIP's prompt learner): also the gate report of :mod:`analysis.gates`.
 
 Models without a text encoder (LinearProbeCLIP) have nothing to draw. The same as a command:
 

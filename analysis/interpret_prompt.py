@@ -1,8 +1,8 @@
 """The vocabulary tokens nearest to each learned text context vector (CoOp's ``interpret_prompt.py``, generalised).
 
 For every learnable text context of a trained model — the shallow context (``ctx`` of CoOp / CoCoOp / IVLP /
-MaPLe, ``ctx_t`` of BMIP; one set per class with CoOp's CSC) and the deep text prompts (``compound_prompts_text``
-of MaPLe / BMIP, ``deep_text`` of IVLP), layer by layer — it lists the k tokens of the model's own token-embedding
+MaPLe / PromptSRC, ``ctx_t`` of BMIP / PromptSRC_BMIP; one set per class with CoOp's CSC) and the deep text prompts
+(``compound_prompts_text`` of MaPLe / BMIP / PromptSRC_BMIP, ``deep_text`` of IVLP / PromptSRC), layer by layer — it lists the k tokens of the model's own token-embedding
 table [V, D] at the smallest Euclidean distance, with the distances, as CoOp's script does (``torch.cdist`` against
 every row, special tokens included; computed from the differences, so a vector equal to a token embedding is at
 distance 0 exactly). Offline: only the loaded model is used.
@@ -55,7 +55,7 @@ def context_sets(learner, classnames=None):
             sets.append(ContextSet(f"deep text prompt `{name}.{k}` (layer {k + 1})", prompt))
     if not sets:
         raise ValueError(f"{type(learner).__name__} has no learnable text context to interpret; this tool applies to "
-                         f"CoOp, CoCoOp, IVLP (with text prompts), MaPLe and BMIP")
+                         f"CoOp, CoCoOp, IVLP (with text prompts), MaPLe, BMIP, PromptSRC and PromptSRC_BMIP")
     return sets
 
 

@@ -35,7 +35,7 @@ class DeepPrompts:
 
     slots: slice  # positions of the b prompt tokens in the sequence
     replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
-    shared: bool = False  # replace() returns [b, D], the same for every sequence, and accepts probe=None (see below)
+    shared: bool = False  # replace() gives one [b, D] for all sequences and accepts probe=None (module docstring)
 
 
 class AttentionProbe:
