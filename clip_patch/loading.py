@@ -172,9 +172,9 @@ def build_from_state_dict(state_dict, source="the weights"):
     return model
 
 
-def locate_weights(name, path=""):
-    """The weights file that ``load_clip(name, path)`` will read (downloading an OpenAI backbone now if it is not
-    cached), or None for random-weight backbones. Raises the same clear errors as ``load_clip``, before any model
+def locate_weights(name, path="", cache_dir=None):
+    """The weights file that ``load_clip(name, path, cache_dir)`` will read (downloading an OpenAI backbone now if it
+    is not cached), or None for random-weight backbones. Raises the same clear errors as ``load_clip``, before any model
     is built."""
     if path:
         if not osp.isfile(path):
@@ -188,7 +188,7 @@ def locate_weights(name, path=""):
     if name in SHIPPED_BACKBONES:
         return SHIPPED_BACKBONES[name]
     if name in OPENAI_BACKBONE_NAMES or name in openai_backbones():
-        return download_weights(name)
+        return download_weights(name, cache_dir)
     raise ValueError(
         f"Unknown CLIP backbone '{name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
         f"or set MODEL.BACKBONE.PATH to a local weights file."
@@ -197,9 +197,7 @@ def locate_weights(name, path=""):
 
 def load_clip(name, path="", cache_dir=None):
     """Frozen fp32 CLIP (``clip.model.CLIP``) for ``name``, or from ``path`` when given."""
-    if not path and cache_dir and (name in OPENAI_BACKBONE_NAMES or name in openai_backbones()):
-        path = download_weights(name, cache_dir)
-    weights = locate_weights(name, path)
+    weights = locate_weights(name, path, cache_dir)
     model = build_random_clip(name) if weights is None else build_from_state_dict(read_state_dict(weights), weights)
     model = model.float().eval()
     model.requires_grad_(False)
