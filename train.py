@@ -246,6 +246,7 @@ def main(argv=None):
     check_config(cfg, args)
 
     from dassl.engine.run_dir import OutputDirLock, has_checkpoints, read_result
+    from dassl.utils import close_logger
 
     created = not os.path.exists(cfg.OUTPUT_DIR)
     with OutputDirLock(cfg.OUTPUT_DIR):
@@ -257,17 +258,9 @@ def main(argv=None):
             out = cfg.OUTPUT_DIR
             saved = read_result(out) or has_checkpoints(out)
             if created and not saved:  # the run never got anywhere: leave no folder behind
-                _close_log()
+                close_logger()
                 shutil.rmtree(out, ignore_errors=True)
             raise
-
-
-def _close_log():
-    from dassl.utils import Logger
-
-    if isinstance(sys.stdout, Logger):
-        sys.stdout.close()
-        sys.stdout = sys.stdout.console
 
 
 def cli(argv=None):

@@ -227,7 +227,7 @@ def _execute_in_process(cmd, job):
     import traceback
 
     import train
-    from dassl.utils import Logger
+    from dassl.utils import close_logger
 
     job.output_dir.mkdir(parents=True, exist_ok=True)
     with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink, \
@@ -239,8 +239,7 @@ def _execute_in_process(cmd, job):
             traceback.print_exc()
             status = 1
         finally:
-            if isinstance(sys.stdout, Logger):
-                sys.stdout.close()
+            close_logger()  # the run's log.txt tee (the redirection is undone on leaving the with)
     return status
 
 

@@ -7,7 +7,7 @@ import sys
 
 from .tools import mkdir_if_missing
 
-__all__ = ["Logger", "setup_logger"]
+__all__ = ["Logger", "setup_logger", "close_logger"]
 
 
 class Logger:
@@ -64,6 +64,14 @@ def _new_log_path(fpath):
     return candidate
 
 
+def close_logger():
+    """Close the log file that ``setup_logger`` tees stdout into, if any, and restore its console; returns stdout."""
+    if isinstance(sys.stdout, Logger):
+        sys.stdout.close()
+        sys.stdout = sys.stdout.console
+    return sys.stdout
+
+
 def setup_logger(output=None):
     """Tee ``sys.stdout`` into a log file and return the :class:`Logger` (None when ``output`` is None).
 
@@ -78,10 +86,7 @@ def setup_logger(output=None):
     else:
         fpath = osp.join(output, "log.txt")
 
-    console = sys.stdout
-    if isinstance(console, Logger):
-        console.close()
-        console = console.console
+    console = close_logger()
     while True:
         try:
             logger = Logger(_new_log_path(fpath), console=console)
