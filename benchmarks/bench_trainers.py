@@ -28,7 +28,7 @@ from clip_patch import PRECISIONS
 
 from .report import compute_ratios, format_ratios, large_class_table, markdown_table, path_name
 from .runner import preload, run_measurement
-from .subjects import TRAINERS, benchmark_backbone, build_cfg
+from .subjects import JUDGED_BACKBONE, TRAINERS, benchmark_backbone, large_class_spec, published_settings
 
 FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
                  "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
@@ -36,7 +36,6 @@ FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "cla
 QUICK_DEFAULTS = {"backbone": "tiny-ViT", "threads": 1, "classes_train": 10, "classes_eval": [10, 20],
                   "batch_eval": 4, "repeats": 5, "max_seconds": 1.0, "loader_images": 8, "loader_epochs": 1,
                   "out": osp.join("output", "benchmark", "bench_trainers_quick.json")}
-JUDGED_BACKBONE = "random-ViT-B/16"  # the targets are stated for the full CPU run on these shapes
 
 
 def build_parser():
@@ -125,11 +124,6 @@ def resolve_args(args):
     return args
 
 
-def published_batch_size(trainer, backbone):
-    """The training batch size of the trainer's published config (``DATALOADER.TRAIN_X.BATCH_SIZE``)."""
-    return build_cfg(trainer, backbone, "cpu", "fp32").DATALOADER.TRAIN_X.BATCH_SIZE
-
-
 def large_class_specs(args, common):
     """Training at ``--large-classes`` (and the fit points) at each method's published batch size, both paths."""
     if not args.large_classes:
@@ -138,12 +132,10 @@ def large_class_specs(args, common):
     for trainer in args.trainers:
         if not TRAINERS[trainer].large_class_memory:
             continue
-        batch = published_batch_size(trainer, args.backbone_name)
+        _, batch, _ = published_settings(trainer, args.backbone_name)
         for classes in [args.large_classes, *args.large_fit_classes]:
             for straightforward in (False, True):
-                specs.append({**common, "kind": "train", "group": "large_classes", "trainer": trainer,
-                              "straightforward": straightforward, "classes": classes, "batch": batch,
-                              "repeats": 1, "max_seconds": 0.0})
+                specs.append(large_class_spec(trainer, straightforward, classes, batch, **common))
     return specs
 
 

@@ -44,8 +44,8 @@ from clip_patch import PRECISIONS
 
 from . import measure, parity
 from .report import find
-from .subjects import (FLOOR, TRAINERS, benchmark_backbone, build_cfg, build_trainer, input_resolution,
-                       shipped_precision)
+from .subjects import (FLOOR, JUDGED_BACKBONE, TRAINERS, benchmark_backbone, build_trainer, input_resolution,
+                       large_class_spec, published_settings)
 
 DEFAULT_OUT = osp.join("output", "benchmark", "gpu_check.json")
 CHECKS = ("environment", "parity", "training", "memory", "speed")
@@ -54,7 +54,6 @@ GIB = 2 ** 30
 FITS_16GB_RESERVED_GIB = 14.0  # a 16 GB card has 15-15.8 GiB usable; ~1 GiB goes to the CUDA context and libraries
 MAX_SKIPPED_STEPS = 8  # GradScaler halvings allowed in the 50 steps (initial scale 2^16 -> at least 2^8)
 GOALS = {"train_vs_base": 1.1, "eval_vs_floor": 0.8, "half_speedup": 2.0}  # issue 16, "Goals for the GPU figures"
-JUDGED_BACKBONE = "random-ViT-B/16"
 
 
 class Report:
@@ -212,15 +211,14 @@ def misplaced_tensors(trainer, device):
 
 
 def check_training(report, trainer_id, args, device):
-    cfg = build_cfg(trainer_id, args.backbone_name, str(device))
-    prec, batch = shipped_precision(cfg), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    prec, batch, lr = published_settings(trainer_id, args.backbone_name, str(device))
     with quiet():
         trainer = build_trainer(trainer_id, args.backbone_name, str(device), prec, args.train_classes)
     precision = parity.precision_for(prec, device, emulate_on_cpu=not args.no_emulation)
     if isinstance(precision, parity.EmulatedPrecision):
         parity.set_precision(trainer, precision)
     for group in trainer.optim.param_groups:
-        group["lr"] = cfg.OPTIM.LR  # the published rate after warm-up (the warm-up rate, 1e-5, moves nothing)
+        group["lr"] = lr  # the published rate after warm-up (the warm-up rate, 1e-5, moves nothing)
     generator = torch.Generator().manual_seed(0)
     resolution = input_resolution(args.backbone_name)
     fixed = {"img": torch.randn(batch, 3, resolution, resolution, generator=generator),  # [B, 3, R, R]
@@ -249,13 +247,13 @@ def check_training(report, trainer_id, args, device):
               f"GradScaler {parity.INITIAL_LOSS_SCALE:.0f} -> {scales[-1]:.0f} ({skipped} skipped steps, "
               f"at most {MAX_SKIPPED_STEPS} allowed)")
     computes = precision.prec + (", emulated on CPU" if isinstance(precision, parity.EmulatedPrecision) else "")
-    detail = (f"PREC {prec} ({computes}), batch {batch}, {args.train_classes} classes, lr {cfg.OPTIM.LR:g}, "
+    detail = (f"PREC {prec} ({computes}), batch {batch}, {args.train_classes} classes, lr {lr:g}, "
               f"{len(losses)} steps: loss {losses[0]:.4f} -> {last:.4f} (mean of the last {k}); "
               f"{'finite' if finite else 'NON-FINITE'}; {scaler}; trainable tensors "
               f"{'fp32 and finite' if params_ok else 'NOT fp32/finite'}; "
               f"{'all tensors on ' + str(device) if not misplaced else 'OFF DEVICE: ' + ', '.join(misplaced[:5])}")
     report.add("training", f"{trainer_id} {prec}", "PASS" if passed else "FAIL", detail, losses=losses,
-               scales=scales, skipped_steps=skipped, misplaced=misplaced, batch=batch, lr=cfg.OPTIM.LR)
+               scales=scales, skipped_steps=skipped, misplaced=misplaced, batch=batch, lr=lr)
 
 
 # -- 4. memory at 1000 classes --------------------------------------------------------------------------------------
@@ -273,13 +271,11 @@ def run_spec(spec, device):
 
 
 def check_memory(report, trainer_id, straightforward, args, device):
-    cfg = build_cfg(trainer_id, args.backbone_name, str(device))
-    prec, batch = shipped_precision(cfg), cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    prec, batch, _ = published_settings(trainer_id, args.backbone_name, str(device))
     path = "straightforward" if straightforward else "fast"
     name = f"{trainer_id} {path} @{args.memory_classes} classes, batch {batch}, PREC {prec}"
-    spec = {"kind": "train", "group": "large_classes", "trainer": trainer_id, "straightforward": straightforward,
-            "backbone": args.backbone_name, "device": str(device), "prec": prec, "threads": args.threads,
-            "classes": args.memory_classes, "batch": batch, "repeats": 1, "max_seconds": 0.0}
+    spec = large_class_spec(trainer_id, straightforward, args.memory_classes, batch, backbone=args.backbone_name,
+                            device=str(device), prec=prec, threads=args.threads)
     try:
         result = run_spec(spec, device)
     except torch.cuda.OutOfMemoryError:

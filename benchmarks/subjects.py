@@ -22,6 +22,7 @@ from trainers.zsclip import DEFAULT_TEMPLATE
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLASSNAMES_FILE = osp.join(osp.dirname(osp.abspath(__file__)), "imagenet_classnames.txt")
 FLOOR = "floor"  # the zero-shot CLIP floor: text features encoded once, the image encoder alone per batch
+JUDGED_BACKBONE = "random-ViT-B/16"  # the benchmark targets and GPU goals are stated for these shapes
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,18 @@ def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
 def shipped_precision(cfg):
     """The PREC of a trainer's config (``TRAINER.<its node>.PREC``)."""
     return cfg.TRAINER[TRAINER_REGISTRY.get(cfg.TRAINER.NAME).CFG_NODE].PREC
+
+
+def published_settings(trainer_id, backbone, device="cpu"):
+    """(PREC, training batch size, learning rate) of the trainer's published config."""
+    cfg = build_cfg(trainer_id, backbone, device)
+    return shipped_precision(cfg), cfg.DATALOADER.TRAIN_X.BATCH_SIZE, cfg.OPTIM.LR
+
+
+def large_class_spec(trainer_id, straightforward, classes, batch, **common):
+    """A measurement spec: training at ``classes`` classes, one step (peak memory), in the ``large_classes`` group."""
+    return {**common, "kind": "train", "group": "large_classes", "trainer": trainer_id,
+            "straightforward": straightforward, "classes": classes, "batch": batch, "repeats": 1, "max_seconds": 0.0}
 
 
 def build_trainer(trainer_id, backbone, device, prec=None, classes=10, straightforward=False):
