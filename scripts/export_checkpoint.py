@@ -17,10 +17,11 @@ import argparse
 import os.path as osp
 import sys
 
+from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_file
 from dassl.utils import load_checkpoint, save_checkpoint
 from scripts.jobs import SetupError, checkpoint_epoch
-from trainers.release_formats import RELEASE_LAYOUTS
+from trainers.release_formats import RELEASE_LAYOUTS  # (importing trainers registers every trainer)
 
 LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
 
@@ -34,12 +35,12 @@ def build_parser():
     return parser
 
 
-def source_file(layout, model_dir, load_epoch):
-    """The checkpoint file of ``model_dir`` to export (see the module docstring)."""
+def source_file(folder, model_dir, load_epoch):
+    """The checkpoint file of ``model_dir/folder`` to export (see the module docstring)."""
     if load_epoch is None:
         load_epoch = checkpoint_epoch(model_dir)
     name = checkpoint_file(load_epoch)
-    path = osp.join(model_dir, layout.folder, name)
+    path = osp.join(model_dir, folder, name)
     if not osp.isfile(path):
         raise SetupError(f'no checkpoint at "{path}": check --model-dir, --trainer and --load-epoch')
     return path
@@ -53,7 +54,8 @@ def export(trainer, model_dir, out_dir, load_epoch=None):
     if trainer not in RELEASE_LAYOUTS:
         raise SetupError(f"no released checkpoint format for --trainer {trainer}; use one of {sorted(RELEASE_LAYOUTS)}")
     layout = RELEASE_LAYOUTS[trainer]
-    path = source_file(layout, model_dir, load_epoch)
+    folder = TRAINER_REGISTRY.get(trainer).CHECKPOINT_NAME  # the release registers its whole model under this name too
+    path = source_file(folder, model_dir, load_epoch)
     checkpoint = load_checkpoint(path)
     try:
         state_dict = layout.to_release(checkpoint["state_dict"])
@@ -61,7 +63,7 @@ def export(trainer, model_dir, out_dir, load_epoch=None):
         raise SetupError(f'"{path}" cannot be written as a released {trainer} checkpoint: {err}') from err
     released = {"state_dict": state_dict, "epoch": checkpoint["epoch"], "optimizer": None, "scheduler": None,
                 "val_result": checkpoint.get("val_result")}
-    return save_checkpoint(released, osp.join(out_dir, layout.folder), model_name=osp.basename(path))
+    return save_checkpoint(released, osp.join(out_dir, folder), model_name=osp.basename(path))
 
 
 def main(argv=None):

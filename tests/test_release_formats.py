@@ -170,11 +170,6 @@ def test_export_loads_into_the_released_model_with_every_trainable_key(tiny, cas
     assert len(exported) == len(learner_state)
 
 
-def test_checkpoint_folders_are_the_trainers_own():
-    for name, layout in RELEASE_LAYOUTS.items():
-        assert layout.folder == TRAINER_REGISTRY.get(name).CHECKPOINT_NAME
-
-
 def test_per_sample_bmip_and_foreign_learners_are_refused(tiny):
     per_sample = BMIPPromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)
     with pytest.raises(ValueError, match="MODE per_sample.*no released equivalent"):
@@ -268,7 +263,7 @@ def test_released_ivlp_and_vpt_checkpoints_load_for_evaluation(data_root, tmp_pa
     trainer = toy_trainer(data_root, name, f"TRAINER.{name}.PROMPT_DEPTH_VISION", "9")
     images = next(iter(trainer.test_loader))["img"]
     before = eval_logits(trainer, images)
-    state = write_released(released()[0], tmp_path, RELEASE_LAYOUTS[name].folder, epoch=5)
+    state = write_released(released()[0], tmp_path, TRAINER_REGISTRY.get(name).CHECKPOINT_NAME, epoch=5)
     trainer.load_model(str(tmp_path), epoch=5)
 
     learner = learner_of(trainer)

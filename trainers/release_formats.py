@@ -40,7 +40,6 @@ def _no_check(learner_keys):
 class ReleaseLayout:
     """Where the released code keeps each tensor of one trainer's prompt learner."""
 
-    folder: str  # the checkpoint folder the release registers its whole model under
     groups: Dict[str, str]  # learner key group -> released key pattern
     trained: Tuple[str, ...]  # the release's own rule: a parameter whose name holds one of these is trainable
     dead: Tuple[str, ...] = ()  # substrings of released trainable keys that never reach the loss (ignored on import)
@@ -123,34 +122,30 @@ _BMIP_DEAD = ("ctx_v", "proj_v.", "exchange_layer", "compound_exchange", "learna
 RELEASE_LAYOUTS = {
     # MaPLe (trainers/maple.py): every trainable tensor sits in the released prompt_learner under our name.
     "MaPLe": ReleaseLayout(
-        folder="MultiModalPromptLearner",
         groups=_prompt_learner_groups("ctx", "proj", "compound_prompts_text", "compound_prompt_projections"),
         trained=("prompt_learner",),
     ),
     # BMIP (release: trainers/bmip.py, clip/model.py).
     "BMIP": ReleaseLayout(
-        folder="MultiModalPromptLearner",
         groups=_BMIP_GROUPS,
         trained=("prompt_learner", "VPT", "learnable_linear"),
         dead=_BMIP_DEAD,
         export_refusal=_bmip_export_refusal,
     ),
     # IVLP (release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP).
-    "IVLP": ReleaseLayout(folder="VLPromptLearner", groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT")),
+    "IVLP": ReleaseLayout(groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT")),
     # VPT (release: trainers/vpt.py): IVLP's vision side; the text prompt is fixed.
     "VPT": ReleaseLayout(
-        folder="prompt_learner",
         groups={"ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"},
         trained=("prompt_learner", "VPT"),
     ),
     # PromptSRC (release: muzairkhattak/PromptSRC trainers/promptsrc.py): IVLP's prompts; its second frozen image
     # encoder lives in prompt_learner.ZS_image_encoder and is not trained.
-    "PromptSRC": ReleaseLayout(folder="VLPromptLearner", groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT"),
+    "PromptSRC": ReleaseLayout(groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT"),
                                dead=("ZS_image_encoder",)),
     # PromptSRC_BMIP (release: BMIP code trainers/promptsrc_bmip.py): BMIP's prompts, saved under VLPromptLearner;
     # its prompt_learner.ctx duplicates ctx_t and never reaches the loss.
     "PromptSRC_BMIP": ReleaseLayout(
-        folder="VLPromptLearner",
         groups=_BMIP_GROUPS,
         trained=("prompt_learner", "VPT", "learnable_linear"),
         dead=_BMIP_DEAD + ("ZS_image_encoder", "prompt_learner.ctx"),
