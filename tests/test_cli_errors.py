@@ -57,26 +57,28 @@ def test_argument_errors_answer_without_importing_torch(tmp_path):
     assert helped.returncode == 0 and "--accept-config-change" in helped.stdout
 
 
+def loaded_after(code, modules):
+    """Which of ``modules`` a fresh interpreter has imported after running ``code`` in the repository root."""
+    script = f"import sys; {code}; print(sorted(m for m in {tuple(modules)!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_config_errors_need_only_torch():
     """Building the config (every trainer's and dataset's keys) imports torch but none of the slow packages that
     only model building, data loading or the linear probe need: a config error answers in about 2 s."""
-    script = ("import sys, train, argparse; train.setup_cfg(train.build_parser().parse_args(['--trainer', 'CoOp'])); "
-              "print(sorted(m for m in ('torchvision', 'clip', 'sklearn', 'matplotlib', 'tensorboard') "
-              "if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["[]"]
+    code = "import train; train.setup_cfg(train.build_parser().parse_args(['--trainer', 'CoOp']))"
+    assert loaded_after(code, ["torchvision", "clip", "sklearn", "matplotlib", "tensorboard"]) == "[]"
+    assert loaded_after(code, ["torch"]) == "['torch']"  # the check itself sees imports
 
 
 def test_result_readers_and_local_runners_import_neither_torch_nor_submitit():
     """parse_test_res.py, results, sweep status and local sweeps read output folders with the standard library (and
     run train.py as a child): they answer in a fraction of a second, and submitit is needed only for SLURM."""
-    script = ("import sys, parse_test_res, scripts.results, scripts.sweep, scripts.sweep_status, "
-              "scripts.micro_benchmark, scripts.run_protocol; "
-              "print(sorted(m for m in ('torch', 'submitit') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["[]"]
+    code = ("import parse_test_res, scripts.results, scripts.sweep, scripts.sweep_status, scripts.micro_benchmark, "
+            "scripts.run_protocol")
+    assert loaded_after(code, ["torch", "submitit"]) == "[]"
 
 
 @pytest.mark.parametrize("case, expected", [
