@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Download the pure-Python wheels that the lent GPU machine's image lacks (it has torch, torchvision, numpy, PIL,
-# regex, tqdm, tabulate, PyYAML, but not yacs or OpenAI's clip package) into .whl/ (ignored by git), for Python 3.12
-# there. docs/BENCHMARK.md ("GPU check") gives the command that installs them on the machine and runs the check.
+# Download into .whl/ (ignored by git) the pure-Python wheels that a GPU machine without internet access needs when
+# its Python 3.12 has torch, torchvision, numpy, PIL, regex, tqdm, tabulate and PyYAML but not yacs or OpenAI's clip
+# package. docs/BENCHMARK.md ("GPU check") says how to install them there and run the check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -1,6 +1,8 @@
 """PromptSRC and PromptSRC_BMIP: each loss term against an independent computation, the template teacher against
 OpenAI's own text encoder, GPA weights and the deployed aggregate against saved per-epoch prompts, exact resume with
 aggregation running, composition with IVLP / BMIP, parameter counts, and the released checkpoint layouts."""
+import contextlib
+import io
 import math
 import os
 
@@ -8,12 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import clip as openai_clip
 import train
 from clip_patch import load_clip
 from dassl.engine import build_trainer
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.gpa import GaussianPromptAggregation, gpa_weights
-from trainers.imagenet_templates import IMAGENET_TEMPLATES
+from trainers.imagenet_templates import OPENAI_IMAGENET_TEMPLATES, PROMPTSRC_TEMPLATES
 from trainers.promptsrc import PromptSRC, self_regulating_losses, template_text_features
 from trainers.bmip import BMIPPromptLearner
 from trainers.release_formats import RELEASE_LAYOUTS
@@ -142,24 +145,73 @@ def test_loss_terms_equal_an_independent_computation():
 
 
 # -- the frozen-CLIP targets ---------------------------------------------------------------------------------------
-def test_the_60_templates():
-    assert len(IMAGENET_TEMPLATES) == 60 == len(set(IMAGENET_TEMPLATES))
-    assert IMAGENET_TEMPLATES[0] == "a photo of a {}." and IMAGENET_TEMPLATES[-1] == "itap of the {}."
-    assert all(t.count("{}") == 1 for t in IMAGENET_TEMPLATES)
+def test_the_two_template_lists():
+    promptsrc, openai = PROMPTSRC_TEMPLATES, OPENAI_IMAGENET_TEMPLATES
+    assert len(promptsrc) == 60 == len(set(promptsrc)) and len(openai) == 80 == len(set(openai))
+    assert (promptsrc[0], promptsrc[-1]) == ("a photo of a {}.", "itap of the {}.")
+    assert (openai[0], openai[39], openai[-1]) == ("a bad photo of a {}.", "a photo of a {}.", "a tattoo of the {}.")
+    assert all(t.count("{}") == 1 for t in promptsrc + openai)
+    # PromptSRC's 60: OpenAI's first 60 minus "a photo of a {}.", which comes first instead
+    assert promptsrc[1:] == tuple(t for t in openai[:60] if t != "a photo of a {}.")
+    assert "itap of a {}." in openai and "itap of a {}." not in promptsrc
+
+
+def openai_template_mean(clip_model, classnames, templates):
+    """The release's teacher, computed independently: OpenAI's tokenizer and ``encode_text`` for every template x
+    class ("_" -> " "), mean of the unnormalised features over the templates: [n_cls, E]."""
+    names = [name.replace("_", " ") for name in classnames]
+    with torch.no_grad():
+        per_template = [clip_model.encode_text(openai_clip.tokenize([t.replace("{}", n) for n in names]))
+                        for t in templates]  # each [n_cls, E]
+    return torch.stack(per_template).mean(dim=0)
 
 
 def test_teacher_is_the_mean_of_unnormalised_features_from_openai_encode_text(tiny):
     from clip_patch import PromptedTextEncoder
 
-    classnames = ["sea_lion", "red panda", "cat"]
-    teacher = template_text_features(PromptedTextEncoder(tiny), classnames)
-    with torch.no_grad():
-        per_template = torch.stack([tiny.encode_text(tokenize([t.replace("{}", n) for n in (
-            "sea lion", "red panda", "cat")])) for t in IMAGENET_TEMPLATES])  # [60, n_cls, E], unnormalised
+    teacher = template_text_features(PromptedTextEncoder(tiny), ["sea_lion", "red panda", "cat"], PROMPTSRC_TEMPLATES)
+    names = ["sea lion", "red panda", "cat"]
     assert teacher.dtype == torch.float32 and teacher.shape == (3, tiny.text_projection.shape[1])
-    torch.testing.assert_close(teacher, per_template.mean(dim=0), atol=1e-5, rtol=1e-5)
-    ensemble = F.normalize(per_template, dim=-1).mean(dim=0)  # CLIP's usual ensemble: normalise, then average
+    torch.testing.assert_close(teacher, openai_template_mean(tiny, names, PROMPTSRC_TEMPLATES), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # CLIP's usual ensemble: normalise each template's features, then average
+        ensemble = torch.stack([F.normalize(tiny.encode_text(tokenize([t.format(n) for n in names])), dim=-1)
+                                for t in PROMPTSRC_TEMPLATES]).mean(dim=0)
     assert (F.normalize(teacher, dim=-1) - F.normalize(ensemble, dim=-1)).abs().max() > 1e-4
+
+
+EXPECTED_TEMPLATES = {"PromptSRC": PROMPTSRC_TEMPLATES, "PromptSRC_BMIP": OPENAI_IMAGENET_TEMPLATES}
+
+
+@pytest.fixture(scope="module")
+def trainer_teachers(data_root, tmp_path_factory):
+    """Each trainer's teacher of the toy training classes, the class names, and what computing it printed."""
+    teachers = {}
+    for name in EXPECTED_TEMPLATES:
+        trainer = toy_trainer(data_root, name, tmp_path_factory.mktemp(name))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            teacher = trainer.teacher_text_features()
+        teachers[name] = teacher, trainer.dm.dataset.classnames, printed.getvalue()
+    return teachers
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_TEMPLATES))
+def test_each_trainers_teacher_is_its_releases_template_mean(trainer_teachers, tiny, name):
+    teacher, classnames, printed = trainer_teachers[name]
+    templates = EXPECTED_TEMPLATES[name]
+    assert f"Encoding the {len(classnames)} training classes with {len(templates)} templates" in printed
+    expected = openai_template_mean(tiny, classnames, templates)
+    assert teacher.dtype == torch.float32 and teacher.shape == expected.shape
+    torch.testing.assert_close(teacher, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_the_two_trainers_teachers_differ(trainer_teachers):
+    (srcs, names, _), (bmips, bmip_names, _) = trainer_teachers["PromptSRC"], trainer_teachers["PromptSRC_BMIP"]
+    assert names == bmip_names
+    with pytest.raises(AssertionError):  # so each trainer's check above fails with the other trainer's list
+        torch.testing.assert_close(srcs, bmips, atol=1e-5, rtol=1e-5)
+    # what the loss sees (normalised targets); 0.008 on the tiny model
+    assert (F.normalize(srcs, dim=-1) - F.normalize(bmips, dim=-1)).abs().max() > 1e-3
 
 
 class CountingTeacher(PromptSRC):
@@ -200,7 +252,7 @@ def test_training_loss_equals_an_independent_computation_with_openai_clip(data_r
     with torch.no_grad():
         z = tiny.encode_image(image)
         z = z / z.norm(dim=-1, keepdim=True)
-    teacher = template_text_features(model.text_encoder, trainer.dm.dataset.classnames)
+    teacher = template_text_features(model.text_encoder, trainer.dm.dataset.classnames, trainer.TEACHER_TEMPLATES)
     t_bar = teacher / teacher.norm(dim=-1, keepdim=True)
     scale = tiny.logit_scale.exp()  # 1 / 0.07 for the random tiny CLIP (100 for OpenAI's)
     s = scale * v @ t.t()

@@ -1,10 +1,19 @@
-"""The 60 ImageNet prompt templates PromptSRC averages its frozen-CLIP text targets over.
+"""ImageNet prompt templates over which the PromptSRC trainers average frozen CLIP's class text features (the teacher).
 
-The list (and its order) is the one the PromptSRC release uses (``IMAGENET_TEMPLATES`` of its
-``trainers/imagenet_templates.py``), a selection from OpenAI's ImageNet prompt-engineering notebook.
+One list per release, each as that release's file holds it (content and order):
+
+* ``PROMPTSRC_TEMPLATES`` (60): ``IMAGENET_TEMPLATES`` of the PromptSRC release (muzairkhattak/PromptSRC,
+  ``trainers/imagenet_templates.py`` L3-64), imported by its ``trainers/promptsrc.py`` (L14) and looped over at L122:
+  OpenAI's first 60 with "a photo of a {}." moved to the front. Used by trainer ``PromptSRC``.
+* ``OPENAI_IMAGENET_TEMPLATES`` (80): ``IMAGENET_TEMPLATES`` of the BMIP release (LAMDASZ-ML/BMIP,
+  ``trainers/imagenet_templates.py`` L3-84), imported by its ``trainers/promptsrc_bmip.py`` (L17) and looped over at
+  L157: OpenAI's 80 ImageNet templates in OpenAI's order (openai/CLIP,
+  ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``). Used by trainer ``PromptSRC_BMIP``.
+
+Each trainer names its list in its ``TEACHER_TEMPLATES`` attribute.
 """
 
-IMAGENET_TEMPLATES = (
+PROMPTSRC_TEMPLATES = (
     "a photo of a {}.",
     "a bad photo of a {}.",
     "a photo of many {}.",
@@ -65,4 +74,87 @@ IMAGENET_TEMPLATES = (
     "a embroidered {}.",
     "a pixelated photo of a {}.",
     "itap of the {}.",
+)
+
+OPENAI_IMAGENET_TEMPLATES = (
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a sculpture of a {}.",
+    "a photo of the hard to see {}.",
+    "a low resolution photo of the {}.",
+    "a rendering of a {}.",
+    "graffiti of a {}.",
+    "a bad photo of the {}.",
+    "a cropped photo of the {}.",
+    "a tattoo of a {}.",
+    "the embroidered {}.",
+    "a photo of a hard to see {}.",
+    "a bright photo of a {}.",
+    "a photo of a clean {}.",
+    "a photo of a dirty {}.",
+    "a dark photo of the {}.",
+    "a drawing of a {}.",
+    "a photo of my {}.",
+    "the plastic {}.",
+    "a photo of the cool {}.",
+    "a close-up photo of a {}.",
+    "a black and white photo of the {}.",
+    "a painting of the {}.",
+    "a painting of a {}.",
+    "a pixelated photo of the {}.",
+    "a sculpture of the {}.",
+    "a bright photo of the {}.",
+    "a cropped photo of a {}.",
+    "a plastic {}.",
+    "a photo of the dirty {}.",
+    "a jpeg corrupted photo of a {}.",
+    "a blurry photo of the {}.",
+    "a photo of the {}.",
+    "a good photo of the {}.",
+    "a rendering of the {}.",
+    "a {} in a video game.",
+    "a photo of one {}.",
+    "a doodle of a {}.",
+    "a close-up photo of the {}.",
+    "a photo of a {}.",
+    "the origami {}.",
+    "the {} in a video game.",
+    "a sketch of a {}.",
+    "a doodle of the {}.",
+    "a origami {}.",
+    "a low resolution photo of a {}.",
+    "the toy {}.",
+    "a rendition of the {}.",
+    "a photo of the clean {}.",
+    "a photo of a large {}.",
+    "a rendition of a {}.",
+    "a photo of a nice {}.",
+    "a photo of a weird {}.",
+    "a blurry photo of a {}.",
+    "a cartoon {}.",
+    "art of a {}.",
+    "a sketch of the {}.",
+    "a embroidered {}.",
+    "a pixelated photo of a {}.",
+    "itap of the {}.",
+    "a jpeg corrupted photo of the {}.",
+    "a good photo of a {}.",
+    "a plushie {}.",
+    "a photo of the nice {}.",
+    "a photo of the small {}.",
+    "a photo of the weird {}.",
+    "the cartoon {}.",
+    "art of the {}.",
+    "a drawing of the {}.",
+    "a photo of the large {}.",
+    "a black and white photo of a {}.",
+    "the plushie {}.",
+    "a dark photo of a {}.",
+    "itap of a {}.",
+    "graffiti of the {}.",
+    "a toy {}.",
+    "itap of my {}.",
+    "a photo of a cool {}.",
+    "a photo of a small {}.",
+    "a tattoo of the {}.",
 )

@@ -10,8 +10,9 @@ t̄ [n_cls, E] (both normalised), and zero-shot logits s_zs = 100 · z̄ t̄ᵀ:
         + Σ_{i,c} p_zs (log p_zs − log q) / (B · n_cls),     p_zs = softmax(s_zs), q = softmax(s)
 
 exactly as the release computes it (the KL term is KL(zero-shot ‖ prompted), summed and divided by B · n_cls, not
-batch-mean). t̄_c is the mean over the 60 ImageNet templates of frozen CLIP's *unnormalised* text features, normalised
-at use. docs/PROMPTSRC.md lists every difference from the release.
+batch-mean). t̄_c is the mean over ImageNet prompt templates of frozen CLIP's *unnormalised* text features,
+normalised at use; each trainer's ``TEACHER_TEMPLATES`` names its release's list (``trainers/imagenet_templates.py``:
+PromptSRC's 60, the BMIP release's 80). docs/PROMPTSRC.md lists every difference from the releases.
 """
 import copy
 
@@ -24,7 +25,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .gpa import GaussianPromptAggregation, gpa_weights
-from .imagenet_templates import IMAGENET_TEMPLATES
+from .imagenet_templates import PROMPTSRC_TEMPLATES
 from .ivlp import VisionLanguagePrompts
 from .prompting import check_prompt_depth, tokenize
 
@@ -47,7 +48,7 @@ def add_promptsrc_config(cfg):
     cfg.TRAINER.PROMPTSRC.CONNECT_METHOD = "None"  # inert, kept for compatibility (no effect in the release either)
 
 
-def template_text_features(text_encoder, classnames, templates=IMAGENET_TEMPLATES):
+def template_text_features(text_encoder, classnames, templates):
     """Frozen CLIP's class text features averaged over ``templates``, unnormalised: [n_cls, E] fp32.
 
     Each template's "{}" is replaced by the class name ("_" -> " "); the mean is over the templates' *unnormalised*
@@ -92,10 +93,12 @@ def self_regulating_losses(logits, label, image_features, text_features, zs_imag
 class SelfRegulatingTrainer(CLIPPromptTrainer):
     """PromptSRC's training around any prompt learner: the self-regulating loss, teacher features computed once, and
     Gaussian prompt aggregation of the learner (running fp32 sum, saved with each checkpoint, swapped in at the end).
+    A subclass sets ``TEACHER_TEMPLATES``, the template list its teacher averages over.
     """
 
     CFG_NODE = "PROMPTSRC"
     CHECKPOINT_NAME = "VLPromptLearner"  # both released trainers save under this folder
+    TEACHER_TEMPLATES: tuple  # set by each trainer (trainers/imagenet_templates.py)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -122,9 +125,10 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         """Frozen CLIP's template-averaged features of the training classes, computed once per class set."""
         classnames = tuple(self.dm.dataset.classnames)
         if self.teacher is None or self.teacher[0] != classnames:
-            print(f"Encoding the {len(classnames)} training classes with {len(IMAGENET_TEMPLATES)} templates "
+            templates = self.TEACHER_TEMPLATES
+            print(f"Encoding the {len(classnames)} training classes with {len(templates)} templates "
                   f"(frozen CLIP text targets)")
-            self.teacher = (classnames, template_text_features(self.model.text_encoder, classnames))
+            self.teacher = (classnames, template_text_features(self.model.text_encoder, classnames, templates))
         return self.teacher[1]
 
     def loss_terms(self, image, label):
@@ -190,6 +194,8 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
 @TRAINER_REGISTRY.register()
 class PromptSRC(SelfRegulatingTrainer):
     """PromptSRC: IVLP prompts (``N_CTX_TEXT``/``N_CTX_VISION`` tokens, ``PROMPT_DEPTH_TEXT``/``_VISION`` layers)."""
+
+    TEACHER_TEMPLATES = PROMPTSRC_TEMPLATES  # the PromptSRC release's 60
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg

@@ -9,17 +9,23 @@ Gaussian prompt aggregation). Config keys are read as the release reads them (no
 * ``PROMPT_DEPTH`` (9 unless set; no published config sets it) is BMIP's depth J; ``PROMPT_DEPTH_VISION/TEXT`` are
   ignored (warned when they differ), so the published "depth 3" cross-dataset config runs at depth 9, as it did.
 * ``BMIP_MODE`` selects BMIP's gates: ``reference`` (the release's, default) or ``per_sample`` (docs/BMIP.md).
+
+The teacher averages over the BMIP release's own template list, OpenAI's 80 ImageNet templates in OpenAI's order
+(its ``trainers/promptsrc_bmip.py`` imports them from its ``trainers/imagenet_templates.py``), not PromptSRC's 60.
 """
 import warnings
 
 from dassl.engine import TRAINER_REGISTRY
 
 from .bmip import MODES, BMIPPromptLearner, check_released_gates
+from .imagenet_templates import OPENAI_IMAGENET_TEMPLATES
 from .promptsrc import SelfRegulatingTrainer
 
 
 @TRAINER_REGISTRY.register()
 class PromptSRC_BMIP(SelfRegulatingTrainer):
+    TEACHER_TEMPLATES = OPENAI_IMAGENET_TEMPLATES  # the BMIP release's 80
+
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         m = cfg.TRAINER.PROMPTSRC
