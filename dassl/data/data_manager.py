@@ -16,6 +16,7 @@ import torch
 import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import get_worker_info
 
 from dassl.utils import read_image
 
@@ -42,21 +43,22 @@ def augmentation_seed(pass_seed, index, view):
 
 
 @contextlib.contextmanager
-def seeded_global_rngs(seed):
-    """Run the body with torch's CPU generator, `random` and NumPy's global RNG seeded from `seed` (a 64-bit int),
-    then restore the three states the caller had. (CUDA generators are left alone: transforms run on the CPU.)"""
-    torch_state = torch.get_rng_state()
-    random_state = random.getstate()
-    numpy_state = np.random.get_state()
+def seeded_global_rngs(seed, restore=True):
+    """Run the body with torch's CPU generator, `random` and NumPy's global RNG seeded from `seed` (a 64-bit int);
+    with `restore`, give the caller back the three states it had. (CUDA generators are left alone: transforms run
+    on the CPU.)"""
+    saved = (torch.get_rng_state(), random.getstate(), np.random.get_state()) if restore else None
     torch.default_generator.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed >> 32)  # NumPy takes 32 bits; torch's CPU generator keeps the low 32
     try:
         yield
     finally:
-        torch.set_rng_state(torch_state)
-        random.setstate(random_state)
-        np.random.set_state(numpy_state)
+        if saved is not None:
+            torch_state, random_state, numpy_state = saved
+            torch.set_rng_state(torch_state)
+            random.setstate(random_state)
+            np.random.set_state(numpy_state)
 
 
 class SeededPassLoader(torch.utils.data.DataLoader):
@@ -65,13 +67,8 @@ class SeededPassLoader(torch.utils.data.DataLoader):
     function of (generator state at the pass's start, item index, view number) in whichever process computes it.
 
     The trainer re-seeds the generator from (SEED, epoch) before every epoch (`seed_epoch`), so a resumed run
-    augments like an uninterrupted one. Workers must not be persistent: they would keep the first pass's seed.
+    augments like an uninterrupted one. (Persistent workers would keep the first pass's seed; none are used.)
     """
-
-    def __init__(self, dataset, generator, **kwargs):
-        if kwargs.get("persistent_workers"):
-            raise ValueError("SeededPassLoader cannot use persistent workers: they would keep the first pass's seed")
-        super().__init__(dataset, generator=generator, **kwargs)
 
     def __iter__(self):
         self.dataset.pass_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
@@ -142,7 +139,7 @@ def build_data_loader(
     else:
         generator = torch.Generator()
         generator.manual_seed(seed)
-        data_loader = SeededPassLoader(dataset, generator, worker_init_fn=seed_worker, **options)
+        data_loader = SeededPassLoader(dataset, generator=generator, worker_init_fn=seed_worker, **options)
     if len(data_loader) == 0:
         raise ValueError(
             f"The {split} loader of dataset {cfg.DATASET.NAME} has no batches: {n_items} items, "
@@ -324,5 +321,8 @@ class DatasetWrapper(TorchDataset):
         """`tfm(img0)`, under RNGs seeded from (pass seed, idx, view) when the pass is seeded."""
         if self.pass_seed is None:
             return tfm(img0)
-        with seeded_global_rngs(augmentation_seed(self.pass_seed, idx, view)):
+        # A worker's global RNGs serve only the data, so they need no restoring (that would cost ~0.1 ms, mostly
+        # NumPy's state); the main process's serve training too (dropout), so they are restored there.
+        in_main_process = get_worker_info() is None
+        with seeded_global_rngs(augmentation_seed(self.pass_seed, idx, view), restore=in_main_process):
             return tfm(img0)
