@@ -1,5 +1,14 @@
-"""`DataManager` (dataset + transforms + loaders), `DatasetWrapper` and `build_data_loader`."""
+"""`DataManager` (dataset + transforms + loaders), `DatasetWrapper` and `build_data_loader`.
 
+Randomness of a seeded training loader (`cfg.SEED >= 0`): every pass over the loader (`iter()`) draws a pass seed
+from the loader's generator in the main process (`SeededPassLoader`), and `DatasetWrapper` augments each view under
+global RNGs seeded from (pass seed, item index, view number) alone (`augmentation_seed`, `seeded_global_rngs`). An
+augmented image therefore does not depend on which process computes it, so results do not depend on
+DATALOADER.NUM_WORKERS, and the main process's RNG streams (dropout, initialisation) are never consumed by the data.
+"""
+
+import contextlib
+import hashlib
 import random
 
 import numpy as np
@@ -7,6 +16,7 @@ import torch
 import torchvision.transforms as T
 from tabulate import tabulate
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import get_worker_info
 
 from dassl.utils import read_image
 
@@ -16,12 +26,53 @@ from .transforms import INTERPOLATION_MODES, build_transform
 
 
 def seed_worker(worker_id):
-    """DataLoader `worker_init_fn`: seed `random` and NumPy from the worker's torch seed
-    (itself derived from the loader's generator), so augmentations are reproducible.
+    """DataLoader `worker_init_fn`: seed `random` and NumPy from the worker's torch seed (itself derived from the
+    loader's generator). `DatasetWrapper` seeds every view itself; this keeps a custom dataset wrapper that draws
+    from the global RNGs outside `seeded_global_rngs` reproducible for a given worker count.
     """
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)
+
+
+def augmentation_seed(pass_seed, index, view):
+    """The seed of one augmented view: a 64-bit hash (BLAKE2b) of the loader pass's seed, the item index and the
+    view number, so it is the same in every process and on every platform."""
+    key = f"{pass_seed}:{index}:{view}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+
+
+@contextlib.contextmanager
+def seeded_global_rngs(seed, restore=True):
+    """Run the body with torch's CPU generator, `random` and NumPy's global RNG seeded from `seed` (a 64-bit int);
+    with `restore`, give the caller back the three states it had. (CUDA generators are left alone: transforms run
+    on the CPU.)"""
+    saved = (torch.get_rng_state(), random.getstate(), np.random.get_state()) if restore else None
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed >> 32)  # NumPy takes 32 bits; torch's CPU generator keeps the low 32
+    try:
+        yield
+    finally:
+        if saved is not None:
+            torch_state, random_state, numpy_state = saved
+            torch.set_rng_state(torch_state)
+            random.setstate(random_state)
+            np.random.set_state(numpy_state)
+
+
+class SeededPassLoader(torch.utils.data.DataLoader):
+    """A DataLoader over a `DatasetWrapper` that starts every pass (`iter()`) by drawing the pass's augmentation
+    seed from its `generator` (in the main process, before any worker starts), so each augmented view is a
+    function of (generator state at the pass's start, item index, view number) in whichever process computes it.
+
+    The trainer re-seeds the generator from (SEED, epoch) before every epoch (`seed_epoch`), so a resumed run
+    augments like an uninterrupted one. (Persistent workers would keep the first pass's seed; none are used.)
+    """
+
+    def __iter__(self):
+        self.dataset.pass_seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator))
+        return super().__iter__()
 
 
 def uses_cuda(cfg):
@@ -48,9 +99,9 @@ def build_data_loader(
 ):
     """Build a DataLoader over `data_source` (a list of Datum).
 
-    `drop_last` is on only for training loaders whose data fill at least one batch. For training
-    loaders with `cfg.SEED >= 0`, the sampler, the loader and its workers are seeded from SEED.
-    `split` only names the data in error messages.
+    `drop_last` is on only for training loaders whose data fill at least one batch. A training loader with
+    `cfg.SEED >= 0` is a `SeededPassLoader`: its sampler and generator are seeded from SEED, and augmentations
+    are seeded per item and view (see the module docstring). `split` only names the data in error messages.
 
     Raises ValueError when the loader would be empty.
     """
@@ -72,26 +123,23 @@ def build_data_loader(
         seed=seed,
     )
 
-    generator = None
-    worker_init_fn = None
-    if seed is not None:
-        generator = torch.Generator()
-        generator.manual_seed(seed)
-        worker_init_fn = seed_worker
-
     if dataset_wrapper is None:
         dataset_wrapper = DatasetWrapper
 
-    data_loader = torch.utils.data.DataLoader(
-        dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train),
+    dataset = dataset_wrapper(cfg, data_source, transform=tfm, is_train=is_train)
+    options = dict(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         drop_last=is_train and n_items >= batch_size,
         pin_memory=uses_cuda(cfg),
-        generator=generator,
-        worker_init_fn=worker_init_fn,
     )
+    if seed is None:
+        data_loader = torch.utils.data.DataLoader(dataset, **options)
+    else:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+        data_loader = SeededPassLoader(dataset, generator=generator, worker_init_fn=seed_worker, **options)
     if len(data_loader) == 0:
         raise ValueError(
             f"The {split} loader of dataset {cfg.DATASET.NAME} has no batches: {n_items} items, "
@@ -194,6 +242,11 @@ class DatasetWrapper(TorchDataset):
     `index`, `img` (a list of K views when K_TRANSFORMS > 1 in training; `img2`, `img3`, ... when
     `transform` is a list/tuple of transforms) and `img0` (resized, un-augmented) with
     DATALOADER.RETURN_IMG0.
+
+    `pass_seed` (set by `SeededPassLoader` at the start of every pass) makes augmentation reproducible: view v of
+    item i is computed under global RNGs seeded with `augmentation_seed(pass_seed, i, v)`, and the caller's RNG
+    states are restored afterwards. Views are numbered in the order they are made (transform list, then K). With
+    `pass_seed` None (unseeded runs, evaluation) the transforms draw from the process's global RNGs.
     """
 
     def __init__(self, cfg, data_source, transform=None, is_train=False):
@@ -204,6 +257,7 @@ class DatasetWrapper(TorchDataset):
         # Augmenting an image K>1 times is only allowed during training
         self.k_tfm = cfg.DATALOADER.K_TRANSFORMS if is_train else 1
         self.return_img0 = cfg.DATALOADER.RETURN_IMG0
+        self.pass_seed = None
 
         if self.k_tfm > 1 and transform is None:
             raise ValueError(
@@ -237,9 +291,9 @@ class DatasetWrapper(TorchDataset):
         elif isinstance(self.transform, (list, tuple)):
             for i, tfm in enumerate(self.transform):
                 keyname = "img" if i == 0 else f"img{i + 1}"
-                output[keyname] = self._transform_image(tfm, img0)
+                output[keyname] = self._transform_image(tfm, img0, idx, first_view=i * self.k_tfm)
         else:
-            output["img"] = self._transform_image(self.transform, img0)
+            output["img"] = self._transform_image(self.transform, img0, idx)
 
         if self.return_img0:
             output["img0"] = self.to_tensor(img0)  # [3, H, W], without any augmentation
@@ -255,9 +309,20 @@ class DatasetWrapper(TorchDataset):
                 f"Dataset {self.cfg.DATASET.NAME}, item {idx}: cannot read {impath}: {err}"
             ) from err
 
-    def _transform_image(self, tfm, img0):
-        """Apply `tfm` K times; return one view for K=1, else a list of K views."""
-        views = [tfm(img0) for _ in range(self.k_tfm)]
+    def _transform_image(self, tfm, img0, idx, first_view=0):
+        """Apply `tfm` K times (views `first_view`, `first_view + 1`, ... of item `idx`); return one view for K=1,
+        else a list of K views."""
+        views = [self._augment(tfm, img0, idx, first_view + k) for k in range(self.k_tfm)]
         if len(views) == 1:
             return views[0]
         return views
+
+    def _augment(self, tfm, img0, idx, view):
+        """`tfm(img0)`, under RNGs seeded from (pass seed, idx, view) when the pass is seeded."""
+        if self.pass_seed is None:
+            return tfm(img0)
+        # A worker's global RNGs serve only the data, so they need no restoring (that would cost ~0.1 ms, mostly
+        # NumPy's state); the main process's serve training too (dropout), so they are restored there.
+        in_main_process = get_worker_info() is None
+        with seeded_global_rngs(augmentation_seed(self.pass_seed, idx, view), restore=in_main_process):
+            return tfm(img0)

@@ -6,7 +6,9 @@ next `iter()` yields (the loader's length is therefore exact too).
 
 Randomness: given a `seed`, a sampler owns a private RNG (its batches do not depend on how much
 randomness model code consumed); without one it uses the global `random` module / torch RNG, which
-`set_random_seed` seeds.
+`set_random_seed` seeds. A sampler runs in the main process whatever the worker count. Before every epoch the
+trainer re-seeds the private RNG from (SEED, epoch) (`RandomSampler.generator.manual_seed`,
+`_PresampledSampler.reseed`), so a resumed run draws the same batches as an uninterrupted one.
 """
 
 import random
@@ -45,6 +47,11 @@ class _PresampledSampler(Sampler):
 
     def _sample_epoch(self):
         raise NotImplementedError(f"{type(self).__name__} must implement _sample_epoch()")
+
+    def reseed(self, seed):
+        """Restart the private RNG from `seed` and redraw the next epoch's indices from it."""
+        self._rng = random.Random(seed)
+        self._next_epoch = self._sample_epoch()
 
     def __iter__(self):
         indices = self._next_epoch

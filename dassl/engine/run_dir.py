@@ -35,7 +35,9 @@ CONFIG_FILE = "config.yaml"
 RESULT_FILE = "result.json"
 
 # Keys that never change what a run computes: where things are written or read from, logging, data loading
-# parallelism, which device, and what the final evaluation prints besides its numbers. Every other key counts.
+# parallelism (a seeded run augments each item from its own seed in whichever process makes it: see
+# dassl/data/data_manager.py), which device (it can change rounding, but a run may move to another machine), and what
+# the final evaluation prints besides its numbers. Every other key counts.
 RESULT_NEUTRAL_KEYS = frozenset({
     "OUTPUT_DIR", "RESUME", "DATASET.ROOT", "DATALOADER.NUM_WORKERS", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
     "VERBOSE", "USE_CUDA", "DEVICE", "TEST.PER_CLASS_RESULT", "TEST.COMPUTE_CMAT",

@@ -681,14 +681,18 @@ class SimpleTrainer(TrainerBase):
 
 
 def seed_epoch(loader, seed, epoch):
-    """Draw epoch ``epoch``'s randomness (global RNGs, loader and sampler generators) from ``(seed, epoch)`` alone,
-    so a run resumed at any epoch sees the same batches and augmentations as an uninterrupted one."""
+    """Draw epoch ``epoch``'s randomness from ``(seed, epoch)`` alone, so a run resumed at any epoch (with any worker
+    count) sees the same batches, augmentations and dropout as an uninterrupted one: the global RNGs (dropout and
+    other model randomness, in the main process), the sampler's generator (batch order) and the loader's generator
+    (the pass seed from which ``SeededPassLoader`` seeds every augmented view, in whichever process makes it)."""
     epoch_seed = seed * 100003 + epoch
     set_random_seed(epoch_seed)
     sampler = getattr(loader, "sampler", None)
     for generator in (getattr(loader, "generator", None), getattr(sampler, "generator", None)):
         if isinstance(generator, torch.Generator):
             generator.manual_seed(epoch_seed)
+    if hasattr(sampler, "reseed"):  # dassl's batch-structured samplers (private random.Random)
+        sampler.reseed(epoch_seed)
 
 
 class TrainerX(SimpleTrainer):
