@@ -116,11 +116,35 @@ def _ints_as_floats(cfg, node):
 
 
 def _merge_file(cfg, path):
+    """Merge a YAML config file into ``cfg``. It is read with ``yaml.safe_load`` (plain data: no tag builds an object
+    or runs code), never with yacs's ``load_cfg``, which executes ``.py`` files."""
+    cfg.merge_from_other_cfg(_ints_as_floats(cfg, _read_yaml_config(path)))
+
+
+def _read_yaml_config(path):
+    """The ``CfgNode`` of a plain YAML mapping; anything else is a one-line ``UsageError`` naming the file."""
+    import yaml
     from yacs.config import CfgNode
 
     with open(path) as f:
-        other = CfgNode.load_cfg(f)
-    cfg.merge_from_other_cfg(_ints_as_floats(cfg, other))
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err)
+            raise UsageError(f"{path} is not plain YAML ({problem}{where}): a config file holds KEY: value lines of "
+                             "numbers, strings and lists only, no !!python tags; fix that line") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} holds a YAML {type(data).__name__}, not a mapping of config keys: write it as "
+                         "KEY: value lines (see configs/trainers/CoOp/*.yaml)")
+    try:
+        return CfgNode(data)
+    except AssertionError as err:  # yacs: "Key K with value <type> is not a valid type; valid types: {...}"
+        raise UsageError(f"{path}: {str(err).split(';')[0]}: config values are numbers, strings, booleans, lists or "
+                         "null; quote it to make it a string") from None
 
 
 def _opts_ints_as_floats(cfg, opts):
@@ -186,6 +210,9 @@ def check_arguments(args):
             raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
                              "keys are upper case)")
     for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
+        if path and os.path.splitext(path)[1].lower() not in (".yaml", ".yml"):
+            raise UsageError(f"{flag} {path} is not a .yaml/.yml file: config files are plain YAML only (a .py config "
+                             "would run code); write its keys as KEY: value lines in a .yaml file")
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path} does not exist: check the path (configs/trainers/<TRAINER>/*.yaml, "
                              "configs/datasets/*.yaml)")
@@ -289,9 +316,18 @@ def cli(argv=None):
 
 
 def _error_text(err):
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    text = _without_worker_traceback(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err), err)
     return text if isinstance(err, (UsageError, KeyError, ValueError, FileNotFoundError, RuntimeError, OSError)) \
         and text else f"{type(err).__name__}: {text}"
+
+
+def _without_worker_traceback(text, err):
+    """The original message of an error raised in a DataLoader worker: torch re-raises it in the main process as
+    "Caught ValueError in DataLoader worker process 0.\nOriginal Traceback ...\nValueError: <message>"."""
+    marker = f"\n{type(err).__name__}: "
+    if text.startswith("Caught ") and " in DataLoader worker process " in text and marker in text:
+        return text[text.rindex(marker) + len(marker):]
+    return text
 
 
 def _is_bad_input(err):

@@ -45,9 +45,9 @@ class SplitDataset(DatasetBase):
         train, val, test = self.prepare_splits(cfg)
         train, val, test = protocols.select_label_space(cfg, train, val, test)
         name = type(self).__name__
-        test = protocols.to_datums(test, name)
-        val = test if self.val_is_test else protocols.to_datums(val, name)
-        super().__init__(train_x=protocols.to_datums(train, name), val=val, test=test)
+        test = protocols.to_datums(test, name, self.image_dir)
+        val = test if self.val_is_test else protocols.to_datums(val, name, self.image_dir)
+        super().__init__(train_x=protocols.to_datums(train, name, self.image_dir), val=val, test=test)
 
     # -- paths --------------------------------------------------------------------------------
 

@@ -2,11 +2,10 @@
 
 The val images are the test set and also serve as val (as in the ecosystem). The folder listing
 is cached in `imagenet/split_ImageNet.json` (paths relative to `images/`); an ecosystem
-`preprocessed.pkl` is read (never rewritten) when that json does not exist yet.
+`preprocessed.pkl` is read (never rewritten, never allowed to run code) when that json does not exist yet.
 """
 
 import os
-import pickle
 from collections import OrderedDict
 
 from dassl.data.datasets import DATASET_REGISTRY
@@ -57,13 +56,16 @@ class ImageNet(SplitDataset):
         return super().load_split()
 
     def read_legacy_preprocessed(self):
-        """(train, [], test) from the ecosystem's `preprocessed.pkl`, re-rooted here; None when
-        absent or when its paths cannot be placed under this dataset folder."""
+        """(train, [], test) from the ecosystem's `preprocessed.pkl` ({"train", "test"} lists of Datum), re-rooted
+        here; None when absent, unreadable, or when its paths cannot be placed under this dataset folder.
+        Read without running code (a file asking for more than Datum raises ForbiddenPickleContent); a path
+        that climbs out of the folder raises ValueError."""
         pkl_path = os.path.join(self.dataset_dir, "preprocessed.pkl")
         if not os.path.isfile(pkl_path):
             return None
-        with open(pkl_path, "rb") as f:
-            data = pickle.load(f)
+        data = protocols.read_legacy_pickle(pkl_path, ("train", "test"))
+        if data is None:
+            return None
         splits = []
         for key in ("train", "test"):
             entries = []
@@ -72,7 +74,8 @@ class ImageNet(SplitDataset):
                 if relpath is None:
                     print(f"Ignoring {pkl_path}: {datum.impath} is not under an 'imagenet' folder")
                     return None
-                entries.append(Entry(os.path.join(self.dataset_dir, relpath), datum.label, datum.classname))
+                impath = protocols.path_inside(self.dataset_dir, relpath, pkl_path)
+                entries.append(Entry(impath, datum.label, datum.classname))
             splits.append(entries)
         print(f"Loading preprocessed ImageNet listing from {pkl_path}")
         return splits[0], [], splits[1]

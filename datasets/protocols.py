@@ -13,6 +13,11 @@ Every dataset file is a thin layer over this module:
 
 Inside this module items travel as `Entry` tuples (no file access); they become `Datum` objects
 once, in `to_datums`, which reports every missing file at once.
+
+Confinement (docs/DATASETS.md, "Where the images may be"): every path read from a split, few-shot or
+listing file must name a file inside the folder its paths are relative to (`path_inside`: no absolute
+path, no `..`), and every image a run uses must really lie inside the dataset's image folder once
+symbolic links are resolved (`to_datums`).
 """
 
 import hashlib
@@ -35,8 +40,9 @@ FEWSHOT_CACHE_VERSION = 1
 GENERATED_SPLIT_SEED = 0  # seed of every split this project generates (independent of cfg.SEED)
 MAX_LISTED_PROBLEMS = 10  # how many offending paths an error message lists
 DOCS_HINT = "see docs/DATASETS.md, and run `python -m datasets.verify --root $DATA` to check the data"
-# What an ecosystem few-shot pickle holds besides dicts and lists: Dassl's Datum (pickled by its class path).
-LEGACY_FEWSHOT_GLOBALS = {("dassl.data.datasets.base_dataset", "Datum")}
+# What an ecosystem pickle (few-shot `shot_K-seed_S.pkl`, ImageNet's `preprocessed.pkl`) holds besides dicts and
+# lists: Dassl's Datum (pickled by its class path).
+LEGACY_DATUM_GLOBALS = {("dassl.data.datasets.base_dataset", "Datum")}
 
 
 @register_config
@@ -101,8 +107,38 @@ def image_files(folder):
     )
 
 
-def to_datums(entries, dataset_name):
-    """Turn entries into `Datum` objects; every missing image is reported in one error."""
+def path_inside(folder, relpath, source):
+    """`folder/relpath` for a path read from the file `source`; a path that is absolute or has a `..` part is
+    refused (ValueError naming `source` and the entry). String checks only: no file is touched."""
+    if os.path.isabs(relpath) or (".." in relpath and ".." in relpath.split(os.sep)):
+        raise ValueError(
+            f"{source} lists {relpath!r}, a path outside the folder its paths are relative to ({folder}); such "
+            "files hold paths inside that folder (no leading '/', no '..'). The file is damaged or crafted: delete "
+            f"it to regenerate it, or download it again; {DOCS_HINT}"
+        )
+    return os.path.join(folder, relpath)
+
+
+def first_path_outside(paths, image_dir):
+    """`(path, where it leads)` for the first of `paths` whose real location (symbolic links resolved) is not
+    inside the real `image_dir`; None when every path is inside. Each folder is resolved once and a file only
+    when it is itself a link, so a split costs one `lstat` per image and one `realpath` per folder."""
+    real_root = os.path.join(os.path.realpath(image_dir), "")  # with a trailing separator
+    real_folders = {}
+    for path in paths:
+        folder, name = os.path.split(path)
+        real_folder = real_folders.get(folder)
+        if real_folder is None:
+            real_folder = real_folders[folder] = os.path.join(os.path.realpath(folder), "")
+        real = os.path.realpath(path) if os.path.islink(path) else real_folder + name
+        if not real.startswith(real_root):
+            return path, real
+    return None
+
+
+def to_datums(entries, dataset_name, image_dir):
+    """Turn entries into `Datum` objects; every missing image is reported in one error, and an image that is not
+    inside `image_dir` (also through a symbolic link) is refused (ValueError)."""
     datums, missing = [], []
     for entry in entries:
         try:
@@ -116,6 +152,13 @@ def to_datums(entries, dataset_name):
             f"{dataset_name}: {len(missing)} image(s) listed in the split do not exist:\n  {listed}"
             + (f"\n  ... and {more} more" if more > 0 else "")
             + f"\nRestore the files, or delete the split file to regenerate it; {DOCS_HINT}"
+        )
+    outside = first_path_outside((datum.impath for datum in datums), image_dir)
+    if outside:
+        raise ValueError(
+            f"{dataset_name}: the split lists {outside[0]}, which leads to {outside[1]}, outside the image folder "
+            f"{image_dir}; a split's images must lie inside that folder. Replace the link by the files, or link the "
+            "whole dataset folder or its image folder instead (docs/DATASETS.md, \"Where the images may be\")"
         )
     return datums
 
@@ -136,7 +179,7 @@ def read_split_entries(filepath, path_prefix):
         )
     return {
         key: [
-            Entry(os.path.join(path_prefix, relpath), int(label), classname)
+            Entry(path_inside(path_prefix, relpath, filepath), int(label), classname)
             for relpath, label, classname in split[key]
         ]
         for key in SPLIT_KEYS
@@ -148,7 +191,7 @@ def read_split(filepath, path_prefix):
     print(f"Reading split from {filepath}")
     split = read_split_entries(filepath, path_prefix)
     name = os.path.basename(filepath)
-    return tuple(to_datums(split[key], name) for key in SPLIT_KEYS)
+    return tuple(to_datums(split[key], name, path_prefix) for key in SPLIT_KEYS)
 
 
 def save_split(train, val, test, filepath, path_prefix):
@@ -232,7 +275,7 @@ def read_and_split_data(image_dir, p_trn=0.5, p_val=0.2, ignored=(), new_cnames=
     split = split_class_folders(
         image_dir, p_trn, p_val, ignored, rename=lambda folder: new_cnames.get(folder, folder)
     )
-    return tuple(to_datums(items, image_dir) for items in split)
+    return tuple(to_datums(items, image_dir, image_dir) for items in split)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -408,6 +451,26 @@ def locate_in_dataset(path, dataset_dir):
     return path[position + len(marker):]
 
 
+def read_legacy_pickle(pkl_path, keys):
+    """The `{key: [Datum]}` an ecosystem pickle holds (few-shot `shot_K-seed_S.pkl`, ImageNet's
+    `preprocessed.pkl`), read without running code; None (and a printed reason) when the file cannot be read or
+    holds something else. A file asking for any global but Datum raises ForbiddenPickleContent (never skipped:
+    a file that tries to run code must be looked at)."""
+    try:
+        data = restricted_pickle_load(pkl_path, LEGACY_DATUM_GLOBALS)
+    except ForbiddenPickleContent:
+        raise
+    except Exception as err:  # a foreign or truncated pickle: report and let the caller fall back
+        print(f"Ignoring unreadable pickle {pkl_path} ({type(err).__name__}: {err})")
+        return None
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(key), list) and all(isinstance(item, Datum) for item in data[key]) for key in keys
+    ):
+        print(f"Ignoring {pkl_path}: it does not hold {list(keys)} lists of Datum")
+        return None
+    return data
+
+
 def read_legacy_fewshot(pkl_path, dataset_dir, splits):
     """Read an ecosystem few-shot pickle (`{"train"[, "val"]}` of pickled Datum, absolute paths).
 
@@ -415,12 +478,8 @@ def read_legacy_fewshot(pkl_path, dataset_dir, splits):
     lists, re-rooted under `dataset_dir`, or None when the pickle does not belong to the current
     split (an item not in it, or other labels/names) or cannot be read. Never writes the file.
     """
-    try:
-        data = restricted_pickle_load(pkl_path, LEGACY_FEWSHOT_GLOBALS)
-    except ForbiddenPickleContent:
-        raise  # never silently skip a file that tries to run code: the user must look at it
-    except Exception as err:  # a foreign or truncated pickle: report and fall back to sampling
-        print(f"Ignoring unreadable few-shot pickle {pkl_path} ({type(err).__name__}: {err})")
+    data = read_legacy_pickle(pkl_path, tuple(splits))
+    if data is None:
         return None
     known = {}
     for entries in splits.values():
@@ -428,8 +487,6 @@ def read_legacy_fewshot(pkl_path, dataset_dir, splits):
             known[relative_to(entry.impath, dataset_dir)] = (entry.label, entry.classname)
     result = {}
     for key in splits:
-        if not isinstance(data, dict) or key not in data:
-            return None
         items = []
         for datum in data[key]:
             relpath = locate_in_dataset(datum.impath, dataset_dir)
@@ -447,7 +504,7 @@ def read_fewshot_cache(json_path, dataset_dir, fingerprint):
         print(f"The split changed since {json_path} was written: sampling the few-shot data again")
         return None
     return {
-        key: [Entry(os.path.join(dataset_dir, rel), int(label), name) for rel, label, name in items]
+        key: [Entry(path_inside(dataset_dir, rel, json_path), int(label), name) for rel, label, name in items]
         for key, items in cache["splits"].items()
     }
 

@@ -190,7 +190,7 @@ def write_report(report, args):
 def evaluate_checkpoint(args):
     """Reload the saved fp16 checkpoint through `clip.model.build_model` (what every trainer gets)
     and record its zero-shot accuracy on held-out pre-training images and on every micro task."""
-    shipped = clip.model.build_model(torch.load(args.output, map_location="cpu")).float().eval()
+    shipped = clip.model.build_model(torch.load(args.output, map_location="cpu", weights_only=True)).float().eval()
     with open(report_path(args)) as f:
         report = json.load(f)
     report["zero_shot"] = {"template": "a photo of a {}.", "classes": "100 '<colour> <shape>' names",

@@ -301,10 +301,11 @@ class DatasetWrapper(TorchDataset):
         return output
 
     def _read(self, impath, idx):
-        """Read an RGB image; the error names the file, the item index and the dataset."""
+        """Read an RGB image; the error (missing, too large, undecodable) names the file, the item index and the
+        dataset."""
         try:
             return read_image(impath)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise type(err)(
                 f"Dataset {self.cfg.DATASET.NAME}, item {idx}: cannot read {impath}: {err}"
             ) from err

@@ -1,4 +1,5 @@
-"""Reading pickles that come from outside (e.g. the ecosystem's few-shot ``split_fewshot/*.pkl``) without running code.
+"""Reading pickles that come from outside (the ecosystem's few-shot ``split_fewshot/*.pkl`` and ImageNet
+``preprocessed.pkl``) without running code.
 
 ``pickle.load`` executes whatever a file asks for (any importable callable), so a crafted file runs code when it is
 read. :func:`restricted_pickle_load` admits only the globals the caller lists; anything else stops the load with
@@ -9,8 +10,11 @@ import pickle
 __all__ = ["ForbiddenPickleContent", "restricted_pickle_load"]
 
 # Globals every pickle of plain objects may use besides its own classes: protocol 0/1 rebuild instances with
-# copyreg._reconstructor(cls, object, state), which only calls object.__new__(cls) for an admitted cls.
-_PLAIN_OBJECT_GLOBALS = {("copyreg", "_reconstructor"), ("builtins", "object")}
+# copyreg._reconstructor(cls, object, state), which only calls object.__new__(cls) for an admitted cls. Python 3
+# writes protocol 0/1 pickles with the Python 2 names (copy_reg, __builtin__), so both spellings are admitted.
+_PLAIN_OBJECT_GLOBALS = {
+    ("copyreg", "_reconstructor"), ("builtins", "object"), ("copy_reg", "_reconstructor"), ("__builtin__", "object"),
+}
 
 
 class ForbiddenPickleContent(pickle.UnpicklingError):

@@ -191,6 +191,8 @@ def read_image(path):
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError: the image has more pixels than PIL's safety limit (``Image.MAX_IMAGE_PIXELS``), above which
+            PIL refuses to decode it (a possible decompression bomb).
         OSError: the file exists but cannot be decoded as an image.
     """
     if not osp.exists(path):
@@ -201,6 +203,11 @@ def read_image(path):
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f'Image "{path}" is larger than PIL\'s safety limit of {2 * Image.MAX_IMAGE_PIXELS} pixels ({e}): '
+            "resize it, or remove it from the split."
+        ) from e
     except OSError as e:
         raise OSError(
             f'Cannot decode image "{path}" ({e}). The file is corrupt or not an image: '
