@@ -339,8 +339,8 @@ def claim_output_dir(cfg, args):
 
     from dassl.config import extend_cfg, get_cfg_default
     from dassl.engine.run_dir import (CONFIG_FILE, RESULT_FILE, ConfigMismatch, config_differences,
-                                      describe_differences, flatten_config, has_checkpoints, read_config,
-                                      read_result, write_config)
+                                      describe_mismatch, flatten_config, has_checkpoints, read_config, read_result,
+                                      write_config)
     from dassl.utils import remove_stale_temp_files
 
     out = cfg.OUTPUT_DIR
@@ -353,7 +353,7 @@ def claim_output_dir(cfg, args):
         defaults = flatten_config(yaml.safe_load(extend_cfg(get_cfg_default()).dump()))
         differences = config_differences(stored, current, defaults)
         if differences:
-            problems.append(f"its config differs in {describe_differences(differences)}")
+            problems.append(describe_mismatch(differences))
     if result is not None and result.get("mode") != mode:
         problems.append(f"it holds a finished {result.get('mode')} run, this is a {mode} run")
     if mode == "eval" and has_checkpoints(out):
@@ -361,7 +361,7 @@ def claim_output_dir(cfg, args):
     models = evaluated_models(args) if mode == "eval" else {}
     if result is not None and mode == "eval" and result.get("model_dir") != osp.abspath(args.model_dir or "."):
         problems.append(f"it holds the evaluation of the model in {result.get('model_dir')}")
-    reusable = result is not None or has_checkpoints
+    reusable = result is not None or has_checkpoints(out)  # a run that saved nothing leaves nothing to continue
     if problems and reusable and not args.accept_config_change:
         raise ConfigMismatch(
             f"{out} holds another run: {'; '.join(problems)}. Use another --output-dir, delete the folder to start "

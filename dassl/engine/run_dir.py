@@ -27,7 +27,8 @@ __all__ = [
     "BEST_CHECKPOINT", "EPOCH_CHECKPOINT_PREFIX", "checkpoint_file", "checkpoint_epochs", "has_checkpoints",
     "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
     "OutputDirBusy", "ConfigMismatch", "OutputDirLock", "lock_holder",
-    "read_result", "write_result", "read_config", "write_config", "config_differences",
+    "read_result", "write_result", "read_config", "write_config", "config_differences", "describe_differences",
+    "describe_mismatch",
 ]
 
 LOCK_FILE = ".lock"
@@ -224,3 +225,21 @@ def describe_differences(differences, limit=8):
     """``KEY: old -> new; ...`` for a message."""
     shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences[:limit])
     return shown + (f"; ... ({len(differences) - limit} more)" if len(differences) > limit else "")
+
+
+# Keys that make a run another kind of run: when one differs, the method's own keys differ as a matter of course.
+RUN_KIND_KEYS = ("TRAINER.NAME", "DATASET.NAME")
+
+
+def describe_mismatch(differences):
+    """What a message says of a stored run whose config has ``differences`` (:func:`config_differences`): "it
+    holds a CoOp run, this is a BMIP run" when the trainer or dataset changed, else the keys that differ."""
+    changed = {key: (old, new) for key, old, new in differences if key in RUN_KIND_KEYS}
+    if not changed:
+        return f"its config differs in {describe_differences(differences)}"
+
+    def kind(side):
+        trainer, dataset = (changed.get(key, (None, None))[side] for key in RUN_KIND_KEYS)
+        return " ".join(filter(None, ["a", trainer, "run", dataset and f"on {dataset}"]))
+
+    return f"it holds {kind(0)}, this is {kind(1)}"

@@ -1,0 +1,98 @@
+"""What a new user meets in the first hour, from a fresh clone: reusing an output folder, bad config values, a full
+disk, the documented commands of the micro world, the analysis tools, the benchmark report and the result tables.
+Bad input ends in one line on stderr naming the problem and the fix, exit status 2, with nothing written."""
+import os
+
+import pytest
+import yaml
+
+import train
+from tests.toy_data import make_toy_dataset, toy_opts
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_toy_dataset(str(root), per_class=(4, 2, 2))
+    return str(root)
+
+
+def toy_args(data_root, out, seed=1, trainer="CoOp", epochs=1, flags=(), extra=()):
+    return ["--root", data_root, "--seed", str(seed), "--trainer", trainer, "--output-dir", str(out), *flags,
+            *toy_opts(data_root, epochs=epochs), *extra]
+
+
+def one_error_line(capsys):
+    """The single stderr line of a failed command."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def stored_seed(out):
+    with open(os.path.join(out, "config.yaml")) as f:
+        return yaml.safe_load(f)["SEED"]
+
+
+# -- an output folder whose run saved nothing takes a new config; one with checkpoints does not ---------------------
+
+def fail_in_epoch(monkeypatch, failing_epoch):
+    """Make training raise in the first step of epoch ``failing_epoch`` (1-based), as a kill would stop it."""
+    from trainers.base import CLIPPromptTrainer
+
+    original = CLIPPromptTrainer.forward_backward
+
+    def step(self, batch):
+        if self.epoch + 1 == failing_epoch:
+            raise RuntimeError("killed")
+        return original(self, batch)
+
+    monkeypatch.setattr(CLIPPromptTrainer, "forward_backward", step)
+
+
+def test_a_folder_whose_run_saved_nothing_takes_a_new_config(data_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()  # a folder that existed before the run stays after it fails
+    fail_in_epoch(monkeypatch, 1)
+    assert train.cli(toy_args(data_root, out, seed=1)) == 1
+    assert stored_seed(out) == 1 and not (out / "prompt_learner").exists()  # the config of a run that saved nothing
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train.cli(toy_args(data_root, out, seed=5)) == 0
+    assert stored_seed(out) == 5  # the stale config.yaml is replaced
+    assert (out / "result.json").is_file()
+    assert "holds another run" not in capsys.readouterr().err
+
+
+def test_a_folder_with_checkpoints_refuses_a_new_config(data_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    fail_in_epoch(monkeypatch, 2)
+    assert train.cli(toy_args(data_root, out, seed=1, epochs=2)) == 1
+    assert (out / "prompt_learner" / "model.pth.tar-1").is_file()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert train.cli(toy_args(data_root, out, seed=5, epochs=2)) == 2
+    line = one_error_line(capsys)
+    assert f"{out} holds another run: its config differs in SEED: 1 -> 5." in line
+    assert "--accept-config-change" in line and stored_seed(out) == 1
+
+
+def test_a_change_of_trainer_is_named_instead_of_its_keys(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "2"])) == 0
+    capsys.readouterr()
+    assert train.cli(toy_args(data_root, out, trainer="MaPLe", extra=["TRAINER.MAPLE.PROMPT_DEPTH", "1"])) == 2
+    line = one_error_line(capsys)
+    assert f"{out} holds another run: it holds a CoOp run, this is a MaPLe run. Use another --output-dir" in line
+    assert "TRAINER.COOP" not in line and "TRAINER.MAPLE" not in line
+
+
+def test_describe_mismatch_names_the_trainer_and_the_dataset_that_changed():
+    from dassl.engine.run_dir import describe_mismatch
+
+    assert describe_mismatch([("SEED", 1, 2)]) == "its config differs in SEED: 1 -> 2"
+    assert describe_mismatch([("DATASET.NAME", "MicroSketch", "MicroClean"), ("SEED", 1, 2)]) == \
+        "it holds a run on MicroSketch, this is a run on MicroClean"
+    assert describe_mismatch([("DATASET.NAME", "A", "B"), ("TRAINER.COOP.N_CTX", 4, "(absent)"),
+                              ("TRAINER.NAME", "CoOp", "BMIP")]) == "it holds a CoOp run on A, this is a BMIP run on B"
+
