@@ -206,11 +206,13 @@ def check_arguments(args):
 
 
 def check_config(cfg, args):
-    """Problems visible from the merged config (registries, learning rate, dataset folder, CLIP weights), found
-    before anything is written or built."""
+    """Problems visible from the merged config (registries, value ranges, dataset folder, CLIP weights), found
+    before anything is written or built. Each check lives with the code that owns its keys: the engine's training
+    keys in ``dassl``, a trainer's keys in its ``check_cfg``."""
+    from dassl.config import check_engine_keys
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
-    from dassl.optim import check_learning_rate
+    from dassl.optim import check_optim_cfg
     from dassl.utils import check_availability
 
     check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
@@ -220,7 +222,9 @@ def check_config(cfg, args):
         raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
                          "would evaluate untrained weights")
     if not args.eval_only:
-        check_learning_rate(cfg.OPTIM)
+        check_optim_cfg(cfg.OPTIM)
+        check_engine_keys(cfg)
+    trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
     dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     if hasattr(dataset_class, "set_paths") and hasattr(dataset_class, "check_present"):
         layout = dataset_class.__new__(dataset_class)  # paths only: nothing is read

@@ -96,3 +96,67 @@ def test_describe_mismatch_names_the_trainer_and_the_dataset_that_changed():
     assert describe_mismatch([("DATASET.NAME", "A", "B"), ("TRAINER.COOP.N_CTX", 4, "(absent)"),
                               ("TRAINER.NAME", "CoOp", "BMIP")]) == "it holds a CoOp run on A, this is a BMIP run on B"
 
+
+# -- bad config values: refused before anything runs, naming the key and its range ----------------------------------
+
+BAD_VALUES = [  # (trainer, KEY VALUE pairs, what the line says)
+    ("CoOp", ["OPTIM.MAX_EPOCH", "0"], "OPTIM.MAX_EPOCH = 0 is out of range: use an integer >= 1"),
+    ("CoOp", ["OPTIM.MAX_EPOCH", "-3"], "OPTIM.MAX_EPOCH = -3 is out of range: use an integer >= 1"),
+    ("CoOp", ["OPTIM.WARMUP_CONS_LR", "1e38"], "OPTIM.WARMUP_CONS_LR = 1e+38 is not a usable learning rate: use a "
+                                               "number between 0 and 10"),
+    ("CoOp", ["OPTIM.NAME", "adam", "OPTIM.WARMUP_MIN_LR", "-0.5"], "OPTIM.WARMUP_MIN_LR = -0.5 is not a usable"),
+    ("CoOp", ["OPTIM.STAGED_LR", "True", "OPTIM.BASE_LR_MULT", "1e6"],
+     "OPTIM.LR * OPTIM.BASE_LR_MULT = 2000.0 is not a usable learning rate"),
+    ("CoOp", ["TRAIN.PATIENT_COUNT", "-1"], "TRAIN.PATIENT_COUNT = -1 is out of range: use an integer >= 0"),
+    ("CoOp", ["TRAIN.EARLY_STOPPING_MIN_EPOCHS", "-1"], "TRAIN.EARLY_STOPPING_MIN_EPOCHS = -1 is out of range"),
+    ("CoOp", ["TRAIN.BEST_VAL_MIN_DELTA", "-0.5"], "TRAIN.BEST_VAL_MIN_DELTA = -0.5 is out of range: use a number "
+                                                   ">= 0.0"),
+    ("CoOp", ["TRAINER.COOP.N_CTX", "0"], "TRAINER.COOP.N_CTX = 0 is out of range: use an integer >= 1 "
+                                          "(learnable context tokens)"),
+    ("CoCoOp", ["TRAINER.COCOOP.N_CTX", "0"], "TRAINER.COCOOP.N_CTX = 0 is out of range: use an integer >= 1"),
+    ("IVLP", ["TRAINER.IVLP.N_CTX_TEXT", "-1"], "TRAINER.IVLP.N_CTX_TEXT = -1 is out of range: use an integer >= 0 "
+                                                "(text prompt tokens per layer; 0 switches text prompts off)"),
+    ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "-1"], "TRAINER.IVLP.PROMPT_DEPTH_TEXT = -1 is out of range"),
+    ("IVLP", ["TRAINER.IVLP.N_CTX_VISION", "-2"], "TRAINER.IVLP.N_CTX_VISION = -2 is out of range"),
+    ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "-1"], "TRAINER.IVLP.PROMPT_DEPTH_VISION = -1 is out of range"),
+    ("IVLP", ["TRAINER.IVLP.N_CTX_TEXT", "0", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "0"],
+     "TRAINER.IVLP switches off the prompts of both sides"),
+    ("VPT", ["TRAINER.VPT.N_CTX_VISION", "0"], "TRAINER.VPT.N_CTX_VISION = 0 is out of range: use an integer >= 1"),
+    ("VPT", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "0"], "TRAINER.VPT.PROMPT_DEPTH_VISION = 0 is out of range"),
+    ("MaPLe", ["TRAINER.MAPLE.N_CTX", "0"], "TRAINER.MAPLE.N_CTX = 0 is out of range: use an integer >= 1"),
+    ("MaPLe", ["TRAINER.MAPLE.PROMPT_DEPTH", "0"], "TRAINER.MAPLE.PROMPT_DEPTH = 0 is out of range"),
+    ("BMIP", ["TRAINER.BMIP.N_CTX", "0"], "TRAINER.BMIP.N_CTX = 0 is out of range: use an integer >= 1"),
+    ("BMIP", ["TRAINER.BMIP.PROMPT_DEPTH", "-1"], "TRAINER.BMIP.PROMPT_DEPTH = -1 is out of range"),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.N_CTX_TEXT", "0"], "TRAINER.PROMPTSRC.N_CTX_TEXT = 0 is out of range"),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "0"], "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 0 is out of"),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.N_CTX_VISION", "-1"], "TRAINER.PROMPTSRC.N_CTX_VISION = -1 is out of range: "
+                                                            "use an integer >= 0"),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "-1"], "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = -1 is"),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT", "-1"], "TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = -1 is out of"),
+    ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "0"], "TRAINER.PROMPTSRC.PROMPT_DEPTH = 0 is out of range"),
+    ("LinearProbeCLIP", ["TRAINER.LINEAR_PROBE.C", "-1.0"], "TRAINER.LINEAR_PROBE.C = -1.0 is out of range: use a "
+                                                            "number >= 0.0"),
+    ("LinearProbeCLIP", ["TRAINER.LINEAR_PROBE.SEARCH_STEPS", "-1"], "TRAINER.LINEAR_PROBE.SEARCH_STEPS = -1 is out"),
+    ("LinearProbeCLIP", ["TRAINER.LINEAR_PROBE.MAX_ITER", "0"], "TRAINER.LINEAR_PROBE.MAX_ITER = 0 is out of range"),
+]
+
+
+@pytest.mark.parametrize("trainer, extra, expected", BAD_VALUES, ids=[" ".join(c[1][-2:]) for c in BAD_VALUES])
+def test_a_bad_config_value_is_refused_before_anything_is_written(trainer, extra, expected, data_root, tmp_path,
+                                                                   capsys):
+    out = tmp_path / "out"
+    assert train.cli(toy_args(data_root, out, trainer=trainer, extra=extra)) == 2
+    assert expected in one_error_line(capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("trainer, extra", [
+    ("IVLP", ["TRAINER.IVLP.N_CTX_VISION", "0", "TRAINER.IVLP.PROMPT_DEPTH_VISION", "0"]),  # language-only
+    ("IVLP", ["TRAINER.IVLP.N_CTX_TEXT", "0"]),  # vision-only
+    ("PromptSRC", ["TRAINER.PROMPTSRC.N_CTX_VISION", "0", "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "0"]),
+    ("CoOp", ["OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.0", "TRAIN.PATIENT_COUNT", "0"]),
+])
+def test_zero_where_it_means_something_is_accepted(trainer, extra, data_root, tmp_path):
+    args = train.build_parser().parse_args(toy_args(data_root, tmp_path / "out", trainer=trainer, extra=extra))
+    train.check_config(train.setup_cfg(args), args)  # raises on a refused value
+
