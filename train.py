@@ -239,11 +239,8 @@ def main(argv=None):
     """Run one command; returns the trainer, or None when the output folder already holds this finished run.
 
     Bad input raises before anything is written to the output folder; a run that fails before it saved anything
-    removes the output folder it created.
+    removes the output folder (and its parents) it created.
     """
-    import os
-    import shutil
-
     args = build_parser().parse_args(argv)
     check_arguments(args)
     cfg = setup_cfg(args)
@@ -252,18 +249,16 @@ def main(argv=None):
     from dassl.engine.run_dir import OutputDirLock, has_checkpoints, read_result
     from dassl.utils import close_logger
 
-    created = not os.path.exists(cfg.OUTPUT_DIR)
-    with OutputDirLock(cfg.OUTPUT_DIR):
+    with OutputDirLock(cfg.OUTPUT_DIR) as lock:
         try:
             if claim_output_dir(cfg, args) is not None:
                 return None
             return run(cfg, args)
         except BaseException:
             out = cfg.OUTPUT_DIR
-            saved = read_result(out) or has_checkpoints(out)
-            if created and not saved:  # the run never got anywhere: leave no folder behind
+            if not (read_result(out) or has_checkpoints(out)):  # the run never got anywhere: leave nothing behind
                 close_logger()
-                shutil.rmtree(out, ignore_errors=True)
+                lock.remove_created()
             raise
 
 

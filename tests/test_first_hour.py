@@ -1,13 +1,19 @@
 """What a new user meets in the first hour, from a fresh clone: reusing an output folder, bad config values, a full
 disk, the documented commands of the micro world, the analysis tools, the benchmark report and the result tables.
 Bad input ends in one line on stderr naming the problem and the fix, exit status 2, with nothing written."""
+import errno
 import os
+import subprocess
+import sys
 
 import pytest
 import yaml
 
 import train
+from dassl.engine.run_dir import read_result
 from tests.toy_data import make_toy_dataset, toy_opts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +166,85 @@ def test_zero_where_it_means_something_is_accepted(trainer, extra, data_root, tm
     args = train.build_parser().parse_args(toy_args(data_root, tmp_path / "out", trainer=trainer, extra=extra))
     train.check_config(train.setup_cfg(args), args)  # raises on a refused value
 
+
+# -- a full disk: one line, nothing half-written or left behind, the run resumable ----------------------------------
+
+FULL_DISK_FIX = "; free space and re-run the same command to resume"
+
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_run_resumes(data_root, tmp_path, monkeypatch,
+                                                                                    capsys):
+    import builtins
+
+    import dassl.utils.torchtools as torchtools
+
+    def epoch_2_hits_a_full_disk(path, mode="r"):  # torch's real writer meets ENOSPC, as on a full device
+        return builtins.open("/dev/full" if "model.pth.tar-2" in str(path) else path, mode)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torchtools, "open", epoch_2_hits_a_full_disk, raising=False)
+    assert train.cli(toy_args(data_root, out, epochs=2)) == 1
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: no space left on the device while writing "
+                           f"{out / 'prompt_learner' / 'model.pth.tar-2'}{FULL_DISK_FIX}")
+    assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]  # no partial file
+    monkeypatch.undo()
+    assert train.cli(toy_args(data_root, out, epochs=2)) == 0
+    assert "Previous epoch: 1" in capsys.readouterr().out  # resumed from the last complete checkpoint
+    assert read_result(str(out))["epochs_trained"] == 2
+
+
+def test_a_full_disk_at_the_first_write_leaves_nothing_behind(data_root, tmp_path, monkeypatch, capsys):
+    import dassl.engine.run_dir as run_dir
+    import dassl.utils
+
+    out = tmp_path / "new" / "parents" / "run"
+    monkeypatch.setattr(run_dir, "_record_holder", disk_full)  # the lock file's first line
+    assert train.cli(toy_args(data_root, out)) == 1
+    assert one_error_line(capsys).startswith(f"error: no space left on the device while writing {out / '.lock'}"
+                                             f"{FULL_DISK_FIX}")
+    assert os.listdir(tmp_path) == []  # neither the folder nor the parents it created
+
+    monkeypatch.undo()
+    real_atomic_write = dassl.utils.atomic_write
+
+    def config_hits_a_full_disk(fpath, write_fn):
+        return real_atomic_write(fpath, disk_full if fpath.endswith("config.yaml") else write_fn)
+
+    monkeypatch.setattr(dassl.utils, "atomic_write", config_hits_a_full_disk)
+    (tmp_path / "new").mkdir()  # a parent that existed before stays
+    assert train.cli(toy_args(data_root, out)) == 1
+    assert one_error_line(capsys).startswith(f"error: no space left on the device while writing "
+                                             f"{out / 'config.yaml'}{FULL_DISK_FIX}")
+    assert os.listdir(tmp_path) == ["new"] and os.listdir(tmp_path / "new") == []
+
+
+def test_a_full_disk_while_the_micro_world_is_generated_leaves_no_half_dataset(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    from microworld import benchmark
+
+    saved = []
+
+    def save_until_full(image, path, *args, **kwargs):
+        if len(saved) == 5:
+            disk_full()
+        saved.append(path)
+        return real_save(image, path, *args, **kwargs)
+
+    real_save = Image.Image.save
+    monkeypatch.setattr(Image.Image, "save", save_until_full)
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    args = toy_args(str(data), out, extra=["DATASET.NAME", "MicroSketch"])
+    assert train.cli(args) == 1
+    images = data / "micro_world" / benchmark.TASKS_BY_NAME["MicroSketch"].folder / "images"
+    assert one_error_line(capsys).startswith(f"error: no space left on the device while writing {images}"
+                                             f"{FULL_DISK_FIX}")
+    assert len(saved) == 5 and os.listdir(images.parent) == []  # the staging folder is gone
+    assert not out.exists()
