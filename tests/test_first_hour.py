@@ -248,3 +248,41 @@ def test_a_full_disk_while_the_micro_world_is_generated_leaves_no_half_dataset(t
                                              f"{FULL_DISK_FIX}")
     assert len(saved) == 5 and os.listdir(images.parent) == []  # the staging folder is gone
     assert not out.exists()
+
+
+# -- the analysis tools: --help and argument errors at once, bad input exit 2 --------------------------------------
+
+ANALYSIS_TOOLS = ["analysis.gates", "analysis.interpret_prompt", "analysis.draw"]
+
+
+@pytest.mark.parametrize("tool", ANALYSIS_TOOLS)
+def test_analysis_help_answers_at_once(tool):
+    done = subprocess.run([sys.executable, "-m", tool, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "--model-dir" in done.stdout
+    script = (f"import runpy, sys, time; sys.argv = ['{tool}', '--help']; start = time.perf_counter()\n"
+              f"try: runpy.run_module('{tool}', run_name='__main__')\n"
+              "except SystemExit: pass\n"
+              "print(round(time.perf_counter() - start, 3), [m for m in ('torch', 'clip') if m in sys.modules])")
+    timed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    seconds, loaded = timed.stdout.strip().splitlines()[-1].split(" ", 1)
+    assert loaded == "[]" and float(seconds) < 3.0  # ~0.03 s of imports: no torch, no CLIP (which take seconds)
+
+
+NOT_A_RUN = "error: --model-dir no/such/run is not a directory (the training run's --output-dir)"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["analysis.gates", "--model-dir", "no/such/run"], NOT_A_RUN),
+    (["analysis.gates"], "error: pass --model-dir (the training run's --output-dir) to load the trained model"),
+    (["analysis.interpret_prompt", "--topk", "0"], "error: --topk must be >= 1, got 0"),
+    (["analysis.draw", "--model-dir", "no/such/run"], NOT_A_RUN),
+])
+def test_analysis_bad_input_is_one_line_and_exit_2_without_torch(argv, expected):
+    script = (f"import runpy, sys; sys.argv = {argv!r}\n"
+              "try: runpy.run_module(sys.argv[0], run_name='__main__')\n"
+              "except SystemExit as exit_: print(exit_.code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["2", "False"] and done.stderr.splitlines() == [expected]
+    command = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert command.returncode == 2 and command.stderr.splitlines() == [expected]
