@@ -286,3 +286,30 @@ def test_analysis_bad_input_is_one_line_and_exit_2_without_torch(argv, expected)
     assert done.stdout.split() == ["2", "False"] and done.stderr.splitlines() == [expected]
     command = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert command.returncode == 2 and command.stderr.splitlines() == [expected]
+
+
+# -- the benchmark report of a missing or foreign file --------------------------------------------------------------
+
+def test_the_benchmark_report_names_a_missing_file_and_the_saved_runs_beside_it(tmp_path, capsys):
+    import json
+
+    from benchmarks import report
+
+    folder = tmp_path / "benchmark"
+    folder.mkdir()
+    full, quick = folder / "bench_trainers.json", folder / "bench_trainers_quick.json"
+    assert report.main([str(full)]) == 2
+    assert one_error_line(capsys) == (f"error: {full} does not exist: write it with python -m "
+                                      "benchmarks.bench_trainers (--quick writes "
+                                      "output/benchmark/bench_trainers_quick.json)")
+    quick.write_text("{not json")
+    assert report.main([str(quick)]) == 2
+    assert one_error_line(capsys).startswith(f"error: {quick} is not a run saved by benchmarks.bench_trainers "
+                                             "(JSONDecodeError: ")
+    quick.write_text(json.dumps({"settings": {"large_only": True, "trainers": []}, "measurements": []}))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.report", str(full)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)  # the documented command after --quick
+    assert done.returncode == 2 and done.stderr.splitlines() == [
+        f"error: {full} does not exist: {folder} holds bench_trainers_quick.json: e.g. python -m benchmarks.report "
+        f"{quick}"]
+    assert report.main([str(quick)]) == 0  # the file it names is read
