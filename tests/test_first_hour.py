@@ -313,3 +313,37 @@ def test_the_benchmark_report_names_a_missing_file_and_the_saved_runs_beside_it(
         f"error: {full} does not exist: {folder} holds bench_trainers_quick.json: e.g. python -m benchmarks.report "
         f"{quick}"]
     assert report.main([str(quick)]) == 0  # the file it names is read
+
+
+# -- result tables after the main job: `python scripts/results.py output` -------------------------------------------
+
+def test_results_of_output_read_the_one_tree_below_it(tmp_path):
+    from tests.test_results_tables import b2n
+
+    tree = tmp_path / "output" / "micro_benchmark"  # where the main job puts its 115 runs
+    for split, accuracy in (("train_base", 60.0), ("test_base", 61.0), ("test_new", 50.0)):
+        b2n(tree, split, "micro_sketch", "BMIP", "micro", 1, accuracy)
+    done = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "results.py"), "output", "--no-plots"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)  # as the README writes it
+    assert done.returncode == 0, done.stderr
+    assert "reading the runs of output/micro_benchmark (output holds no runs itself)" in done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| BMIP"))
+    assert "| 61.00 | 50.00 | 54.95 |" in row  # Base, Novel, HM = 2 * 61 * 50 / 111
+    assert (tree / "results" / "results.md").read_text().strip() in done.stdout
+
+
+def test_results_of_a_folder_with_several_trees_names_them(tmp_path, capsys):
+    from scripts.results import main as results_main
+    from tests.test_results_tables import b2n
+
+    for name in ("micro", "micro_benchmark"):
+        b2n(tmp_path / "output" / name, "test_base", "micro_sketch", "CoOp", "micro", 1, 50.0)
+    assert results_main([str(tmp_path / "output"), "--no-plots"]) == 2
+    assert one_error_line(capsys) == (
+        f"error: {tmp_path / 'output'} holds no runs itself but 2 output trees: {tmp_path / 'output' / 'micro'}, "
+        f"{tmp_path / 'output' / 'micro_benchmark'}; pass one of them, e.g. python scripts/results.py "
+        f"{tmp_path / 'output' / 'micro'}")
+    b2n(tmp_path / "output", "test_base", "dtd", "CoOp", "c1", 1, 70.0)  # now output is a tree itself
+    assert results_main([str(tmp_path / "output"), "--no-plots"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {tmp_path / 'output' / 'micro_benchmark'} holds other runs: python scripts/results.py" in err
