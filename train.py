@@ -233,11 +233,13 @@ def check_arguments(args):
 
 
 def check_config(cfg, args):
-    """Problems visible from the merged config (registries, learning rate, dataset folder, CLIP weights), found
-    before anything is written or built."""
+    """Problems visible from the merged config (registries, value ranges, dataset folder, CLIP weights), found
+    before anything is written or built. Each check lives with the code that owns its keys: the engine's training
+    keys in ``dassl``, a trainer's keys in its ``check_cfg``."""
+    from dassl.config import check_engine_keys
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
-    from dassl.optim import check_learning_rate
+    from dassl.optim import check_optim_cfg
     from dassl.utils import check_availability
 
     check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
@@ -247,7 +249,9 @@ def check_config(cfg, args):
         raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
                          "would evaluate untrained weights")
     if not args.eval_only:
-        check_learning_rate(cfg.OPTIM)
+        check_optim_cfg(cfg.OPTIM)
+        check_engine_keys(cfg)
+    trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
     dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     if hasattr(dataset_class, "set_paths") and hasattr(dataset_class, "check_present"):
         layout = dataset_class.__new__(dataset_class)  # paths only: nothing is read
@@ -262,11 +266,8 @@ def main(argv=None):
     """Run one command; returns the trainer, or None when the output folder already holds this finished run.
 
     Bad input raises before anything is written to the output folder; a run that fails before it saved anything
-    removes the output folder it created.
+    removes the output folder (and its parents) it created.
     """
-    import os
-    import shutil
-
     args = build_parser().parse_args(argv)
     check_arguments(args)
     cfg = setup_cfg(args)
@@ -275,18 +276,16 @@ def main(argv=None):
     from dassl.engine.run_dir import OutputDirLock, has_checkpoints, read_result
     from dassl.utils import close_logger
 
-    created = not os.path.exists(cfg.OUTPUT_DIR)
-    with OutputDirLock(cfg.OUTPUT_DIR):
+    with OutputDirLock(cfg.OUTPUT_DIR) as lock:
         try:
             if claim_output_dir(cfg, args) is not None:
                 return None
             return run(cfg, args)
         except BaseException:
             out = cfg.OUTPUT_DIR
-            saved = read_result(out) or has_checkpoints(out)
-            if created and not saved:  # the run never got anywhere: leave no folder behind
+            if not (read_result(out) or has_checkpoints(out)):  # the run never got anywhere: leave nothing behind
                 close_logger()
-                shutil.rmtree(out, ignore_errors=True)
+                lock.remove_created()
             raise
 
 
@@ -375,8 +374,8 @@ def claim_output_dir(cfg, args):
 
     from dassl.config import extend_cfg, get_cfg_default
     from dassl.engine.run_dir import (CONFIG_FILE, RESULT_FILE, ConfigMismatch, config_differences,
-                                      describe_differences, flatten_config, has_checkpoints, read_config,
-                                      read_result, write_config)
+                                      describe_mismatch, flatten_config, has_checkpoints, read_config, read_result,
+                                      write_config)
     from dassl.utils import remove_stale_temp_files
 
     out = cfg.OUTPUT_DIR
@@ -389,7 +388,7 @@ def claim_output_dir(cfg, args):
         defaults = flatten_config(yaml.safe_load(extend_cfg(get_cfg_default()).dump()))
         differences = config_differences(stored, current, defaults)
         if differences:
-            problems.append(f"its config differs in {describe_differences(differences)}")
+            problems.append(describe_mismatch(differences))
     if result is not None and result.get("mode") != mode:
         problems.append(f"it holds a finished {result.get('mode')} run, this is a {mode} run")
     if mode == "eval" and has_checkpoints(out):
@@ -397,7 +396,7 @@ def claim_output_dir(cfg, args):
     models = evaluated_models(args) if mode == "eval" else {}
     if result is not None and mode == "eval" and result.get("model_dir") != osp.abspath(args.model_dir or "."):
         problems.append(f"it holds the evaluation of the model in {result.get('model_dir')}")
-    reusable = result is not None or has_checkpoints
+    reusable = result is not None or has_checkpoints(out)  # a run that saved nothing leaves nothing to continue
     if problems and reusable and not args.accept_config_change:
         raise ConfigMismatch(
             f"{out} holds another run: {'; '.join(problems)}. Use another --output-dir, delete the folder to start "

@@ -3,16 +3,24 @@
 Every tool accepts train.py's flags (``--root``, ``--config-file``, ``--dataset-config-file``, ``--trainer``,
 ``--model-dir``, ``--load-epoch``, trailing ``KEY VALUE`` pairs, ...) plus its own, which go before the
 ``KEY VALUE`` pairs. The model is built exactly as for ``train.py --eval-only``; nothing is written to the
-model's folder except the tool's own outputs (no log file).
+model's folder except the tool's own outputs (no log file). Bad input ends a tool in one line on stderr, exit
+status 2 (:func:`fail`).
+
+The tools import torch, CLIP and the trainers only after their arguments are parsed and checked, so ``--help`` and
+argument errors answer at once.
 """
 import contextlib
 import os
 import sys
 
 import train
-from dassl.engine import build_trainer
-from dassl.utils import set_random_seed
 from scripts.jobs import SetupError, checkpoint_epoch
+
+
+def fail(message):
+    """End the tool for bad input: ``error: <message>`` on stderr (one line: what is wrong and the fix), exit 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def build_parser(prog, description):
@@ -29,9 +37,12 @@ def load_trained(args, require_model=True):
     its report; a bad flag or a missing checkpoint ends the tool with one line.
     """
     if require_model and not args.model_dir:
-        raise SystemExit("error: pass --model-dir (the training run's --output-dir) to load the trained model")
+        fail("pass --model-dir (the training run's --output-dir) to load the trained model")
     if args.model_dir and not os.path.isdir(args.model_dir):
-        raise SystemExit(f"error: --model-dir {args.model_dir} is not a directory (the training run's --output-dir)")
+        fail(f"--model-dir {args.model_dir} is not a directory (the training run's --output-dir)")
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
     try:
         epoch = args.load_epoch
         if args.model_dir and epoch is None:
@@ -43,7 +54,7 @@ def load_trained(args, require_model=True):
             trainer = build_trainer(cfg)
             trainer.load_model(args.model_dir, epoch=epoch)
     except (SetupError, FileNotFoundError, KeyError, ValueError) as err:
-        raise SystemExit(f"error: {err.args[0] if err.args else err}") from None
+        fail(" ".join(str(err.args[0] if err.args else err).split()))
     return trainer
 
 

@@ -14,14 +14,17 @@ import sys
 
 from analysis.cli import build_parser, default_out_dir, load_trained, report_stem
 from analysis.gates import GateRecorder, write_gate_report
-from analysis.modality import ModalityRecorder, write_modality_report
-from analysis.passes import describe_pass, run_pass, split_loader
-from trainers.bmip import BMIPPromptLearner
+
+# torch and the trainers are imported where they are used: `python -m analysis.draw --help` answers at once.
 
 
 def draw_report(trainer, out_dir, split="test"):
     """Evaluate ``trainer.model`` (weights already loaded) on ``split`` once and write every applicable report to
     ``out_dir``; returns the written paths ([] when the model has no text encoder)."""
+    from analysis.modality import ModalityRecorder, write_modality_report
+    from analysis.passes import describe_pass, run_pass, split_loader
+    from trainers.bmip import BMIPPromptLearner
+
     model = trainer.model
     if not hasattr(model, "text_encoder"):
         print(f"--draw: {type(model).__name__} has no text encoder; nothing to draw")

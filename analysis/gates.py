@@ -27,11 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+from analysis.cli import build_parser, default_out_dir, fail, load_trained, report_stem
 
-from analysis.cli import build_parser, default_out_dir, load_trained, report_stem
-from analysis.passes import describe_pass, run_pass, split_loader
-from trainers.bmip import BMIPPromptLearner
+# torch and the trainers are imported where they are used: `python -m analysis.gates --help` answers at once.
 
 MODALITIES = ("vision", "text")
 UNITS_PLURAL = {"image": "images", "batch": "batches", "class": "classes", "all classes": "all classes"}
@@ -53,6 +51,8 @@ class GateRecorder:
     """Records w = sigmoid(gate(a)) of every BMIP gate call during a pass (a context manager; see run_pass)."""
 
     def __init__(self, learner):
+        from trainers.bmip import BMIPPromptLearner
+
         if not isinstance(learner, BMIPPromptLearner):
             raise ValueError(f"gate reports need a BMIP model, got a {type(learner).__name__}")
         self.learner = learner
@@ -76,7 +76,7 @@ class GateRecorder:
     def _hook(self, modality, layer):
         def hook(module, inputs, output):
             a = inputs[0].detach().float().squeeze(-1).cpu()  # [b] | [B, b] | [n_cls, b]
-            w = torch.sigmoid(output.detach().float()).squeeze(-1).cpu()  # same shape
+            w = output.detach().float().sigmoid().squeeze(-1).cpu()  # same shape
             a, w = (a.unsqueeze(0), w.unsqueeze(0)) if w.dim() == 1 else (a, w)  # [units, b]
             if modality == "text":
                 self._text[layer] = (a, w)
@@ -88,10 +88,12 @@ class GateRecorder:
         for layer, (a, w) in self._pending.items():
             self._vision[layer].append((a, w))
             per_image = w.shape[0] == labels.shape[0] and self.learner.mode == "per_sample"
-            self._vision_labels[layer].append(labels.cpu() if per_image else torch.full((w.shape[0],), -1))
+            self._vision_labels[layer].append(labels.cpu() if per_image else labels.new_full((w.shape[0],), -1).cpu())
         self._pending = {}
 
     def result(self):
+        import torch
+
         per_sample = self.learner.mode == "per_sample"
         gates = GateValues(self.learner.mode)
         captured = {"vision": {layer: tuple(torch.cat(t) for t in zip(*pairs))
@@ -122,7 +124,7 @@ def summary_rows(gates):
             if w is None:
                 continue
             flat = w.flatten().double()
-            q = torch.quantile(flat, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0], dtype=torch.float64)).tolist()
+            q = flat.quantile(flat.new_tensor([0.0, 0.25, 0.5, 0.75, 1.0])).tolist()
             alpha, beta = gates.params[modality][layer]
             a = gates.attention[modality][layer].double()
             rows.append({"layer": layer, "modality": modality, "over": gates.units[modality], "units": w.shape[0],
@@ -224,6 +226,8 @@ def write_gate_report(gates, out_dir, stem, title, lab2cname):
 
 def gate_report(trainer, out_dir, split="test"):
     """Evaluate a loaded BMIP trainer on ``split`` and write the gate report; returns (paths, accuracy %)."""
+    from analysis.passes import describe_pass, run_pass, split_loader
+
     recorder = GateRecorder(trainer.model.prompt_learner)
     loader = split_loader(trainer, split)
     accuracy = run_pass(trainer, loader, [recorder])
@@ -238,8 +242,11 @@ def main(argv=None):
     parser.add_argument("--out-dir", default="", help="where to write (default: <model-dir>/analysis)")
     args = parser.parse_args(argv)
     trainer = load_trained(args)
+    from trainers.bmip import BMIPPromptLearner
+
     if not isinstance(getattr(trainer.model, "prompt_learner", None), BMIPPromptLearner):
-        raise SystemExit(f"error: gate reports are for BMIP models; --trainer {trainer.cfg.TRAINER.NAME} has no gates")
+        fail(f"gate reports are for BMIP models; --trainer {trainer.cfg.TRAINER.NAME} has no gates: pass a BMIP "
+             "or PromptSRC_BMIP run's --trainer, --config-file and --model-dir")
     paths, _ = gate_report(trainer, args.out_dir or default_out_dir(args), args.split)
     print(paths[1].read_text(encoding="utf-8"))
     print("written: " + ", ".join(str(p) for p in paths))

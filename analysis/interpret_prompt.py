@@ -15,13 +15,14 @@ neighbours are only indicative. BMIP inserts a gated blend of its deep prompt wi
     python -m analysis.interpret_prompt --config-file configs/trainers/CoOp/vit_b16.yaml \\
         --dataset-config-file configs/datasets/dtd.yaml --root $DATA --model-dir output/.../seed1 [--topk 5]
 """
+from __future__ import annotations  # (the torch.Tensor annotations below stay unevaluated)
+
 import sys
 from dataclasses import dataclass
 
-import torch
+from analysis.cli import build_parser, fail, load_trained
 
-from analysis.cli import build_parser, load_trained
-from clip_patch.openai_clip import openai_clip
+# torch and CLIP are imported where they are used: `python -m analysis.interpret_prompt --help` answers at once.
 
 SHALLOW_CONTEXT = ("ctx", "ctx_t")  # learner attributes holding the shallow text context [b, D] | [n_cls, b, D]
 DEEP_TEXT_PROMPTS = ("compound_prompts_text", "deep_text")  # learner attributes: lists of [b, D], used at l = k + 1
@@ -61,6 +62,8 @@ def context_sets(learner, classnames=None):
 
 def nearest_tokens(vectors, token_embedding, k):
     """(distances [n, k], token ids [n, k]) of the k rows of token_embedding [V, D] nearest to vectors [n, D]."""
+    import torch
+
     distance = torch.cdist(vectors.detach().float(), token_embedding.detach().float(),
                            compute_mode="donot_use_mm_for_euclid_dist")  # [n, V], exact (no |x|^2+|y|^2-2xy)
     distances, indices = distance.topk(k, dim=1, largest=False)  # ascending
@@ -97,16 +100,19 @@ def main(argv=None):
     parser.add_argument("--topk", type=int, default=5, help="nearest tokens per context vector (default 5)")
     args = parser.parse_args(argv)
     if args.topk < 1:
-        raise SystemExit(f"error: --topk must be >= 1, got {args.topk}")
+        fail(f"--topk must be >= 1, got {args.topk}")
     trainer = load_trained(args)
     learner = getattr(trainer.model, "prompt_learner", None)
     if learner is None:
-        raise SystemExit(f"error: --trainer {trainer.cfg.TRAINER.NAME} has no prompt learner to interpret")
+        fail(f"--trainer {trainer.cfg.TRAINER.NAME} has no prompt learner to interpret: pass the --trainer, "
+             "--config-file and --model-dir of a prompt-learning run")
     token_embedding = trainer.model.text_encoder.token_embedding.weight  # [V, D]
     try:
         sets = interpret(learner, token_embedding, args.topk, trainer.dm.dataset.classnames)
     except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+        fail(str(err))
+    from clip_patch.openai_clip import openai_clip
+
     print(format_report(sets, openai_clip().simple_tokenizer.SimpleTokenizer().decoder, tuple(token_embedding.shape)))
     return sets
 

@@ -237,16 +237,50 @@ def format_ratios(ratios):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    """Re-print the table and ratios of a saved run: ``python -m benchmarks.report output/benchmark/x.json``."""
-    import argparse
-    import json
+def read_run(path):
+    """The saved run in ``path`` (``{"settings", "measurements", ...}``, written by ``benchmarks.bench_trainers``).
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    Raises ``ValueError`` with one line naming the file and the fix when it is missing (naming the saved runs there,
+    e.g. ``bench_trainers_quick.json``, which ``--quick`` writes) or is not such a run.
+    """
+    import glob
+    import json
+    import os.path as osp
+
+    if not osp.isfile(path):
+        folder = path if osp.isdir(path) else osp.dirname(path) or "."
+        saved = sorted(glob.glob(osp.join(glob.escape(folder), "bench_trainers*.json")))
+        fix = (f"{folder} holds {', '.join(map(osp.basename, saved))}: e.g. python -m benchmarks.report {saved[0]}"
+               if saved else
+               "write it with python -m benchmarks.bench_trainers (--quick writes "
+               "output/benchmark/bench_trainers_quick.json)")
+        raise ValueError(f"{path} {'is a folder' if osp.isdir(path) else 'does not exist'}: {fix}")
+    problem = "it holds no settings and measurements"
+    try:
+        with open(path) as f:
+            run = json.load(f)
+    except (OSError, ValueError) as err:  # unreadable, or not JSON
+        run, problem = None, f"{type(err).__name__}: {' '.join(str(err).split())}"
+    if not (isinstance(run, dict) and isinstance(run.get("settings"), dict) and "measurements" in run):
+        raise ValueError(f"{path} is not a run saved by benchmarks.bench_trainers ({problem}): pass the JSON file "
+                         "it wrote (--out; default output/benchmark/bench_trainers.json)")
+    return run
+
+
+def main(argv=None):
+    """Re-print the table and ratios of a saved run: ``python -m benchmarks.report output/benchmark/x.json``.
+    Returns the exit status: 0, or 2 (one line on stderr) when the file is missing or not a saved run."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("result", help="JSON written by benchmarks.bench_trainers")
     args = parser.parse_args(argv)
-    with open(args.result) as f:
-        run = json.load(f)
+    try:
+        run = read_run(args.result)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     settings, measurements = run["settings"], run["measurements"]
     if not settings.get("large_only"):
         print(markdown_table(measurements, settings["trainers"], settings["classes_train"], settings["classes_eval"],
@@ -256,7 +290,8 @@ def main(argv=None):
                                                             judge=settings.get("judge", True))))
     if settings.get("large_classes"):
         print("\n" + large_class_table(measurements, settings["large_classes"]))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

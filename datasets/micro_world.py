@@ -9,6 +9,7 @@ The tasks themselves (class sets, domains) are defined in `microworld.benchmark`
 import os
 
 from dassl.data.datasets import DATASET_REGISTRY
+from dassl.utils import DiskFull, is_disk_full
 
 from microworld.benchmark import TASKS_BY_NAME, export_task, split_listing
 
@@ -39,7 +40,12 @@ class MicroWorldDataset(SplitDataset):
         else:
             print(f"Generating {type(self).__name__} into {self.image_dir}")
             os.makedirs(self.dataset_dir, exist_ok=True)
-            listing = export_task(self.task, self.image_dir)
+            try:
+                listing = export_task(self.task, self.image_dir)
+            except OSError as error:
+                if is_disk_full(error):
+                    raise DiskFull(self.image_dir) from error
+                raise
         return tuple(
             [Entry(os.path.join(self.image_dir, relpath), label, classname) for relpath, label, classname in listing[split]]
             for split in ("train", "val", "test")

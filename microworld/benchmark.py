@@ -124,17 +124,22 @@ def split_listing(task):
 def export_task(task, image_dir):
     """Render every split of `task` as PNG files under `image_dir` (created atomically: files are
     written to a private temporary folder that is renamed into place, so concurrent runs never see a
-    half-written folder). Returns `split_listing(task)`."""
+    half-written folder, and that is removed when writing fails, e.g. on a full disk). Returns
+    `split_listing(task)`."""
     from PIL import Image
 
     listing = split_listing(task)
     staging = f"{image_dir.rstrip(os.sep)}.tmp{os.getpid()}"
-    for split in SPLITS:
-        images, _ = render_split(task, split)
-        for image, (relpath, _, _) in zip(images, listing[split]):
-            path = os.path.join(staging, relpath)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            Image.fromarray(image).save(path)
+    try:
+        for split in SPLITS:
+            images, _ = render_split(task, split)
+            for image, (relpath, _, _) in zip(images, listing[split]):
+                path = os.path.join(staging, relpath)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                Image.fromarray(image).save(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         os.rename(staging, image_dir)
     except OSError:  # another process finished first; its files are identical

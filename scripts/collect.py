@@ -1,4 +1,5 @@
 """Walk an output tree (see ``scripts.layout``) and read the final result of every run directory."""
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def _collect_few_shot(root, collection):
             _read(collection, directory, trainer not in TRAINING_FREE, protocol="few_shot", split="train",
                   dataset=dataset, trainer=trainer, cfg=match.group("cfg"), shots=int(match.group("shots")),
                   seed=seed)
+
+
+# The folders an output tree has at its top (scripts.layout); cross-dataset sources are found from evaluation/.
+PROTOCOL_FOLDERS = ("base2new", "evaluation", "few_shot")
+TREE_SEARCH_DEPTH = 3  # how deep below a folder output_trees looks (output/<experiment>/<variant>/...)
+
+
+def is_output_tree(folder):
+    """Whether ``folder`` is the root of an output tree: it holds a protocol folder (base2new/, evaluation/, ...)."""
+    return any(Path(folder, name).is_dir() for name in PROTOCOL_FOLDERS)
+
+
+def output_trees(folder, depth=TREE_SEARCH_DEPTH):
+    """The output trees strictly below ``folder`` (at most ``depth`` levels down), sorted; a tree is not searched
+    further (its runs are its own)."""
+    trees = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith(".") or entry.name in PROTOCOL_FOLDERS:
+            continue
+        if is_output_tree(entry.path):
+            trees.append(Path(entry.path))
+        elif depth > 1:
+            trees += output_trees(entry.path, depth - 1)
+    return trees
 
 
 def collect(root):

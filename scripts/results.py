@@ -5,6 +5,10 @@ few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (e
 one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
 
+OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
+exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
+is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
+
 ``--curves RUN [RUN ...]`` instead plots the per-epoch training curves (``curves.csv``) of a set of runs — run
 directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/seed1'`` — into
 ``DIR/training_curves.png``: one panel per column (loss, accuracy, LR, val accuracy), one line per run.
@@ -17,7 +21,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from scripts import aggregate, plots, tables  # noqa: E402
-from scripts.collect import collect  # noqa: E402
+from scripts.collect import collect, is_output_tree, output_trees  # noqa: E402
 from scripts.curves import find_curve_files, read_curves, run_labels  # noqa: E402
 
 
@@ -70,8 +74,27 @@ def plot_training_curves(patterns, out_dir):
     return target
 
 
+def resolve_tree(output):
+    """The output tree to report for the folder ``output`` (module docstring); raises ``ValueError`` (one line
+    naming them) when several trees are below it. The trees below a tree are named on stderr."""
+    if not output.is_dir():
+        return output  # collect() says that it does not exist
+    below = output_trees(output)
+    if is_output_tree(output):
+        for other in below:
+            print(f"note: {other} holds other runs: python scripts/results.py {other}", file=sys.stderr)
+        return output
+    if len(below) > 1:
+        raise ValueError(f"{output} holds no runs itself but {len(below)} output trees: "
+                         f"{', '.join(map(str, below))}; pass one of them, e.g. python scripts/results.py {below[0]}")
+    if below:
+        print(f"reading the runs of {below[0]} ({output} holds no runs itself)", file=sys.stderr)
+        return below[0]
+    return output
+
+
 def main(argv=None):
-    """Collect, report; exit status 1 when the tree holds no finished run."""
+    """Collect, report; exit status 1 when the tree holds no finished run, 2 for a folder to fix."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
@@ -88,16 +111,17 @@ def main(argv=None):
         print(f"training curves written to {target}", file=sys.stderr)
         return 0
     try:
-        collection = collect(args.output)
-    except FileNotFoundError as error:
+        tree = resolve_tree(args.output)
+        collection = collect(tree)
+    except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for directory in collection.incomplete:
         print(f"no finished result (unfinished or failed run): {directory}", file=sys.stderr)
     if not collection.results:
-        print(f"error: no finished run under {args.output}", file=sys.stderr)
+        print(f"error: no finished run under {tree}", file=sys.stderr)
         return 1
-    out_dir = args.out_dir or args.output / "results"
+    out_dir = args.out_dir or tree / "results"
     print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
     print(f"tables and plots written to {out_dir}", file=sys.stderr)
     return 0

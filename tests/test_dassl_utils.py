@@ -219,8 +219,7 @@ def test_save_checkpoint_is_atomic_on_failure(tmp_path, monkeypatch):
     before = (folder / "model.pth.tar-1").read_bytes()
 
     def crash(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"half")
+        f.write(b"half")  # save_checkpoint hands torch.save the open temporary file
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(torch, "save", crash)

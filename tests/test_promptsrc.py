@@ -314,10 +314,10 @@ def test_bad_settings_are_rejected_before_training(data_root, tmp_path):
         toy_trainer(data_root, "PromptSRC_BMIP", tmp_path, extra=["TRAINER.PROMPTSRC.BMIP_MODE", "joint"])
     with pytest.raises(ValueError, match="GPA_STD"):
         toy_trainer(data_root, "PromptSRC", tmp_path, extra=["TRAINER.PROMPTSRC.GPA_STD", "0"])
-    with pytest.raises(ValueError, match="PROMPT_DEPTH_TEXT = 0; use 1..12"):
+    with pytest.raises(ValueError, match=r"PROMPT_DEPTH_TEXT = 0 is out of range: use an integer >= 1"):
         toy_trainer(data_root, "PromptSRC", tmp_path, extra=["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "0"])
     for trainer in ("PromptSRC", "PromptSRC_BMIP"):
-        with pytest.raises(ValueError, match="N_CTX_TEXT = 0: the prompt learner needs >= 1 token"):
+        with pytest.raises(ValueError, match=r"N_CTX_TEXT = 0 is out of range: use an integer >= 1"):
             toy_trainer(data_root, trainer, tmp_path, extra=["TRAINER.PROMPTSRC.N_CTX_TEXT", "0"])
 
 

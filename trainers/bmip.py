@@ -25,7 +25,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -176,6 +176,12 @@ class BMIPPromptLearner(nn.Module):
 class BMIP(CLIPPromptTrainer):
     CFG_NODE = "BMIP"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.BMIP
+        check_range("TRAINER.BMIP.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer per modality")
+        check_range("TRAINER.BMIP.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip_patch import PromptedTextEncoder
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP
@@ -65,6 +65,10 @@ class CoCoOpCLIP(PromptedCLIP):
 class CoCoOp(CLIPPromptTrainer):
     CFG_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        check_range("TRAINER.COCOOP.N_CTX", cfg.TRAINER.COCOOP.N_CTX, 1, meaning="learnable context tokens")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         return CoCoOpPromptLearner(self.method_cfg, classnames, clip_model)

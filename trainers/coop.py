@@ -7,7 +7,7 @@ from yacs.config import CfgNode as CN
 
 from clip_patch import PromptedTextEncoder
 from clip_patch.openai_clip import openai_clip
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -73,6 +73,10 @@ class CoOpPromptLearner(nn.Module):
 class CoOp(CLIPPromptTrainer):
     CFG_NODE = "COOP"
     CHECKPOINT_NAME = "prompt_learner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        check_range("TRAINER.COOP.N_CTX", cfg.TRAINER.COOP.N_CTX, 1, meaning="learnable context tokens")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         return CoOpPromptLearner(self.method_cfg, classnames, clip_model)

@@ -9,7 +9,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -75,6 +75,19 @@ class IVLP(CLIPPromptTrainer):
     CFG_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"
 
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.IVLP
+        for side in ("TEXT", "VISION"):
+            check_range(f"TRAINER.IVLP.N_CTX_{side}", m[f"N_CTX_{side}"], 0,
+                        meaning=f"{side.lower()} prompt tokens per layer; 0 switches {side.lower()} prompts off")
+            check_range(f"TRAINER.IVLP.PROMPT_DEPTH_{side}", m[f"PROMPT_DEPTH_{side}"], 0,
+                        meaning=f"{side.lower()} layers with prompts; 0 switches {side.lower()} prompts off")
+        if not any(m[f"N_CTX_{side}"] and m[f"PROMPT_DEPTH_{side}"] for side in ("TEXT", "VISION")):
+            raise ValueError("TRAINER.IVLP switches off the prompts of both sides (a 0 in N_CTX_TEXT/PROMPT_DEPTH_TEXT "
+                             "and in N_CTX_VISION/PROMPT_DEPTH_VISION), so there is nothing to learn: give one side "
+                             ">= 1 token and depth >= 1")
+
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg
         return VisionLanguagePrompts(clip_model, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
@@ -85,6 +98,13 @@ class IVLP(CLIPPromptTrainer):
 class VPT(CLIPPromptTrainer):
     CFG_NODE = "VPT"
     CHECKPOINT_NAME = "prompt_learner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.VPT
+        check_range("TRAINER.VPT.N_CTX_VISION", m.N_CTX_VISION, 1, meaning="vision prompt tokens per layer")
+        check_range("TRAINER.VPT.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 1,
+                    meaning="vision layers with prompts; 1 = shallow only")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg

@@ -34,7 +34,7 @@ from yacs.config import CfgNode as CN
 
 from analysis.features import cache_folder, cached_image_features, weights_digest
 from clip_patch import image_encoder_for
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -220,6 +220,13 @@ class LinearProbeCLIPModel(nn.Module):
 class LinearProbeCLIP(CLIPPromptTrainer):
     CFG_NODE = "LINEAR_PROBE"
     CHECKPOINT_NAME = "linear_probe"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.LINEAR_PROBE
+        check_range("TRAINER.LINEAR_PROBE.C", m.C, 0.0, meaning="inverse regularisation strength; 0 = search it on val")
+        check_range("TRAINER.LINEAR_PROBE.SEARCH_STEPS", m.SEARCH_STEPS, 0, meaning="fine-search rounds")
+        check_range("TRAINER.LINEAR_PROBE.MAX_ITER", m.MAX_ITER, 1, meaning="lbfgs iterations per fit")
 
     def build_model(self):
         clip_model = self.load_frozen_clip()

@@ -11,7 +11,7 @@ import torch.nn as nn
 from yacs.config import CfgNode as CN
 
 from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -61,6 +61,12 @@ class MaPLePromptLearner(nn.Module):
 class MaPLe(CLIPPromptTrainer):
     CFG_NODE = "MAPLE"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.MAPLE
+        check_range("TRAINER.MAPLE.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer")
+        check_range("TRAINER.MAPLE.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg

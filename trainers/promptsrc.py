@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from dassl.config import register_config
+from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -104,11 +104,9 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         super().check_cfg(cfg)
         m = cfg.TRAINER.PROMPTSRC
         gpa_weights(m.GPA_MEAN, m.GPA_STD, cfg.OPTIM.MAX_EPOCH)  # raises on GPA_STD <= 0 before anything is built
-        if m.N_CTX_TEXT < 1:
-            raise ValueError(f"TRAINER.PROMPTSRC.N_CTX_TEXT = {m.N_CTX_TEXT}: the prompt learner needs >= 1 token.")
+        check_range("TRAINER.PROMPTSRC.N_CTX_TEXT", m.N_CTX_TEXT, 1, meaning="text prompt tokens per layer")
         for key in ("TEXT_LOSS_WEIGHT", "IMAGE_LOSS_WEIGHT"):
-            if m[key] < 0:
-                raise ValueError(f"TRAINER.PROMPTSRC.{key} = {m[key]}: loss weights must be >= 0.")
+            check_range(f"TRAINER.PROMPTSRC.{key}", m[key], 0.0, meaning="a loss weight")
 
     def build_model(self):
         super().build_model()
@@ -196,6 +194,16 @@ class PromptSRC(SelfRegulatingTrainer):
     """PromptSRC: IVLP prompts (``N_CTX_TEXT``/``N_CTX_VISION`` tokens, ``PROMPT_DEPTH_TEXT``/``_VISION`` layers)."""
 
     TEACHER_TEMPLATES = PROMPTSRC_TEMPLATES  # the PromptSRC release's 60
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        m = cfg.TRAINER.PROMPTSRC
+        check_range("TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", m.PROMPT_DEPTH_TEXT, 1,
+                    meaning="text layers with prompts; 1 = shallow only")
+        check_range("TRAINER.PROMPTSRC.N_CTX_VISION", m.N_CTX_VISION, 0,
+                    meaning="vision prompt tokens per layer; 0 switches vision prompts off")
+        check_range("TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 0,
+                    meaning="vision layers with prompts; 0 switches vision prompts off")
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
         m = self.method_cfg

@@ -15,6 +15,7 @@ The teacher averages over the BMIP release's own template list, OpenAI's 80 Imag
 """
 import warnings
 
+from dassl.config import check_range
 from dassl.engine import TRAINER_REGISTRY
 
 from .bmip import MODES, BMIPPromptLearner, check_released_gates
@@ -31,6 +32,8 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
         m = cfg.TRAINER.PROMPTSRC
         if m.BMIP_MODE not in MODES:
             raise ValueError(f"TRAINER.PROMPTSRC.BMIP_MODE must be one of {MODES}, got '{m.BMIP_MODE}'")
+        check_range("TRAINER.PROMPTSRC.PROMPT_DEPTH", m.PROMPT_DEPTH, 1,
+                    meaning="BMIP's layers with prompts, both modalities; 1 = shallow only")
         ignored = [key for key in ("PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT") if m[key] != m.PROMPT_DEPTH]
         if ignored:
             warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.{'/'.join(ignored)} (as the release does): both "

@@ -5,9 +5,12 @@
 applies every recorded function once to ``cfg``.
 """
 
+import math
+
 from .defaults import _C as cfg_default
 
-__all__ = ["get_cfg_default", "clean_cfg", "register_config", "extend_cfg", "registered_config_names"]
+__all__ = ["get_cfg_default", "clean_cfg", "register_config", "extend_cfg", "registered_config_names",
+           "check_range", "check_engine_keys"]
 
 # Extension functions in registration order, keyed by "module.qualname" (a reloaded module replaces its entry).
 _CONFIG_EXTENSIONS = {}
@@ -30,6 +33,19 @@ def clean_cfg(cfg, trainer):
         if key == "NAME" or key.upper() == trainer.upper():
             continue
         cfg.TRAINER.pop(key, None)
+
+
+def check_range(key, value, minimum, maximum=None, meaning=""):
+    """Raise ``ValueError`` — one line naming ``key``, its valid range and what it means — unless ``value`` is a
+    finite number (an integer where ``minimum`` is one) with ``minimum <= value`` (``<= maximum`` when given)."""
+    integer = isinstance(minimum, int)
+    kinds = int if integer else (int, float)
+    if (not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value) and value >= minimum
+            and (maximum is None or value <= maximum)):
+        return
+    wanted = f"{'an integer' if integer else 'a number'} " + (f">= {minimum}" if maximum is None
+                                                               else f"between {minimum} and {maximum}")
+    raise ValueError(f"{key} = {value!r} is out of range: use {wanted}" + (f" ({meaning})" if meaning else ""))
 
 
 def _extension_key(fn):
@@ -73,3 +89,13 @@ def _engine_keys(cfg):
     cfg.TRAIN.EARLY_STOPPING_MIN_EPOCHS = 6  # epochs that must finish before early stopping may end a run (released BMIP: 6)
     cfg.TRAIN.BEST_VAL_MIN_DELTA = 0.01  # a val accuracy (points) must beat the best by more than this to become model-best (released BMIP: 0.01)
     cfg.TEST.NO_TEST_EARLY = False  # True skips per-epoch validation (BMIP-compat key; disables best_val / early stop)
+
+
+def check_engine_keys(cfg):
+    """Raise ``ValueError`` (one line) unless the engine's training keys above are in range."""
+    check_range("TRAIN.PATIENT_COUNT", cfg.TRAIN.PATIENT_COUNT, 0,
+                meaning="validated epochs without improvement before early stopping")
+    check_range("TRAIN.EARLY_STOPPING_MIN_EPOCHS", cfg.TRAIN.EARLY_STOPPING_MIN_EPOCHS, 0,
+                meaning="epochs that finish before early stopping may end a run")
+    check_range("TRAIN.BEST_VAL_MIN_DELTA", cfg.TRAIN.BEST_VAL_MIN_DELTA, 0.0,
+                meaning="accuracy points a val result must gain to become model-best")

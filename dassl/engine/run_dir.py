@@ -21,13 +21,15 @@ import json
 import os
 import os.path as osp
 import re
+import shutil
 import socket
 
 __all__ = [
     "BEST_CHECKPOINT", "EPOCH_CHECKPOINT_PREFIX", "checkpoint_file", "checkpoint_epochs", "has_checkpoints",
     "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
     "OutputDirBusy", "ConfigMismatch", "OutputDirLock", "lock_holder",
-    "read_result", "write_result", "read_config", "write_config", "config_differences",
+    "read_result", "write_result", "read_config", "write_config", "config_differences", "describe_differences",
+    "describe_mismatch",
 ]
 
 LOCK_FILE = ".lock"
@@ -61,14 +63,17 @@ class OutputDirLock:
 
     ``acquire()`` creates the folder if needed and raises :class:`OutputDirBusy` (naming the holder) when another
     process holds the lock. The lock is per open file, so a second lock in the same process also conflicts.
+    ``remove_created()`` deletes the folders ``acquire()`` created, for a run that leaves nothing behind.
     """
 
     def __init__(self, output_dir):
         self.output_dir = output_dir
         self.path = osp.join(output_dir, LOCK_FILE)
         self._file = None
+        self.created = []  # the folders acquire() created, the output folder first, then its new parents
 
     def acquire(self):
+        self.created = _missing_folders(self.output_dir)
         os.makedirs(self.output_dir, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -81,12 +86,31 @@ class OutputDirLock:
                 f"{self.output_dir} is in use by another run ({holder}); wait for it to finish, stop it, or use "
                 "another --output-dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
-        handle.flush()
         self._file = handle
+        try:
+            _record_holder(handle.fileno())
+        except OSError as error:  # e.g. a full disk: hold nothing, leave nothing
+            self.remove_created()
+            self.release()
+            from dassl.utils import DiskFull, is_disk_full
+
+            if is_disk_full(error):
+                raise DiskFull(self.path) from error
+            raise
         return self
+
+    def remove_created(self):
+        """Delete the output folder and the parents :meth:`acquire` created (while the lock is held: the run in it
+        is this one), e.g. after a run that saved nothing; a parent that meanwhile holds other files stays."""
+        if not self.created:
+            return
+        shutil.rmtree(self.created[0], ignore_errors=True)
+        for parent in self.created[1:]:
+            try:
+                os.rmdir(parent)
+            except OSError:  # not empty: another run's folder is in it
+                break
+        self.created = []
 
     def release(self):
         if self._file is not None:
@@ -99,6 +123,22 @@ class OutputDirLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _record_holder(fd):
+    """Write who holds the lock into the lock file ``fd`` (unbuffered), replacing an earlier holder's line."""
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n".encode())
+
+
+def _missing_folders(path):
+    """The folders that creating ``path`` would create, ``path`` first, then its missing parents upwards."""
+    missing = []
+    path = osp.abspath(path)
+    while not osp.isdir(path) and path != osp.dirname(path):
+        missing.append(path)
+        path = osp.dirname(path)
+    return missing
 
 
 def lock_holder(output_dir):
@@ -226,3 +266,21 @@ def describe_differences(differences, limit=8):
     """``KEY: old -> new; ...`` for a message."""
     shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in differences[:limit])
     return shown + (f"; ... ({len(differences) - limit} more)" if len(differences) > limit else "")
+
+
+# Keys that make a run another kind of run: when one differs, the method's own keys differ as a matter of course.
+RUN_KIND_KEYS = ("TRAINER.NAME", "DATASET.NAME")
+
+
+def describe_mismatch(differences):
+    """What a message says of a stored run whose config has ``differences`` (:func:`config_differences`): "it
+    holds a CoOp run, this is a BMIP run" when the trainer or dataset changed, else the keys that differ."""
+    changed = {key: (old, new) for key, old, new in differences if key in RUN_KIND_KEYS}
+    if not changed:
+        return f"its config differs in {describe_differences(differences)}"
+
+    def kind(side):
+        trainer, dataset = (changed.get(key, (None, None))[side] for key in RUN_KIND_KEYS)
+        return " ".join(filter(None, ["a", trainer, "run", dataset and f"on {dataset}"]))
+
+    return f"it holds {kind(0)}, this is {kind(1)}"

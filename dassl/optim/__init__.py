@@ -6,13 +6,14 @@ from .lr_scheduler import (
     LinearWarmupScheduler,
     build_lr_scheduler,
 )
-from .optimizer import AVAI_OPTIMS, MAX_LR, build_optimizer, check_learning_rate
+from .optimizer import AVAI_OPTIMS, MAX_LR, build_optimizer, check_learning_rate, check_optim_cfg
 
 __all__ = [
     "AVAI_OPTIMS",
     "AVAI_SCHEDS",
     "build_optimizer",
     "check_learning_rate",
+    "check_optim_cfg",
     "MAX_LR",
     "build_lr_scheduler",
     "ConstantWarmupScheduler",

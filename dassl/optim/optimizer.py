@@ -6,22 +6,37 @@ import warnings
 import torch
 import torch.nn as nn
 
-__all__ = ["AVAI_OPTIMS", "MAX_LR", "check_learning_rate", "build_optimizer"]
+from dassl.config import check_range
+
+__all__ = ["AVAI_OPTIMS", "MAX_LR", "check_learning_rate", "check_optim_cfg", "build_optimizer"]
 
 AVAI_OPTIMS = ["adam", "amsgrad", "sgd", "rmsprop", "radam", "adamw"]
 # No published recipe of this ecosystem comes near it (prompt learning: 0.002-0.0035; Dassl's ImageNet SGD: 0.1).
 # Far above it, SGD and Adam steps overflow or diverge at once: reject before anything is built.
 MAX_LR = 10.0
+# The learning rates of cfg.OPTIM: the main one and the warm-up's (constant, or the start of the linear ramp).
+LEARNING_RATE_KEYS = ("LR", "WARMUP_CONS_LR", "WARMUP_MIN_LR")
 
 
 def check_learning_rate(optim_cfg):
-    """Raise ``ValueError`` (one actionable line) unless ``OPTIM.LR`` is a finite number in [0, MAX_LR]."""
-    lr = optim_cfg.LR
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 <= lr <= MAX_LR:
-        raise ValueError(
-            f"OPTIM.LR = {lr!r} is not a usable learning rate: use a number between 0 and {MAX_LR:g} "
-            "(the published prompt-learning recipes use 0.002-0.0035)"
-        )
+    """Raise ``ValueError`` (one actionable line) unless every learning rate of ``cfg.OPTIM`` — ``LR``, the warm-up
+    rates and, with ``STAGED_LR``, ``LR * BASE_LR_MULT`` — is a finite number in [0, MAX_LR]."""
+    rates = {f"OPTIM.{key}": optim_cfg[key] for key in LEARNING_RATE_KEYS}
+    if optim_cfg.STAGED_LR:
+        rates["OPTIM.LR * OPTIM.BASE_LR_MULT"] = optim_cfg.LR * optim_cfg.BASE_LR_MULT
+    for key, lr in rates.items():
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 <= lr <= MAX_LR:
+            raise ValueError(
+                f"{key} = {lr!r} is not a usable learning rate: use a number between 0 and {MAX_LR:g} "
+                "(the published prompt-learning recipes use 0.002-0.0035)"
+            )
+
+
+def check_optim_cfg(optim_cfg):
+    """Raise ``ValueError`` (one line naming the key and its range) unless the training keys of ``cfg.OPTIM`` are
+    usable: ``MAX_EPOCH >= 1`` and the learning rates (:func:`check_learning_rate`)."""
+    check_range("OPTIM.MAX_EPOCH", optim_cfg.MAX_EPOCH, 1, meaning="the number of training epochs")
+    check_learning_rate(optim_cfg)
 
 
 def _staged_param_groups(model, optim_cfg):

@@ -27,6 +27,8 @@ __all__ = [
     "read_image",
     "atomic_write",
     "remove_stale_temp_files",
+    "DiskFull",
+    "is_disk_full",
 ]
 
 TEMP_MARKER = ".tmp-"  # atomic_write's temporary files are named <file>.tmp-<pid>
@@ -81,10 +83,28 @@ def _fsync_dir(dirname):
         os.close(fd)
 
 
+class DiskFull(OSError):
+    """The device (or the user's quota) ran out of space while a file was written; the message names the file and
+    the fix. Every file a run writes is written atomically, so re-running the same command resumes the run."""
+
+    def __init__(self, path):
+        super().__init__(errno.ENOSPC, f"no space left on the device while writing {path}; free space and re-run "
+                                       "the same command to resume")
+
+    def __str__(self):
+        return self.strerror
+
+
+def is_disk_full(error):
+    """Whether ``error`` says the device or the quota is full."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def atomic_write(fpath, write_fn):
     """Create or replace ``fpath`` all at once: ``write_fn(tmp_path)`` writes a temporary file beside it, which is
     flushed to disk and renamed onto ``fpath``. A crash, a kill or a full disk at any point leaves either the old
-    file or the new one, never a partial file; on an exception the temporary file is removed and the error raised.
+    file or the new one, never a partial file; on an exception the temporary file is removed and the error raised
+    (a full disk as :class:`DiskFull`, naming ``fpath``).
     """
     tmp_path = f"{fpath}{TEMP_MARKER}{os.getpid()}"
     try:
@@ -92,6 +112,10 @@ def atomic_write(fpath, write_fn):
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, fpath)
+    except OSError as error:
+        if is_disk_full(error) and not isinstance(error, DiskFull):
+            raise DiskFull(fpath) from error
+        raise
     finally:
         if osp.exists(tmp_path):
             os.remove(tmp_path)
