@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, run_chain, summary_lines
+from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, SetupError, run_chain, summary_lines
+from scripts.preflight import check_imports
 from scripts.protocols import base2new
 from scripts.results import build_report
 
@@ -90,6 +91,11 @@ def run_all(chains, ctx, workers):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        check_imports()
+    except SetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     start = time.time()
     print(f"Micro benchmark: {len(RUNS)} methods x {len(args.datasets)} datasets x {len(args.seeds)} seed(s), "
           f"base-to-novel, 16 shots; data in {args.data}, results in {args.output}")
