@@ -7,8 +7,7 @@ MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use
 job is skipped, so a re-run only does what is missing. At the end the Base / Novel / HM table is printed and written
 with a plot to ``<output>/results``. A Python environment whose packages do not work together (e.g. a torchvision
 built for another torch) stops it before any job, with one line naming the fix (exit status 2). This is a synthetic
-stand-in for the paper's benchmark, not the benchmark
-itself.
+stand-in for the paper's benchmark, not the benchmark itself.
 
     python -m scripts.micro_benchmark [--seeds 1 2 3] [--datasets micro_sketch ...] [--workers 2]
 """
