@@ -8,6 +8,7 @@ repository's train.py: a dry run, which runs no job, checks only ``$DATA`` and t
 """
 import contextlib
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -18,12 +19,12 @@ PYTORCH_WHEELS = "https://download.pytorch.org/whl"
 
 def matching_pair_command(torch_version):
     """``pip install`` of ``torch_version`` (``torch.__version__``) with the torchvision release made for it
-    (torch 2.N goes with torchvision 0.(N+15)), from the index of its build (``+cpu``, ``+cu130``, ...) if named."""
+    (torch 2.N goes with torchvision 0.(N+15)), from the index of its build (``+cpu``, ``+cu130``, ...), if any."""
     release, _, build = torch_version.partition("+")
     major, minor = (release.split(".") + ["0"])[:2]
     if major != "2" or not minor.isdigit():
         return f"pip install torch=={release} with the torchvision release made for it"
-    index = f" --index-url {PYTORCH_WHEELS}/{build}" if build else ""
+    index = f" --index-url {PYTORCH_WHEELS}/{build}" if re.fullmatch(r"cpu|cu\d+|rocm[\d.]+|xpu", build) else ""
     return f"pip install torch=={release} 'torchvision==0.{int(minor) + 15}.*'{index}"
 
 
@@ -95,9 +96,9 @@ def check_datasets(jobs, ctx):
         except (FileNotFoundError, ValueError) as error:
             missing.setdefault(cfg.DATASET.NAME, " ".join(str(error).split()))
     if missing:
-        first, *others = missing.values()
-        also = f" (also missing: {', '.join(list(missing)[1:])})" if others else ""
-        raise SetupError(first + also)
+        first, *others = missing
+        also = f" (also missing: {', '.join(others)})" if others else ""
+        raise SetupError(missing[first] + also)
 
 
 def _dataset_opts(opts):
