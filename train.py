@@ -252,14 +252,22 @@ def check_config(cfg, args):
         check_optim_cfg(cfg.OPTIM)
         check_engine_keys(cfg)
     trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
+    check_dataset(cfg)
+    from clip_patch.loading import locate_weights
+
+    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
+
+
+def check_dataset(cfg):
+    """Raise FileNotFoundError (or ValueError) naming the expected folder and how to get it when the dataset of
+    ``cfg`` (a registered DATASET.NAME) is not under DATASET.ROOT; nothing is read."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
     dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
     if hasattr(dataset_class, "set_paths") and hasattr(dataset_class, "check_present"):
         layout = dataset_class.__new__(dataset_class)  # paths only: nothing is read
         layout.set_paths(cfg)
         layout.check_present(cfg)
-    from clip_patch.loading import locate_weights
-
-    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
 
 
 def main(argv=None):

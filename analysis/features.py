@@ -11,8 +11,8 @@ else ``<dataset folder>/clip_features/`` (e.g. ``$DATA/dtd/clip_features/``), el
 the backbone name, a SHA-256 of the image encoder's weights and its dtype, the ordered image list (paths relative
 to the dataset folder, labels) and the test-time transform (its ``repr``: size, interpolation, crop,
 normalisation). Change any of them and a new file is written; nothing stale is ever read. Files are written
-atomically (a temporary file, then a rename), so parallel runs never read half a file. Delete the folder to
-reclaim the space.
+atomically (a temporary file, then a rename), so parallel runs never read half a file; a file that cannot be read
+anyway (damaged on disk) is reported in one line and recomputed. Delete the folder to reclaim the space.
 """
 import hashlib
 import os
@@ -73,6 +73,22 @@ def extract_features(encode, loader, desc):
     return torch.cat(features), torch.cat(labels)
 
 
+def read_cache(path, key):
+    """(features, labels) stored in the cache file ``path`` under ``key``; None when the file is absent, holds
+    another key, or cannot be read (a warning line names it: it is recomputed and replaced)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        if cached.get("key") != key:
+            return None
+        return cached["features"], cached["labels"]
+    except Exception as err:  # noqa: BLE001 (truncated or foreign file: unpickling, zip and type errors alike)
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        print(f"Warning: the feature cache {path} is unreadable ({reason}); recomputing it")
+        return None
+
+
 def cached_image_features(encode, loader, split, folder, encoder, image_root=""):
     """Features and labels of every image of ``loader`` (a sequential loader), from the cache or extracted.
 
@@ -95,11 +111,10 @@ def cached_image_features(encode, loader, split, folder, encoder, image_root="")
     key_digest = hashlib.sha256(repr(sorted(key.items())).encode()).hexdigest()[:16]
     backbone = str(encoder.get("backbone", "clip")).replace("/", "-").replace("@", "-")
     path = os.path.join(folder, f"{split}-{backbone}-{key_digest}.pt")
-    if os.path.isfile(path):
-        cached = torch.load(path, map_location="cpu", weights_only=True)
-        if cached.get("key") == key:
-            print(f"Loading cached image features of the {split} split ({len(data_source)} images) from {path}")
-            return cached["features"], cached["labels"]
+    cached = read_cache(path, key)
+    if cached is not None:
+        print(f"Loading cached image features of the {split} split ({len(data_source)} images) from {path}")
+        return cached
     print(f"Extracting image features of the {split} split ({len(data_source)} images)")
     features, labels = extract_features(encode, loader, desc=f"Features ({split})")
     try:

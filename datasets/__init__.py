@@ -7,9 +7,20 @@ Protocol helpers live in `datasets.protocols`; the command-line tools `python -m
 """
 import importlib
 import pkgutil
+import sys
 
 _COMMAND_LINE_TOOLS = {"verify", "download"}
 
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name not in _COMMAND_LINE_TOOLS:
-        importlib.import_module(f"{__name__}.{_module.name}")
+
+def register_all():
+    """Import every dataset module (each registers its dataset); importing the package does it."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _COMMAND_LINE_TOOLS:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+# `python -m datasets.verify` imports this package while sys.argv[0] is still "-m" (Python sets it to the module's
+# path only once the module is found): the tools call register_all() after checking their arguments, so that a
+# wrong --root is answered at once, before torch is imported.
+if sys.argv[:1] != ["-m"]:
+    register_all()

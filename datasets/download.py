@@ -3,18 +3,21 @@
 Downloads, with gdown, the split json and the other files the dataset's class lists in
 `public_files` (Google-Drive ids or stable URLs); archives are extracted in place and then
 deleted. Files already present are skipped. When a download fails (no network, quota, moved
-link) it prints the manual steps: the link, where to save the file, and the docs section.
+link) it removes what that download created (folders, partial files; nothing that was there before)
+and prints the manual steps: the link, where to save the file, and the docs section.
 The images of most datasets need a licence click-through and stay a manual step
 (docs/DATASETS.md).
 """
 
 import argparse
 import os
+import shutil
 import sys
 
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.data.datasets.base_dataset import extract_archive
 
+from . import register_all
 from .base import SplitDataset
 
 
@@ -38,6 +41,32 @@ def fetch(source, destination):
         raise RuntimeError("gdown returned no file")
 
 
+def first_missing_folder(folder):
+    """The outermost folder on the path to ``folder`` that does not exist yet; None when ``folder`` exists."""
+    missing = None
+    while folder and not os.path.isdir(folder) and folder != os.path.dirname(folder):
+        missing, folder = folder, os.path.dirname(folder)
+    return missing
+
+
+def fetch_or_leave_nothing(source, destination):
+    """:func:`fetch`; when it fails, what it created is removed (the folders it made, its partial files beside
+    ``destination``), and everything that was there before is kept."""
+    folder = os.path.dirname(destination)
+    new_folder = first_missing_folder(folder)
+    before = set() if new_folder else set(os.listdir(folder))
+    try:
+        fetch(source, destination)
+    except BaseException:
+        if new_folder:
+            shutil.rmtree(new_folder, ignore_errors=True)
+        else:  # the file and gdown's partial files (<name>...part), never another file of the folder
+            for name in set(os.listdir(folder)) - before:
+                if name.startswith(os.path.basename(destination)) and os.path.isfile(os.path.join(folder, name)):
+                    os.remove(os.path.join(folder, name))
+        raise
+
+
 def download_dataset(cls, root):
     """Fetch every public file of dataset class `cls` under `root`; returns the failures as
     `[(PublicFile, destination, reason)]`."""
@@ -51,7 +80,7 @@ def download_dataset(cls, root):
             continue
         print(f"Downloading {source_url(public_file.source)} -> {destination}")
         try:
-            fetch(public_file.source, destination)
+            fetch_or_leave_nothing(public_file.source, destination)
         except Exception as err:  # network, quota and HTTP errors all end in the manual steps
             failures.append((public_file, destination, f"{type(err).__name__}: {err}"))
             continue
@@ -76,6 +105,7 @@ def manual_steps(name, failures):
 
 
 def main(argv=None):
+    register_all()
     names = sorted(
         name for name in DATASET_REGISTRY.registered_names()
         if issubclass(DATASET_REGISTRY.get(name), SplitDataset) and DATASET_REGISTRY.get(name).dataset_dir

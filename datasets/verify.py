@@ -13,10 +13,6 @@ from dataclasses import dataclass, field
 
 from tabulate import tabulate
 
-from dassl.data.datasets import DATASET_REGISTRY
-
-from .base import SplitDataset
-
 MAX_LISTED = 20  # offending paths printed per dataset
 CHECKS = ("exists", "open", "decode")
 
@@ -49,8 +45,13 @@ class DatasetReport:
 
 def builtin_datasets():
     """{name: class} of the registered datasets that live under DATASET.ROOT (not ImageFolder, not the generated
-    micro world);
-    importing this module imported the `datasets` package, which registered them."""
+    micro world)."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    from . import register_all
+    from .base import SplitDataset
+
+    register_all()
     classes = {name: DATASET_REGISTRY.get(name) for name in DATASET_REGISTRY.registered_names()}
     return {
         name: cls
@@ -126,7 +127,7 @@ def format_report(report):
     """The printed block for one dataset."""
     lines = [f"== {report.name} ({report.dataset_dir})"]
     if not report.folder_found:
-        lines.append("   dataset folder: MISSING (see docs/DATASETS.md)")
+        lines.append(f"   dataset folder: MISSING, expected {report.dataset_dir}{os.sep} (see docs/DATASETS.md)")
         return "\n".join(lines)
     rows = [("dataset folder", "found")] + [
         (p, "found" if ok else ("MISSING" if required else "absent (generated on first run)"))
@@ -151,7 +152,7 @@ def format_report(report):
 
 def status_of(report):
     if not report.folder_found:
-        return "not found"
+        return f"not found: no folder {report.dataset_dir}{os.sep}"
     return "complete" if report.complete else "INCOMPLETE"
 
 
@@ -164,13 +165,15 @@ def main(argv=None):
         help="per image: exists (fast), open (header + structure, default), decode (full, slow)",
     )
     args = parser.parse_args(argv)
+    if not os.path.isdir(args.root):  # first: answered before the datasets (and torch) are imported
+        print(f"error: --root {args.root} is not a folder: pass the folder that holds your datasets ($DATA; "
+              "layout in docs/DATASETS.md)", file=sys.stderr)
+        return 2
     available = builtin_datasets()
     names = args.datasets or list(available)
     unknown = [name for name in names if name not in available]
     if unknown:
         parser.error(f"unknown dataset(s) {unknown}; choose from {list(available)}")
-    if not os.path.isdir(args.root):
-        parser.error(f"--root {args.root} is not a folder")
 
     reports = [verify_dataset(available[name], args.root, args.check) for name in names]
     for report in reports:

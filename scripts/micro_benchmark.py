@@ -5,8 +5,9 @@ classes (16 shots) of the synthetic micro-world datasets and tested on base and 
 MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use under ``--data``. Jobs run on
 ``--workers`` processes (one torch thread each), inside the process (no interpreter start-up per job); a finished
 job is skipped, so a re-run only does what is missing. At the end the Base / Novel / HM table is printed and written
-with a plot to ``<output>/results``. This is a synthetic stand-in for the paper's benchmark, not the benchmark
-itself.
+with a plot to ``<output>/results``. A Python environment whose packages do not work together (e.g. a torchvision
+built for another torch) stops it before any job, with one line naming the fix (exit status 2). This is a synthetic
+stand-in for the paper's benchmark, not the benchmark itself.
 
     python -m scripts.micro_benchmark [--seeds 1 2 3] [--datasets micro_sketch ...] [--workers 2]
 """
@@ -20,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, run_chain, summary_lines
+from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, SetupError, run_chain, summary_lines
+from scripts.preflight import check_imports
 from scripts.protocols import base2new
 from scripts.results import build_report
 
@@ -90,6 +92,11 @@ def run_all(chains, ctx, workers):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    try:
+        check_imports()
+    except SetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     start = time.time()
     print(f"Micro benchmark: {len(RUNS)} methods x {len(args.datasets)} datasets x {len(args.seeds)} seed(s), "
           f"base-to-novel, 16 shots; data in {args.data}, results in {args.output}")

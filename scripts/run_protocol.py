@@ -2,6 +2,8 @@
 
 The shell scripts ``scripts/<protocol>.sh`` call this. Everything after ``--`` is passed to every
 ``train.py`` call as ``KEY VALUE`` opts (they do not change the output directory: use ``--output``).
+Before the first job it checks, once, that the jobs' packages import (torch, torchvision, clip)
+and that their datasets are under ``$DATA`` (``scripts.preflight``).
 Exit status: 0 when every job finished or was skipped, 1 when a job failed, 2 on bad input, 3 when a job
 runs elsewhere (its output folder is locked), 128+N when stopped by signal N (SIGINT / SIGTERM stop the
 running train.py, which runs in its own process group).
@@ -16,6 +18,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 from scripts import layout, protocols  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
 from scripts.jobs import INCOMPLETE, SetupError, check_config_files, exit_status, run_chain  # noqa: E402
+from scripts.preflight import check_before_jobs  # noqa: E402
 from scripts.processes import stop_on_signals  # noqa: E402
 
 
@@ -73,7 +76,10 @@ def main(argv=None):
     try:
         chains = chains_for(args)
         ctx = context_from_args(args, opts, device=args.device)
-        check_config_files([job for chain in chains for job in chain], ctx)
+        jobs = [job for chain in chains for job in chain]
+        check_config_files(jobs, ctx)
+        if not args.dry_run:
+            check_before_jobs(jobs, ctx)
     except (SetupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

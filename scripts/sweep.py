@@ -13,6 +13,8 @@ jobs do not stop the sweep; the summary lists them with the last lines of their 
 output is appended to ``OUTPUT_DIR/stdout.txt``. Finished jobs (``result.json``) are skipped, jobs whose folder
 lock is held are reported as running elsewhere, unfinished ones resume: re-running a sweep continues it.
 SIGINT / SIGTERM stop the running jobs (their process groups) and start no new one.
+Before the first job the runner checks, once, that the jobs' packages import and that their
+datasets are under ``$DATA`` (``scripts.preflight``).
 Exit status: 0 all done, 1 some job failed, 2 bad input, 3 some job runs elsewhere, 128+N stopped by signal N.
 
 SLURM executor (``--executor slurm``, ``scripts/slurm.py``): one array task per chain, submitted through
@@ -51,6 +53,7 @@ import yaml  # noqa: E402
 from scripts import layout, protocols, sweep_status  # noqa: E402
 from scripts.cli import add_common_options, context_from_args, split_opts  # noqa: E402
 from scripts.jobs import REPO_ROOT, SetupError, check_config_files, exit_status, run_chain, summary_lines  # noqa: E402
+from scripts.preflight import check_before_jobs  # noqa: E402
 from scripts.processes import CHILDREN, stop_on_signals  # noqa: E402
 
 EXPERIMENT_KEYS = {
@@ -359,7 +362,10 @@ def main(argv=None):
             raise SetupError("--gpus / --workers belong to the local executor; on SLURM use --gpus-per-job")
         chains, file_opts, section, roots = load_chains(args)
         ctx = context_from_args(args, file_opts + opts)
-        check_config_files([job for chain in chains for job in chain], ctx)
+        jobs = [job for chain in chains for job in chain]
+        check_config_files(jobs, ctx)
+        if not args.dry_run:
+            check_before_jobs(jobs, ctx)
         if args.executor == "slurm":
             return main_slurm(args, chains, ctx, section, roots)
     except (SetupError, ValueError) as error:

@@ -1,5 +1,8 @@
 """Shared pytest fixtures."""
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +17,17 @@ def restore_stdout():
     if isinstance(sys.stdout, Logger):
         sys.stdout.close()
     sys.stdout = original
+
+
+@pytest.fixture(scope="session")
+def slurm_tools():
+    """For a test that needs SLURM's daemons and clients (a single-node cluster from tests/slurm/cluster.sh): skipped,
+    with the reason, where they are not installed or the user is not root; with REQUIRE_SLURM=1 (set by .ci/run once
+    it installed them) that is a failure instead."""
+    script = Path(__file__).resolve().parent / "slurm" / "cluster.sh"
+    check = subprocess.run(["bash", str(script), "check"], capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:  # a tool is missing, or not root
+        reason = f"needs SLURM: {check.stderr.strip()}"
+        if os.environ.get("REQUIRE_SLURM") == "1":
+            pytest.fail(f"{reason} (REQUIRE_SLURM=1)")
+        pytest.skip(reason)

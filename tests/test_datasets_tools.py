@@ -2,12 +2,16 @@
 
 import io
 import os
+import subprocess
+import sys
 import tarfile
 
 import pytest
 
 from datasets import download, verify
 from tests.test_datasets_trees import LAYOUTS, build_dtd, build_food101, build_imagenet_a, build_oxford_pets
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_verify_reports_deleted_and_corrupted_images(tmp_path, capsys):
@@ -51,9 +55,23 @@ def test_verify_of_a_complete_tree_succeeds(tmp_path, capsys):
 
 def test_verify_fails_when_what_it_checks_is_missing(tmp_path, capsys):
     assert verify.main(["--root", str(tmp_path)]) == 1  # an empty $DATA: every dataset missing
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert "missing or incomplete" in err and "pass --datasets" in err
+    (row,) = [line.split(None, 1) for line in out.splitlines() if line.startswith("DescribableTextures ")]
+    assert row[1] == f"not found: no folder {tmp_path / 'dtd'}{os.sep}"  # names the folder it expects
     assert verify.main(["--root", str(tmp_path), "--datasets", "EuroSAT"]) == 1
+
+
+def test_verify_answers_a_missing_root_at_once_in_one_line(tmp_path):
+    """Before the datasets are imported: a `torch` that cannot be imported shows that it is not."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise ImportError('torch was imported')\n")
+    done = subprocess.run([sys.executable, "-m", "datasets.verify", "--root", str(tmp_path / "nope")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), REPO])})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"error: --root {tmp_path / 'nope'} is not a folder: pass the folder that holds your "
+                           "datasets ($DATA; layout in docs/DATASETS.md)\n")
 
 
 def test_verify_rejects_unknown_dataset(tmp_path):
@@ -93,19 +111,34 @@ def test_download_fetches_split_and_extracts_archives(tmp_path, monkeypatch, cap
     assert len(calls) == 3 and "skipped" in capsys.readouterr().out
 
 
-def test_download_offline_prints_manual_steps(tmp_path, monkeypatch, capsys):
-    def offline(*args, **kwargs):
-        raise ConnectionError("Network is unreachable")
+def offline_after_a_partial_file(url=None, output=None, quiet=False, id=None, **kwargs):
+    """gdown losing the network mid-file: its partial file (``<name><random>.part``) stays beside ``output``."""
+    with open(f"{output}x1y2.part", "wb") as f:
+        f.write(b"half a file")
+    raise ConnectionError("Network is unreachable")
 
+
+def test_download_offline_prints_manual_steps_and_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     import gdown
 
-    monkeypatch.setattr(gdown, "download", offline)
+    monkeypatch.setattr(gdown, "download", offline_after_a_partial_file)
     assert download.main(["Caltech101", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "Manual steps" in out
     assert "https://drive.google.com/file/d/1hyarUivQE36mY6jSomru6Fjd-JzwcCzN/view" in out
     assert str(tmp_path / "caltech-101" / "split_zhou_Caltech101.json") in out
     assert "Network is unreachable" in out
+    assert os.listdir(tmp_path) == []  # no empty caltech-101/ to mistake for a dataset, no partial file
+
+    assert download.main(["Caltech101", "--root", str(tmp_path / "new" / "data")]) == 1
+    assert os.listdir(tmp_path) == []  # the --root it created goes too
+
+    mine = tmp_path / "oxford_pets" / "images" / "mine.jpg"  # a folder that was there before: kept as it was
+    mine.parent.mkdir(parents=True)
+    mine.write_bytes(b"x")
+    assert download.main(["OxfordPets", "--root", str(tmp_path)]) == 1
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "oxford_pets", os.path.join("oxford_pets", "images"), os.path.join("oxford_pets", "images", "mine.jpg")]
 
 
 def test_download_of_a_dataset_without_public_files_says_so(tmp_path, capsys):

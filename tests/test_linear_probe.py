@@ -12,7 +12,11 @@ import torch
 import train
 import trainers.linear_probe as lp
 from analysis.features import image_list_digest
+from dassl.engine.run_dir import read_result
 from dassl.utils import Logger, read_image
+from scripts import aggregate
+from scripts.collect import collect
+from scripts.jobs import checkpoint_epoch
 from tests.toy_data import make_toy_dataset, toy_opts
 
 
@@ -208,3 +212,58 @@ def test_resnet_backbone_fits_too(fitted):
     trainer = run_train(run_args(root, root / "rn") + ["MODEL.BACKBONE.NAME", "tiny-RN"])
     assert trainer.head.weight.shape == (6, 32) and (root / "rn" / "linear_probe" / "model.pth.tar-1").is_file()
     assert glob.glob(str(root / "toy" / "clip_features" / "train-tiny-RN-*.pt"))
+
+
+def run_cli(argv):
+    """train.cli(argv) (exit status), then close the log file it tees stdout into."""
+    try:
+        return train.cli(argv)
+    finally:
+        if isinstance(sys.stdout, Logger):
+            sys.stdout.close()
+            sys.stdout = sys.stdout.console
+
+
+def files_of(folder):
+    """{relative path: (size, mtime_ns)} of every file under ``folder`` but the lock (each command rewrites it)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_a_run_finishes_once_and_its_result_reaches_the_tables(fitted, capsys):
+    """Like every trainer: result.json after the final test, a re-run does nothing, the row is in the tables."""
+    root, _, trainer = fitted
+    output = root / "output"
+    out = output / "few_shot" / "toy" / "LinearProbeCLIP" / "tiny_4shots" / "seed1"  # a few-shot run's folder
+    assert run_cli(run_args(root, out)) == 0
+    result = read_result(str(out))
+    assert result["mode"] == "train" and result["epochs_trained"] == 1
+    assert result["metrics"]["accuracy"] == pytest.approx(final_accuracy(out), abs=1e-6)
+    assert checkpoint_epoch(out) == 1  # what the protocols' evaluations of this run load
+    before = files_of(out)
+    capsys.readouterr()
+
+    assert run_cli(run_args(root, out)) == 0
+    printed = capsys.readouterr().out
+    assert f"This run is complete (accuracy {result['metrics']['accuracy']:.2f}%" in printed
+    assert "Linear probe on" not in printed and files_of(out) == before  # nothing fitted, written or logged
+
+    (row,) = collect(output).results
+    assert (row.trainer, row.shots, row.metrics["accuracy"]) == ("LinearProbeCLIP", 4, result["metrics"]["accuracy"])
+    table = aggregate.few_shot([row])
+    assert table.methods == [("LinearProbeCLIP", "tiny")]
+    assert table.cells[("LinearProbeCLIP", "tiny"), "toy", 4].mean == result["metrics"]["accuracy"]
+
+
+def test_an_unreadable_feature_cache_is_reported_and_recomputed(fitted, capsys):
+    root, _, trainer = fitted
+    (train_file,) = glob.glob(str(root / "toy" / "clip_features" / "train-tiny-ViT-*.pt"))
+    with open(train_file, "wb") as f:
+        f.write(b"not a torch file")  # damaged on disk
+    capsys.readouterr()
+    again = run_train(run_args(root, root / "after_damage"))
+    printed = capsys.readouterr().out
+    (warning,) = [line for line in printed.splitlines() if "feature cache" in line]
+    assert warning.startswith(f"Warning: the feature cache {train_file} is unreadable (") and "recomputing" in warning
+    assert torch.equal(again.head.weight, trainer.head.weight)  # the same features again
+    assert torch.load(train_file, weights_only=True)["features"].shape[0] == len(trainer.dm.dataset.train_x)

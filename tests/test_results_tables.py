@@ -165,3 +165,14 @@ def test_runs_with_other_shot_counts_are_a_separate_method(tree):
     assert (base.mean, novel.mean, base.n) == (30.0, 20.0, 1)
     base16, novel16, _ = table.cells[("CoOp", "c1"), "dtd"]
     assert (base16.mean, base16.n, novel16.n) == (82.0, 3, 3)  # the 16-shot runs are not pooled with them
+
+
+def test_tables_order_every_trainer_of_the_project_and_then_others_alphabetically():
+    import trainers  # noqa: F401  (registers every trainer)
+    from dassl.engine import TRAINER_REGISTRY
+
+    ours = {name for name in TRAINER_REGISTRY.registered_names()
+            if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")}
+    assert sorted(aggregate.TRAINER_ORDER) == sorted(ours)
+    keys = [(t, "c") for t in reversed(aggregate.TRAINER_ORDER)] + [("Zeta", "c"), ("Alpha", "c")]
+    assert [t for t, _ in aggregate.method_order(keys)] == [*aggregate.TRAINER_ORDER, "Alpha", "Zeta"]

@@ -4,6 +4,7 @@ requeue, resume, failures) and, end to end, a micro sweep on a real single-node 
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from tests.test_scripts_runner import env, write_sweep  # noqa: F401  (env is a 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_slurm_options_come_from_the_sweep_file_and_flags(env, capsys):  # noqa: F811
+def test_slurm_options_come_from_the_sweep_file_and_flags(env, capsys, monkeypatch):  # noqa: F811
     options = slurm.SlurmOptions.from_mapping({"partition": "gpu", "time_min": 60, "setup": ["module load cuda"]},
                                               "s.yaml")
     assert options.updated(time_min=None, gpus_per_job=2).gpus_per_job == 2
@@ -30,7 +31,20 @@ def test_slurm_options_come_from_the_sweep_file_and_flags(env, capsys):  # noqa:
     assert params["slurm_partition"] == "gpu" and params["timeout_min"] == 60 and params["gpus_per_node"] == 1
     assert params["mem_gb"] == 32 and params["slurm_account"] == "lab" and params["slurm_setup"] == ["module load cuda"]
     assert params["slurm_additional_parameters"] == {"chdir": str(REPO)} and "slurm_qos" not in params
-    submitit.AutoExecutor(folder=env["tmp"] / "check", cluster="slurm").update_parameters(**params)  # accepted
+    with monkeypatch.context() as login_node:  # srun and sbatch found (all submitit's SLURM executor looks for)
+        login_node.setattr(shutil, "which", lambda tool, which=shutil.which: f"/usr/bin/{tool}" if tool in (
+            "srun", "sbatch") else which(tool))
+        executor = slurm.make_executor(options.updated(mem_gb=32, account="lab", max_timeouts=5), env["tmp"] / "x",
+                                       "sweep_x")  # submitit accepts every parameter
+    sbatch = executor._executor._make_submission_file_text("python -m task", "uid")  # the file sbatch would read
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=60", "#SBATCH --mem=32GB", "#SBATCH --account=lab",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8", f"#SBATCH --chdir={REPO}",
+                 "#SBATCH --job-name=sweep_x", "#SBATCH --signal=USR2@90", "module load cuda"):
+        assert line in sbatch.splitlines(), line
+    assert executor._executor.max_num_timeout == 5
+    monkeypatch.setattr(shutil, "which", lambda tool, which=shutil.which: None if tool == "srun" else which(tool))
+    with pytest.raises(SetupError, match="--executor slurm needs SLURM's client commands"):
+        slurm.make_executor(options, env["tmp"] / "x", "sweep_x")  # a machine without SLURM: one clear line
     for bad, message in (({"partitions": "gpu"}, "unknown slurm keys \\['partitions'\\]"),
                          ({"gpus_per_job": -1}, "gpus_per_job must be a whole number >= 0"),
                          ({"time_min": "4h"}, "time_min must be a whole number >= 1"),
@@ -126,18 +140,10 @@ def test_chain_tasks_on_submitit_local_executor_survive_preemption_and_report_fa
 # -- a real SLURM cluster ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def slurm_cluster(tmp_path_factory):
-    """A single-node SLURM cluster on localhost for this module; yields the environment its clients need.
-
-    Skipped, with the reason, only where it cannot run (no SLURM packages, not root); with REQUIRE_SLURM=1
-    (set by .ci/run once the packages are installed) that is a failure instead."""
+def slurm_cluster(slurm_tools, tmp_path_factory):
+    """A single-node SLURM cluster on localhost for this module; yields the environment its clients need (skipped
+    where it cannot run: ``slurm_tools`` in tests/conftest.py)."""
     script = str(REPO / "tests" / "slurm" / "cluster.sh")
-    check = subprocess.run(["bash", script, "check"], capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:  # a tool is missing, or not root
-        reason = f"SLURM end-to-end test not run: {check.stderr.strip()}"
-        if os.environ.get("REQUIRE_SLURM") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
     folder = tmp_path_factory.mktemp("cluster")
     started = subprocess.run(["bash", script, "start", str(folder)], capture_output=True, text=True, timeout=120)
     try:

@@ -12,18 +12,17 @@ Val images: at most min(K, 4) per class, as in lpclip (every dataset's few-shot 
 whose val split is its test set, is subsampled with the run's seed).
 
 "Training" has no epochs: features of train and val (cached on disk, :mod:`analysis.features`) -> search -> fit ->
-the classifier (weight [n_cls, E], bias [n_cls]) saved as ``linear_probe/model.pth.tar-1`` -> the final test through
-the normal evaluator; the search is written to ``OUTPUT_DIR/c_search.csv``. ``--eval-only --model-dir`` loads it
+the classifier (weight [n_cls, E], bias [n_cls]) saved as ``linear_probe/model.pth.tar-1`` -> the engine's end of
+training (the final test through the normal evaluator, ``result.json``), so a finished run is skipped like any other;
+the search is written to ``OUTPUT_DIR/c_search.csv``. ``--eval-only --model-dir`` loads it
 like any model. The classifier keeps the names of the classes it was fitted on and is evaluated on any label space
 made of them, matched by name (ImageNet -> ImageNet-V2/-Sketch, and the 200-class -A/-R); a class it has no weights
 for (base-to-novel "new" classes, cross-dataset targets) stops the evaluation with one line.
 """
 import csv
-import datetime
 import functools
 import math
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -305,17 +304,20 @@ class LinearProbeCLIP(CLIPPromptTrainer):
         self.head.set_classifier(*classifier_tensors(result.classifier, len(self.dm.dataset.classnames)), result.C)
         return result
 
-    def train(self):
-        start = time.time()
-        result = self.fit()
-        self.save_model(0, self.output_dir, val_result=result.val_accuracy)
-        write_search(result, os.path.join(self.output_dir, SEARCH_FILE))
-        print("Finish training")
-        if not self.cfg.TEST.NO_TEST:
-            print("Deploy the fitted classifier")
-            self.test()
-        print(f"Elapsed: {datetime.timedelta(seconds=round(time.time() - start))}")
+    def validates_each_epoch(self):
+        """Never: there are no epochs to choose from (the C search on val is the model selection)."""
+        return False
 
+    def train(self):
+        """Fit once, save the classifier as epoch 1, then finish as every trainer does (``after_train``: the final
+        test and ``result.json``). A run stopped after its fit resumes from the saved classifier."""
+        self.before_train()
+        if self.start_epoch == 0:
+            result = self.fit()
+            write_search(result, os.path.join(self.output_dir, SEARCH_FILE))
+            self.completed_epochs = 1
+            self.save_model(0, self.output_dir, val_result=result.val_accuracy)
+        self.after_train()
 
 def write_search(result, path):
     """The search as CSV: one row per trial (stage, C, val accuracy, converged), then the chosen C."""
