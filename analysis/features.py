@@ -23,7 +23,7 @@ from torch.utils.data import SequentialSampler
 from tqdm import tqdm
 
 from dassl.utils import atomic_write
-from datasets.protocols import relative_to
+from datasets.splits import relative_to
 
 FEATURES_ENV = "CLIP_FEATURES_DIR"
 CACHE_VERSION = 1

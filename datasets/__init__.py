@@ -2,8 +2,10 @@
 DATASET_REGISTRY), the `BaseNovelClassification` evaluator and the dataset config keys.
 
 Every module in this folder is imported, so a new dataset is one new file (no edit here or in train.py).
-Protocol helpers live in `datasets.protocols`; the command-line tools `python -m datasets.verify` and
-`python -m datasets.download` are not imported here.
+The protocol helpers live in `datasets.splits` (split files, generated splits, path confinement),
+`datasets.fewshot` (the few-shot cache, the ecosystem's pickles) and `datasets.label_spaces` (base/new,
+open world); the command-line tools `python -m datasets.verify` and `python -m datasets.download` are not
+imported here.
 """
 import importlib
 import pkgutil

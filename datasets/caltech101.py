@@ -2,8 +2,8 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
+from .splits import split_class_folders
 
 IGNORED = ("BACKGROUND_Google", "Faces_easy")  # not object classes
 NEW_CNAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
@@ -20,7 +20,7 @@ class Caltech101(SplitDataset):
     public_files = (PublicFile("split_zhou_Caltech101.json", "1hyarUivQE36mY6jSomru6Fjd-JzwcCzN"),)
 
     def build_split(self):
-        return protocols.split_class_folders(
+        return split_class_folders(
             self.image_dir,
             ignored=IGNORED,
             rename=lambda folder: NEW_CNAMES.get(folder, folder),

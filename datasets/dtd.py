@@ -5,7 +5,7 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
+from . import splits
 from .base import PublicFile, SplitDataset
 
 
@@ -22,7 +22,7 @@ class DescribableTextures(SplitDataset):
         PublicFile("../dtd-r1.0.1.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz", "images"),
     )
 
-    read_and_split_data = staticmethod(protocols.read_and_split_data)
+    read_and_split_data = staticmethod(splits.read_and_split_data)
 
     def build_split(self):
-        return protocols.split_class_folders(self.image_dir, rng=self.split_rng())
+        return splits.split_class_folders(self.image_dir, rng=self.split_rng())

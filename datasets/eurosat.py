@@ -2,8 +2,8 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
+from .splits import split_class_folders
 
 NEW_CNAMES = {
     "AnnualCrop": "Annual Crop Land",
@@ -30,6 +30,6 @@ class EuroSAT(SplitDataset):
     public_files = (PublicFile("split_zhou_EuroSAT.json", "1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o"),)
 
     def build_split(self):
-        return protocols.split_class_folders(
+        return split_class_folders(
             self.image_dir, rename=lambda folder: NEW_CNAMES.get(folder, folder), rng=self.split_rng()
         )

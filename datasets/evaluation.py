@@ -2,8 +2,8 @@
 
 Select it with `TEST.EVALUATOR BaseNovelClassification` and `DATASET.SUBSAMPLE_CLASSES all`
 (optionally with `DATASET.USE_RATIO True`). The first labels of the label space are the base
-classes: ceil(n/2) of them for the "all" space, the count recorded by the dataset for the
-open-world ratio space (`datasets.protocols.base_class_count`).
+classes: as many as the dataset says (`num_base_classes`, which the trainer passes on from
+`DataManager.num_base_classes`), else ceil(n/2), the rule of the "all" space.
 """
 
 from collections import OrderedDict
@@ -12,7 +12,7 @@ import torch
 
 from dassl.evaluation import EVALUATOR_REGISTRY, Classification
 
-from .protocols import base_class_count
+from .label_spaces import base_half_size
 
 
 def harmonic_mean(a, b):
@@ -26,7 +26,7 @@ class BaseNovelClassification(Classification):
     their harmonic mean (two decimals). Returns
     `OrderedDict(accuracy, error_rate, macro_f1, base_accuracy, novel_accuracy, harmonic_mean)`."""
 
-    def __init__(self, cfg, lab2cname=None, **kwargs):
+    def __init__(self, cfg, lab2cname=None, num_base_classes=None, **kwargs):
         if cfg.DATASET.SUBSAMPLE_CLASSES != "all":
             raise ValueError(
                 "TEST.EVALUATOR BaseNovelClassification needs DATASET.SUBSAMPLE_CLASSES 'all' (base and "
@@ -36,8 +36,21 @@ class BaseNovelClassification(Classification):
         if not lab2cname:
             raise ValueError("BaseNovelClassification needs lab2cname (the label -> class name map of the test set)")
         super().__init__(cfg, lab2cname=lab2cname, **kwargs)
-        classnames = [lab2cname[label] for label in sorted(lab2cname)]
-        self.num_base = base_class_count(classnames)
+        self.num_base = self.base_boundary(cfg, len(lab2cname), num_base_classes)
+
+    @staticmethod
+    def base_boundary(cfg, num_classes, num_base_classes):
+        """How many leading labels are base: the dataset's count when given, else ceil(n/2) (the "all" space's
+        rule). An open-world space (DATASET.USE_RATIO) has its own count, so there it must be given."""
+        if num_base_classes is not None:
+            return num_base_classes
+        if cfg.DATASET.USE_RATIO:
+            raise ValueError(
+                "BaseNovelClassification on an open-world label space (DATASET.USE_RATIO True) needs "
+                "num_base_classes, the dataset's count of base classes: build it through a trainer (which passes "
+                "DataManager.num_base_classes) or pass num_base_classes=dataset.num_base_classes"
+            )
+        return base_half_size(num_classes)
 
     def reset(self):
         super().reset()

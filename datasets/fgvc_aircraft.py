@@ -6,7 +6,7 @@ import os
 from dassl.data.datasets import DATASET_REGISTRY
 
 from .base import SplitDataset
-from .protocols import Entry
+from .splits import Entry
 
 
 @DATASET_REGISTRY.register()

@@ -2,8 +2,8 @@
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
+from .splits import split_class_folders
 
 
 @DATASET_REGISTRY.register()
@@ -20,4 +20,4 @@ class Food101(SplitDataset):
     )
 
     def build_split(self):
-        return protocols.split_class_folders(self.image_dir, rng=self.split_rng())
+        return split_class_folders(self.image_dir, rng=self.split_rng())

@@ -22,10 +22,9 @@ from yacs.config import CfgNode
 from dassl.config import register_config
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import SplitDataset
 from .naming import readable_classname
-from .protocols import DOCS_HINT
+from .splits import DOCS_HINT, FEWSHOT_DIRNAME, split_class_folders
 
 
 @register_config
@@ -53,7 +52,7 @@ class ImageFolder(SplitDataset):
         self.dataset_dir = os.path.join(root, os.path.expanduser(options.DIR))
         self.image_dir = self.dataset_dir
         self.split_path = os.path.join(self.dataset_dir, options.SPLIT_FILE or "split.json")
-        self.split_fewshot_dir = os.path.join(self.dataset_dir, protocols.FEWSHOT_DIRNAME)
+        self.split_fewshot_dir = os.path.join(self.dataset_dir, FEWSHOT_DIRNAME)
         self.fractions = (options.P_TRAIN, options.P_VAL)
 
     def check_present(self, cfg):
@@ -65,6 +64,6 @@ class ImageFolder(SplitDataset):
 
     def build_split(self):
         p_train, p_val = self.fractions
-        return protocols.split_class_folders(
+        return split_class_folders(
             self.image_dir, p_train, p_val, rename=readable_classname, rng=self.split_rng()
         )

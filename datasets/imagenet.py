@@ -10,9 +10,9 @@ from collections import OrderedDict
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .fewshot import locate_in_dataset, read_legacy_pickle
+from .splits import DOCS_HINT, Entry, class_folders, image_files, path_inside
 
 CLASSNAMES_GDRIVE_ID = "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF"  # CoOp's classnames.txt (CLIP's names)
 
@@ -22,7 +22,7 @@ def read_classnames_file(text_file):
     if not os.path.isfile(text_file):
         raise FileNotFoundError(
             f"{text_file} not found: copy ImageNet's classnames.txt there "
-            f"(python -m datasets.download ImageNet --root $DATA fetches it); {protocols.DOCS_HINT}"
+            f"(python -m datasets.download ImageNet --root $DATA fetches it); {DOCS_HINT}"
         )
     classnames = OrderedDict()
     with open(text_file) as f:
@@ -63,18 +63,18 @@ class ImageNet(SplitDataset):
         pkl_path = os.path.join(self.dataset_dir, "preprocessed.pkl")
         if not os.path.isfile(pkl_path):
             return None
-        data = protocols.read_legacy_pickle(pkl_path, ("train", "test"))
+        data = read_legacy_pickle(pkl_path, ("train", "test"))
         if data is None:
             return None
         splits = []
         for key in ("train", "test"):
             entries = []
             for datum in data[key]:
-                relpath = protocols.locate_in_dataset(datum.impath, self.dataset_dir)
+                relpath = locate_in_dataset(datum.impath, self.dataset_dir)
                 if relpath is None:
                     print(f"Ignoring {pkl_path}: {datum.impath} is not under an 'imagenet' folder")
                     return None
-                impath = protocols.path_inside(self.dataset_dir, relpath, pkl_path)
+                impath = path_inside(self.dataset_dir, relpath, pkl_path)
                 entries.append(Entry(impath, datum.label, datum.classname))
             splits.append(entries)
         print(f"Loading preprocessed ImageNet listing from {pkl_path}")
@@ -88,9 +88,9 @@ class ImageNet(SplitDataset):
         """Entries of `images/<split_name>/<wnid>/*` with labels in sorted-wnid order."""
         split_dir = os.path.join(self.image_dir, split_name)
         entries = []
-        for label, wnid in enumerate(protocols.class_folders(split_dir)):
+        for label, wnid in enumerate(class_folders(split_dir)):
             if wnid not in classnames:
                 raise ValueError(f"Folder {os.path.join(split_dir, wnid)} is not a class of classnames.txt")
             folder = os.path.join(split_dir, wnid)
-            entries.extend(Entry(os.path.join(folder, name), label, classnames[wnid]) for name in protocols.image_files(folder))
+            entries.extend(Entry(os.path.join(folder, name), label, classnames[wnid]) for name in image_files(folder))
         return entries

@@ -9,10 +9,9 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, TestOnlyDataset
 from .imagenet import CLASSNAMES_GDRIVE_ID, read_classnames_file
-from .protocols import Entry
+from .splits import Entry, class_folders, image_files
 
 CLASSNAMES_FILE = PublicFile("classnames.txt", CLASSNAMES_GDRIVE_ID)
 
@@ -26,11 +25,11 @@ class WnidFolderTestSet(TestOnlyDataset):
     def read_test_data(self):
         classnames = read_classnames_file(os.path.join(self.dataset_dir, "classnames.txt"))
         entries = []
-        for label, wnid in enumerate(protocols.class_folders(self.image_dir)):
+        for label, wnid in enumerate(class_folders(self.image_dir)):
             if wnid not in classnames:
                 raise ValueError(f"Folder {os.path.join(self.image_dir, wnid)} is not a class of classnames.txt")
             folder = os.path.join(self.image_dir, wnid)
-            entries.extend(Entry(os.path.join(folder, name), label, classnames[wnid]) for name in protocols.image_files(folder))
+            entries.extend(Entry(os.path.join(folder, name), label, classnames[wnid]) for name in image_files(folder))
         return entries
 
 
@@ -46,12 +45,12 @@ class ImageNetV2(TestOnlyDataset):
     def read_test_data(self):
         names = list(read_classnames_file(os.path.join(self.dataset_dir, "classnames.txt")).values())
         entries = []
-        for folder_name in protocols.class_folders(self.image_dir):
+        for folder_name in class_folders(self.image_dir):
             if not folder_name.isdigit() or int(folder_name) >= len(names):
                 raise ValueError(f"Folder {os.path.join(self.image_dir, folder_name)} is not an ImageNet label (0..{len(names) - 1})")
             label = int(folder_name)
             folder = os.path.join(self.image_dir, folder_name)
-            entries.extend(Entry(os.path.join(folder, name), label, names[label]) for name in protocols.image_files(folder))
+            entries.extend(Entry(os.path.join(folder, name), label, names[label]) for name in image_files(folder))
         return sorted(entries, key=lambda entry: entry.label)
 
 

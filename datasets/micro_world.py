@@ -14,7 +14,7 @@ from dassl.utils import DiskFull, is_disk_full
 from microworld.benchmark import TASKS_BY_NAME, export_task, split_listing
 
 from .base import SplitDataset
-from .protocols import Entry
+from .splits import Entry
 
 
 class MicroWorldDataset(SplitDataset):

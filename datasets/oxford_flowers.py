@@ -8,7 +8,7 @@ from collections import defaultdict
 from dassl.data.datasets import DATASET_REGISTRY
 
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .splits import Entry
 
 
 @DATASET_REGISTRY.register()

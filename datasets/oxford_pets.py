@@ -8,9 +8,9 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
+from . import label_spaces, splits
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .splits import Entry
 
 
 @DATASET_REGISTRY.register()
@@ -27,15 +27,15 @@ class OxfordPets(SplitDataset):
         PublicFile("annotations.tar.gz", "https://www.robots.ox.ac.uk/~vgg/data/pets/data/annotations.tar.gz", "annotations"),
     )
 
-    read_split = staticmethod(protocols.read_split)
-    save_split = staticmethod(protocols.save_split)
-    split_trainval = staticmethod(protocols.split_trainval)
-    subsample_classes = staticmethod(protocols.subsample_classes)
+    read_split = staticmethod(splits.read_split)
+    save_split = staticmethod(splits.save_split)
+    split_trainval = staticmethod(splits.split_trainval)
+    subsample_classes = staticmethod(label_spaces.subsample_classes)
 
     def build_split(self):
         trainval = self.read_annotations("trainval.txt")
         test = self.read_annotations("test.txt")
-        train, val = protocols.split_trainval(trainval, rng=self.split_rng())
+        train, val = splits.split_trainval(trainval, rng=self.split_rng())
         return train, val, test
 
     def read_annotations(self, filename):

@@ -9,9 +9,9 @@ per-class split is generated with a fixed seed and written there. Generated clas
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import SplitDataset
 from .naming import readable_classname
+from .splits import split_class_folders
 
 
 class RemoteSensingDataset(SplitDataset):
@@ -20,7 +20,7 @@ class RemoteSensingDataset(SplitDataset):
     split_optional = True
 
     def build_split(self):
-        return protocols.split_class_folders(self.image_dir, rename=readable_classname, rng=self.split_rng())
+        return split_class_folders(self.image_dir, rename=readable_classname, rng=self.split_rng())
 
 
 @DATASET_REGISTRY.register()

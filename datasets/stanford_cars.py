@@ -5,9 +5,8 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .splits import Entry, split_trainval
 
 
 @DATASET_REGISTRY.register()
@@ -25,7 +24,7 @@ class StanfordCars(SplitDataset):
         meta_file = os.path.join(self.dataset_dir, "devkit", "cars_meta.mat")
         trainval = self.read_annotations("cars_train", os.path.join(self.dataset_dir, "devkit", "cars_train_annos.mat"), meta_file)
         test = self.read_annotations("cars_test", os.path.join(self.dataset_dir, "cars_test_annos_withlabels.mat"), meta_file)
-        train, val = protocols.split_trainval(trainval, rng=self.split_rng())
+        train, val = split_trainval(trainval, rng=self.split_rng())
         return train, val, test
 
     def read_annotations(self, image_folder, anno_file, meta_file):

@@ -5,9 +5,8 @@ import os
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .splits import Entry, split_trainval
 
 
 @DATASET_REGISTRY.register()
@@ -27,7 +26,7 @@ class SUN397(SplitDataset):
         label_of = {category: label for label, category in enumerate(categories)}
         trainval = self.read_partition("Training_01.txt", label_of)
         test = self.read_partition("Testing_01.txt", label_of)
-        train, val = protocols.split_trainval(trainval, rng=self.split_rng())
+        train, val = split_trainval(trainval, rng=self.split_rng())
         return train, val, test
 
     def read_partition(self, filename, label_of):

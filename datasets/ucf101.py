@@ -6,9 +6,8 @@ import re
 
 from dassl.data.datasets import DATASET_REGISTRY
 
-from . import protocols
 from .base import PublicFile, SplitDataset
-from .protocols import Entry
+from .splits import Entry, split_trainval
 
 
 @DATASET_REGISTRY.register()
@@ -33,7 +32,7 @@ class UCF101(SplitDataset):
                     label_of[action] = int(class_id) - 1
         trainval = self.read_list("trainlist01.txt", label_of)
         test = self.read_list("testlist01.txt", label_of)
-        train, val = protocols.split_trainval(trainval, rng=self.split_rng())
+        train, val = split_trainval(trainval, rng=self.split_rng())
         return train, val, test
 
     def read_list(self, filename, label_of):

@@ -385,6 +385,7 @@ def test_data_manager_loaders_batches_and_summary(data_root, capsys):
 
     assert dm.num_classes == 3 and dm.lab2cname == {0: "cat", 1: "dog", 2: "fox"}
     assert dm.num_source_domains == 0 and dm.train_loader_u is None
+    assert dm.num_base_classes is None  # a plain Dassl dataset does not say which labels are base
     assert dm.dataset.classnames == CLASSNAMES
     assert len(dm.train_loader_x) == 3  # 15 items, batch 4, drop_last
     assert dm.train_loader_x.drop_last and not dm.test_loader.drop_last

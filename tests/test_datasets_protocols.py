@@ -1,5 +1,6 @@
 """Base/novel, open-world ratio, few-shot cache (incl. legacy pickles) and BaseNovelClassification."""
 
+import hashlib
 import json
 import math
 import os
@@ -9,10 +10,13 @@ import shutil
 import pytest
 import torch
 
+from dassl.data import DataManager
 from dassl.data.datasets import Datum
-from datasets import protocols
+from dassl.engine import SimpleTrainer
+from dassl.evaluation import build_evaluator
+from datasets import label_spaces
 from datasets.evaluation import BaseNovelClassification, harmonic_mean
-from datasets.protocols import Entry
+from datasets.splits import Entry
 from tests.test_datasets_trees import build_class_folders, build_dtd, load, make_cfg
 
 FIVE_TEXTURES = ["banded", "blotchy", "braided", "bubbly", "bumpy"]
@@ -46,7 +50,7 @@ def test_subsample_classes_alias_and_bad_value():
     train, test = OxfordPets.subsample_classes(entries(7), entries(7, 1), subsample="new")
     assert sorted({e.label for e in test}) == [0, 1, 2] and {e.classname for e in test} == {"class4", "class5", "class6"}
     with pytest.raises(ValueError, match="SUBSAMPLE_CLASSES must be one of"):
-        protocols.subsample_classes(entries(3), subsample="novel")
+        label_spaces.subsample_classes(entries(3), subsample="novel")
 
 
 # ---- open world -----------------------------------------------------------------------------
@@ -58,23 +62,23 @@ def test_subsample_classes_alias_and_bad_value():
      (9, 40, (2, 3)), (9, 100, (5, 0)), (1, 0, (1, 0))],
 )
 def test_open_world_counts_and_clamp(num_classes, ratio, expected):
-    assert protocols.open_world_counts(num_classes, ratio) == expected
+    assert label_spaces.open_world_counts(num_classes, ratio) == expected
     m = math.ceil(num_classes / 2)
     assert sum(expected) == m and expected[1] <= num_classes - m
 
 
 def test_open_world_ratio_out_of_range_is_rejected():
     with pytest.raises(ValueError, match="SUBSAMPLE_RATIO must lie in"):
-        protocols.open_world_counts(10, 150)
+        label_spaces.open_world_counts(10, 150)
 
 
 def test_open_world_sampling_is_deterministic_per_seed_and_uses_a_private_rng():
     names = [f"class{i}" for i in range(40)]
-    state = protocols.random.getstate()
-    first = protocols.sample_open_world_labels(range(40), names, 50, seed=1)
-    assert protocols.random.getstate() == state  # the global RNG is untouched
-    assert protocols.sample_open_world_labels(range(40), names, 50, seed=1) == first
-    other_seeds = {tuple(protocols.sample_open_world_labels(range(40), names, 50, seed=s)[0]) for s in (2, 3, 4)}
+    state = label_spaces.random.getstate()
+    first = label_spaces.sample_open_world_labels(range(40), names, 50, seed=1)
+    assert label_spaces.random.getstate() == state  # the global RNG is untouched
+    assert label_spaces.sample_open_world_labels(range(40), names, 50, seed=1) == first
+    other_seeds = {tuple(label_spaces.sample_open_world_labels(range(40), names, 50, seed=s)[0]) for s in (2, 3, 4)}
     assert tuple(first[0]) not in other_seeds
     selected, num_base = first
     assert num_base == 10 and len(selected) == 20
@@ -84,11 +88,11 @@ def test_open_world_sampling_is_deterministic_per_seed_and_uses_a_private_rng():
 def test_open_world_label_space_through_a_dataset(tmp_path):
     build_five_class_dtd(tmp_path)
     dataset = load(tmp_path, "DescribableTextures", USE_RATIO=True, SUBSAMPLE_RATIO=40, seed=3)
-    selected, num_base = protocols.sample_open_world_labels(range(5), FIVE_TEXTURES, 40, 3)
+    selected, num_base = label_spaces.sample_open_world_labels(range(5), FIVE_TEXTURES, 40, 3)
     assert num_base == 1  # m = 3; floor(1.2) = 1 base, 2 novel (= both novel classes)
     assert dataset.classnames == [FIVE_TEXTURES[label] for label in selected]
     assert len(dataset.test) == 3 * 3  # every test image (3 per class) of the 3 selected classes
-    assert protocols.base_class_count(dataset.classnames) == 1
+    assert dataset.num_base_classes == 1
     again = load(tmp_path, "DescribableTextures", USE_RATIO=True, SUBSAMPLE_RATIO=40, seed=3)
     assert [d.impath for d in again.test] == [d.impath for d in dataset.test]
 
@@ -150,6 +154,29 @@ def test_fewshot_cache_is_invalidated_when_the_split_file_changes(tmp_path):
     new = read_cache(cache_path)
     assert new["split_fingerprint"] != old["split_fingerprint"]
     assert all(not d.impath.endswith(dropped) for d in dataset.train_x)
+
+
+def test_a_cache_file_in_the_documented_format_is_loaded_as_it_is(tmp_path):
+    """The cache format (version 1; SHA-256 over "\\0split\\0" then one "relpath\\tlabel\\tclassname\\n" line per item,
+    train then val, paths relative to the dataset folder) is fixed: caches written by earlier versions load."""
+    build_dtd(tmp_path)
+    load(tmp_path, "DescribableTextures")  # writes the split json
+    dataset_dir = tmp_path / "dtd"
+    split = json.loads((dataset_dir / "split_zhou_DescribableTextures.json").read_text())
+    digest = hashlib.sha256()
+    for key in ("train", "val"):
+        digest.update(b"\x00split\x00")
+        digest.update("".join(f"images/{rel}\t{label}\t{name}\n" for rel, label, name in split[key]).encode())
+    last_of_each_class = {key: {label: [f"images/{rel}", label, name] for rel, label, name in split[key]} for key in split}
+    chosen = {key: list(last_of_each_class[key].values()) for key in ("train", "val")}  # a 1-shot draw
+    cache = {"version": 1, "split_fingerprint": digest.hexdigest(), "splits": chosen}
+    cache_path = dataset_dir / "split_fewshot" / "shot_1-seed_9.json"
+    cache_path.parent.mkdir()
+    cache_path.write_text(json.dumps(cache))
+    dataset = load(tmp_path, "DescribableTextures", num_shots=1, seed=9)
+    assert [(d.impath, d.label) for d in dataset.train_x] == [(str(dataset_dir / rel), label) for rel, label, _ in chosen["train"]]
+    assert [d.impath for d in dataset.val] == [str(dataset_dir / rel) for rel, _, _ in chosen["val"]]
+    assert json.loads(cache_path.read_text()) == cache
 
 
 def test_negative_seed_samples_without_caching(tmp_path):
@@ -239,12 +266,83 @@ def test_base_novel_evaluator_numbers_lines_and_order(tmp_path, capsys):
     assert "* base_accuracy: 75.00%\n* novel_accuracy: 50.00%\n* harmonic_mean: 60.00%" in out
 
 
-def test_base_novel_evaluator_uses_the_recorded_open_world_boundary(tmp_path):
-    build_five_class_dtd(tmp_path)
-    dataset = load(tmp_path, "DescribableTextures", USE_RATIO=True, SUBSAMPLE_RATIO=40, seed=3)
-    cfg = make_cfg(tmp_path, "DescribableTextures", USE_RATIO=True, SUBSAMPLE_RATIO=40)
-    evaluator = BaseNovelClassification(cfg, lab2cname=dataset.lab2cname)
-    assert evaluator.num_base == 1
+SIX_TEXTURES = FIVE_TEXTURES + ["chequered"]
+
+
+def base_novel_cfg(root, **dataset_keys):
+    cfg = make_cfg(root, "DescribableTextures", seed=3, **dataset_keys)
+    cfg.TEST.EVALUATOR = "BaseNovelClassification"
+    cfg.DEVICE = "cpu"
+    cfg.DATALOADER.NUM_WORKERS = 0
+    return cfg
+
+
+def open_world_and_all_spaces_with_the_same_names(tmp_path):
+    """Configs of two label spaces with the same class names in the same order: the open-world space
+    (ratio 40) of a six-texture DTD (1 base + 2 novel classes), and the "all" space of a DTD holding only
+    those three textures (ceil(3/2) = 2 base classes)."""
+    build_class_folders(os.path.join(tmp_path, "six", "dtd", "images"), SIX_TEXTURES)
+    open_world = base_novel_cfg(tmp_path / "six", USE_RATIO=True, SUBSAMPLE_RATIO=40)
+    selected, num_base = label_spaces.sample_open_world_labels(range(6), sorted(SIX_TEXTURES), 40, 3)
+    assert num_base == 1 and len(selected) == 3
+    names = [sorted(SIX_TEXTURES)[label] for label in selected]
+    build_class_folders(os.path.join(tmp_path, "three", "dtd", "images"), names)
+    return open_world, base_novel_cfg(tmp_path / "three"), names
+
+
+def always_label_one(labels):
+    """Logits [N, 3] that predict label 1 for each of `labels` [N]."""
+    return torch.nn.functional.one_hot(torch.ones_like(labels), 3).float()
+
+
+def expected_base_novel(test_items, num_base):
+    """Base and novel accuracy (%) of always predicting label 1, counted directly."""
+    base = [d.label == 1 for d in test_items if d.label < num_base]
+    novel = [d.label == 1 for d in test_items if d.label >= num_base]
+    return 100 * sum(base) / len(base), 100 * sum(novel) / len(novel)
+
+
+def test_same_class_names_with_other_base_counts_evaluate_apart_in_one_process(tmp_path):
+    open_world_cfg, all_cfg, names = open_world_and_all_spaces_with_the_same_names(tmp_path)
+    # Both datasets are built before either evaluator: no fact of the first may leak into the second.
+    managers = [DataManager(open_world_cfg), DataManager(all_cfg)]
+    assert [list(dm.lab2cname.values()) for dm in managers] == [names, names]
+    assert [dm.num_base_classes for dm in managers] == [1, 2]
+    for cfg, dm, num_base in zip((open_world_cfg, all_cfg), managers, (1, 2)):
+        evaluator = build_evaluator(cfg, lab2cname=dm.lab2cname, num_base_classes=dm.num_base_classes)
+        labels = torch.tensor([d.label for d in dm.dataset.test])  # [N]
+        evaluator.process(always_label_one(labels), labels)
+        results = evaluator.evaluate()
+        base_acc, novel_acc = expected_base_novel(dm.dataset.test, num_base)
+        assert (results["base_accuracy"], results["novel_accuracy"]) == pytest.approx((base_acc, novel_acc))
+    assert expected_base_novel(managers[0].dataset.test, 1) == (0.0, 50.0)  # label 1 is novel here ...
+    assert expected_base_novel(managers[1].dataset.test, 2) == (50.0, 0.0)  # ... and base here
+
+
+def test_the_trainer_hands_the_datasets_base_count_to_the_evaluator(tmp_path):
+    class AlwaysLabelOne(SimpleTrainer):
+        def build_model(self):
+            pass
+
+        def parse_batch_test(self, batch):
+            return batch["label"], batch["label"]
+
+        def model_inference(self, labels):
+            return always_label_one(labels)
+
+    open_world_cfg, _, _ = open_world_and_all_spaces_with_the_same_names(tmp_path)
+    trainer = AlwaysLabelOne(open_world_cfg)
+    assert trainer.num_base_classes == trainer.dm.dataset.num_base_classes == 1
+    trainer.test()
+    assert expected_base_novel(trainer.dm.dataset.test, 1) == (0.0, 50.0)
+    assert (trainer.last_results["base_accuracy"], trainer.last_results["novel_accuracy"]) == pytest.approx((0.0, 50.0))
+
+
+def test_base_novel_evaluator_needs_the_count_of_an_open_world_space(tmp_path):
+    cfg = base_novel_cfg(tmp_path, USE_RATIO=True, SUBSAMPLE_RATIO=40)
+    with pytest.raises(ValueError, match=r"open-world label space \(DATASET.USE_RATIO True\) needs num_base_classes"):
+        BaseNovelClassification(cfg, lab2cname={0: "a", 1: "b", 2: "c"})
+    assert BaseNovelClassification(cfg, lab2cname={0: "a", 1: "b", 2: "c"}, num_base_classes=1).num_base == 1
 
 
 def test_base_novel_evaluator_rejects_a_base_only_space(tmp_path):

@@ -162,7 +162,7 @@ def test_a_split_entry_outside_the_image_folder_is_refused(tmp_path, entry):
 
 
 def test_dots_inside_a_file_name_are_not_a_way_out():
-    from datasets.protocols import path_inside
+    from datasets.splits import path_inside
 
     assert path_inside("/data/x", "a/b..c.jpg", "split.json") == "/data/x/a/b..c.jpg"
     assert path_inside("/data/x", "..a/b.jpg", "split.json") == "/data/x/..a/b.jpg"

@@ -153,7 +153,8 @@ class DataManager:
     """Build the dataset named by cfg.DATASET.NAME, its transforms and its data loaders.
 
     Attributes: dataset, train_loader_x, train_loader_u (None without train_u), val_loader
-    (None without val), test_loader, num_classes, num_source_domains, lab2cname.
+    (None without val), test_loader, num_classes, num_source_domains, lab2cname, num_base_classes (the
+    dataset's count of leading base labels, None when it does not say).
     """
 
     def __init__(self, cfg, custom_tfm_train=None, custom_tfm_test=None, dataset_wrapper=None):
@@ -198,6 +199,7 @@ class DataManager:
         self._num_classes = dataset.num_classes
         self._num_source_domains = len(cfg.DATASET.SOURCE_DOMAINS)
         self._lab2cname = dataset.lab2cname
+        self._num_base_classes = dataset.num_base_classes
 
         self.dataset = dataset
         self.train_loader_x = train_loader_x
@@ -219,6 +221,10 @@ class DataManager:
     @property
     def lab2cname(self):
         return self._lab2cname
+
+    @property
+    def num_base_classes(self):
+        return self._num_base_classes
 
     def show_dataset_summary(self, cfg):
         """Print a two-column table: dataset, domains, class count and split sizes."""

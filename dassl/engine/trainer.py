@@ -365,9 +365,10 @@ class SimpleTrainer(TrainerBase):
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.output_dir = cfg.OUTPUT_DIR
         self.cfg = cfg
+        self.num_base_classes = None  # set by build_data_loader when the dataset says which labels are base
         self.build_data_loader()
         self.build_model()
-        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname)
+        self.evaluator = build_evaluator(cfg, lab2cname=self.lab2cname, num_base_classes=self.num_base_classes)
         self.best_result = -np.inf
         # Validated epochs since the last strict improvement of the val accuracy (early stopping).
         self.epochs_without_improvement = 0
@@ -391,6 +392,7 @@ class SimpleTrainer(TrainerBase):
         self.num_classes = dm.num_classes
         self.num_source_domains = dm.num_source_domains
         self.lab2cname = dm.lab2cname
+        self.num_base_classes = dm.num_base_classes
         self.dm = dm
 
     def build_model(self):

@@ -71,6 +71,7 @@ class DatasetBase:
 
     dataset_dir = ""  # the directory where the dataset is stored
     domains = []  # string names of all domains
+    num_base_classes = None  # how many leading labels are base classes (base/novel evaluation); None = not said
 
     def __init__(self, train_x=None, train_u=None, val=None, test=None):
         if not train_x:
