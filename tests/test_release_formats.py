@@ -17,10 +17,9 @@ from dassl.utils import CheckpointError
 from scripts import export_checkpoint
 from scripts.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
-from trainers.bmip import BMIPPromptLearner
-from trainers.ivlp import VisionLanguagePrompts
+from trainers.bmip import BMIP, BMIPPromptLearner
+from trainers.ivlp import IVLP, VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
-from trainers.release_formats import RELEASE_LAYOUTS
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
 LAYERS, WIDTH, N_CLS_RELEASED = 12, 64, 10  # tiny-ViT: 12 blocks of width 64 on both sides
@@ -158,7 +157,7 @@ def test_export_loads_into_the_released_model_with_every_trainable_key(tiny, cas
     trainer, build_learner, build_released = CASES[case]
     torch.manual_seed(0)
     learner_state = build_learner(tiny).state_dict()
-    exported = RELEASE_LAYOUTS[trainer].to_release(learner_state)
+    exported = TRAINER_REGISTRY.get(trainer).RELEASE_LAYOUT.to_release(learner_state)
     released, live = build_released()
     missing, unexpected = released.load_state_dict(exported, strict=False)
     assert unexpected == []  # nothing is silently ignored by the release's strict=False load
@@ -173,10 +172,10 @@ def test_export_loads_into_the_released_model_with_every_trainable_key(tiny, cas
 def test_per_sample_bmip_and_foreign_learners_are_refused(tiny):
     per_sample = BMIPPromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)
     with pytest.raises(ValueError, match="MODE per_sample.*no released equivalent"):
-        RELEASE_LAYOUTS["BMIP"].to_release(per_sample.state_dict())
+        BMIP.RELEASE_LAYOUT.to_release(per_sample.state_dict())
     maple = MaPLePromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 9)
     with pytest.raises(KeyError, match="'proj.weight' is not a tensor of this trainer's prompt learner"):
-        RELEASE_LAYOUTS["IVLP"].to_release(maple.state_dict())
+        IVLP.RELEASE_LAYOUT.to_release(maple.state_dict())
 
 
 # -- through files and trainers: export command, released IVLP/VPT checkpoints here --------------------------------
