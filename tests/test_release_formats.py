@@ -5,6 +5,8 @@ modules below rebuild that key layout (names and shapes from the released code, 
 shared/spec/bmip-released-code.md and the MaPLe repository's clip/model.py, trainers/{maple,independentVL,vpt}.py)
 with a stand-in frozen weight per block, so a test can load exactly as the release does and see which keys arrive.
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -237,6 +239,10 @@ def test_export_command_writes_the_released_file_and_it_loads_both_ways(data_roo
 def test_export_command_refusals(data_root, tmp_path):
     with pytest.raises(SetupError, match="already in the released format"):
         export_checkpoint.export("CoOp", str(tmp_path), str(tmp_path / "out"))
+    with pytest.raises(SetupError, match=re.escape(  # the trainers whose class carries a RELEASE_LAYOUT
+            "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
+            "['BMIP', 'IVLP', 'MaPLe', 'PromptSRC', 'PromptSRC_BMIP', 'VPT']")):
+        export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match="has not finished"):
         export_checkpoint.export("MaPLe", str(tmp_path), str(tmp_path / "out"))
     toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path / "run"))
