@@ -97,10 +97,10 @@ class PromptedCLIP(nn.Module):
 
 
 class CLIPTrainer(TrainerX):
-    """What every CLIP trainer shares: its config node (``cfg.TRAINER.<CFG_NODE>`` holds PREC and the method's keys),
-    the frozen CLIP cast for PREC, mixed-precision inference and one evaluation scope per test."""
+    """What every CLIP trainer shares: its config node, the frozen CLIP cast for PREC, mixed-precision inference and
+    one evaluation scope per test."""
 
-    CFG_NODE = "COOP"
+    CFG_NODE = "COOP"  # cfg.TRAINER.<CFG_NODE> holds PREC and the method's keys
 
     @property
     def method_cfg(self):
