@@ -125,11 +125,12 @@ def logits_and_gradients(trainer, images, labels, straightforward, precision):
     model.straightforward = straightforward
     try:
         scale = INITIAL_LOSS_SCALE if precision.uses_grad_scaler else 1.0
+        if not params:  # a trainer with nothing to train (ZeroshotCLIP) has no loss: its model's logits
+            with precision.autocast():
+                return model(images).detach().float().cpu(), {}, scale
         while True:
             with precision.autocast():
                 loss, logits = trainer.compute_loss(images, labels)
-            if not params:
-                return logits.detach().float().cpu(), {}, scale
             grads = torch.autograd.grad(loss * scale, list(params.values()))
             if all(torch.isfinite(g).all() for g in grads) or scale < 1.0:
                 break

@@ -41,7 +41,7 @@ class TrainerSpec:
 
     @property
     def trains(self):
-        return self.trainer != "ZeroshotCLIP"
+        return TRAINER_REGISTRY.get(self.trainer).LEARNS
 
 
 _BMIP_CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"

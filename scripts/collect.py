@@ -4,8 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scripts import logparse
-from scripts.layout import (CFG_SHOTS_DIR, DEFAULT_SOURCE, SEED_DIR, SHOTS_DIR, TRAINING_FREE,
-                            source_runs_dir)
+from scripts.layout import CFG_SHOTS_DIR, DEFAULT_SOURCE, SEED_DIR, SHOTS_DIR, source_runs_dir, trains
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ def _collect_base2new(root, collection):
         shots = SHOTS_DIR.match(shots_name)
         if shots is None:
             continue
-        training = split == "train_base" and trainer not in TRAINING_FREE
+        training = split == "train_base" and trains(trainer)
         for seed, directory in _seed_dirs(seed_parent):
             _read(collection, directory, training, protocol="base2new", split=split, dataset=dataset,
                   trainer=trainer, cfg=cfg, shots=int(shots.group("shots")), seed=seed)
@@ -80,7 +79,7 @@ def _collect_transfer(root, collection):
                   trainer=trainer, cfg=cfg, shots=shots, seed=seed, source=source)
     for source, trainer, cfg, shots in sorted(sources):
         for seed, directory in _seed_dirs(source_runs_dir(root, source, trainer, cfg, shots)):
-            _read(collection, directory, trainer not in TRAINING_FREE, protocol="transfer", split="source",
+            _read(collection, directory, trains(trainer), protocol="transfer", split="source",
                   dataset=source, trainer=trainer, cfg=cfg, shots=shots, seed=seed, source=source)
 
 
@@ -92,7 +91,7 @@ def _collect_few_shot(root, collection):
         if match is None or match.group("source"):
             continue
         for seed, directory in _seed_dirs(seed_parent):
-            _read(collection, directory, trainer not in TRAINING_FREE, protocol="few_shot", split="train",
+            _read(collection, directory, trains(trainer), protocol="few_shot", split="train",
                   dataset=dataset, trainer=trainer, cfg=match.group("cfg"), shots=int(match.group("shots")),
                   seed=seed)
 

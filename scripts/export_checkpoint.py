@@ -21,14 +21,14 @@ from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_file
 from dassl.utils import load_checkpoint, save_checkpoint
 from scripts.jobs import SetupError, checkpoint_epoch
-from trainers.release_formats import RELEASE_LAYOUTS  # (importing trainers registers every trainer)
+from trainers.release_formats import release_layouts  # (importing trainers registers every trainer)
 
 LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
 
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trainer", required=True, help=f"one of {sorted(RELEASE_LAYOUTS)}")
+    parser.add_argument("--trainer", required=True, help=f"one of {sorted(release_layouts())}")
     parser.add_argument("--model-dir", required=True, help="the training run's --output-dir")
     parser.add_argument("--load-epoch", type=int, help="export model.pth.tar-N (default: the deployed checkpoint)")
     parser.add_argument("--out-dir", required=True, help="folder to write <checkpoint folder>/<file> into")
@@ -51,9 +51,10 @@ def export(trainer, model_dir, out_dir, load_epoch=None):
     if trainer in LEARNER_ONLY_RELEASES:
         raise SetupError(f"{trainer} checkpoints are already in the released format (the prompt learner alone, "
                          f"same names): give the released code --model-dir {model_dir} directly")
-    if trainer not in RELEASE_LAYOUTS:
-        raise SetupError(f"no released checkpoint format for --trainer {trainer}; use one of {sorted(RELEASE_LAYOUTS)}")
-    layout = RELEASE_LAYOUTS[trainer]
+    layouts = release_layouts()
+    if trainer not in layouts:
+        raise SetupError(f"no released checkpoint format for --trainer {trainer}; use one of {sorted(layouts)}")
+    layout = layouts[trainer]
     folder = TRAINER_REGISTRY.get(trainer).CHECKPOINT_NAME  # the release registers its whole model under this name too
     path = source_file(folder, model_dir, load_epoch)
     checkpoint = load_checkpoint(path)

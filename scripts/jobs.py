@@ -17,7 +17,6 @@ from pathlib import Path
 
 from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_epochs, lock_holder, read_result
 from scripts import logparse
-from scripts.layout import TRAINING_FREE
 from scripts.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +103,6 @@ def data_root_from_env(environ=None):
         raise SetupError(f"$DATA={value} is not a directory: point DATA at the folder that holds the "
                          f"datasets (layout: docs/DATASETS.md)")
     return root
-
-
-def trains(trainer):
-    """Whether ``trainer`` learns anything (ZeroshotCLIP does not: its runs are evaluations)."""
-    return trainer not in TRAINING_FREE
 
 
 def config_files(job, ctx):

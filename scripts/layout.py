@@ -24,13 +24,20 @@ FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 OPEN_WORLD_RATIOS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0)
 BASE2NEW_SHOTS = 16
 
-# Trainers that learn nothing: their "training" runs are evaluation-only runs of the frozen model.
-TRAINING_FREE = frozenset({"ZeroshotCLIP"})
-
 SEED_DIR = re.compile(r"^seed(?P<seed>-?\d+)$")
 SHOTS_DIR = re.compile(r"^shots_(?P<shots>\d+)$")
 CFG_SHOTS_DIR = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots(?:_from_(?P<source>.+))?$")
 RATIO_SPLIT = re.compile(r"^test_ratio_(?P<ratio>\d+)$")
+
+
+def trains(trainer):
+    """Whether ``trainer`` learns anything: its class's ``LEARNS``. The "training" runs of a trainer that does not
+    (ZeroshotCLIP) are evaluation-only runs of the frozen model. A trainer this repository does not register
+    (another codebase's, run with ``--train-py``) trains, as every trainer does by default."""
+    import trainers  # noqa: F401  (registers every trainer; imported here, as the rest of this module needs no torch)
+    from dassl.engine import TRAINER_REGISTRY, TrainerBase
+
+    return (TRAINER_REGISTRY.get(trainer) if trainer in TRAINER_REGISTRY else TrainerBase).LEARNS
 
 
 def seed_dir(seed):

@@ -6,9 +6,9 @@ Training-free trainers (ZeroshotCLIP) get evaluation-only jobs in the place of t
 options need different names.
 """
 from scripts.layout import (
-    BASE2NEW_SHOTS, DEFAULT_SOURCE, base2new_dir, evaluation_dir, few_shot_dir, ratio_split, source_dir,
+    BASE2NEW_SHOTS, DEFAULT_SOURCE, base2new_dir, evaluation_dir, few_shot_dir, ratio_split, source_dir, trains,
 )
-from scripts.jobs import Job, trains
+from scripts.jobs import Job
 
 PROTOCOLS = ("base2new", "open_world", "cross_dataset", "domain_generalization", "few_shot")
 

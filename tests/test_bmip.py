@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 from clip_patch import load_clip
 from trainers.base import PromptedCLIP
-from trainers.bmip import BMIPPromptLearner
+from trainers.bmip import BMIP, BMIPPromptLearner
 from trainers.maple import MaPLePromptLearner
 from trainers.prompting import tokenize
-from trainers.release_formats import RELEASE_LAYOUTS
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
 DEPTH = 9  # the published PROMPT_DEPTH: deep prompt sets k = 0..7 at layers 1..8
@@ -308,7 +307,7 @@ def released_state(learner, depth, share):
 def test_released_state_maps_onto_exactly_the_learner_keys(tiny, mode, share, depth):
     learner = build_bmip(tiny, mode, depth=depth, share_text=share, share_visual=share).prompt_learner
     release = released_state(learner, depth, share)
-    converted = RELEASE_LAYOUTS["BMIP"].to_learner(release, learner.state_dict().keys())
+    converted = BMIP.RELEASE_LAYOUT.to_learner(release, learner.state_dict().keys())
     assert converted.keys() == learner.state_dict().keys()
     assert all(v.dtype == torch.float32 for v in converted.values())
     for layer in range(1, depth):

@@ -267,3 +267,37 @@ def test_an_unreadable_feature_cache_is_reported_and_recomputed(fitted, capsys):
     assert warning.startswith(f"Warning: the feature cache {train_file} is unreadable (") and "recomputing" in warning
     assert torch.equal(again.head.weight, trainer.head.weight)  # the same features again
     assert torch.load(train_file, weights_only=True)["features"].shape[0] == len(trainer.dm.dataset.train_x)
+
+
+def test_a_run_stopped_after_its_fit_resumes_from_the_saved_classifier(fitted, monkeypatch, capsys):
+    """The fit is the run's one epoch: a run stopped after it (classifier saved, no final test yet) fits nothing
+    again and finishes with the saved classifier."""
+    root, out, trainer = fitted
+    stopped = root / "stopped"
+
+    def stop(self):
+        raise RuntimeError("stopped before the final test")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(lp.LinearProbeCLIP, "after_train", stop)
+        with pytest.raises(RuntimeError, match="stopped before the final test"):
+            run_train(run_args(root, stopped))
+    assert (stopped / "linear_probe" / "model.pth.tar-1").is_file() and read_result(str(stopped)) is None
+    capsys.readouterr()
+
+    resumed = run_train(run_args(root, stopped))
+    printed = capsys.readouterr().out
+    assert f"Found checkpoint at {stopped} (will resume training)" in printed and "Linear probe on" not in printed
+    assert torch.equal(resumed.head.weight, trainer.head.weight) and resumed.head.C == trainer.head.C
+    result = read_result(str(stopped))
+    assert result["epochs_trained"] == 1 and result["metrics"]["accuracy"] == pytest.approx(final_accuracy(out))
+
+
+def test_init_weights_is_refused_in_one_line_before_anything_is_written(fitted, capsys):
+    root, out, _ = fitted
+    target = root / "initialised"
+    checkpoint = out / "linear_probe" / "model.pth.tar-1"
+    assert run_cli(run_args(root, target) + ["MODEL.INIT_WEIGHTS", str(checkpoint)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: LinearProbeCLIP has no weights to initialise: set MODEL.INIT_WEIGHTS ''"]
+    assert not target.exists()

@@ -18,8 +18,8 @@ from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.gpa import GaussianPromptAggregation, gpa_weights
 from trainers.imagenet_templates import OPENAI_IMAGENET_TEMPLATES, PROMPTSRC_TEMPLATES
 from trainers.promptsrc import PromptSRC, self_regulating_losses, template_text_features
+from trainers.promptsrc_bmip import PromptSRC_BMIP
 from trainers.bmip import BMIPPromptLearner
-from trainers.release_formats import RELEASE_LAYOUTS
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.prompting import tokenize
 
@@ -449,7 +449,7 @@ def test_released_promptsrc_checkpoint_loads_and_exports_back(data_root, tmp_pat
     assert all(p.dtype == torch.float32 for p in learner.parameters())
     assert (trainer.model_inference(image) - before).abs().max() > 1e-3
 
-    layout = RELEASE_LAYOUTS["PromptSRC"]
+    layout = PromptSRC.RELEASE_LAYOUT
     exported = layout.to_release(learner.state_dict())
     assert exported.keys() == prompts.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in prompts.items())
@@ -481,7 +481,7 @@ def test_released_promptsrc_bmip_checkpoint_loads_and_exports_back(data_root, tm
                                          **{k: torch.randn(*s, generator=g).half() for k, s in dead.items()}})
     trainer.load_model(str(tmp_path / "release"), epoch=20)
     learner = trainer.model.prompt_learner
-    layout = RELEASE_LAYOUTS["PromptSRC_BMIP"]
+    layout = PromptSRC_BMIP.RELEASE_LAYOUT
     exported = layout.to_release(learner.state_dict())
     assert exported.keys() == live.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in live.items())

@@ -5,6 +5,8 @@ modules below rebuild that key layout (names and shapes from the released code, 
 shared/spec/bmip-released-code.md and the MaPLe repository's clip/model.py, trainers/{maple,independentVL,vpt}.py)
 with a stand-in frozen weight per block, so a test can load exactly as the release does and see which keys arrive.
 """
+import re
+
 import pytest
 import torch
 import torch.nn as nn
@@ -17,10 +19,9 @@ from dassl.utils import CheckpointError
 from scripts import export_checkpoint
 from scripts.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
-from trainers.bmip import BMIPPromptLearner
-from trainers.ivlp import VisionLanguagePrompts
+from trainers.bmip import BMIP, BMIPPromptLearner
+from trainers.ivlp import IVLP, VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
-from trainers.release_formats import RELEASE_LAYOUTS
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
 LAYERS, WIDTH, N_CLS_RELEASED = 12, 64, 10  # tiny-ViT: 12 blocks of width 64 on both sides
@@ -158,7 +159,7 @@ def test_export_loads_into_the_released_model_with_every_trainable_key(tiny, cas
     trainer, build_learner, build_released = CASES[case]
     torch.manual_seed(0)
     learner_state = build_learner(tiny).state_dict()
-    exported = RELEASE_LAYOUTS[trainer].to_release(learner_state)
+    exported = TRAINER_REGISTRY.get(trainer).RELEASE_LAYOUT.to_release(learner_state)
     released, live = build_released()
     missing, unexpected = released.load_state_dict(exported, strict=False)
     assert unexpected == []  # nothing is silently ignored by the release's strict=False load
@@ -173,10 +174,10 @@ def test_export_loads_into_the_released_model_with_every_trainable_key(tiny, cas
 def test_per_sample_bmip_and_foreign_learners_are_refused(tiny):
     per_sample = BMIPPromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)
     with pytest.raises(ValueError, match="MODE per_sample.*no released equivalent"):
-        RELEASE_LAYOUTS["BMIP"].to_release(per_sample.state_dict())
+        BMIP.RELEASE_LAYOUT.to_release(per_sample.state_dict())
     maple = MaPLePromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 9)
     with pytest.raises(KeyError, match="'proj.weight' is not a tensor of this trainer's prompt learner"):
-        RELEASE_LAYOUTS["IVLP"].to_release(maple.state_dict())
+        IVLP.RELEASE_LAYOUT.to_release(maple.state_dict())
 
 
 # -- through files and trainers: export command, released IVLP/VPT checkpoints here --------------------------------
@@ -238,6 +239,10 @@ def test_export_command_writes_the_released_file_and_it_loads_both_ways(data_roo
 def test_export_command_refusals(data_root, tmp_path):
     with pytest.raises(SetupError, match="already in the released format"):
         export_checkpoint.export("CoOp", str(tmp_path), str(tmp_path / "out"))
+    with pytest.raises(SetupError, match=re.escape(  # the trainers whose class carries a RELEASE_LAYOUT
+            "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
+            "['BMIP', 'IVLP', 'MaPLe', 'PromptSRC', 'PromptSRC_BMIP', 'VPT']")):
+        export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match="has not finished"):
         export_checkpoint.export("MaPLe", str(tmp_path), str(tmp_path / "out"))
     toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path / "run"))

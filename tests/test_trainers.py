@@ -11,16 +11,17 @@ import torch.nn.functional as F
 import train
 from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
-from dassl.engine import build_trainer
+from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import CheckpointError
+from scripts import protocols
 from tests.toy_data import make_toy_dataset, toy_opts
-from trainers.base import PromptedCLIP
+from trainers.base import FrozenCLIPTrainer, PromptedCLIP
 from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
-from trainers.zsclip import HandcraftedPrompts
+from trainers.zsclip import HandcraftedPrompts, ZeroshotCLIP
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
 TOL = 1e-5
@@ -324,6 +325,26 @@ def test_zeroshot_clip_evaluates_and_refuses_to_train(data_root):
     assert logits.shape == (4, 6) and torch.isfinite(logits).all()
     with pytest.raises(RuntimeError, match="--eval-only"):
         trainer.train()
+
+
+def test_whether_a_trainer_learns_is_its_class_fact_and_decides_its_sweep_jobs(tmp_path, monkeypatch):
+    """``LEARNS`` alone decides whether a trainer's protocol chains hold a training run: a new registered trainer is
+    planned by existing; a name this repository does not register (another codebase's) trains."""
+    class TemplateEnsembleCLIP(ZeroshotCLIP):  # a frozen method that fits nothing
+        pass
+
+    class FittedHeadCLIP(FrozenCLIPTrainer):  # a frozen method with a fit
+        LEARNS = True
+
+    for newcomer in (TemplateEnsembleCLIP, FittedHeadCLIP):
+        monkeypatch.setitem(TRAINER_REGISTRY._obj_map, newcomer.__name__, newcomer)
+    learns = {"ZeroshotCLIP": False, "TemplateEnsembleCLIP": False, "LinearProbeCLIP": True, "CoOp": True,
+              "FittedHeadCLIP": True, "AnotherCodebasesCoOp": True}
+    for trainer, expected in learns.items():
+        chain = protocols.base2new(tmp_path, trainer, "c1", "dtd", 1)
+        splits = [job.output_dir.parts[-6] for job in chain]
+        assert splits == (["train_base"] if expected else []) + ["test_base", "test_new"], trainer
+        assert [job.model_dir for job in chain[-2:]] == [chain[0].output_dir if expected else None] * 2
 
 
 def test_trainer_evaluation_encodes_the_class_texts_once_and_sees_in_place_edits(data_root):

@@ -1,16 +1,24 @@
-"""What every CLIP prompt method shares: the model around a prompt learner, and the trainer around the model.
+"""The CLIP trainer base classes, and the model every prompt method shares.
 
-A method supplies a *prompt learner*: an ``nn.Module`` holding every trainable tensor of the method (and no frozen
-CLIP weight), with two methods
+Which base a method subclasses:
 
-* ``text_inputs() -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
-* ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
+* :class:`CLIPPromptTrainer`: a prompt method. It supplies a *prompt learner*: an ``nn.Module`` holding every
+  trainable tensor of the method (and no frozen CLIP weight), with two methods
 
-Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders' business,
-not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``.
+  * ``text_inputs() -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
+  * ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
 
-:class:`PromptedCLIP` runs the frozen encoders of :mod:`clip_patch` with those inputs, and :class:`CLIPPromptTrainer`
-registers the learner (only it is trained and saved) under the method's checkpoint folder name.
+  Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders'
+  business, not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``. :class:`PromptedCLIP`
+  runs the frozen encoders of :mod:`clip_patch` with those inputs; the trainer registers the learner (only it is
+  trained and saved) under the method's checkpoint folder name and trains it by gradient, epoch after epoch.
+* :class:`FrozenCLIPTrainer`: a method that trains nothing by gradient on top of the frozen CLIP (zero-shot, linear
+  probe). It builds its model around the frozen encoders; one that fits something on frozen features sets
+  ``LEARNS = True`` and implements ``fit()``, which is its whole training.
+
+Both derive from :class:`CLIPTrainer` (the method's config node and precision, the frozen CLIP, evaluation). A
+trainer class also carries its own facts: ``LEARNS`` (whether it learns anything; the engine's default is True) and
+``RELEASE_LAYOUT`` (where the released code keeps its tensors, :mod:`trainers.release_formats`).
 """
 import contextlib
 import os.path as osp
@@ -25,7 +33,7 @@ from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
 from dassl.optim import build_lr_scheduler, build_optimizer
 
-from .release_formats import RELEASE_LAYOUTS, is_class_dependent
+from .release_formats import is_class_dependent
 
 
 @register_config
@@ -88,11 +96,11 @@ class PromptedCLIP(nn.Module):
         return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
 
 
-class CLIPPromptTrainer(TrainerX):
-    """Template for CLIP prompt methods. Subclasses set ``CFG_NODE`` / ``CHECKPOINT_NAME`` and build the learner."""
+class CLIPTrainer(TrainerX):
+    """What every CLIP trainer shares: its config node, the frozen CLIP cast for PREC, mixed-precision inference and
+    one evaluation scope per test."""
 
     CFG_NODE = "COOP"  # cfg.TRAINER.<CFG_NODE> holds PREC and the method's keys
-    CHECKPOINT_NAME = "prompt_learner"  # folder of the learner's checkpoints (the ecosystem's name)
 
     @property
     def method_cfg(self):
@@ -102,28 +110,7 @@ class CLIPPromptTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
-        if cfg.MODEL.INIT_WEIGHTS and not osp.isfile(cfg.MODEL.INIT_WEIGHTS):
-            raise FileNotFoundError(
-                f'MODEL.INIT_WEIGHTS is "{cfg.MODEL.INIT_WEIGHTS}", which is not a file: give a checkpoint file '
-                f"(a run's <folder>/model.pth.tar-N or model-best.pth.tar, or a released one), or ''."
-            )
 
-    # -- the parts a method provides -------------------------------------------------------------------------
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        raise NotImplementedError
-
-    def build_clip_model(self, clip_model, learner):
-        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
-
-    def convert_checkpoint(self, state_dict):
-        """Map a released whole-model checkpoint onto this learner's keys (the trainer's entry in
-        trainers/release_formats.py); learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
-        layout = RELEASE_LAYOUTS.get(type(self).__name__)
-        if layout is None:
-            return state_dict
-        return layout.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
-
-    # -- the shared machinery ------------------------------------------------------------------------------------
     def load_frozen_clip(self):
         """The frozen CLIP of MODEL.BACKBONE, checked against INPUT.SIZE and cast for PREC (sets self.precision)."""
         cfg = self.cfg
@@ -138,6 +125,52 @@ class CLIPPromptTrainer(TrainerX):
         self.precision = Precision(self.method_cfg.PREC, self.device)
         return self.precision.prepare_frozen(clip_model)
 
+    def model_inference(self, image):
+        with self.precision.autocast():
+            return self.model(image).float()
+
+    def evaluation_scope(self):
+        """One evaluation: gradient-free forwards inside it share one computation of the class text features."""
+        return self.model.text_cache() if isinstance(self.model, PromptedCLIP) else contextlib.nullcontext()
+
+    def test(self, split=None):
+        """The engine's evaluation, with the class text features computed once for it."""
+        with self.evaluation_scope():
+            return super().test(split)
+
+
+class CLIPPromptTrainer(CLIPTrainer):
+    """Template for CLIP prompt methods. Subclasses set ``CFG_NODE`` / ``CHECKPOINT_NAME`` and build the learner."""
+
+    CHECKPOINT_NAME = "prompt_learner"  # folder of the learner's checkpoints (the ecosystem's name)
+    # Where the released code keeps each learner tensor in its whole-model checkpoints (a ReleaseLayout of
+    # trainers/release_formats.py); None: the release saves the learner alone, as we do (CoOp, CoCoOp), or there is
+    # no release.
+    RELEASE_LAYOUT = None
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.MODEL.INIT_WEIGHTS and not osp.isfile(cfg.MODEL.INIT_WEIGHTS):
+            raise FileNotFoundError(
+                f'MODEL.INIT_WEIGHTS is "{cfg.MODEL.INIT_WEIGHTS}", which is not a file: give a checkpoint file '
+                f"(a run's <folder>/model.pth.tar-N or model-best.pth.tar, or a released one), or ''."
+            )
+
+    # -- the parts a method provides -------------------------------------------------------------------------
+    def build_prompt_learner(self, cfg, classnames, clip_model):
+        raise NotImplementedError
+
+    def build_clip_model(self, clip_model, learner):
+        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+
+    def convert_checkpoint(self, state_dict):
+        """Map a released whole-model checkpoint onto this learner's keys (the class's ``RELEASE_LAYOUT``);
+        learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
+        if self.RELEASE_LAYOUT is None:
+            return state_dict
+        return self.RELEASE_LAYOUT.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
+
+    # -- the shared machinery ------------------------------------------------------------------------------------
     def build_model(self):
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
@@ -195,21 +228,65 @@ class CLIPPromptTrainer(TrainerX):
         print(f'Initialised {self.CHECKPOINT_NAME} from MODEL.INIT_WEIGHTS "{path}" '
               f'(epoch = {checkpoint.get("epoch")})')
 
-    def model_inference(self, image):
-        with self.precision.autocast():
-            return self.model(image).float()
-
-    def evaluation_scope(self):
-        """One evaluation: gradient-free forwards inside it share one computation of the class text features."""
-        return self.model.text_cache() if isinstance(self.model, PromptedCLIP) else contextlib.nullcontext()
-
-    def test(self, split=None):
-        """The engine's evaluation, with the class text features computed once for it."""
-        with self.evaluation_scope():
-            return super().test(split)
-
     def checkpoint_state_for(self, name, state_dict):
         """A checkpoint's state dict for the learner: mapped from another codebase's layout by ``convert_checkpoint``,
         without class-dependent tensors, so any class set can be evaluated (the engine's ``load_model`` loads it)."""
         state_dict = self.convert_checkpoint(state_dict)
         return {k: v for k, v in state_dict.items() if not is_class_dependent(k)}
+
+
+class FrozenCLIPTrainer(CLIPTrainer):
+    """Template for methods that train nothing by gradient on top of the frozen CLIP: no prompt learner, no optimizer.
+
+    A method builds its model around the frozen CLIP (``build_frozen_model``). By default it learns nothing and only
+    evaluates (``--eval-only``, no ``--model-dir``). A method that fits something on frozen features (a classifier)
+    sets ``LEARNS = True``, registers what it fits in ``build_frozen_model`` and implements ``fit()``: its training
+    is one epoch whose work is the fit, so it ends as every run does: the fit saved as epoch 1 (a run stopped after it
+    resumes from there), the final test, ``result.json``.
+    """
+
+    LEARNS = False
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.max_epoch = 1  # the fit (OPTIM.MAX_EPOCH does not apply)
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        if cfg.MODEL.INIT_WEIGHTS:
+            raise ValueError(f"{type(self).__name__} has no weights to initialise: set MODEL.INIT_WEIGHTS ''")
+
+    # -- the parts a method provides -------------------------------------------------------------------------
+    def build_frozen_model(self, clip_model):
+        """The model around the frozen ``clip_model``: ``forward(image) -> logits [B, n_cls]``."""
+        raise NotImplementedError
+
+    def fit(self):
+        """Fit what the method registered, on frozen features (a method with ``LEARNS = True``)."""
+        raise NotImplementedError
+
+    # -- the shared machinery ------------------------------------------------------------------------------------
+    def build_model(self):
+        self.model = self.build_frozen_model(self.load_frozen_clip())
+        self.model.requires_grad_(False)
+        self.model.to(self.device)
+
+    def load_model(self, directory, epoch=None):
+        if not self.LEARNS:
+            if directory:
+                print(f"{type(self).__name__} has no weights to load; --model-dir is ignored")
+            return
+        super().load_model(directory, epoch)
+
+    def validates_each_epoch(self):
+        """Never: there is one epoch, nothing to choose among (a fit selects its model itself)."""
+        return False
+
+    def before_train(self):
+        if not self.LEARNS:
+            raise RuntimeError(f"{type(self).__name__} does not train: run train.py with --eval-only")
+        super().before_train()
+
+    def run_epoch(self):
+        """The one epoch: the fit (no batches, no gradient)."""
+        self.fit()

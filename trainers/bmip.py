@@ -31,7 +31,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer
 from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
                         vision_prompt_slots)
-from .release_formats import is_whole_model
+from .release_formats import BMIP_DEAD, BMIP_GROUPS, ReleaseLayout, bmip_export_refusal, is_whole_model
 
 MODES = ("reference", "per_sample")
 
@@ -176,6 +176,9 @@ class BMIPPromptLearner(nn.Module):
 class BMIP(CLIPPromptTrainer):
     CFG_NODE = "BMIP"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
+    # Release: trainers/bmip.py, clip/model.py.
+    RELEASE_LAYOUT = ReleaseLayout(groups=BMIP_GROUPS, trained=("prompt_learner", "VPT", "learnable_linear"),
+                                   dead=BMIP_DEAD, export_refusal=bmip_export_refusal)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

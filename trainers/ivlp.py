@@ -15,6 +15,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer
 from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context,
                         replace_from_list, text_prompt_slots, vision_prompt_slots)
+from .release_formats import IVLP_GROUPS, VISION_BLOCK, ReleaseLayout
 
 
 @register_config
@@ -74,6 +75,8 @@ class VisionLanguagePrompts(nn.Module):
 class IVLP(CLIPPromptTrainer):
     CFG_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"
+    # Release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP.
+    RELEASE_LAYOUT = ReleaseLayout(groups=IVLP_GROUPS, trained=("prompt_learner", "VPT"))
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -98,6 +101,11 @@ class IVLP(CLIPPromptTrainer):
 class VPT(CLIPPromptTrainer):
     CFG_NODE = "VPT"
     CHECKPOINT_NAME = "prompt_learner"
+    # Release: trainers/vpt.py; IVLP's vision side (the text prompt is fixed).
+    RELEASE_LAYOUT = ReleaseLayout(
+        groups={"ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"},
+        trained=("prompt_learner", "VPT"),
+    )
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -36,7 +36,7 @@ from clip_patch import image_encoder_for
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import CLIPPromptTrainer
+from .base import FrozenCLIPTrainer
 
 COARSE_C = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # lpclip's initial grid, in its order
 MAX_VAL_SHOTS = 4  # lpclip's val images per class: min(K, 4)
@@ -216,9 +216,10 @@ class LinearProbeCLIPModel(nn.Module):
 
 # -- the trainer -------------------------------------------------------------------------------------------------------
 @TRAINER_REGISTRY.register()
-class LinearProbeCLIP(CLIPPromptTrainer):
+class LinearProbeCLIP(FrozenCLIPTrainer):
     CFG_NODE = "LINEAR_PROBE"
     CHECKPOINT_NAME = "linear_probe"
+    LEARNS = True  # its fit: evaluations load the fitted classifier
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -227,13 +228,10 @@ class LinearProbeCLIP(CLIPPromptTrainer):
         check_range("TRAINER.LINEAR_PROBE.SEARCH_STEPS", m.SEARCH_STEPS, 0, meaning="fine-search rounds")
         check_range("TRAINER.LINEAR_PROBE.MAX_ITER", m.MAX_ITER, 1, meaning="lbfgs iterations per fit")
 
-    def build_model(self):
-        clip_model = self.load_frozen_clip()
+    def build_frozen_model(self, clip_model):
         self.head = LinearProbeHead(self.dm.dataset.classnames, clip_model.visual.output_dim)
-        self.model = LinearProbeCLIPModel(clip_model, self.head)
-        self.model.requires_grad_(False)
-        self.model.to(self.device)
         self.register_model(self.CHECKPOINT_NAME, self.head)
+        return LinearProbeCLIPModel(clip_model, self.head)
 
     def load_model(self, directory, epoch=None):
         if not directory:
@@ -284,7 +282,8 @@ class LinearProbeCLIP(CLIPPromptTrainer):
 
     # -- "training" ----------------------------------------------------------------------------------------------------
     def fit(self):
-        """Search C (or take TRAINER.LINEAR_PROBE.C), fit, install the classifier; returns the SearchResult."""
+        """Search C (or take TRAINER.LINEAR_PROBE.C), fit, install the classifier and write the search to
+        ``OUTPUT_DIR/c_search.csv``; the engine then saves the classifier as epoch 1."""
         m = self.method_cfg
         train_x, train_y = self.train_features()
         print(f"Linear probe on {train_x.shape[0]} training features of dimension {train_x.shape[1]}")
@@ -302,22 +301,8 @@ class LinearProbeCLIP(CLIPPromptTrainer):
             print(f"Note: {unconverged} of {len(result.trials)} fits stopped at MAX_ITER {m.MAX_ITER} iterations")
         print(f"Chosen C = {result.C:.4g} (val accuracy {result.val_accuracy:.2f}%)")
         self.head.set_classifier(*classifier_tensors(result.classifier, len(self.dm.dataset.classnames)), result.C)
-        return result
+        write_search(result, os.path.join(self.output_dir, SEARCH_FILE))
 
-    def validates_each_epoch(self):
-        """Never: there are no epochs to choose from (the C search on val is the model selection)."""
-        return False
-
-    def train(self):
-        """Fit once, save the classifier as epoch 1, then finish as every trainer does (``after_train``: the final
-        test and ``result.json``). A run stopped after its fit resumes from the saved classifier."""
-        self.before_train()
-        if self.start_epoch == 0:
-            result = self.fit()
-            write_search(result, os.path.join(self.output_dir, SEARCH_FILE))
-            self.completed_epochs = 1
-            self.save_model(0, self.output_dir, val_result=result.val_accuracy)
-        self.after_train()
 
 def write_search(result, path):
     """The search as CSV: one row per trial (stage, C, val accuracy, converged), then the chosen C."""

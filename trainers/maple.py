@@ -17,6 +17,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer
 from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context,
                         replace_from_list, text_prompt_slots, vision_prompt_slots)
+from .release_formats import ReleaseLayout, prompt_learner_groups
 
 
 @register_config
@@ -61,6 +62,11 @@ class MaPLePromptLearner(nn.Module):
 class MaPLe(CLIPPromptTrainer):
     CFG_NODE = "MAPLE"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
+    # Every trainable tensor sits in the released prompt_learner under our name.
+    RELEASE_LAYOUT = ReleaseLayout(
+        groups=prompt_learner_groups("ctx", "proj", "compound_prompts_text", "compound_prompt_projections"),
+        trained=("prompt_learner",),
+    )
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -28,6 +28,7 @@ from .gpa import GaussianPromptAggregation, gpa_weights
 from .imagenet_templates import PROMPTSRC_TEMPLATES
 from .ivlp import VisionLanguagePrompts
 from .prompting import check_prompt_depth, tokenize
+from .release_formats import IVLP_GROUPS, ReleaseLayout
 
 @register_config
 def add_promptsrc_config(cfg):
@@ -194,6 +195,9 @@ class PromptSRC(SelfRegulatingTrainer):
     """PromptSRC: IVLP prompts (``N_CTX_TEXT``/``N_CTX_VISION`` tokens, ``PROMPT_DEPTH_TEXT``/``_VISION`` layers)."""
 
     TEACHER_TEMPLATES = PROMPTSRC_TEMPLATES  # the PromptSRC release's 60
+    # Release: muzairkhattak/PromptSRC trainers/promptsrc.py: IVLP's prompts; its second frozen image encoder lives in
+    # prompt_learner.ZS_image_encoder and is not trained.
+    RELEASE_LAYOUT = ReleaseLayout(groups=IVLP_GROUPS, trained=("prompt_learner", "VPT"), dead=("ZS_image_encoder",))
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -21,11 +21,17 @@ from dassl.engine import TRAINER_REGISTRY
 from .bmip import MODES, BMIPPromptLearner, check_released_gates
 from .imagenet_templates import OPENAI_IMAGENET_TEMPLATES
 from .promptsrc import SelfRegulatingTrainer
+from .release_formats import BMIP_DEAD, BMIP_GROUPS, ReleaseLayout, bmip_export_refusal
 
 
 @TRAINER_REGISTRY.register()
 class PromptSRC_BMIP(SelfRegulatingTrainer):
     TEACHER_TEMPLATES = OPENAI_IMAGENET_TEMPLATES  # the BMIP release's 80
+    # Release: BMIP code trainers/promptsrc_bmip.py: BMIP's prompts, saved under VLPromptLearner; its
+    # prompt_learner.ctx duplicates ctx_t and never reaches the loss.
+    RELEASE_LAYOUT = ReleaseLayout(groups=BMIP_GROUPS, trained=("prompt_learner", "VPT", "learnable_linear"),
+                                   dead=BMIP_DEAD + ("ZS_image_encoder", "prompt_learner.ctx"),
+                                   export_refusal=bmip_export_refusal)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -1,20 +1,22 @@
 """The whole-model checkpoint layouts of the released MaPLe, BMIP, IVLP, VPT, PromptSRC and PromptSRC_BMIP code,
-in both directions.
+in both directions: the machinery, and the key patterns those layouts share.
 
 The released trainers register their whole ``CustomCLIP`` (frozen CLIP included) and load checkpoints with
 ``load_state_dict(state_dict, strict=False)``; this project saves only the prompt learner. A layout says, once,
 where each learner tensor lives in the released model; :meth:`ReleaseLayout.to_release` (export) and
-:meth:`ReleaseLayout.to_learner` (import) both read it.
+:meth:`ReleaseLayout.to_learner` (import) both read it. Each trainer class carries its own layout as its
+``RELEASE_LAYOUT`` attribute (e.g. ``trainers/maple.py``); adding a layout is that one attribute.
 
 A layout maps the first part of a learner key (its *group*) to a pattern of the released key. Patterns may use
 ``{key}`` (the whole learner key), and, for per-layer groups whose second key part is the deep-prompt index k,
-``{layer}`` (= k + 1, the transformer block the prompt enters) and ``{rest}`` (what follows the index). Adding a
-layout is one entry in :data:`RELEASE_LAYOUTS`.
+``{layer}`` (= k + 1, the transformer block the prompt enters) and ``{rest}`` (what follows the index).
 
 CoOp and CoCoOp register only their prompt learner, under the same names as here: their checkpoints need no layout.
 """
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Tuple
+
+from dassl.engine import TRAINER_REGISTRY
 
 # Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
@@ -85,12 +87,12 @@ class ReleaseLayout:
         return converted
 
 
-def _prompt_learner_groups(*groups):
+def prompt_learner_groups(*groups):
     """Groups the release keeps under the same name inside its ``prompt_learner``."""
     return {group: "prompt_learner.{key}" for group in groups}
 
 
-def _bmip_export_refusal(learner_keys):
+def bmip_export_refusal(learner_keys):
     """Only ``reference`` BMIP has a released equivalent: ``per_sample`` blends text at one more layer."""
     def count(group):
         return len({key.split(".")[1] for key in learner_keys if key.startswith(group + ".")})
@@ -106,49 +108,23 @@ TEXT_BLOCK, VISION_BLOCK = _BLOCK.format(encoder="text_encoder"), _BLOCK.format(
 
 # IVLP's prompts: the shallow text context in prompt_learner, the shallow vision prompt in the image encoder, the deep
 # prompts of block l in that block's VPT_shallow (release: ResidualAttentionBlock_IVLP).
-_IVLP_GROUPS = {"ctx": "prompt_learner.ctx", "deep_text": TEXT_BLOCK + ".VPT_shallow",
-                "ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"}
+IVLP_GROUPS = {"ctx": "prompt_learner.ctx", "deep_text": TEXT_BLOCK + ".VPT_shallow",
+               "ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"}
 # BMIP's prompts: the gate before block l is that block's learnable_linear1 (vision) / learnable_linear2 (text).
-_BMIP_GROUPS = {**_prompt_learner_groups(
+BMIP_GROUPS = {**prompt_learner_groups(
     "ctx_t", "proj_t", "compound_prompts_text", "compound_prompts_visual", "single_layer_t", "single_layer_v",
     "compound_prompt_projections_t", "compound_prompt_projections_v"),
     "vision_gates": VISION_BLOCK + ".learnable_linear1.{rest}",
     "text_gates": TEXT_BLOCK + ".learnable_linear2.{rest}"}
 # Registered by the released BMIP code but never reaching the loss: ctx_v, proj_v, the exchange layers, the gates of
 # other blocks and the last per-layer v->t head.
-_BMIP_DEAD = ("ctx_v", "proj_v.", "exchange_layer", "compound_exchange", "learnable_linear",
-              "compound_prompt_projections_v.", "single_layer_v.")
+BMIP_DEAD = ("ctx_v", "proj_v.", "exchange_layer", "compound_exchange", "learnable_linear",
+             "compound_prompt_projections_v.", "single_layer_v.")
 
-RELEASE_LAYOUTS = {
-    # MaPLe (trainers/maple.py): every trainable tensor sits in the released prompt_learner under our name.
-    "MaPLe": ReleaseLayout(
-        groups=_prompt_learner_groups("ctx", "proj", "compound_prompts_text", "compound_prompt_projections"),
-        trained=("prompt_learner",),
-    ),
-    # BMIP (release: trainers/bmip.py, clip/model.py).
-    "BMIP": ReleaseLayout(
-        groups=_BMIP_GROUPS,
-        trained=("prompt_learner", "VPT", "learnable_linear"),
-        dead=_BMIP_DEAD,
-        export_refusal=_bmip_export_refusal,
-    ),
-    # IVLP (release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP).
-    "IVLP": ReleaseLayout(groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT")),
-    # VPT (release: trainers/vpt.py): IVLP's vision side; the text prompt is fixed.
-    "VPT": ReleaseLayout(
-        groups={"ctx_vision": "image_encoder.VPT", "deep_vision": VISION_BLOCK + ".VPT_shallow"},
-        trained=("prompt_learner", "VPT"),
-    ),
-    # PromptSRC (release: muzairkhattak/PromptSRC trainers/promptsrc.py): IVLP's prompts; its second frozen image
-    # encoder lives in prompt_learner.ZS_image_encoder and is not trained.
-    "PromptSRC": ReleaseLayout(groups=_IVLP_GROUPS, trained=("prompt_learner", "VPT"),
-                               dead=("ZS_image_encoder",)),
-    # PromptSRC_BMIP (release: BMIP code trainers/promptsrc_bmip.py): BMIP's prompts, saved under VLPromptLearner;
-    # its prompt_learner.ctx duplicates ctx_t and never reaches the loss.
-    "PromptSRC_BMIP": ReleaseLayout(
-        groups=_BMIP_GROUPS,
-        trained=("prompt_learner", "VPT", "learnable_linear"),
-        dead=_BMIP_DEAD + ("ZS_image_encoder", "prompt_learner.ctx"),
-        export_refusal=_bmip_export_refusal,
-    ),
-}
+
+def release_layouts():
+    """``{trainer name: its class's RELEASE_LAYOUT}`` for every registered trainer that has one (a trainer class not
+    built on trainers.base.CLIPPromptTrainer, e.g. another codebase's, may lack the attribute)."""
+    layouts = {name: getattr(TRAINER_REGISTRY.get(name), "RELEASE_LAYOUT", None)
+               for name in TRAINER_REGISTRY.registered_names()}
+    return {name: layout for name, layout in layouts.items() if layout is not None}

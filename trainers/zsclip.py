@@ -4,7 +4,7 @@ import torch.nn as nn
 from clip_patch import PromptedTextEncoder
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import CLIPPromptTrainer, PromptedCLIP
+from .base import FrozenCLIPTrainer, PromptedCLIP
 from .prompting import tokenize
 
 # CoOp's templates; a dataset class may declare its own ``prompt_template`` attribute instead.
@@ -52,27 +52,11 @@ class HandcraftedPrompts(nn.Module):
 
 
 @TRAINER_REGISTRY.register()
-class ZeroshotCLIP(CLIPPromptTrainer):
+class ZeroshotCLIP(FrozenCLIPTrainer):
     """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
 
-    LEARNS = False
-
-    def check_cfg(self, cfg):
-        super().check_cfg(cfg)
-        if cfg.MODEL.INIT_WEIGHTS:
-            raise ValueError("ZeroshotCLIP has no weights to initialise: set MODEL.INIT_WEIGHTS ''")
-
-    def build_model(self):
-        clip_model = self.load_frozen_clip()
+    def build_frozen_model(self, clip_model):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
         prompts = HandcraftedPrompts(clip_model, self.dm.dataset.classnames, template)
         print(f"Prompts: {prompts.texts[:3]}{' ...' if len(prompts.texts) > 3 else ''}")
-        self.model = PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
-        self.model.to(self.device)
-
-    def load_model(self, directory, epoch=None):
-        if directory:
-            print("ZeroshotCLIP has no weights to load; --model-dir is ignored")
-
-    def train(self):
-        raise RuntimeError("ZeroshotCLIP does not train: run train.py with --eval-only")
+        return PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
