@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 import train
-from scripts.aggregate import method_labels
+from results.aggregate import method_labels
 from scripts.micro_benchmark import RUNS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,13 +1,13 @@
-"""Result tables, CSV and plots on a hand-written output tree (scripts.collect / aggregate / tables / plots)."""
+"""Result tables, CSV and plots on a hand-written output tree (results.collect / aggregate / tables / plots)."""
 import csv
 import math
 
 import pytest
 from PIL import Image
 
-from scripts import aggregate, layout
-from scripts.collect import collect
-from scripts.results import build_report, main as results_main
+from results import aggregate, layout
+from results.collect import collect
+from results.report import build_report, main as results_main
 
 
 def put(run_dir, training=True, **metrics):

@@ -1,14 +1,14 @@
 """Aggregate per-seed ``RunResult``s into per-dataset summaries and averages over datasets.
 
-Conventions (stated in every table): mean ± *population* std over seeds (``scripts.stats``); the HM of a
+Conventions (stated in every table): mean ± *population* std over seeds (``results.stats``); the HM of a
 dataset is the harmonic mean of its mean Base and mean Novel accuracy; an average over datasets is the plain
 mean of the per-dataset means over the datasets that have a value, and the average HM is the HM of the
 average Base and average Novel (as the papers report it). Missing runs stay ``None`` (a gap), never zero.
 """
 from dataclasses import dataclass
 
-from scripts.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
-from scripts.stats import harmonic_mean, mean_or_none, summarize
+from results.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
+from results.stats import harmonic_mean, mean_or_none, summarize
 
 # Every trainer of trainers/: the BMIP paper's order of its baselines and BMIP, then PromptSRC and its combination
 # with BMIP. A display order has no other home to derive it from; tests/test_results_tables.py checks that it names
