@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from results.aggregate import TRAINER_ORDER
 from sweeps import runner, sweep_files
+from trainers.display import display_order
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -78,7 +78,7 @@ def test_protocol_table_names_each_sweeps_trainers_datasets_and_seeds():
         if words[1:2] != ["scripts/sweep.py"]:
             continue
         (experiment,) = sweep_files.load_sweep(REPO / words[2])["experiments"]
-        named = {TRAINER_ALIASES.get(w, w) for w in re.findall(r"[\w-]+", jobs)} & set(TRAINER_ORDER)
+        named = {TRAINER_ALIASES.get(w, w) for w in re.findall(r"[\w-]+", jobs)} & set(display_order())
         if named:
             assert named == {run["trainer"] for run in experiment["runs"]}, protocol
         for count, what in re.findall(r"(\d+) (datasets|seeds)", jobs):  # (transfer: its target datasets)
@@ -136,7 +136,7 @@ def is_template(command):
     if re.search(r"[<\[|…]|\.\.\.", command):
         return True
     words = shlex.split(command)
-    return any(re.fullmatch(r"[A-Z][A-Z_]*", w) and w not in TRAINER_ORDER for w in words) or any(
+    return any(re.fullmatch(r"[A-Z][A-Z_]*", w) and w not in display_order() for w in words) or any(
         "$" in w for w in words if w != "$DATA")
 
 

@@ -72,6 +72,7 @@ class VisionLanguagePrompts(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class IVLP(CLIPPromptTrainer):
+    DISPLAY_RANK = 100  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"
 
@@ -96,6 +97,7 @@ class IVLP(CLIPPromptTrainer):
 
 @TRAINER_REGISTRY.register()
 class VPT(CLIPPromptTrainer):
+    DISPLAY_RANK = 90  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "VPT"
     CHECKPOINT_NAME = "prompt_learner"
 

@@ -193,6 +193,7 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
 class PromptSRC(SelfRegulatingTrainer):
     """PromptSRC: IVLP prompts (``N_CTX_TEXT``/``N_CTX_VISION`` tokens, ``PROMPT_DEPTH_TEXT``/``_VISION`` layers)."""
 
+    DISPLAY_RANK = 60  # place in result tables and benchmarks (trainers/display.py)
     TEACHER_TEMPLATES = PROMPTSRC_TEMPLATES  # the PromptSRC release's 60
 
     def check_cfg(self, cfg):

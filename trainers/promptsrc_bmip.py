@@ -25,6 +25,7 @@ from .promptsrc import SelfRegulatingTrainer
 
 @TRAINER_REGISTRY.register()
 class PromptSRC_BMIP(SelfRegulatingTrainer):
+    DISPLAY_RANK = 70  # place in result tables and benchmarks (trainers/display.py)
     TEACHER_TEMPLATES = OPENAI_IMAGENET_TEMPLATES  # the BMIP release's 80
 
     def check_cfg(self, cfg):

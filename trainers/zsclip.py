@@ -55,6 +55,7 @@ class HandcraftedPrompts(nn.Module):
 class ZeroshotCLIP(CLIPPromptTrainer):
     """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
 
+    DISPLAY_RANK = 10  # place in result tables and benchmarks (trainers/display.py)
     LEARNS = False
 
     def check_cfg(self, cfg):
