@@ -1,4 +1,5 @@
-"""Result tables and plots of an output tree: ``python scripts/results.py [OUTPUT] [--out-dir DIR]`` (``results.report``)."""
+"""Result tables and plots of an output tree: ``python scripts/results.py [OUTPUT] [--out-dir DIR]``
+(``results.report``; ``--help`` describes it)."""
 import sys
 from pathlib import Path
 

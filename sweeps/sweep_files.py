@@ -202,7 +202,7 @@ def load_sweeps(files, output=None):
         root = (output or (REPO_ROOT / sweep.get("output", "output"))).absolute()
         roots.append(root)
         file_opts[path] = [str(v) for v in sweep.get("opts") or []]
-        sections[path] = {name: sweep.get(name) or {} for name in EXECUTORS if sweep.get(name)}
+        sections[path] = {name: sweep[name] for name in EXECUTORS if sweep.get(name)}
         for experiment in sweep["experiments"]:
             chains += experiment_chains(experiment, root)
     for name, values in (("opts", file_opts), ("executor sections", sections)):

@@ -74,7 +74,8 @@ def test_the_benchmark_measures_a_registered_trainer_with_its_config_defaults(du
     assert dummy.TRAINER.NAME == "DummyPrompts" and dummy.TRAINER.COOP.PREC == defaults.TRAINER.COOP.PREC
 
     args = bench_trainers.resolve_args(bench_trainers.build_parser().parse_args(["--quick"]))
-    planned = [(s["kind"], s["straightforward"]) for s in bench_trainers.plan(args) if s.get("trainer") == "DummyPrompts"]
+    planned = [(s["kind"], s["straightforward"]) for s in bench_trainers.plan(args)
+               if s.get("trainer") == "DummyPrompts"]
     assert sorted(planned) == [("eval", False), ("eval", False), ("eval", True), ("train", False), ("train", True)]
     spec = {"kind": "train", "trainer": "DummyPrompts", "straightforward": False, "backbone": "tiny-ViT",
             "device": "cpu", "prec": "fp32", "threads": 1, "classes": 3, "batch": 2, "repeats": 1, "max_seconds": 0.0}
