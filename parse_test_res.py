@@ -19,8 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from scripts import logparse
-from scripts.stats import ci95, summarize
+from results import logparse
+from results.stats import ci95, summarize
 
 
 def run_dirs(directory):

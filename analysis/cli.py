@@ -14,7 +14,7 @@ import os
 import sys
 
 import train
-from scripts.jobs import SetupError, checkpoint_epoch
+from sweeps.jobs import SetupError, checkpoint_epoch
 
 
 def fail(message):

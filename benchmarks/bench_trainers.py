@@ -28,7 +28,7 @@ from clip_patch import PRECISIONS
 
 from .report import compute_ratios, format_ratios, large_class_table, markdown_table, path_name
 from .runner import preload, run_measurement
-from .subjects import JUDGED_BACKBONE, TRAINERS, benchmark_backbone, large_class_spec, published_settings
+from .subjects import JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, published_settings
 
 FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
                  "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
@@ -60,7 +60,8 @@ def build_parser():
     parser.add_argument("--repeats", type=int, help="timed repetitions per measurement, median reported (default 3)")
     parser.add_argument("--max-seconds", type=float,
                         help="stop repeating a measurement once its timed calls took this long (default 30)")
-    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=list(TRAINERS),
+    subjects = list(benchmark_subjects())
+    parser.add_argument("--trainers", nargs="+", default=subjects, choices=subjects,
                         help="trainers to measure (default: all)")
     parser.add_argument("--loader-workers", type=int, default=2, help="data-loader workers of the loading benchmark")
     parser.add_argument("--loader-images", type=int, help="generated JPEGs of the loading benchmark (default 64)")
@@ -128,9 +129,9 @@ def large_class_specs(args, common):
     """Training at ``--large-classes`` (and the fit points) at each method's published batch size, both paths."""
     if not args.large_classes:
         return []
-    specs = []
+    specs, subjects = [], benchmark_subjects()
     for trainer in args.trainers:
-        if not TRAINERS[trainer].large_class_memory:
+        if not subjects[trainer].large_class_memory:
             continue
         _, batch, _ = published_settings(trainer, args.backbone_name)
         for classes in [args.large_classes, *args.large_fit_classes]:
@@ -148,14 +149,15 @@ def plan(args):
     specs = [{**common, "kind": "data", "batch": args.batch_train, "workers": args.loader_workers,
               "images": args.loader_images, "jpeg_size": args.jpeg_size, "epochs": args.loader_epochs,
               "device": "cpu"}]
+    subjects = benchmark_subjects()
     for trainer in args.trainers:
-        if TRAINERS[trainer].trains:
+        if subjects[trainer].trains:
             for straightforward in (False, True):
                 specs.append({**common, "kind": "train", "trainer": trainer, "straightforward": straightforward,
                               "classes": args.classes_train, "batch": args.batch_train})
 
     def eval_spec(trainer, classes, straightforward):
-        per_image = TRAINERS[trainer].per_image_text
+        per_image = subjects[trainer].per_image_text
         batch = min(args.batch_eval, args.cocoop_eval_batch) if per_image else args.batch_eval
         return {**common, "kind": "eval", "trainer": trainer, "straightforward": straightforward,
                 "classes": classes, "batch": batch}

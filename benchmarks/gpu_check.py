@@ -44,8 +44,8 @@ from clip_patch import PRECISIONS
 
 from . import measure, parity
 from .report import find
-from .subjects import (FLOOR, JUDGED_BACKBONE, TRAINERS, benchmark_backbone, build_trainer, input_resolution,
-                       large_class_spec, published_settings)
+from .subjects import (FLOOR, JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, build_trainer,
+                       input_resolution, large_class_spec, published_settings, trainer_spec)
 
 DEFAULT_OUT = osp.join("output", "benchmark", "gpu_check.json")
 CHECKS = ("environment", "parity", "training", "memory", "speed")
@@ -172,7 +172,7 @@ def check_environment(report, device):
 # -- 2. parity ----------------------------------------------------------------------------------------------------
 def check_parity(report, trainer_id, args, device):
     classes = args.parity_classes
-    batch = 2 if TRAINERS[trainer_id].per_image_text else 4
+    batch = 2 if trainer_spec(trainer_id).per_image_text else 4
     generator = torch.Generator().manual_seed(0)
     resolution = input_resolution(args.backbone_name)
     images = torch.randn(batch, 3, resolution, resolution, generator=generator)  # [B, 3, R, R]
@@ -301,7 +301,7 @@ def check_memory(report, trainer_id, straightforward, args, device):
 def speed_specs(args, device, prec):
     common = {"backbone": args.backbone_name, "device": str(device), "prec": prec, "threads": args.threads,
               "repeats": args.repeats, "max_seconds": args.max_seconds}
-    trainers = [t for t in args.trainers if TRAINERS[t].gpu_table]
+    trainers = [t for t in args.trainers if trainer_spec(t).gpu_table]
     specs = [{**common, "kind": "train", "trainer": t, "straightforward": False, "classes": args.speed_train_classes,
               "batch": args.speed_train_batch} for t in trainers]
     for classes in args.speed_eval_classes:
@@ -352,7 +352,7 @@ def speed_goals(results_by_prec, trainers, args, judge):
     small, n_train = min(args.speed_eval_classes), args.speed_train_classes
     for prec, results in results_by_prec.items():
         for trainer in trainers:
-            base = TRAINERS[trainer].compare_with
+            base = trainer_spec(trainer).compare_with
             fast = find(results, "train", trainer, False, n_train)
             evaluation = find(results, "eval", trainer, False, small)
             if base:
@@ -370,7 +370,7 @@ def speed_goals(results_by_prec, trainers, args, judge):
 
 
 def check_speed(report, args, device, budget, judge):
-    trainers = [t for t in args.trainers if TRAINERS[t].gpu_table]
+    trainers = [t for t in args.trainers if trainer_spec(t).gpu_table]
     results_by_prec, tables = {}, {}
     for prec in args.speed_precs:
         results = []
@@ -405,8 +405,8 @@ def build_parser():
     parser.add_argument("--device", default="cuda", help='"cuda", "cuda:N" or "cpu" (default cuda)')
     parser.add_argument("--backbone", default="ViT-B/16", help="backbone shapes, random weights (default ViT-B/16)")
     parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS, help="checks to run (all)")
-    parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), choices=list(TRAINERS),
-                        help="trainers to check (all)")
+    subjects = list(benchmark_subjects())
+    parser.add_argument("--trainers", nargs="+", default=subjects, choices=subjects, help="trainers to check (all)")
     parser.add_argument("--budget-s", type=float, default=280.0,
                         help="start nothing after this many seconds (default 280: the run ends within 5 min)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
@@ -480,11 +480,11 @@ def main(argv=None):
         for trainer in args.trainers:
             guarded(report, "parity", trainer, budget, device, lambda t=trainer: check_parity(report, t, args, device))
     if "training" in args.checks:
-        for trainer in [t for t in args.trainers if TRAINERS[t].trains]:
+        for trainer in [t for t in args.trainers if trainer_spec(t).trains]:
             guarded(report, "training", trainer, budget, device,
                     lambda t=trainer: check_training(report, t, args, device))
     if "memory" in args.checks:
-        for trainer in [t for t in args.trainers if TRAINERS[t].large_class_memory]:
+        for trainer in [t for t in args.trainers if trainer_spec(t).large_class_memory]:
             for straightforward in (False, True):
                 guarded(report, "memory", f"{trainer} {'straightforward' if straightforward else 'fast'}", budget,
                         device, lambda t=trainer, s=straightforward: check_memory(report, t, s, args, device))

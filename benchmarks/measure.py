@@ -2,9 +2,9 @@
 
     python -m benchmarks.measure --spec '<json>' --result out.json
 
-``spec`` keys: ``kind`` (train | eval | floor | data), ``trainer`` (a key of ``subjects.TRAINERS``; not for floor and
-data), ``straightforward`` (bool), ``backbone``, ``device``, ``prec``, ``threads``, ``classes``, ``batch``,
-``repeats``, ``max_seconds``; data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``.
+``spec`` keys: ``kind`` (train | eval | floor | data), ``trainer`` (a name of ``subjects.benchmark_subjects()``; not
+for floor and data), ``straightforward`` (bool), ``backbone``, ``device``, ``prec``, ``threads``, ``classes``,
+``batch``, ``repeats``, ``max_seconds``; data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``.
 
 Timing: one warm-up call (a full training step; for evaluation a 1-image batch, which also fills the trainer's text
 feature cache as the first batch of a real evaluation does), then up to ``repeats`` timed calls, stopping early once

@@ -6,7 +6,7 @@ plus ``error``.
 """
 import operator
 
-from .subjects import FLOOR, TRAINERS
+from .subjects import FLOOR, benchmark_subjects
 
 _COMPARE = {"<=": operator.le, ">=": operator.ge}
 
@@ -63,15 +63,15 @@ def _memory_added(measurement):
 
 def judged_trainers():
     """Trainers with stated targets: those compared with the method they extend (``TrainerSpec.compare_with``)."""
-    return [trainer for trainer, spec in TRAINERS.items() if spec.compare_with]
+    return [trainer for trainer, spec in benchmark_subjects().items() if spec.compare_with]
 
 
 def compute_ratios(measurements, classes_train, classes_eval, consumer="BMIP-reference", judge=True):
     """The targets' ratios for each trainer that extends another (BMIP's modes over MaPLe), plus the data loader's
     throughput over the training consumption. ``judge`` False: values and targets without verdicts."""
-    ratios = []
+    ratios, subjects = [], benchmark_subjects()
     for trainer in judged_trainers():
-        base = TRAINERS[trainer].compare_with
+        base = subjects[trainer].compare_with
         base_train = find(measurements, "train", base, False, classes_train)
         fast = find(measurements, "train", trainer, False, classes_train)
         slow = find(measurements, "train", trainer, True, classes_train)
@@ -93,7 +93,7 @@ def compute_ratios(measurements, classes_train, classes_eval, consumer="BMIP-ref
             if slow_eval is not None:
                 ratios.append(_ratio(f"{trainer} eval images/s: fast / straightforward @ {classes} classes",
                                      evaluation, slow_eval, "images_per_s", "images_per_cpu_s"))
-    for trainer, spec in TRAINERS.items():
+    for trainer, spec in subjects.items():
         fast = find(measurements, "train", trainer, False, classes_train)
         for base in spec.reported_against:
             base_train = find(measurements, "train", base, False, classes_train)

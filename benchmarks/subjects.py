@@ -1,6 +1,11 @@
 """What the benchmark measures: the trainers (built exactly as ``train.py`` builds them, minus the data), the
 zero-shot floor, random-weight backbones and real class names.
 
+The trainers are every registered prompt trainer (built on ``trainers/base.py``) but those in ``NOT_MEASURED``, in
+the registry's display order (``trainers/display.py``): those in ``PUBLISHED`` with the settings the benchmark states
+its figures for, every other one (a new method) with its registered config defaults (``TrainerSpec(name)``), so a
+new trainer is measured by being registered.
+
 A trainer is built from its published YAML through ``train.setup_cfg`` (so every config key is the one a user's
 run has), then its own ``build_model()`` runs on a stand-in dataset that only carries class names: the model,
 optimizer, precision policy and ``forward_backward`` / ``model_inference`` are the trainer's real code.
@@ -16,6 +21,7 @@ import torch
 
 from clip_patch import RANDOM_BACKBONES, Precision, load_clip
 from dassl.engine import TRAINER_REGISTRY, TrainerBase, resolve_device
+from trainers.display import display_order
 from trainers.prompting import tokenize
 from trainers.zsclip import DEFAULT_TEMPLATE
 
@@ -28,10 +34,10 @@ JUDGED_BACKBONE = "random-ViT-B/16"  # the benchmark targets and GPU goals are s
 @dataclass(frozen=True)
 class TrainerSpec:
     """One benchmarked method: the registered trainer, its published config, extra config options, and where it
-    appears. Adding a method to every benchmark and check is one entry in ``TRAINERS``."""
+    appears."""
 
     trainer: str
-    config_file: str  # relative to the repository root
+    config_file: str = None  # relative to the repository root; None: the trainer's registered config defaults
     opts: tuple = ()
     compare_with: str = ""  # its fast training step is judged against this trainer's (the method it extends)
     reported_against: tuple = ()  # trainers its fast training step is reported against (a ratio, no target)
@@ -45,7 +51,8 @@ class TrainerSpec:
 
 
 _BMIP_CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"
-TRAINERS = OrderedDict([
+# The settings the benchmark's figures are stated for (docs/BENCHMARK.md), by benchmark name.
+PUBLISHED = OrderedDict([
     ("ZS-CLIP", TrainerSpec("ZeroshotCLIP", "configs/trainers/CoOp/vit_b16.yaml")),
     ("CoOp", TrainerSpec("CoOp", "configs/trainers/CoOp/vit_b16.yaml", large_class_memory=True)),
     ("CoCoOp", TrainerSpec("CoCoOp", "configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml",
@@ -64,6 +71,10 @@ TRAINERS = OrderedDict([
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
 ])
+# Registered trainers the benchmark leaves out, and why.
+NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "
+                                   "cached image features, and its evaluation is the zero-shot floor's image encoder "
+                                   "plus one matrix product"}
 
 
 def real_classnames(count):
@@ -90,10 +101,23 @@ def input_resolution(backbone):
     return RANDOM_BACKBONES[benchmark_backbone(backbone)][1]
 
 
+def benchmark_subjects():
+    """``{benchmark name: TrainerSpec}`` of every registered prompt trainer, in display order: its ``PUBLISHED``
+    entries (BMIP has one per mode), or one entry named after it with its registered config defaults."""
+    subjects = OrderedDict()
+    for trainer in display_order():
+        if trainer in NOT_MEASURED or not hasattr(TRAINER_REGISTRY.get(trainer), "CFG_NODE"):
+            continue  # (a trainer not built on trainers/base.py has no TRAINER.<CFG_NODE>.PREC to set)
+        published = [(name, spec) for name, spec in PUBLISHED.items() if spec.trainer == trainer]
+        subjects.update(published or [(trainer, TrainerSpec(trainer))])
+    return subjects
+
+
 def trainer_spec(trainer_id):
-    if trainer_id not in TRAINERS:
-        raise ValueError(f"Unknown benchmark trainer '{trainer_id}'; use any of {list(TRAINERS)}.")
-    return TRAINERS[trainer_id]
+    subjects = benchmark_subjects()
+    if trainer_id not in subjects:
+        raise ValueError(f"Unknown benchmark trainer '{trainer_id}'; use any of {list(subjects)}.")
+    return subjects[trainer_id]
 
 
 def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
@@ -107,9 +131,10 @@ def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
     backbone = benchmark_backbone(backbone)
     size = input_resolution(backbone)
     node = TRAINER_REGISTRY.get(spec.trainer).CFG_NODE
-    argv = ["--trainer", spec.trainer, "--config-file", osp.join(REPO_ROOT, spec.config_file),
-            "--backbone", backbone, "--device", device, "MODEL.STRAIGHTFORWARD", str(bool(straightforward)),
-            "INPUT.SIZE", f"({size}, {size})", "DATASET.NAME", "ImageNet", *spec.opts]
+    config = ["--config-file", osp.join(REPO_ROOT, spec.config_file)] if spec.config_file else []
+    argv = ["--trainer", spec.trainer, *config, "--backbone", backbone, "--device", device,
+            "MODEL.STRAIGHTFORWARD", str(bool(straightforward)), "INPUT.SIZE", f"({size}, {size})",
+            "DATASET.NAME", "ImageNet", *spec.opts]
     if prec is not None:
         argv += [f"TRAINER.{node}.PREC", prec]
     return setup_cfg(build_parser().parse_args(argv))

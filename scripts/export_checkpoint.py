@@ -20,7 +20,7 @@ import sys
 from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_file
 from dassl.utils import load_checkpoint, save_checkpoint
-from scripts.jobs import SetupError, checkpoint_epoch
+from sweeps.jobs import SetupError, checkpoint_epoch
 from trainers.release_formats import release_layouts  # (importing trainers registers every trainer)
 
 LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do

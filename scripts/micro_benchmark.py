@@ -21,10 +21,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scripts.jobs import INCOMPLETE, REPO_ROOT, RunContext, SetupError, run_chain, summary_lines
-from scripts.preflight import check_imports
-from scripts.protocols import base2new
-from scripts.results import build_report
+from sweeps.jobs import INCOMPLETE, REPO_ROOT, RunContext, SetupError, run_chain, summary_lines
+from sweeps.preflight import check_imports
+from sweeps.protocols import base2new
+from results.report import build_report
 
 DATASETS = ("micro_clean", "micro_sketch", "micro_noisy", "micro_retro", "micro_night")
 RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaPLe", "micro"),
@@ -106,7 +106,7 @@ def main(argv=None):
     ctx = replace(RunContext(data_root=args.data), in_process=True, device="cpu")
     outcomes = run_all(chains, ctx, args.workers)
 
-    from scripts.collect import collect
+    from results.collect import collect
 
     report = build_report(collect(args.output).results, args.output / "results")
     print("\n" + report)

@@ -76,7 +76,7 @@ def test_config_errors_need_only_torch():
 def test_result_readers_and_local_runners_import_neither_torch_nor_submitit():
     """parse_test_res.py, results, sweep status and local sweeps read output folders with the standard library (and
     run train.py as a child): they answer in a fraction of a second, and submitit is needed only for SLURM."""
-    code = ("import parse_test_res, scripts.results, scripts.sweep, scripts.sweep_status, scripts.micro_benchmark, "
+    code = ("import parse_test_res, scripts.results, scripts.sweep, sweeps.status, scripts.micro_benchmark, "
             "scripts.run_protocol")
     assert loaded_after(code, ["torch", "submitit"]) == "[]"
 

@@ -3,8 +3,8 @@
 import matplotlib.figure
 import pytest
 
-from scripts import results
-from scripts.curves import find_curve_files, panel_order, read_curves, run_labels
+from results import report
+from results.curves import find_curve_files, panel_order, read_curves, run_labels
 
 HEADER = "epoch,lr,train_loss,train_acc,train_loss_sc,val_accuracy\n"
 
@@ -61,7 +61,7 @@ def test_results_curves_plots_one_line_per_run_and_panel_per_column(tmp_path, mo
     original = matplotlib.figure.Figure.savefig
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
                         lambda fig, *a, **k: (figures.append(fig), original(fig, *a, **k)))
-    status = results.main(["--curves", str(tmp_path / "out" / "*" / "seed1"), "--out-dir", str(tmp_path / "res")])
+    status = report.main(["--curves", str(tmp_path / "out" / "*" / "seed1"), "--out-dir", str(tmp_path / "res")])
     assert status == 0 and (tmp_path / "res" / "training_curves.png").stat().st_size > 10_000
     assert capsys.readouterr().out.splitlines() == ["BMIP/seed1: 2 epochs",
                                                     "CoOp/seed1: 3 epochs, best val accuracy 60.00"]
@@ -74,4 +74,4 @@ def test_results_curves_plots_one_line_per_run_and_panel_per_column(tmp_path, mo
     assert lines[("val accuracy (%)", "CoOp/seed1")] == ([1, 3], [50.0, 60.0])  # epoch 2 not validated: a gap
     assert lines[("training loss", "BMIP/seed1")] == ([1, 2], [2.0, 1.0])
     assert ("val accuracy (%)", "BMIP/seed1") not in lines
-    assert results.main(["--curves", str(tmp_path / "missing")]) == 2
+    assert report.main(["--curves", str(tmp_path / "missing")]) == 2

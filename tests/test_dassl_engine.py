@@ -328,7 +328,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, capsys, kill_at_e
 
 
 def test_curves_csv_has_one_row_per_epoch_also_after_a_resume(tmp_path):
-    from scripts.curves import read_curves
+    from results.curves import read_curves
 
     ScriptedValTrainer.val_script = [70.0, 50.0, 60.0, 65.0]
     overrides = {"OPTIM.MAX_EPOCH": 4, "TEST.FINAL_MODEL": "best_val"}

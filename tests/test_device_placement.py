@@ -20,9 +20,10 @@ from torch.utils._pytree import tree_leaves
 
 from benchmarks import parity
 from clip_patch import prompted
-from benchmarks.subjects import REPO_ROOT, TRAINERS, build_trainer
+from benchmarks.subjects import REPO_ROOT, benchmark_subjects, build_trainer
 
 CLASSES = 5
+TRAINERS = benchmark_subjects()
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from scripts import sweep
-from scripts.aggregate import TRAINER_ORDER
+from sweeps import runner, sweep_files
+from trainers.display import display_order
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -52,10 +52,11 @@ def planned(sweep_args, tmp_path, capsys):
     own dry run (an empty output folder: nothing finished, nothing submitted yet)."""
     args = [*sweep_args, "--output", str(tmp_path / "out"), "--dry-run"]
     capsys.readouterr()
-    assert sweep.main(args) == 0
+    assert runner.main(args) == 0
     printed = capsys.readouterr().out
     tasks, jobs = map(int, re.search(r"# would submit (\d+) chains \((\d+) jobs\)", printed).groups())
-    chains = sweep.load_chains(sweep.build_parser().parse_args(args))[0]
+    parsed = runner.build_parser().parse_args(args)
+    chains = sweep_files.load_sweeps(parsed.sweeps, parsed.output).chains
     return tasks, jobs, sum(job.training for chain in chains for job in chain)
 
 
@@ -76,8 +77,8 @@ def test_protocol_table_names_each_sweeps_trainers_datasets_and_seeds():
         words = shlex.split(code_in(command))
         if words[1:2] != ["scripts/sweep.py"]:
             continue
-        (experiment,) = sweep.load_sweep(REPO / words[2])["experiments"]
-        named = {TRAINER_ALIASES.get(w, w) for w in re.findall(r"[\w-]+", jobs)} & set(TRAINER_ORDER)
+        (experiment,) = sweep_files.load_sweep(REPO / words[2])["experiments"]
+        named = {TRAINER_ALIASES.get(w, w) for w in re.findall(r"[\w-]+", jobs)} & set(display_order())
         if named:
             assert named == {run["trainer"] for run in experiment["runs"]}, protocol
         for count, what in re.findall(r"(\d+) (datasets|seeds)", jobs):  # (transfer: its target datasets)
@@ -135,7 +136,7 @@ def is_template(command):
     if re.search(r"[<\[|…]|\.\.\.", command):
         return True
     words = shlex.split(command)
-    return any(re.fullmatch(r"[A-Z][A-Z_]*", w) and w not in TRAINER_ORDER for w in words) or any(
+    return any(re.fullmatch(r"[A-Z][A-Z_]*", w) and w not in display_order() for w in words) or any(
         "$" in w for w in words if w != "$DATA")
 
 
@@ -217,7 +218,7 @@ def test_documented_sweeps_dry_run(tmp_path, monkeypatch, capsys):
             continue
         status = words[2] == "status"
         args = words[2:] + ["--output", str(tmp_path / "out")] + ([] if status else ["--dry-run"])
-        code = sweep.main(args)
+        code = runner.main(args)
         printed = capsys.readouterr()
         assert code == (3 if status else 0), f"{doc}: `{command}`\n{printed.err}"
         checked += 1

@@ -333,7 +333,7 @@ def test_results_of_output_read_the_one_tree_below_it(tmp_path):
 
 
 def test_results_of_a_folder_with_several_trees_names_them(tmp_path, capsys):
-    from scripts.results import main as results_main
+    from results.report import main as results_main
     from tests.test_results_tables import b2n
 
     for name in ("micro", "micro_benchmark"):

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from benchmarks import gpu_check, parity
-from benchmarks.subjects import TRAINERS, build_trainer
+from benchmarks.subjects import benchmark_subjects, build_trainer
 from clip_patch import Precision
 
 CLASSES = 5
+TRAINERS = benchmark_subjects()
 
 
 @pytest.fixture(scope="module", autouse=True)

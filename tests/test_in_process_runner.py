@@ -3,9 +3,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from scripts import logparse
-from scripts.jobs import RunContext, run_chain
-from scripts.protocols import base2new
+from results import logparse
+from sweeps.jobs import RunContext, run_chain
+from sweeps.protocols import base2new
 from tests.toy_data import make_toy_dataset, toy_opts
 
 

@@ -14,9 +14,9 @@ import trainers.linear_probe as lp
 from analysis.features import image_list_digest
 from dassl.engine.run_dir import read_result
 from dassl.utils import Logger, read_image
-from scripts import aggregate
-from scripts.collect import collect
-from scripts.jobs import checkpoint_epoch
+from results import aggregate
+from results.collect import collect
+from sweeps.jobs import checkpoint_epoch
 from tests.toy_data import make_toy_dataset, toy_opts
 
 

@@ -1,4 +1,4 @@
-"""The runners' checks before the first job (scripts/preflight.py): a broken torch/torchvision pair or a missing
+"""The runners' checks before the first job (sweeps/preflight.py): a broken torch/torchvision pair or a missing
 dataset stops the main job, a sweep or a protocol script with one line and exit status 2, before any job."""
 import fnmatch
 import os
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scripts import preflight, protocols, run_protocol, sweep
-from scripts.jobs import RunContext
+from sweeps import preflight, protocol_runner, protocols
+from sweeps import runner as sweep_runner
+from sweeps.jobs import RunContext
 
 REPO = Path(__file__).resolve().parents[1]
 NMS = "operator torchvision::nms does not exist"  # what a torchvision wheel built for another torch raises
@@ -69,9 +70,9 @@ def test_runners_with_a_broken_torchvision_run_no_job(runner, tmp_path, monkeypa
         sweep_file = tmp_path / "s.yaml"
         sweep_file.write_text(f"output: {out}\nexperiments:\n  - {{protocol: base2new, datasets: [dtd], "
                               "seeds: [1], runs: [{trainer: CoOp, cfg: vit_b16_ctxv1}]}\n")
-        code = sweep.main([str(sweep_file)])
+        code = sweep_runner.main([str(sweep_file)])
     else:
-        code = run_protocol.main(["base2new", "CoOp", "vit_b16_ctxv1", "dtd", "1", "--output", str(out)])
+        code = protocol_runner.main(["base2new", "CoOp", "vit_b16_ctxv1", "dtd", "1", "--output", str(out)])
     line = one_error_line(capsys.readouterr().err)
     assert code == 2 and line.startswith("error: torchvision does not work here (")
     assert "import of torchvision halted" in line
@@ -102,7 +103,7 @@ def test_a_sweep_names_every_missing_dataset_and_runs_nothing(tmp_path, monkeypa
           - {{protocol: base2new, datasets: [dtd, eurosat, caltech101], seeds: [1, 2],
              runs: [{{trainer: CoOp, cfg: vit_b16_ctxv1}}, {{trainer: ZeroshotCLIP, cfg: vit_b16}}]}}
         """))
-    assert sweep.main([str(sweep_file), "--workers", "1"]) == 2
+    assert sweep_runner.main([str(sweep_file), "--workers", "1"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: DescribableTextures: dataset folder {data / 'dtd'} not found")
     assert line.endswith("(also missing: Caltech101)") and not out.exists()

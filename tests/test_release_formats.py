@@ -17,7 +17,7 @@ from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.run_dir import write_result
 from dassl.utils import CheckpointError
 from scripts import export_checkpoint
-from scripts.jobs import SetupError
+from sweeps.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.bmip import BMIP, BMIPPromptLearner
 from trainers.ivlp import IVLP, VisionLanguagePrompts

@@ -1,4 +1,4 @@
-"""Log parsing (scripts.logparse) and the ecosystem-compatible parse_test_res.py, on hand-written logs."""
+"""Log parsing (results.logparse) and the ecosystem-compatible parse_test_res.py, on hand-written logs."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import parse_test_res
-from scripts import logparse
+from results import logparse
 
 TRAIN_LOG = """\
 epoch [1/2] batch [1/1] time 0.1 (0.1) data 0.0 (0.0) loss 1.0 (1.0) lr 2.0e-03 eta 0:00:01

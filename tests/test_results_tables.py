@@ -1,13 +1,13 @@
-"""Result tables, CSV and plots on a hand-written output tree (scripts.collect / aggregate / tables / plots)."""
+"""Result tables, CSV and plots on a hand-written output tree (results.collect / aggregate / tables / plots)."""
 import csv
 import math
 
 import pytest
 from PIL import Image
 
-from scripts import aggregate, layout
-from scripts.collect import collect
-from scripts.results import build_report, main as results_main
+from results import aggregate, layout
+from results.collect import collect
+from results.report import build_report, main as results_main
 
 
 def put(run_dir, training=True, **metrics):
@@ -167,12 +167,12 @@ def test_runs_with_other_shot_counts_are_a_separate_method(tree):
     assert (base16.mean, base16.n, novel16.n) == (82.0, 3, 3)  # the 16-shot runs are not pooled with them
 
 
-def test_tables_order_every_trainer_of_the_project_and_then_others_alphabetically():
-    import trainers  # noqa: F401  (registers every trainer)
+def test_tables_order_the_trainers_of_the_project_as_the_readme_then_others_alphabetically():
     from dassl.engine import TRAINER_REGISTRY
+    from trainers.display import display_order
 
-    ours = {name for name in TRAINER_REGISTRY.registered_names()
-            if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")}
-    assert sorted(aggregate.TRAINER_ORDER) == sorted(ours)
-    keys = [(t, "c") for t in reversed(aggregate.TRAINER_ORDER)] + [("Zeta", "c"), ("Alpha", "c")]
-    assert [t for t, _ in aggregate.method_order(keys)] == [*aggregate.TRAINER_ORDER, "Alpha", "Zeta"]
+    ours = [name for name in display_order() if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")]
+    assert ours == ["ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BMIP", "PromptSRC", "PromptSRC_BMIP",
+                    "LinearProbeCLIP", "VPT", "IVLP"]
+    keys = [(t, c) for t in reversed(ours) for c in ("b", "a")] + [("Zeta", "c"), ("Alpha", "c")]
+    assert aggregate.method_order(keys) == [(t, c) for t in ours for c in ("a", "b")] + [("Alpha", "c"), ("Zeta", "c")]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts import layout
+from results import layout
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("tiny_a", "tiny_b")

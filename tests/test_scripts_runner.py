@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from scripts import jobs, layout, protocols, sweep
-from scripts.jobs import RunContext, SetupError, checkpoint_epoch, run_chain
-from scripts.logparse import final_metrics
+from results import layout
+from results.logparse import final_metrics
+from sweeps import jobs, protocols, sweep_files
+from sweeps import runner as sweep_runner
+from sweeps.jobs import RunContext, SetupError, checkpoint_epoch, run_chain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -282,20 +284,20 @@ def write_sweep(path, body):
 
 def test_sweep_file_validation_errors(tmp_path):
     with pytest.raises(SetupError, match="does not exist"):
-        sweep.load_sweep(tmp_path / "none.yaml")
+        sweep_files.load_sweep(tmp_path / "none.yaml")
     bad = write_sweep(tmp_path / "bad.yaml", """\
         experiments:
           - {protocol: base2novel, datasets: [dtd], seeds: [1], runs: [{trainer: CoOp, cfg: c1}]}
         """)
     with pytest.raises(SetupError, match="protocol 'base2novel'"):
-        sweep.load_sweep(bad)
+        sweep_files.load_sweep(bad)
     bad.write_text("experiments:\n  - {protocol: few_shot, datasets: [dtd], seeds: [1], ratios: [1], "
                    "runs: [{trainer: CoOp, cfg: c1}]}\n")
     with pytest.raises(SetupError, match="unknown keys \\['ratios'\\]"):
-        sweep.load_sweep(bad)
+        sweep_files.load_sweep(bad)
     bad.write_text("experiments:\n  - {protocol: base2new, datasets: [], seeds: [1], runs: [{trainer: CoOp}]}\n")
     with pytest.raises(SetupError, match="non-empty 'datasets'"):
-        sweep.load_sweep(bad)
+        sweep_files.load_sweep(bad)
 
 
 def test_sweep_merges_shared_training_and_dedups_jobs(tmp_path):
@@ -307,7 +309,7 @@ def test_sweep_merges_shared_training_and_dedups_jobs(tmp_path):
         {"protocol": "domain_generalization", "seeds": [1], "targets": ["imagenetv2"],
          "runs": [{"trainer": "CoOp", "cfg": "c1"}, {"trainer": "ZeroshotCLIP", "cfg": "c1"}]},
     ]
-    chains = sweep.merge_chains([c for e in experiments for c in sweep.experiment_chains(e, tmp_path)])
+    chains = sweep_files.merge_chains([c for e in experiments for c in sweep_files.experiment_chains(e, tmp_path)])
     names = [[j.output_dir.relative_to(tmp_path).as_posix() for j in c] for c in chains]
     assert names[0] == ["base2new/train_base/dtd/shots_16/CoOp/c1/seed1",
                         "base2new/test_base/dtd/shots_16/CoOp/c1/seed1",
@@ -334,7 +336,7 @@ def test_sweep_runs_in_parallel_keeps_going_and_summarizes_failures(env, monkeyp
         """)
     common = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
     monkeypatch.setenv("FAKE_FAIL", "train_base/eurosat/shots_16/CoOp/c1/seed2")
-    assert sweep.main([*common, "--workers", "2", "--", "TRAIN.PRINT_FREQ", "5"]) == 1
+    assert sweep_runner.main([*common, "--workers", "2", "--", "TRAIN.PRINT_FREQ", "5"]) == 1
     out = env["tmp"] / "out"
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "# 16 jobs in 8 chains"
@@ -350,28 +352,28 @@ def test_sweep_runs_in_parallel_keeps_going_and_summarizes_failures(env, monkeyp
     assert (layout.base2new_dir(out, "test_base", "dtd", 16, "ZeroshotCLIP", "c1", 1) / "log.txt").is_file()
 
     monkeypatch.delenv("FAKE_FAIL")  # the sweep continues where it stopped: only the failed chain runs
-    assert sweep.main(common) == 0
+    assert sweep_runner.main(common) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "=== sweep summary: 3 ok, 13 skipped"
     assert len(calls(failed_dir)) == 2 and len(calls(done)) == 1
 
 
 def test_sweep_dry_run_and_checked_in_definitions(env, capsys):
     out = env["tmp"] / "out"
-    assert sweep.main([str(REPO / "scripts" / "sweeps" / "base2new.yaml"), "--output", str(out), "--dry-run",
+    assert sweep_runner.main([str(REPO / "scripts" / "sweeps" / "base2new.yaml"), "--output", str(out), "--dry-run",
                        "--configs", str(env["configs"])]) == 2
     assert "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml" in capsys.readouterr().err
     expected = {"base2new.yaml": 11 * (2 + 6 * 3 * 3), "cross_dataset.yaml": 11 + 6 * 3 * 11,
                 "domain_generalization.yaml": 5 + 6 * 3 * 5, "few_shot.yaml": 5 * 11 * 3 * 5,
                 "open_world.yaml": 11 * 12 + 2 * 3 * 11 * 13}
     for name, count in expected.items():
-        spec = sweep.load_sweep(REPO / "scripts" / "sweeps" / name)
-        chains = sweep.merge_chains([c for e in spec["experiments"] for c in sweep.experiment_chains(e, out)])
+        spec = sweep_files.load_sweep(REPO / "scripts" / "sweeps" / name)
+        chains = sweep_files.merge_chains([c for e in spec["experiments"] for c in sweep_files.experiment_chains(e, out)])
         assert sum(len(c) for c in chains) == count, name
     micro = write_sweep(env["tmp"] / "m.yaml", """\
         experiments:
           - {protocol: few_shot, datasets: [dtd], seeds: [1], shots: [2], runs: [{trainer: CoOp, cfg: c1}]}
         """)
-    assert sweep.main([str(micro), "--output", str(out), "--dry-run", "--configs", str(env["configs"]),
+    assert sweep_runner.main([str(micro), "--output", str(out), "--dry-run", "--configs", str(env["configs"]),
                        "--train-py", str(env["fake"])]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "# 1 jobs in 1 chains"
@@ -383,8 +385,8 @@ def test_sweep_dry_run_and_checked_in_definitions(env, capsys):
 def test_paper_sweeps_name_existing_configs_and_zeroshot_uses_coop_configs(tmp_path):
     ctx = RunContext(data_root=tmp_path)  # the repository's configs/
     for name in ("base2new", "cross_dataset", "domain_generalization", "few_shot", "open_world"):
-        spec = sweep.load_sweep(REPO / "scripts" / "sweeps" / f"{name}.yaml")
-        jobs.check_config_files([j for e in spec["experiments"] for c in sweep.experiment_chains(e, tmp_path)
+        spec = sweep_files.load_sweep(REPO / "scripts" / "sweeps" / f"{name}.yaml")
+        jobs.check_config_files([j for e in spec["experiments"] for c in sweep_files.experiment_chains(e, tmp_path)
                                  for j in c], ctx)
     zs = protocols.base2new(tmp_path, "ZeroshotCLIP", "vit_b16", "dtd", 1)[0]
     assert jobs.config_files(zs, ctx)[1] == REPO / "configs" / "trainers" / "CoOp" / "vit_b16.yaml"
@@ -426,13 +428,13 @@ def test_a_job_whose_folder_lock_is_held_runs_elsewhere_and_is_not_started(env, 
               - {{protocol: base2new, datasets: [dtd], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
             """)
         args = [str(sweep_file), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
-        assert sweep.main(args) == 3  # nothing failed, something runs elsewhere
+        assert sweep_runner.main(args) == 3  # nothing failed, something runs elsewhere
         assert "=== sweep summary: 2 blocked, 1 running" in capsys.readouterr().out
-        assert sweep.main(["status", *args]) == 3
+        assert sweep_runner.main(["status", *args]) == 3
         printed = capsys.readouterr().out.splitlines()
         assert printed[0].startswith("RUNNING") and f"(pid {os.getpid()} on " in printed[0]
         assert printed[1].startswith("PENDING") and printed[1].endswith("(waiting for its training (running))")
-    assert sweep.main(args) == 0  # lock released: the job runs
+    assert sweep_runner.main(args) == 0  # lock released: the job runs
 
 
 def pid_alive(pid):
@@ -504,7 +506,7 @@ def test_a_rerun_after_the_runner_was_killed_sees_its_orphan_and_starts_no_twin(
         runner.kill()
         runner.wait(timeout=30)
         assert pid_alive(orphan)
-        assert sweep.main(args) == 3
+        assert sweep_runner.main(args) == 3
         printed = capsys.readouterr().out
         assert f"# running elsewhere (pid {orphan} on fakehost since now), not started: {train_dir}" in printed
         assert len(calls(train_dir)) == 1  # no second train.py in the folder
@@ -525,11 +527,11 @@ def test_status_shows_each_job_and_retry_failed_runs_only_failed_chains(env, mon
     large = write_sweep(env["tmp"] / "large.yaml", body.format(out=out, datasets="dtd, eurosat, caltech101"))
     common = ["--configs", str(env["configs"]), "--train-py", str(env["fake"])]
     monkeypatch.setenv("FAKE_FAIL", "test_new/eurosat")
-    assert sweep.main([str(small), *common]) == 1
+    assert sweep_runner.main([str(small), *common]) == 1
     capsys.readouterr()
     monkeypatch.delenv("FAKE_FAIL")
 
-    assert sweep.main(["status", str(large), *common]) == 1
+    assert sweep_runner.main(["status", str(large), *common]) == 1
     printed = capsys.readouterr().out.splitlines()
     rows = {line.split()[1]: line.split()[0] for line in printed if not line.startswith(("  ", "==="))}
     finished_accuracy = json.loads((layout.base2new_dir(out, "test_base", "dtd", 16, "CoOp", "c1", 1)
@@ -543,11 +545,11 @@ def test_status_shows_each_job_and_retry_failed_runs_only_failed_chains(env, mon
             for s in ("train_base", "test_base", "test_new")] == ["PENDING"] * 3
     assert printed[-1] == "=== sweep status: 5 finished, 0 running, 1 failed, 3 pending"
 
-    assert sweep.main([str(large), *common, "--retry-failed"]) == 0  # the eurosat chain only
+    assert sweep_runner.main([str(large), *common, "--retry-failed"]) == 0  # the eurosat chain only
     assert capsys.readouterr().out.splitlines()[0] == "# 3 jobs in 1 chains"
     assert len(calls(failed)) == 2 and not layout.base2new_dir(out, "train_base", "caltech101", 16, "CoOp", "c1",
                                                                 1).exists()
-    assert sweep.main(["status", str(small), *common]) == 0
+    assert sweep_runner.main(["status", str(small), *common]) == 0
 
 
 def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env):
@@ -555,7 +557,7 @@ def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env)
         {"trainer": "CoOp", "cfg": "c1"},
         {"trainer": "CoOp", "cfg": "c1", "name": "c1_init7", "opts": ["MODEL.INIT_SEED", 7],
          "dataset_opts": {"imagenet": ["TEST.FINAL_MODEL", "last_step"]}}]}
-    chains = sweep.merge_chains(sweep.experiment_chains(experiment, tmp_path))
+    chains = sweep_files.merge_chains(sweep_files.experiment_chains(experiment, tmp_path))
     plain, dtd, imagenet = chains[0], chains[2], chains[3]
     assert plain[0].opts == ("DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base")
     assert dtd[0].output_dir == layout.base2new_dir(tmp_path, "train_base", "dtd", 16, "CoOp", "c1_init7", 1)
@@ -567,7 +569,7 @@ def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env)
 
     unnamed = dict(experiment["runs"][1], name="c1")  # same folder as the plain run, other options
     with pytest.raises(SetupError, match="two different jobs write to .*give one of the runs its own `name:`"):
-        sweep.merge_chains(sweep.experiment_chains(dict(experiment, runs=[experiment["runs"][0], unnamed]),
+        sweep_files.merge_chains(sweep_files.experiment_chains(dict(experiment, runs=[experiment["runs"][0], unnamed]),
                                                    tmp_path))
     for bad, message in (({"opts": ["DATASET.NUM_SHOTS", 4]}, "may not set \\['DATASET.NUM_SHOTS'\\]"),
                          ({"opts": ["OPTIM.LR"]}, "KEY VALUE pairs"),
@@ -577,7 +579,7 @@ def test_runs_take_opts_per_run_and_per_dataset_and_a_folder_name(tmp_path, env)
         path = write_sweep(tmp_path / "bad.yaml", "experiments:\n  - " + json.dumps(
             dict(experiment, runs=[{"trainer": "CoOp", "cfg": "c1", **bad}])) + "\n")
         with pytest.raises(SetupError, match=message):
-            sweep.load_sweep(path)
+            sweep_files.load_sweep(path)
 
 
 # ImageNet's val split is its test split (datasets/imagenet.py): selecting a model on it selects on the test set.
@@ -590,9 +592,9 @@ def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
     ctx = RunContext(data_root=tmp_path)  # the repository's configs/
     checked = set()
     for path in sorted((REPO / "scripts" / "sweeps").glob("*.yaml")):
-        spec = sweep.load_sweep(path)
+        spec = sweep_files.load_sweep(path)
         ctx = replace(ctx, extra_opts=tuple(map(str, spec.get("opts") or [])))
-        for chain in sweep.merge_chains([c for e in spec["experiments"] for c in sweep.experiment_chains(e, tmp_path)]):
+        for chain in sweep_files.merge_chains([c for e in spec["experiments"] for c in sweep_files.experiment_chains(e, tmp_path)]):
             job = chain[0]
             if not job.training or job.dataset not in VAL_IS_TEST or (job.cfg, job.opts) in checked:
                 continue

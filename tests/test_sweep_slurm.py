@@ -16,8 +16,10 @@ import pytest
 import submitit
 
 from dassl.engine.run_dir import OutputDirLock
-from scripts import layout, logparse, protocols, slurm, sweep, sweep_status
-from scripts.jobs import RunContext, SetupError, build_command
+from results import layout, logparse
+from sweeps import protocols, runner, status, sweep_files
+from sweeps.executors import slurm
+from sweeps.jobs import RunContext, SetupError, build_command
 from tests.test_scripts_runner import env, write_sweep  # noqa: F401  (env is a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,22 +64,33 @@ def test_slurm_options_come_from_the_sweep_file_and_flags(env, capsys, monkeypat
           - {{protocol: base2new, datasets: [dtd, eurosat], seeds: [1], runs: [{{trainer: CoOp, cfg: c1}}]}}
         """)
     args = [str(sweep_file), "--configs", str(env["configs"]), "--executor", "slurm"]
-    assert sweep.main([*args, "--dry-run", "--time", "30"]) == 0
+    assert runner.main([*args, "--dry-run", "--time", "30"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("# would submit 2 chains (6 jobs) as a SLURM array with {'name': 'sweep_s', "
                                  "'timeout_min': 30,")
     assert "'slurm_partition': 'gpu'" in printed[0] and printed[0].endswith(f"folder {env['tmp'] / 'out' / 'slurm'}")
-    assert sweep.main([*args, "--gpus", "0"]) == 2
-    assert "on SLURM use --gpus-per-job" in capsys.readouterr().err
+    assert runner.main([*args, "--gpus", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --gpus: flags of the local executor, not of --executor slurm "
+                                              "(whose flags are: --partition, --gpus-per-job, ")
 
 
 def task(state=None, job_id="7_0", log=Path("/nonexistent")):
-    return slurm.Task(job_id, state, log)
+    return status.Task(slurm.SlurmExecutor.TASK_LABEL, job_id, state, log)
+
+
+class KnownTasks(slurm.SlurmExecutor):
+    """The SLURM executor with its tasks given (instead of read from its folder and squeue)."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    def states(self, chains):
+        return self.tasks
 
 
 def test_submission_skips_finished_running_and_queued_chains_and_failed_ones_need_retry(env):  # noqa: F811
     root, ctx = env["tmp"] / "out", env["ctx"]
-    from scripts.jobs import run_chain
+    from sweeps.jobs import run_chain
 
     chains = [protocols.base2new(root, "CoOp", "c1", d, 1) for d in ("dtd", "eurosat", "imagenet", "caltech101")]
     finished, running, failed, fresh = chains
@@ -90,13 +103,14 @@ def test_submission_skips_finished_running_and_queued_chains_and_failed_ones_nee
     queued = protocols.base2new(root, "CoOp", "c1", "dtd", 2)
     with OutputDirLock(str(running[0].output_dir)):
         everything = chains + [queued]
-        tasks = {sweep_status.chain_key(queued): task("PENDING")}
-        assert slurm.plan(everything, tasks, retry_failed=False) == (
-            [fresh], {"finished": 1, "running or queued": 2, "failed (resubmit with --retry-failed)": 1})
-        assert slurm.plan(everything, tasks, retry_failed=True)[0] == [failed]
-        statuses = sweep_status.chain_status(queued, tasks[sweep_status.chain_key(queued)])
+        tasks = {status.chain_key(queued): task("PENDING")}
+        planned = KnownTasks(tasks).plan(everything, retry_failed=False)
+        assert (planned.chains, planned.held) == (
+            [fresh], {"finished": 1, "running or queued": 2, "failed (retry with --retry-failed)": 1})
+        assert KnownTasks(tasks).plan(everything, retry_failed=True).chains == [failed]
+        statuses = status.chain_status(queued, tasks[status.chain_key(queued)])
         assert [(s.state, s.detail) for s in statuses] == [("pending", "SLURM job 7_0 PENDING")] * 3
-    gone = sweep_status.chain_status(fresh, task(None, "8_3", env["tmp"] / "8_3_0_log.err"))
+    gone = status.chain_status(fresh, task(None, "8_3", env["tmp"] / "8_3_0_log.err"))
     assert gone[0].state == "failed" and gone[0].detail.startswith("SLURM job 8_3 ended before running it")
     assert [s.state for s in gone[1:]] == ["pending"] * 2  # they wait for the training
 
@@ -104,7 +118,7 @@ def test_submission_skips_finished_running_and_queued_chains_and_failed_ones_nee
 def test_chain_tasks_on_submitit_local_executor_survive_preemption_and_report_failures(env, monkeypatch):  # noqa
     """Preemption as SLURM does it (SIGTERM, then the USR2 that submitit handles): the task stops train.py, is
     requeued and resumes it; a failing chain ends its task with the failed job's last lines."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the task process imports scripts.slurm
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the task process imports sweeps.executors.slurm
     monkeypatch.setenv("FAKE_SLEEP", "train_base/dtd")
     monkeypatch.setenv("FAKE_FAIL", "test_new/eurosat")
     root, folder = env["tmp"] / "out", env["tmp"] / "slurm"
@@ -130,11 +144,11 @@ def test_chain_tasks_on_submitit_local_executor_survive_preemption_and_report_fa
     with pytest.raises(submitit.core.utils.FailedJobError, match=r"(?s)FAILED .*test_new.*exit status 3.*\| boom"):
         failing.result()
     recorded = slurm.submitted_tasks(folder)
-    assert recorded == {sweep_status.chain_key(c): j.job_id for c, j in zip(chains, (preempted, failing))}
+    assert recorded == {status.chain_key(c): j.job_id for c, j in zip(chains, (preempted, failing))}
     tasks = slurm.chain_tasks(folder, states={})  # both left the queue
-    assert slurm.plan(chains, tasks, retry_failed=False)[1] == {"finished": 1,
-                                                                 "failed (resubmit with --retry-failed)": 1}
-    assert slurm.plan(chains, tasks, retry_failed=True)[0] == [chains[1]]
+    assert KnownTasks(tasks).plan(chains, retry_failed=False).held == {"finished": 1,
+                                                                       "failed (retry with --retry-failed)": 1}
+    assert KnownTasks(tasks).plan(chains, retry_failed=True).chains == [chains[1]]
 
 
 # -- a real SLURM cluster ----------------------------------------------------------------------------------------
@@ -211,8 +225,8 @@ def test_a_micro_sweep_on_a_real_slurm_cluster(slurm_cluster, tmp_path):
     assert printed.splitlines()[0].startswith(f"RUNNING   {train_job.output_dir}  (pid ")
     subprocess.run(["scancel", "--signal=USR2", job_id], env=environ, check=True)  # as before a time limit
 
-    results = [j.output_dir / "result.json" for c in sweep.merge_chains(sweep.experiment_chains(
-        sweep.load_sweep(sweep_file)["experiments"][0], out)) for j in c]
+    results = [j.output_dir / "result.json" for c in sweep_files.merge_chains(sweep_files.experiment_chains(
+        sweep_files.load_sweep(sweep_file)["experiments"][0], out)) for j in c]
     wait_for(lambda: all(p.is_file() for p in results), 300, "every job's result.json")
     assert uninterrupted.wait(timeout=300) == 0
     task_log = Path(submitit.core.utils.JobPaths(out / "slurm", job_id=job_id, task_id=0).stdout).read_text()

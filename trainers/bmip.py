@@ -174,6 +174,7 @@ class BMIPPromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class BMIP(CLIPPromptTrainer):
+    DISPLAY_RANK = 50  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "BMIP"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
     # Release: trainers/bmip.py, clip/model.py.

@@ -63,6 +63,7 @@ class CoCoOpCLIP(PromptedCLIP):
 
 @TRAINER_REGISTRY.register()
 class CoCoOp(CLIPPromptTrainer):
+    DISPLAY_RANK = 30  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
 

@@ -71,6 +71,7 @@ class CoOpPromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class CoOp(CLIPPromptTrainer):
+    DISPLAY_RANK = 20  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "COOP"
     CHECKPOINT_NAME = "prompt_learner"
 

@@ -73,6 +73,7 @@ class VisionLanguagePrompts(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class IVLP(CLIPPromptTrainer):
+    DISPLAY_RANK = 100  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "IVLP"
     CHECKPOINT_NAME = "VLPromptLearner"
     # Release: trainers/independentVL.py, clip/model.py ResidualAttentionBlock_IVLP.
@@ -99,6 +100,7 @@ class IVLP(CLIPPromptTrainer):
 
 @TRAINER_REGISTRY.register()
 class VPT(CLIPPromptTrainer):
+    DISPLAY_RANK = 90  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "VPT"
     CHECKPOINT_NAME = "prompt_learner"
     # Release: trainers/vpt.py; IVLP's vision side (the text prompt is fixed).

@@ -217,6 +217,7 @@ class LinearProbeCLIPModel(nn.Module):
 # -- the trainer -------------------------------------------------------------------------------------------------------
 @TRAINER_REGISTRY.register()
 class LinearProbeCLIP(FrozenCLIPTrainer):
+    DISPLAY_RANK = 80  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "LINEAR_PROBE"
     CHECKPOINT_NAME = "linear_probe"
     LEARNS = True  # its fit: evaluations load the fitted classifier

@@ -60,6 +60,7 @@ class MaPLePromptLearner(nn.Module):
 
 @TRAINER_REGISTRY.register()
 class MaPLe(CLIPPromptTrainer):
+    DISPLAY_RANK = 40  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "MAPLE"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
     # Every trainable tensor sits in the released prompt_learner under our name.

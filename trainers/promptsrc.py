@@ -194,6 +194,7 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
 class PromptSRC(SelfRegulatingTrainer):
     """PromptSRC: IVLP prompts (``N_CTX_TEXT``/``N_CTX_VISION`` tokens, ``PROMPT_DEPTH_TEXT``/``_VISION`` layers)."""
 
+    DISPLAY_RANK = 60  # place in result tables and benchmarks (trainers/display.py)
     TEACHER_TEMPLATES = PROMPTSRC_TEMPLATES  # the PromptSRC release's 60
     # Release: muzairkhattak/PromptSRC trainers/promptsrc.py: IVLP's prompts; its second frozen image encoder lives in
     # prompt_learner.ZS_image_encoder and is not trained.

@@ -26,6 +26,7 @@ from .release_formats import BMIP_DEAD, BMIP_GROUPS, ReleaseLayout, bmip_export_
 
 @TRAINER_REGISTRY.register()
 class PromptSRC_BMIP(SelfRegulatingTrainer):
+    DISPLAY_RANK = 70  # place in result tables and benchmarks (trainers/display.py)
     TEACHER_TEMPLATES = OPENAI_IMAGENET_TEMPLATES  # the BMIP release's 80
     # Release: BMIP code trainers/promptsrc_bmip.py: BMIP's prompts, saved under VLPromptLearner; its
     # prompt_learner.ctx duplicates ctx_t and never reaches the loss.

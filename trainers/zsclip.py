@@ -55,6 +55,8 @@ class HandcraftedPrompts(nn.Module):
 class ZeroshotCLIP(FrozenCLIPTrainer):
     """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
 
+    DISPLAY_RANK = 10  # place in result tables and benchmarks (trainers/display.py)
+
     def build_frozen_model(self, clip_model):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
         prompts = HandcraftedPrompts(clip_model, self.dm.dataset.classnames, template)

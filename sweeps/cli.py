@@ -3,7 +3,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from scripts.jobs import REPO_ROOT, RunContext, data_root_from_env
+from sweeps.jobs import REPO_ROOT, RunContext, data_root_from_env
 
 
 def split_opts(argv):

@@ -1,28 +1,22 @@
 """Aggregate per-seed ``RunResult``s into per-dataset summaries and averages over datasets.
 
-Conventions (stated in every table): mean ± *population* std over seeds (``scripts.stats``); the HM of a
+Conventions (stated in every table): mean ± *population* std over seeds (``results.stats``); the HM of a
 dataset is the harmonic mean of its mean Base and mean Novel accuracy; an average over datasets is the plain
 mean of the per-dataset means over the datasets that have a value, and the average HM is the HM of the
 average Base and average Novel (as the papers report it). Missing runs stay ``None`` (a gap), never zero.
 """
 from dataclasses import dataclass
 
-from scripts.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
-from scripts.stats import harmonic_mean, mean_or_none, summarize
-
-# Every trainer of trainers/: the BMIP paper's order of its baselines and BMIP, then PromptSRC and its combination
-# with BMIP. A display order has no other home to derive it from; tests/test_results_tables.py checks that it names
-# every registered trainer.
-TRAINER_ORDER = ("ZeroshotCLIP", "LinearProbeCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "BMIP", "PromptSRC",
-                 "PromptSRC_BMIP")
+from results.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
+from results.stats import harmonic_mean, mean_or_none, summarize
 
 
 def method_order(keys):
-    """Sort (trainer, cfg) keys: the papers' trainer order first, then alphabetically."""
-    def rank(key):
-        trainer, cfg = key
-        return (TRAINER_ORDER.index(trainer) if trainer in TRAINER_ORDER else len(TRAINER_ORDER), trainer, cfg)
-    return sorted(set(keys), key=rank)
+    """Sort (trainer, cfg) keys: trainers in the registry's display order (``trainers.display``), then configs by
+    name."""
+    from trainers.display import display_rank  # imports the trainers (and torch): only once a table is made
+
+    return sorted(set(keys), key=lambda key: (display_rank(key[0]), key[1]))
 
 
 def method_labels(keys):

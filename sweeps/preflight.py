@@ -12,7 +12,7 @@ import re
 import warnings
 from pathlib import Path
 
-from scripts.jobs import REPO_ROOT, SetupError, config_files
+from sweeps.jobs import REPO_ROOT, SetupError, config_files
 
 PYTORCH_WHEELS = "https://download.pytorch.org/whl"
 

@@ -1,12 +1,12 @@
-"""Render the aggregates of ``scripts.aggregate`` as markdown and CSV (long format, one row per cell).
+"""Render the aggregates of ``results.aggregate`` as markdown and CSV (long format, one row per cell).
 
 Gaps (missing runs) are ``–`` in markdown and empty fields in CSV, never zeros.
 """
 import csv
 from dataclasses import dataclass, field
 
-from scripts.aggregate import ALL_SPACE_METRICS, method_labels, method_order
-from scripts.layout import dataset_order
+from results.aggregate import ALL_SPACE_METRICS, method_labels, method_order
+from results.layout import dataset_order
 
 GAP = "–"
 CONVENTIONS = ("Mean ± population std (numpy.std, ddof=0) over seeds; n = number of seeds. "

@@ -1,10 +1,10 @@
-"""Sweeps on SLURM through submitit: one array task per chain (a training job, then its evaluations).
+"""The SLURM executor, through submitit: one array task per chain (a training job, then its evaluations).
 
 ``python scripts/sweep.py SWEEP.yaml --executor slurm [--partition P --gpus-per-job 1 --time 240 ...]`` submits
 every chain that is neither finished, running nor queued as one job array (``submitit``: ``map_array``; at most
-``array_parallelism`` tasks run at once). Each task runs :class:`ChainTask`, which calls the local runner's
-``run_chain`` on the compute node: finished jobs are skipped, an unfinished training resumes from its output
-folder, and every ``train.py`` runs as a child process in its own process group.
+``array_parallelism`` tasks run at once). Each task runs :class:`ChainTask`, which calls ``run_chain`` on the
+compute node: finished jobs are skipped, an unfinished training resumes from its output folder, and every
+``train.py`` runs as a child process in its own process group.
 
 Preemption and time limits: submitit asks SLURM to send USR2 ``signal_delay_s`` (90 s) before the time limit
 and handles it by calling :meth:`ChainTask.checkpoint`, which stops the running ``train.py`` and returns the
@@ -15,7 +15,8 @@ the chain the same way; the task then waits for SLURM's requeue signal or its ki
 
 Every submission is appended to ``<folder>/submissions.jsonl`` (chain -> task id), so that ``sweep.py status``
 and later submissions know each chain's task; its live state comes from ``squeue``, which (unlike ``sacct``,
-submitit's source of job states) works on clusters without SLURM accounting (slurmdbd).
+submitit's source of job states) works on clusters without SLURM accounting (slurmdbd). submitit is imported only
+by the functions that submit or read its folders, so local sweeps and ``status`` of a local sweep never load it.
 """
 import dataclasses
 import datetime
@@ -28,12 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import submitit
-from submitit.core.utils import JobPaths
-
-from scripts.jobs import REPO_ROOT, SetupError, run_chain, summary_lines
-from scripts.processes import CHILDREN
-from scripts.sweep_status import FAILED, FINISHED, RUNNING, chain_key, chain_status
+from sweeps.executors.base import Executor, register_executor
+from sweeps.jobs import REPO_ROOT, SetupError, run_chain, summary_lines
+from sweeps.processes import CHILDREN
+from sweeps.status import Task, chain_key
 
 REGISTRY = "submissions.jsonl"
 STOP_WAIT_S = 180  # after a SIGTERM, how long a task waits for SLURM's requeue signal or kill
@@ -94,7 +93,7 @@ class SlurmOptions:
             "name": name, "timeout_min": self.time_min, "nodes": 1, "tasks_per_node": 1,
             "gpus_per_node": self.gpus_per_job, "cpus_per_task": self.cpus_per_job,
             "slurm_array_parallelism": self.array_parallelism,
-            "slurm_additional_parameters": {"chdir": str(REPO_ROOT)},  # the task imports scripts/ from here
+            "slurm_additional_parameters": {"chdir": str(REPO_ROOT)},  # the task imports sweeps/ from here
         }
         optional = {"mem_gb": self.mem_gb, "slurm_partition": self.partition, "slurm_account": self.account,
                     "slurm_qos": self.qos, "slurm_constraint": self.constraint,
@@ -113,8 +112,9 @@ class ChainIncomplete(RuntimeError):
     """Some job of the chain did not finish (failed, running elsewhere, interrupted); the message summarises."""
 
 
-class ChainTask(submitit.helpers.Checkpointable):
-    """What each array task runs: ``run_chain`` on one chain, requeued by submitit on preemption / time limit."""
+class ChainTask:
+    """What each array task runs: ``run_chain`` on one chain, requeued by submitit on preemption / time limit (submitit
+    requeues a callable that has a ``checkpoint`` method, as its ``helpers.Checkpointable`` does)."""
 
     def __init__(self, ctx, stop_wait_s=STOP_WAIT_S):
         self.ctx = ctx
@@ -137,22 +137,17 @@ class ChainTask(submitit.helpers.Checkpointable):
 
     def checkpoint(self, chain):
         """Called by submitit on USR2 (preemption, time limit): stop train.py; the requeued task resumes it."""
+        from submitit.helpers import DelayedSubmission
+
         CHILDREN.stop("SLURM requeues this task (preemption or time limit)")
         print("# requeued: the chain continues from its output folders when the task restarts", flush=True)
-        return super().checkpoint(chain)
-
-
-@dataclass(frozen=True)
-class Task:
-    """A chain's latest task: its id, its ``squeue`` state (None once it left the queue) and its log file."""
-
-    job_id: str
-    state: str
-    log: Path
+        return DelayedSubmission(self, chain)  # the same call, run again by the requeued task
 
 
 def make_executor(options, folder, name):
     """A submitit executor for SLURM; ``SetupError`` when this machine has no SLURM client (``srun``)."""
+    import submitit
+
     if shutil.which("srun") is None or shutil.which("sbatch") is None:
         raise SetupError("--executor slurm needs SLURM's client commands (sbatch, srun, squeue): run this on a "
                          "cluster's login node, or use the local executor (--gpus / --workers)")
@@ -200,30 +195,81 @@ def queue_states():
 def chain_tasks(folder, states=None):
     """``{chain key: Task}`` for every chain submitted from ``folder``; ``states`` defaults to ``squeue``'s."""
     submitted = submitted_tasks(folder)
-    if submitted and states is None:
-        states = queue_states()
-    return {key: Task(job_id, (states or {}).get(job_id), JobPaths(folder, job_id=job_id, task_id=0).stderr)
+    if not submitted:
+        return {}
+    from submitit.core.utils import JobPaths
+
+    states = queue_states() if states is None else states
+    return {key: Task(SlurmExecutor.TASK_LABEL, job_id, states.get(job_id),
+                      JobPaths(folder, job_id=job_id, task_id=0).stderr)
             for key, job_id in submitted.items()}
 
 
-def plan(chains, tasks, retry_failed):
-    """(chains to submit, ``{reason: count}`` of the others) for a submission.
+FLAGS = ("partition", "gpus_per_job", "cpus_per_job", "mem_gb", "time_min", "account", "qos", "constraint",
+         "array_parallelism", "max_timeouts", "folder")  # the SlurmOptions fields the command line sets
 
-    Never submitted again: finished chains, chains with a job running (lock held) or a task in the queue.
-    Chains with a failed job are submitted only with ``retry_failed``, which submits nothing else.
-    """
-    selected, held = [], {}
-    for chain in chains:
-        task = tasks.get(chain_key(chain))
-        states = {s.state for s in chain_status(chain, task)}
-        if states == {FINISHED}:
-            reason = "finished"
-        elif RUNNING in states or (task is not None and task.state is not None):
-            reason = "running or queued"
-        elif (FAILED in states) != retry_failed:
-            reason = "failed (resubmit with --retry-failed)" if FAILED in states else "not failed"
-        else:
-            selected.append(chain)
-            continue
-        held[reason] = held.get(reason, 0) + 1
-    return selected, held
+
+@register_executor
+class SlurmExecutor(Executor):
+    """Job arrays on SLURM, one task per chain; a sweep file's slurm: section holds their options (SlurmOptions),
+    which these flags override."""
+
+    NAME = "slurm"
+    TASK_LABEL = "SLURM job"
+
+    def __init__(self, options, folder, sweep):
+        self.options = options
+        self.folder = folder  # submitit's folder: scripts, pickles, task logs and the submissions record
+        self.sweep = sweep
+
+    @classmethod
+    def add_arguments(cls, group):
+        return [
+            group.add_argument("--partition"),
+            group.add_argument("--gpus-per-job", dest="gpus_per_job", type=int,
+                               help="GPUs per task (default 1; 0: CPU)"),
+            group.add_argument("--cpus-per-job", dest="cpus_per_job", type=int, help="CPUs per task (default 8)"),
+            group.add_argument("--mem", dest="mem_gb", type=float, help="memory per task in GB"),
+            group.add_argument("--time", dest="time_min", type=int,
+                               help="time limit per task in minutes (default 240)"),
+            group.add_argument("--account"),
+            group.add_argument("--qos"),
+            group.add_argument("--constraint", help="node features, e.g. a GPU type"),
+            group.add_argument("--array-parallelism", dest="array_parallelism", type=int,
+                               help="tasks of the array running at once (default 64)"),
+            group.add_argument("--max-timeouts", dest="max_timeouts", type=int,
+                               help="requeues after hitting the time limit (default 3)"),
+            group.add_argument("--slurm-folder", dest="folder", help="submitit's folder (default: <output>/slurm)"),
+        ]
+
+    @classmethod
+    def from_args(cls, args, sweep):
+        """Options: the sweep files' ``slurm:`` section overridden by the flags given; folder default
+        ``<first output root>/slurm``."""
+        options = SlurmOptions.from_mapping(sweep.sections.get(cls.NAME, {}), "slurm section of the sweep file")
+        options = options.updated(**{key: getattr(args, key) for key in FLAGS})
+        return cls(options, Path(options.folder or sweep.roots[0] / "slurm").absolute(), sweep)
+
+    def states(self, chains):
+        return chain_tasks(self.folder)
+
+    def launch(self, plan, ctx, dry_run):
+        for reason, count in sorted(plan.held.items()):
+            print(f"# not submitted: {count} chains {reason}")
+        if not plan.chains:
+            print("# nothing to submit")
+            return 0
+        if dry_run:
+            print(f"# would submit {len(plan.chains)} chains ({plan.jobs} jobs) as a SLURM array with "
+                  f"{self.options.executor_parameters(self.sweep.name)}; submitit folder {self.folder}")
+            for chain in plan.chains:
+                print(f"#   {chain[0].output_dir} (+{len(chain) - 1} evaluations)")
+            return 0
+        executor = make_executor(self.options, self.folder, self.sweep.name)
+        jobs = submit(executor, plan.chains, task_context(ctx, self.options), self.folder)
+        arrays = sorted({job.job_id.split("_")[0] for job in jobs}, key=int)
+        print(f"# submitted {len(jobs)} chains ({plan.jobs} jobs) as SLURM job {', '.join(arrays)}; task logs in "
+              f"{self.folder}")
+        folder = ["--slurm-folder", str(self.options.folder)] if self.options.folder else []
+        print(f"# follow: python scripts/sweep.py status {' '.join(self.sweep.status_arguments() + folder)}")
+        return 0

@@ -1,19 +1,45 @@
-"""The state of every job of a sweep, read from its output tree and, for SLURM sweeps, the scheduler.
+"""The state of every job of a sweep, read from its output tree and from the executor that runs its tasks.
 
-Per job: ``finished`` (``result.json``), ``running`` (its output-folder lock is held: by whom, and its SLURM
+Per job: ``finished`` (``result.json``), ``running`` (its output-folder lock is held: by whom, and its executor
 task), ``failed`` (it ran and stopped without a result and nothing runs it now: the last lines of its output
-are shown; interrupted runs count here too) or ``pending`` (not started yet: queued on SLURM, waiting for its
-training, or not submitted / not run yet). A SLURM task that left the queue before reaching a job, although
-the job's training had finished, makes that job ``failed`` with the task's own log.
+are shown; interrupted runs count here too) or ``pending`` (not started yet: its task waits in the executor's
+queue, it waits for its training, or it was not launched yet). A task that left its executor before reaching a
+job, although the job's training had finished, makes that job ``failed`` with the task's own log.
 """
 from dataclasses import dataclass
+from pathlib import Path
 
 from dassl.engine.run_dir import read_result
-from scripts import jobs, logparse
-from scripts.jobs import CAPTURED_OUTPUT, job_state, output_tail, shown_path
+from results import logparse
+from sweeps import jobs
+from sweeps.jobs import CAPTURED_OUTPUT, job_state, output_tail, shown_path
 
 FINISHED, RUNNING, FAILED, PENDING = "finished", "running", "failed", "pending"
 STATES = (FINISHED, RUNNING, FAILED, PENDING)
+
+
+@dataclass(frozen=True)
+class Task:
+    """What an executor knows of the latest task that runs a chain (``Executor.states``).
+
+    ``label`` names the executor's tasks in ``status`` lines (``SLURM job``); ``state`` is the executor's own word
+    for a task it still holds (``PENDING``, ``RUNNING``, ...), None once the task left it; ``log`` is the task's log.
+    """
+
+    label: str
+    task_id: str
+    state: str
+    log: Path
+
+    @property
+    def live(self):
+        """Whether the executor still holds the task (queued or running)."""
+        return self.state is not None
+
+    @property
+    def name(self):
+        """``SLURM job 123_4``: how status lines name the task."""
+        return f"{self.label} {self.task_id}"
 
 
 @dataclass(frozen=True)
@@ -46,23 +72,23 @@ def _job_status(job, task, unfinished_training):
     state, holder = job_state(job)
     if state == jobs.FINISHED:
         return JobStatus(job, FINISHED, _result_detail(job))
-    live = task is not None and task.state is not None
+    live = task is not None and task.live
     if state == jobs.RUNNING:
-        return JobStatus(job, RUNNING, holder + (f"; SLURM job {task.job_id}" if live else ""))
+        return JobStatus(job, RUNNING, holder + (f"; {task.name}" if live else ""))
     if live:
-        return JobStatus(job, PENDING, f"SLURM job {task.job_id} {task.state}")
+        return JobStatus(job, PENDING, f"{task.name} {task.state}")
     if attempted(job):
         return JobStatus(job, FAILED, "stopped without a result", output_tail(job))
     if unfinished_training is not None:
         return JobStatus(job, PENDING, f"waiting for its training ({unfinished_training.state})")
     if task is not None:
-        return JobStatus(job, FAILED, f"SLURM job {task.job_id} ended before running it; log: {task.log}",
+        return JobStatus(job, FAILED, f"{task.name} ended before running it; log: {task.log}",
                          tuple(logparse.tail(task.log)))
     return JobStatus(job, PENDING, "not started")
 
 
 def chain_status(chain, task=None):
-    """``JobStatus`` of every job of ``chain``; ``task``: its SLURM task (``scripts.slurm.Task``) or None."""
+    """``JobStatus`` of every job of ``chain``; ``task``: the :class:`Task` that runs it, or None."""
     statuses, unfinished_training = [], None
     for job in chain:
         status = _job_status(job, task, unfinished_training)

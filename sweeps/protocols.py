@@ -1,14 +1,14 @@
-"""The five evaluation protocols as chains of jobs (see ``scripts.jobs``), with the ecosystem's options.
+"""The five evaluation protocols as chains of jobs (see ``sweeps.jobs``), with the ecosystem's options.
 
-Each builder returns a chain (or a list of chains) whose directories come from ``scripts.layout``.
+Each builder returns a chain (or a list of chains) whose directories come from ``results.layout``.
 Training-free trainers (ZeroshotCLIP) get evaluation-only jobs in the place of the training job. ``name``
 (default: the config name) is the config's folder name in the output tree: runs of one config with different
 options need different names.
 """
-from scripts.layout import (
+from results.layout import (
     BASE2NEW_SHOTS, DEFAULT_SOURCE, base2new_dir, evaluation_dir, few_shot_dir, ratio_split, source_dir, trains,
 )
-from scripts.jobs import Job
+from sweeps.jobs import Job
 
 PROTOCOLS = ("base2new", "open_world", "cross_dataset", "domain_generalization", "few_shot")
 

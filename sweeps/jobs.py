@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_epochs, lock_holder, read_result
-from scripts import logparse
-from scripts.processes import CHILDREN
+from results import logparse
+from sweeps.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CAPTURED_OUTPUT = "stdout.txt"
@@ -238,7 +238,7 @@ def _execute_in_process(cmd, job):
 
 
 def _execute(cmd, job, ctx, capture):
-    """Run ``cmd`` (in its own process group, see ``scripts.processes``); with ``capture`` its stdout+stderr
+    """Run ``cmd`` (in its own process group, see ``sweeps.processes``); with ``capture`` its stdout+stderr
     are appended to ``OUTPUT_DIR/stdout.txt``. Returns the exit status, None when the runner is stopping."""
     if ctx.in_process:
         return _execute_in_process(cmd, job)
@@ -287,7 +287,7 @@ def run_chain(chain, ctx, dry_run=False, capture=False, report=print):
     """Run the jobs of ``chain`` in order and return one ``Outcome`` per job.
 
     A training job that does not finish (failed, running elsewhere, interrupted) blocks the evaluations after
-    it; a failed evaluation does not stop the others. Once the runner is stopping (``scripts.processes``), no
+    it; a failed evaluation does not stop the others. Once the runner is stopping (``sweeps.processes``), no
     further job starts. ``dry_run`` prints each decision and command without running anything.
     """
     outcomes = []

@@ -6,8 +6,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from scripts.aggregate import method_labels  # noqa: E402
-from scripts.curves import panel_order  # noqa: E402
+from results.aggregate import method_labels  # noqa: E402
+from results.curves import panel_order  # noqa: E402
 
 
 def _nan_if_none(value):

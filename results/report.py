@@ -1,0 +1,124 @@
+"""Result tables and plots of an output tree: ``python scripts/results.py [OUTPUT] [--out-dir DIR]``.
+
+Walks OUTPUT (default ``output``) for base-to-novel, open-world, cross-dataset, domain-generalization and
+few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (every table, also printed),
+one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
+Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
+
+OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
+exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
+is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
+
+``--curves RUN [RUN ...]`` instead plots the per-epoch training curves (``curves.csv``) of a set of runs — run
+directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/seed1'`` — into
+``DIR/training_curves.png``: one panel per column (loss, accuracy, LR, val accuracy), one line per run.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from results import aggregate, plots, tables
+from results.collect import collect, is_output_tree, output_trees
+from results.curves import find_curve_files, read_curves, run_labels
+
+
+def build_report(results, out_dir, make_plots=True):
+    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sections = []
+    b2n = aggregate.base2new(results)
+    if b2n is not None:
+        sections.append(tables.base2new_section(b2n))
+        if make_plots:
+            plots.plot_base2new_hm(b2n, out_dir / "base2new_hm.png")
+    sections += [tables.transfer_section(t) for t in aggregate.transfer(results)]
+    shots = aggregate.few_shot(results)
+    if shots is not None:
+        sections.append(tables.curve_section(shots, "few_shot", "Few-shot learning (all classes)", "shots",
+                                             lambda x: f"{x} shot" + ("s" if x != 1 else "")))
+        if make_plots:
+            plots.plot_curves(shots, out_dir / "few_shot.png", "shots per class", "Few-shot accuracy",
+                              log2_x=True)
+    ratios = aggregate.open_world(results)
+    if ratios is not None:
+        sections.append(tables.curve_section(ratios, "open_world", "Open-world: accuracy vs ratio r of base "
+                                             "classes in the label space", "ratio", lambda x: f"r={x}"))
+        if make_plots:
+            plots.plot_curves(ratios, out_dir / "open_world.png", "r (% base classes)",
+                              "Open-world accuracy vs ratio r", reverse_x=True)
+    all_space = aggregate.open_world_all(results)
+    if all_space is not None:
+        sections.append(tables.open_world_all_section(all_space))
+    for section in sections:
+        tables.write_csv(section, out_dir / f"{section.name}.csv")
+    markdown = "\n".join(line for section in sections for line in section.markdown + [""])
+    (out_dir / "results.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def plot_training_curves(patterns, out_dir):
+    """Plot the curves of the runs named by ``patterns`` into ``out_dir/training_curves.png``; return the path."""
+    paths = find_curve_files(patterns)
+    runs = [read_curves(p) for p in paths]
+    labels = run_labels(paths)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "training_curves.png"
+    plots.plot_training_curves(runs, labels, target, title=f"Training curves of {len(runs)} run(s)")
+    for run, label in zip(runs, labels):
+        val = [v for v in run.columns.get("val_accuracy", []) if v is not None]
+        best = f", best val accuracy {max(val):.2f}" if val else ""
+        print(f"{label}: {len(run.epochs)} epochs{best}")
+    return target
+
+
+def resolve_tree(output):
+    """The output tree to report for the folder ``output`` (module docstring); raises ``ValueError`` (one line
+    naming them) when several trees are below it. The trees below a tree are named on stderr."""
+    if not output.is_dir():
+        return output  # collect() says that it does not exist
+    below = output_trees(output)
+    if is_output_tree(output):
+        for other in below:
+            print(f"note: {other} holds other runs: python scripts/results.py {other}", file=sys.stderr)
+        return output
+    if len(below) > 1:
+        raise ValueError(f"{output} holds no runs itself but {len(below)} output trees: "
+                         f"{', '.join(map(str, below))}; pass one of them, e.g. python scripts/results.py {below[0]}")
+    if below:
+        print(f"reading the runs of {below[0]} ({output} holds no runs itself)", file=sys.stderr)
+        return below[0]
+    return output
+
+
+def main(argv=None):
+    """Collect, report; exit status 1 when the tree holds no finished run, 2 for a folder to fix."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
+                        "(directories, trees or globs) instead of the tables")
+    args = parser.parse_args(argv)
+    if args.curves:
+        try:
+            target = plot_training_curves(args.curves, args.out_dir or args.output / "results")
+        except FileNotFoundError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"training curves written to {target}", file=sys.stderr)
+        return 0
+    try:
+        tree = resolve_tree(args.output)
+        collection = collect(tree)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for directory in collection.incomplete:
+        print(f"no finished result (unfinished or failed run): {directory}", file=sys.stderr)
+    if not collection.results:
+        print(f"error: no finished run under {tree}", file=sys.stderr)
+        return 1
+    out_dir = args.out_dir or tree / "results"
+    print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
+    print(f"tables and plots written to {out_dir}", file=sys.stderr)
+    return 0
