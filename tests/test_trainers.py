@@ -13,7 +13,7 @@ from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import CheckpointError
-from scripts import protocols
+from sweeps import protocols
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import FrozenCLIPTrainer, PromptedCLIP
 from trainers.bmip import BMIPPromptLearner
