@@ -11,13 +11,13 @@ import torch
 
 import train
 import trainers.linear_probe as lp
-from analysis.features import image_list_digest
 from dassl.engine.run_dir import read_result
 from dassl.utils import Logger, read_image
 from scripts import aggregate
 from scripts.collect import collect
 from scripts.jobs import checkpoint_epoch
 from tests.toy_data import make_toy_dataset, toy_opts
+from trainers.feature_cache import image_list_digest
 
 
 def blobs(n_per_class, centres, seed, spread=0.3):
