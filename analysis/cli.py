@@ -14,7 +14,7 @@ import os
 import sys
 
 import train
-from scripts.jobs import SetupError, checkpoint_epoch
+from dassl.engine.run_dir import deployed_epoch
 
 
 def fail(message):
@@ -46,14 +46,14 @@ def load_trained(args, require_model=True):
     try:
         epoch = args.load_epoch
         if args.model_dir and epoch is None:
-            epoch = checkpoint_epoch(args.model_dir, require_finished=False)
+            epoch = deployed_epoch(args.model_dir, require_finished=False)
         cfg = train.setup_cfg(args)
         with contextlib.redirect_stdout(sys.stderr):
             if cfg.SEED >= 0:
                 set_random_seed(cfg.SEED)
             trainer = build_trainer(cfg)
             trainer.load_model(args.model_dir, epoch=epoch)
-    except (SetupError, FileNotFoundError, KeyError, ValueError) as err:
+    except (FileNotFoundError, KeyError, ValueError) as err:  # (NoDeployedModel is a FileNotFoundError)
         fail(" ".join(str(err.args[0] if err.args else err).split()))
     return trainer
 

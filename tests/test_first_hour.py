@@ -201,7 +201,7 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_run_resum
 
 def test_a_full_disk_at_the_first_write_leaves_nothing_behind(data_root, tmp_path, monkeypatch, capsys):
     import dassl.engine.run_dir as run_dir
-    import dassl.utils
+    import dassl.utils.tools
 
     out = tmp_path / "new" / "parents" / "run"
     monkeypatch.setattr(run_dir, "_record_holder", disk_full)  # the lock file's first line
@@ -211,12 +211,12 @@ def test_a_full_disk_at_the_first_write_leaves_nothing_behind(data_root, tmp_pat
     assert os.listdir(tmp_path) == []  # neither the folder nor the parents it created
 
     monkeypatch.undo()
-    real_atomic_write = dassl.utils.atomic_write
+    real_atomic_write = dassl.utils.tools.atomic_write
 
     def config_hits_a_full_disk(fpath, write_fn):
         return real_atomic_write(fpath, disk_full if fpath.endswith("config.yaml") else write_fn)
 
-    monkeypatch.setattr(dassl.utils, "atomic_write", config_hits_a_full_disk)
+    monkeypatch.setattr(dassl.utils.tools, "atomic_write", config_hits_a_full_disk)
     (tmp_path / "new").mkdir()  # a parent that existed before stays
     assert train.cli(toy_args(data_root, out)) == 1
     assert one_error_line(capsys).startswith(f"error: no space left on the device while writing "

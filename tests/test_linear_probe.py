@@ -11,11 +11,10 @@ import torch
 
 import train
 import trainers.linear_probe as lp
-from dassl.engine.run_dir import read_result
+from dassl.engine.run_dir import deployed_epoch, read_result
 from dassl.utils import Logger, read_image
 from scripts import aggregate
 from scripts.collect import collect
-from scripts.jobs import checkpoint_epoch
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.feature_cache import image_list_digest
 
@@ -239,7 +238,7 @@ def test_a_run_finishes_once_and_its_result_reaches_the_tables(fitted, capsys):
     result = read_result(str(out))
     assert result["mode"] == "train" and result["epochs_trained"] == 1
     assert result["metrics"]["accuracy"] == pytest.approx(final_accuracy(out), abs=1e-6)
-    assert checkpoint_epoch(out) == 1  # what the protocols' evaluations of this run load
+    assert deployed_epoch(out) == 1  # what the protocols' evaluations of this run load
     before = files_of(out)
     capsys.readouterr()
 

@@ -12,7 +12,7 @@ import torch.nn as nn
 import train
 from clip_patch import load_clip
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.run_dir import write_result
+from dassl.engine.run_dir import NoDeployedModel, write_result
 from dassl.utils import CheckpointError
 from scripts import export_checkpoint
 from scripts.jobs import SetupError
@@ -238,7 +238,7 @@ def test_export_command_writes_the_released_file_and_it_loads_both_ways(data_roo
 def test_export_command_refusals(data_root, tmp_path):
     with pytest.raises(SetupError, match="already in the released format"):
         export_checkpoint.export("CoOp", str(tmp_path), str(tmp_path / "out"))
-    with pytest.raises(SetupError, match="has not finished"):
+    with pytest.raises(NoDeployedModel, match="has not finished"):
         export_checkpoint.export("MaPLe", str(tmp_path), str(tmp_path / "out"))
     toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path / "run"))
     with pytest.raises(SetupError, match="'ctx' is not a tensor of this trainer's prompt learner"):  # not BMIP

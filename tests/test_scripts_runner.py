@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from dassl.engine.run_dir import NoDeployedModel, deployed_epoch
 from scripts import jobs, layout, protocols, sweep
-from scripts.jobs import RunContext, SetupError, checkpoint_epoch, run_chain
+from scripts.jobs import RunContext, SetupError, run_chain
 from scripts.logparse import final_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,17 +140,17 @@ def test_checkpoint_choice_follows_what_the_finished_training_deployed(tmp_path)
         (folder / f"model.pth.tar-{epoch}").write_text("x")
     (folder / "checkpoint").write_text("model.pth.tar-5")
     (folder / "model-best.pth.tar").write_text("x")
-    with pytest.raises(SetupError, match="has not finished"):  # checkpoints alone: training may still run
-        checkpoint_epoch(tmp_path)
+    with pytest.raises(NoDeployedModel, match="has not finished"):  # checkpoints alone: training may still run
+        deployed_epoch(tmp_path)
     write_result(tmp_path, deployed="last_step")  # e.g. best_val refused on ImageNet: the last epoch is used
-    assert checkpoint_epoch(tmp_path) == 10
+    assert deployed_epoch(tmp_path) == 10
     write_result(tmp_path, deployed="best_val")
-    assert checkpoint_epoch(tmp_path) is None
+    assert deployed_epoch(tmp_path) is None
     for path in folder.iterdir():
         path.unlink()
     write_result(tmp_path, deployed="last_step")
-    with pytest.raises(SetupError, match="no checkpoint"):
-        checkpoint_epoch(tmp_path)
+    with pytest.raises(NoDeployedModel, match="no checkpoint"):
+        deployed_epoch(tmp_path)
 
 
 def test_data_root_errors_name_the_problem(tmp_path):
