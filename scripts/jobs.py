@@ -73,7 +73,7 @@ class RunContext:
     device: str = None
     extra_opts: tuple = ()
     env: dict = field(default_factory=dict)
-    in_process: bool = False  # run train.main() in this process (no interpreter start-up per job)
+    in_process: bool = False  # run runs.run.main() in this process (no interpreter start-up per job)
 
 
 @dataclass(frozen=True)
@@ -196,18 +196,19 @@ def _load_epoch_for(job, dry_run):
 
 
 def _execute_in_process(cmd, job):
-    """Run ``train.main`` on ``cmd``'s arguments here; its output goes to ``OUTPUT_DIR/stdout.txt``."""
+    """Run ``runs.run.main`` (what ``train.py`` runs) on ``cmd``'s arguments here; its output goes to
+    ``OUTPUT_DIR/stdout.txt``."""
     import contextlib
     import traceback
 
-    import train
     from dassl.utils import close_logger
+    from runs.run import main
 
     job.output_dir.mkdir(parents=True, exist_ok=True)
     with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink, \
             contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         try:
-            train.main(cmd[2:])  # drop "python train.py"
+            main(cmd[2:])  # drop "python train.py"
             status = 0
         except Exception:  # a failed job is reported by the runner; the traceback is in stdout.txt
             traceback.print_exc()

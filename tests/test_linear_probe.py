@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import train
 import trainers.linear_probe as lp
 from dassl.engine.run_dir import deployed_epoch, read_result
 from dassl.utils import Logger, read_image
+from runs.run import cli, main
 from scripts import aggregate
 from scripts.collect import collect
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -128,9 +128,9 @@ def fitted(tmp_path_factory):
 
 
 def run_train(argv):
-    """train.main(argv), then close the log file it tees stdout into (so the test can read it) and untee."""
+    """main(argv), then close the log file it tees stdout into (so the test can read it) and untee."""
     try:
-        return train.main(argv)
+        return main(argv)
     finally:
         if isinstance(sys.stdout, Logger):
             sys.stdout.close()
@@ -214,9 +214,9 @@ def test_resnet_backbone_fits_too(fitted):
 
 
 def run_cli(argv):
-    """train.cli(argv) (exit status), then close the log file it tees stdout into."""
+    """cli(argv) (exit status), then close the log file it tees stdout into."""
     try:
-        return train.cli(argv)
+        return cli(argv)
     finally:
         if isinstance(sys.stdout, Logger):
             sys.stdout.close()

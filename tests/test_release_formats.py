@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import train
 from clip_patch import load_clip
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.run_dir import NoDeployedModel, write_result
 from dassl.utils import CheckpointError
+from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
 from scripts.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -191,7 +191,7 @@ def toy_trainer(root, name, *opts):
     argv = ["--root", str(root), "--trainer", name, "--output-dir", str(root / "out" / name)]
     node = "COOP" if name == "ZeroshotCLIP" else name.upper()
     argv += toy_opts(str(root)) + [f"TRAINER.{node}.PREC", "fp32", "MODEL.INIT_SEED", "0", *opts]
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    return build_trainer(setup_cfg(build_parser().parse_args(argv)))
 
 
 def learner_of(trainer):

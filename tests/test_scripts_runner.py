@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dassl.engine.run_dir import NoDeployedModel, deployed_epoch
+from runs.config import build_parser, setup_cfg
 from scripts import jobs, layout, protocols, sweep
 from scripts.jobs import RunContext, SetupError, run_chain
 from scripts.logparse import final_metrics
@@ -586,8 +587,6 @@ VAL_IS_TEST = ("imagenet",)
 
 
 def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
-    import train
-
     ctx = RunContext(data_root=tmp_path)  # the repository's configs/
     checked = set()
     for path in sorted((REPO / "scripts" / "sweeps").glob("*.yaml")):
@@ -598,9 +597,9 @@ def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
             if not job.training or job.dataset not in VAL_IS_TEST or (job.cfg, job.opts) in checked:
                 continue
             checked.add((job.cfg, job.opts))
-            cfg = train.setup_cfg(train.build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
+            cfg = setup_cfg(build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
             assert cfg.TEST.FINAL_MODEL != "best_val" and not cfg.TRAIN.EARLY_STOPPING, (path.name, job)
     assert any(cfg == "BMIP_ctx2_dp9_lr2" for cfg, _ in checked)  # a best-val config was checked on ImageNet:
-    plain = train.setup_cfg(train.build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
+    plain = setup_cfg(build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
         ["--config-file", str(REPO / "configs" / "trainers" / "BMIP" / "BMIP_ctx2_dp9_lr2.yaml")]))
     assert plain.TEST.FINAL_MODEL == "best_val" and plain.TRAIN.EARLY_STOPPING
