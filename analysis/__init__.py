@@ -4,5 +4,4 @@
 * :mod:`analysis.gates` — BMIP's per-layer modality gates over a split (table, CSV, plot).
 * :mod:`analysis.modality` — image/text feature similarity and the modality gap of a prompted CLIP.
 * :mod:`analysis.draw` — ``draw_report(trainer, out_dir)``: every applicable report of a loaded model.
-* :mod:`analysis.features` — cached frozen image features (used by the linear-probe baseline).
 """

@@ -13,8 +13,9 @@ import contextlib
 import os
 import sys
 
-import train
-from sweeps.jobs import SetupError, checkpoint_epoch
+from dassl.engine.run_dir import deployed_epoch
+from runs.config import build_parser as run_parser
+from runs.config import setup_cfg
 
 
 def fail(message):
@@ -25,7 +26,7 @@ def fail(message):
 
 def build_parser(prog, description):
     """train.py's parser, renamed; tools add their flags to it."""
-    parser = train.build_parser()
+    parser = run_parser()
     parser.prog, parser.description = prog, description
     return parser
 
@@ -46,14 +47,14 @@ def load_trained(args, require_model=True):
     try:
         epoch = args.load_epoch
         if args.model_dir and epoch is None:
-            epoch = checkpoint_epoch(args.model_dir, require_finished=False)
-        cfg = train.setup_cfg(args)
+            epoch = deployed_epoch(args.model_dir, require_finished=False)
+        cfg = setup_cfg(args)
         with contextlib.redirect_stdout(sys.stderr):
             if cfg.SEED >= 0:
                 set_random_seed(cfg.SEED)
             trainer = build_trainer(cfg)
             trainer.load_model(args.model_dir, epoch=epoch)
-    except (SetupError, FileNotFoundError, KeyError, ValueError) as err:
+    except (FileNotFoundError, KeyError, ValueError) as err:  # (NoDeployedModel is a FileNotFoundError)
         fail(" ".join(str(err.args[0] if err.args else err).split()))
     return trainer
 

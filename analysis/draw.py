@@ -14,6 +14,7 @@ import sys
 
 from analysis.cli import build_parser, default_out_dir, load_trained, report_stem
 from analysis.gates import GateRecorder, write_gate_report
+from runs.reports import register_eval_report
 
 # torch and the trainers are imported where they are used: `python -m analysis.draw --help` answers at once.
 
@@ -43,6 +44,9 @@ def draw_report(trainer, out_dir, split="test"):
     for path in paths:
         print(f"--draw: wrote {path}")
     return paths
+
+
+register_eval_report("draw", draw_report)  # what `train.py --eval-only --draw` writes
 
 
 def main(argv=None):

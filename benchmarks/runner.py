@@ -25,11 +25,11 @@ POLL_S = 0.2
 
 
 def preload():
-    """Import what every measurement imports (train.py, every trainer and dataset, the clip package), once, before
-    forking."""
+    """Import what every measurement imports (train.py's library, every trainer and dataset, the clip package), once,
+    before forking."""
     import dassl.data.data_manager  # noqa: F401  (the engine imports it lazily)
     import datasets  # noqa: F401
-    import train  # noqa: F401
+    import runs.config  # noqa: F401
     import trainers  # noqa: F401
     from clip_patch.openai_clip import openai_clip
 

@@ -6,7 +6,7 @@ the registry's display order (``trainers/display.py``): those in ``PUBLISHED`` w
 its figures for, every other one (a new method) with its registered config defaults (``TrainerSpec(name)``), so a
 new trainer is measured by being registered.
 
-A trainer is built from its published YAML through ``train.setup_cfg`` (so every config key is the one a user's
+A trainer is built from its published YAML through ``runs.config.setup_cfg`` (so every config key is the one a user's
 run has), then its own ``build_model()`` runs on a stand-in dataset that only carries class names: the model,
 optimizer, precision policy and ``forward_backward`` / ``model_inference`` are the trainer's real code.
 """
@@ -125,7 +125,7 @@ def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
 
     ``prec`` None keeps the published config's PREC (what a user's run computes in).
     """
-    from train import build_parser, setup_cfg  # the repository's own CLI (imports every trainer and dataset)
+    from runs.config import build_parser, setup_cfg  # train.py's own config (imports every trainer and dataset)
 
     spec = trainer_spec(trainer_id)
     backbone = benchmark_backbone(backbone)

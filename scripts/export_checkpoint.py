@@ -18,9 +18,9 @@ import os.path as osp
 import sys
 
 from dassl.engine import TRAINER_REGISTRY
-from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_file
+from dassl.engine.run_dir import BEST_CHECKPOINT, NoDeployedModel, checkpoint_file, deployed_epoch
 from dassl.utils import load_checkpoint, save_checkpoint
-from sweeps.jobs import SetupError, checkpoint_epoch
+from sweeps.jobs import SetupError
 from trainers.release_formats import release_layouts  # (importing trainers registers every trainer)
 
 LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
@@ -38,7 +38,7 @@ def build_parser():
 def source_file(folder, model_dir, load_epoch):
     """The checkpoint file of ``model_dir/folder`` to export (see the module docstring)."""
     if load_epoch is None:
-        load_epoch = checkpoint_epoch(model_dir)
+        load_epoch = deployed_epoch(model_dir)
     name = checkpoint_file(load_epoch)
     path = osp.join(model_dir, folder, name)
     if not osp.isfile(path):
@@ -71,7 +71,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         path = export(args.trainer, args.model_dir, args.out_dir, args.load_epoch)
-    except SetupError as err:
+    except (SetupError, NoDeployedModel) as err:
         sys.exit(f"error: {err}")
     epoch_flag = "" if path.endswith(BEST_CHECKPOINT) else f" --load-epoch {path.rsplit('-', 1)[1]}"
     print(f"Released {args.trainer} format: {path}\n"

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dassl.engine.run_dir import BEST_CHECKPOINT, checkpoint_epochs, lock_holder, read_result
+from dassl.engine.run_dir import NoDeployedModel, deployed_epoch, lock_holder
 from results import logparse
 from sweeps.processes import CHILDREN
 
@@ -72,7 +72,7 @@ class RunContext:
     device: str = None
     extra_opts: tuple = ()
     env: dict = field(default_factory=dict)
-    in_process: bool = False  # run train.main() in this process (no interpreter start-up per job)
+    in_process: bool = False  # run runs.run.main() in this process (no interpreter start-up per job)
 
 
 @dataclass(frozen=True)
@@ -123,32 +123,6 @@ def check_config_files(jobs, ctx):
     if missing:
         raise SetupError("missing config files (check the TRAINER / CFG / DATASET names, or add the YAML):\n  "
                          + "\n  ".join(missing))
-
-
-def checkpoint_epoch(model_dir, require_finished=True):
-    """Which checkpoint of a training run to evaluate: the model its final test used. ``None`` =
-    ``model-best.pth.tar`` (``result.json`` says the run deployed ``best_val``), else the newest epoch N of
-    ``model.pth.tar-N`` (the last epoch, or the early-stopping epoch).
-
-    Checkpoints live in ``model_dir/<model-name>/``; raises ``SetupError`` when the run has not finished or has no
-    checkpoint. With ``require_finished`` False a folder without ``result.json`` (e.g. written by the ecosystem's own
-    code) is accepted: ``model-best.pth.tar`` if it holds one, else the newest epoch.
-    """
-    model_dir = Path(model_dir)
-    result = read_result(str(model_dir))
-    if result is None and require_finished:
-        raise SetupError(f"the training run in {model_dir} has not finished (no result.json): run its training "
-                         f"job first")
-    if result is not None and result.get("deployed") == "best_val":
-        return None
-    folders = [p for p in model_dir.iterdir() if p.is_dir()] if model_dir.is_dir() else []
-    if result is None and any((folder / BEST_CHECKPOINT).is_file() for folder in folders):
-        return None
-    epochs = [epoch for folder in folders for epoch in checkpoint_epochs(str(folder))]
-    if not epochs:
-        raise SetupError(f"no checkpoint (model.pth.tar-N or {BEST_CHECKPOINT}) under {model_dir}: "
-                         f"its training run did not finish or the checkpoints were deleted; re-run training")
-    return max(epochs)
 
 
 def shown_path(path):
@@ -212,22 +186,23 @@ def _load_epoch_for(job, dry_run):
         return None
     if dry_run and not logparse.finished(job.model_dir):
         return LOAD_EPOCH_PENDING
-    return checkpoint_epoch(job.model_dir)
+    return deployed_epoch(job.model_dir)
 
 
 def _execute_in_process(cmd, job):
-    """Run ``train.main`` on ``cmd``'s arguments here; its output goes to ``OUTPUT_DIR/stdout.txt``."""
+    """Run ``runs.run.main`` (what ``train.py`` runs) on ``cmd``'s arguments here; its output goes to
+    ``OUTPUT_DIR/stdout.txt``."""
     import contextlib
     import traceback
 
-    import train
     from dassl.utils import close_logger
+    from runs.run import main
 
     job.output_dir.mkdir(parents=True, exist_ok=True)
     with open(job.output_dir / CAPTURED_OUTPUT, "a", encoding="utf-8") as sink, \
             contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         try:
-            train.main(cmd[2:])  # drop "python train.py"
+            main(cmd[2:])  # drop "python train.py"
             status = 0
         except Exception:  # a failed job is reported by the runner; the traceback is in stdout.txt
             traceback.print_exc()
@@ -309,7 +284,7 @@ def run_chain(chain, ctx, dry_run=False, capture=False, report=print):
             continue
         try:
             load_epoch = _load_epoch_for(job, dry_run)
-        except SetupError as error:
+        except NoDeployedModel as error:  # the model to evaluate is missing
             outcomes.append(Outcome(job, "failed", message=str(error)))
             report(f"# FAILED: {error}")
             continue

@@ -72,10 +72,11 @@ def _import_failure(step, error):
 
 def check_datasets(jobs, ctx):
     """Raise ``SetupError`` when a dataset of ``jobs`` is not under ``ctx.data_root``: train.py's check of the
-    dataset folder (:func:`train.check_dataset`), once per dataset config before any job. Dataset names the
+    dataset folder (:func:`runs.checks.check_dataset`), once per dataset config before any job. Dataset names the
     registry does not know are left to train.py, which lists the known ones."""
-    import train
     from dassl.data.datasets import DATASET_REGISTRY
+    from runs.checks import check_dataset
+    from runs.config import build_parser, setup_cfg
 
     checked, missing = set(), {}  # missing: {DATASET.NAME: the check's message}
     for job in jobs:
@@ -85,14 +86,14 @@ def check_datasets(jobs, ctx):
             continue
         checked.add((dataset_yaml, location))
         try:
-            cfg = train.setup_cfg(train.build_parser().parse_args(
+            cfg = setup_cfg(build_parser().parse_args(
                 ["--root", str(ctx.data_root), "--dataset-config-file", str(dataset_yaml), *location]))
         except KeyError as error:  # a misspelt DATASET key in the opts: train.py's message, which names it
             raise SetupError(error.args[0]) from None
         if cfg.DATASET.NAME not in DATASET_REGISTRY.registered_names():
             continue
         try:
-            train.check_dataset(cfg)
+            check_dataset(cfg)
         except (FileNotFoundError, ValueError) as error:
             missing.setdefault(cfg.DATASET.NAME, " ".join(str(error).split()))
     if missing:

@@ -11,7 +11,7 @@ from dassl.utils import Logger
 
 @pytest.fixture(autouse=True)
 def restore_stdout():
-    """train.main() tees stdout into the run's log.txt; undo that after every test."""
+    """runs.run.main() tees stdout into the run's log.txt; undo that after every test."""
     original = sys.stdout
     yield
     if isinstance(sys.stdout, Logger):

@@ -117,7 +117,8 @@ def install(fault, output_dir):
 
 
 def run_child(argv, output_dir, fault, log_path):
-    """Fork; the child runs train.main(argv) with ``fault`` installed. Returns the child's exit status or signal."""
+    """Fork; the child runs ``runs.run.main(argv)`` (what train.py runs) with ``fault`` installed. Returns the child's
+    exit status or signal."""
     pid = os.fork()
     if pid == 0:  # child
         code = 1
@@ -129,9 +130,9 @@ def run_child(argv, output_dir, fault, log_path):
 
             torch.set_num_threads(1)
             install(fault, output_dir)
-            import train
+            from runs.run import main
 
-            train.main(argv)
+            main(argv)
             code = 0
         except BaseException as err:  # noqa: BLE001 (the child reports and exits; the parent judges)
             print(f"child failed: {type(err).__name__}: {err}", file=sys.stderr)

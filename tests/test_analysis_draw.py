@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train
 from analysis.draw import draw_report
 from analysis.modality import ModalityRecorder, gap_plane
 from analysis.passes import run_pass, split_loader
 from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import build_trainer
+from runs.config import build_parser, setup_cfg
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import PromptedCLIP
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
@@ -93,7 +93,7 @@ def data_root(tmp_path_factory):
 def toy_trainer(root, name, node, extra=()):
     argv = ["--root", str(root), "--trainer", name, "--seed", "1", *toy_opts(str(root)),
             f"TRAINER.{node}.PREC", "fp32", *extra]
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    return build_trainer(setup_cfg(build_parser().parse_args(argv)))
 
 
 def test_draw_report_for_bmip_writes_modality_and_gate_reports_from_one_pass(data_root, tmp_path):

@@ -8,7 +8,8 @@ import urllib.error
 import pytest
 import torch
 
-import train
+from runs.config import build_parser, setup_cfg
+from runs.run import cli
 from tests.toy_data import make_toy_dataset, toy_opts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ def data_root(tmp_path_factory):
 def trained(data_root, tmp_path_factory):
     """A finished 1-epoch CoOp run (N_CTX 4) to evaluate."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    assert train.cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "4"])) == 0
+    assert cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "4"])) == 0
     return str(out)
 
 
@@ -36,7 +37,7 @@ def toy_args(data_root, out, flags=(), extra=(), trainer="CoOp"):
 
 def fails(argv, capsys, out=None):
     """Run the CLI; return its one stderr line after checking exit status 2 and that nothing was written."""
-    code = train.cli(argv)
+    code = cli(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2, err
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -46,8 +47,10 @@ def fails(argv, capsys, out=None):
 
 
 def test_argument_errors_answer_without_importing_torch(tmp_path):
-    script = ("import sys, train; code = train.cli(['--trainer', 'CoOp', 'OPTIM.LR', '0.1', '--eval-only']); "
-              "print(code, 'torch' in sys.modules)")
+    script = ("import runpy, sys\n"  # python train.py ..., then: its exit status, and whether torch was imported
+              "sys.argv = ['train.py', '--trainer', 'CoOp', 'OPTIM.LR', '0.1', '--eval-only']\n"
+              "try:\n    runpy.run_path('train.py', run_name='__main__')\n"
+              "except SystemExit as done:\n    print(done.code, 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["2", "False"]
     assert done.stderr.strip() == ("error: --eval-only comes after the KEY VALUE options: put every --flag before "
@@ -68,7 +71,7 @@ def loaded_after(code, modules):
 def test_config_errors_need_only_torch():
     """Building the config (every trainer's and dataset's keys) imports torch but none of the slow packages that
     only model building, data loading or the linear probe need: a config error answers in about 2 s."""
-    code = "import train; train.setup_cfg(train.build_parser().parse_args(['--trainer', 'CoOp']))"
+    code = "from runs.config import build_parser, setup_cfg; setup_cfg(build_parser().parse_args(['--trainer', 'CoOp']))"
     assert loaded_after(code, ["torchvision", "clip", "sklearn", "matplotlib", "tensorboard"]) == "[]"
     assert loaded_after(code, ["torch"]) == "['torch']"  # the check itself sees imports
 
@@ -163,13 +166,13 @@ def test_conflicts_with_the_output_folder(data_root, trained, capsys):
 
 
 def test_integers_are_accepted_for_float_keys(data_root, tmp_path):
-    args = train.build_parser().parse_args(toy_args(data_root, tmp_path / "out", extra=["OPTIM.LR", "1"]))
-    cfg = train.setup_cfg(args)
+    args = build_parser().parse_args(toy_args(data_root, tmp_path / "out", extra=["OPTIM.LR", "1"]))
+    cfg = setup_cfg(args)
     assert cfg.OPTIM.LR == 1.0 and isinstance(cfg.OPTIM.LR, float)
 
 
 def test_more_shots_than_images_is_said(data_root, tmp_path, capsys):
-    assert train.cli(toy_args(data_root, tmp_path / "out", extra=["DATASET.NUM_SHOTS", "64"])) == 0
+    assert cli(toy_args(data_root, tmp_path / "out", extra=["DATASET.NUM_SHOTS", "64"])) == 0
     said = capsys.readouterr().out
     assert "Warning: DATASET.NUM_SHOTS is 64, but 6 of 6 classes have fewer training images (the fewest: 4)" in said
 
@@ -182,10 +185,10 @@ def test_a_crash_prints_one_line_and_the_traceback_on_request(data_root, tmp_pat
 
     monkeypatch.setattr(CLIPPromptTrainer, "forward_backward", broken)
     out = tmp_path / "out"
-    assert train.cli(toy_args(data_root, out)) == 1
+    assert cli(toy_args(data_root, out)) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: simulated failure inside a training step (the full traceback: --traceback or "
                    "BMIP_TRACEBACK=1)"]
     assert not out.exists()  # the run never saved anything: its new folder is gone
-    assert train.cli(["--traceback", *toy_args(data_root, out)]) == 1
+    assert cli(["--traceback", *toy_args(data_root, out)]) == 1
     assert "Traceback (most recent call last)" in capsys.readouterr().err

@@ -8,8 +8,8 @@ import pytest
 
 import datasets  # noqa: F401  (registers dataset keys)
 import trainers  # noqa: F401  (registers trainer keys)
-import train
 from dassl.config import _CONFIG_EXTENSIONS, extend_cfg, get_cfg_default
+from runs.config import build_parser, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 YAMLS = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True))
@@ -66,20 +66,20 @@ TRAINER:
 def test_unknown_key_in_a_file_names_the_key_and_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("TRAINER:\n  BMIP:\n    PROMPT_DEPHT: 3\n")
-    args = train.build_parser().parse_args(["--config-file", str(bad)])
+    args = build_parser().parse_args(["--config-file", str(bad)])
     with pytest.raises(KeyError, match=r"TRAINER\.BMIP\.PROMPT_DEPHT.*bad\.yaml.*TRAINER\.BMIP\.PROMPT_DEPTH"):
-        train.setup_cfg(args)
+        setup_cfg(args)
 
 
 def test_cli_merge_order_file_then_flags_then_opts(tmp_path):
     yaml = tmp_path / "seeded.yaml"
     yaml.write_text("SEED: 7\nOPTIM:\n  LR: 0.5\n")
-    args = train.build_parser().parse_args(["--config-file", str(yaml), "OPTIM.LR", "0.25"])
-    cfg = train.setup_cfg(args)
+    args = build_parser().parse_args(["--config-file", str(yaml), "OPTIM.LR", "0.25"])
+    cfg = setup_cfg(args)
     assert cfg.SEED == 7  # a YAML seed is not overwritten by the CLI default
     assert cfg.OPTIM.LR == 0.25
-    args = train.build_parser().parse_args(["--config-file", str(yaml), "--seed", "0", "--device", "cpu"])
-    cfg = train.setup_cfg(args)
+    args = build_parser().parse_args(["--config-file", str(yaml), "--seed", "0", "--device", "cpu"])
+    cfg = setup_cfg(args)
     assert cfg.SEED == 0 and cfg.DEVICE == "cpu"
 
 

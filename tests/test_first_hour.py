@@ -9,8 +9,10 @@ import sys
 import pytest
 import yaml
 
-import train
 from dassl.engine.run_dir import read_result
+from runs.checks import check_config
+from runs.config import build_parser, setup_cfg
+from runs.run import cli
 from tests.toy_data import make_toy_dataset, toy_opts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,11 +62,11 @@ def test_a_folder_whose_run_saved_nothing_takes_a_new_config(data_root, tmp_path
     out = tmp_path / "run"
     out.mkdir()  # a folder that existed before the run stays after it fails
     fail_in_epoch(monkeypatch, 1)
-    assert train.cli(toy_args(data_root, out, seed=1)) == 1
+    assert cli(toy_args(data_root, out, seed=1)) == 1
     assert stored_seed(out) == 1 and not (out / "prompt_learner").exists()  # the config of a run that saved nothing
     monkeypatch.undo()
     capsys.readouterr()
-    assert train.cli(toy_args(data_root, out, seed=5)) == 0
+    assert cli(toy_args(data_root, out, seed=5)) == 0
     assert stored_seed(out) == 5  # the stale config.yaml is replaced
     assert (out / "result.json").is_file()
     assert "holds another run" not in capsys.readouterr().err
@@ -73,11 +75,11 @@ def test_a_folder_whose_run_saved_nothing_takes_a_new_config(data_root, tmp_path
 def test_a_folder_with_checkpoints_refuses_a_new_config(data_root, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     fail_in_epoch(monkeypatch, 2)
-    assert train.cli(toy_args(data_root, out, seed=1, epochs=2)) == 1
+    assert cli(toy_args(data_root, out, seed=1, epochs=2)) == 1
     assert (out / "prompt_learner" / "model.pth.tar-1").is_file()
     monkeypatch.undo()
     capsys.readouterr()
-    assert train.cli(toy_args(data_root, out, seed=5, epochs=2)) == 2
+    assert cli(toy_args(data_root, out, seed=5, epochs=2)) == 2
     line = one_error_line(capsys)
     assert f"{out} holds another run: its config differs in SEED: 1 -> 5." in line
     assert "--accept-config-change" in line and stored_seed(out) == 1
@@ -85,9 +87,9 @@ def test_a_folder_with_checkpoints_refuses_a_new_config(data_root, tmp_path, mon
 
 def test_a_change_of_trainer_is_named_instead_of_its_keys(data_root, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train.cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "2"])) == 0
+    assert cli(toy_args(data_root, out, extra=["TRAINER.COOP.N_CTX", "2"])) == 0
     capsys.readouterr()
-    assert train.cli(toy_args(data_root, out, trainer="MaPLe", extra=["TRAINER.MAPLE.PROMPT_DEPTH", "1"])) == 2
+    assert cli(toy_args(data_root, out, trainer="MaPLe", extra=["TRAINER.MAPLE.PROMPT_DEPTH", "1"])) == 2
     line = one_error_line(capsys)
     assert f"{out} holds another run: it holds a CoOp run, this is a MaPLe run. Use another --output-dir" in line
     assert "TRAINER.COOP" not in line and "TRAINER.MAPLE" not in line
@@ -151,7 +153,7 @@ BAD_VALUES = [  # (trainer, KEY VALUE pairs, what the line says)
 def test_a_bad_config_value_is_refused_before_anything_is_written(trainer, extra, expected, data_root, tmp_path,
                                                                    capsys):
     out = tmp_path / "out"
-    assert train.cli(toy_args(data_root, out, trainer=trainer, extra=extra)) == 2
+    assert cli(toy_args(data_root, out, trainer=trainer, extra=extra)) == 2
     assert expected in one_error_line(capsys)
     assert not out.exists()
 
@@ -163,8 +165,8 @@ def test_a_bad_config_value_is_refused_before_anything_is_written(trainer, extra
     ("CoOp", ["OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.0", "TRAIN.PATIENT_COUNT", "0"]),
 ])
 def test_zero_where_it_means_something_is_accepted(trainer, extra, data_root, tmp_path):
-    args = train.build_parser().parse_args(toy_args(data_root, tmp_path / "out", trainer=trainer, extra=extra))
-    train.check_config(train.setup_cfg(args), args)  # raises on a refused value
+    args = build_parser().parse_args(toy_args(data_root, tmp_path / "out", trainer=trainer, extra=extra))
+    check_config(setup_cfg(args), args)  # raises on a refused value
 
 
 # -- a full disk: one line, nothing half-written or left behind, the run resumable ----------------------------------
@@ -188,37 +190,37 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_one_line_and_the_run_resum
 
     out = tmp_path / "run"
     monkeypatch.setattr(torchtools, "open", epoch_2_hits_a_full_disk, raising=False)
-    assert train.cli(toy_args(data_root, out, epochs=2)) == 1
+    assert cli(toy_args(data_root, out, epochs=2)) == 1
     line = one_error_line(capsys)
     assert line.startswith(f"error: no space left on the device while writing "
                            f"{out / 'prompt_learner' / 'model.pth.tar-2'}{FULL_DISK_FIX}")
     assert sorted(os.listdir(out / "prompt_learner")) == ["checkpoint", "model.pth.tar-1"]  # no partial file
     monkeypatch.undo()
-    assert train.cli(toy_args(data_root, out, epochs=2)) == 0
+    assert cli(toy_args(data_root, out, epochs=2)) == 0
     assert "Previous epoch: 1" in capsys.readouterr().out  # resumed from the last complete checkpoint
     assert read_result(str(out))["epochs_trained"] == 2
 
 
 def test_a_full_disk_at_the_first_write_leaves_nothing_behind(data_root, tmp_path, monkeypatch, capsys):
     import dassl.engine.run_dir as run_dir
-    import dassl.utils
+    import dassl.utils.tools
 
     out = tmp_path / "new" / "parents" / "run"
     monkeypatch.setattr(run_dir, "_record_holder", disk_full)  # the lock file's first line
-    assert train.cli(toy_args(data_root, out)) == 1
+    assert cli(toy_args(data_root, out)) == 1
     assert one_error_line(capsys).startswith(f"error: no space left on the device while writing {out / '.lock'}"
                                              f"{FULL_DISK_FIX}")
     assert os.listdir(tmp_path) == []  # neither the folder nor the parents it created
 
     monkeypatch.undo()
-    real_atomic_write = dassl.utils.atomic_write
+    real_atomic_write = dassl.utils.tools.atomic_write
 
     def config_hits_a_full_disk(fpath, write_fn):
         return real_atomic_write(fpath, disk_full if fpath.endswith("config.yaml") else write_fn)
 
-    monkeypatch.setattr(dassl.utils, "atomic_write", config_hits_a_full_disk)
+    monkeypatch.setattr(dassl.utils.tools, "atomic_write", config_hits_a_full_disk)
     (tmp_path / "new").mkdir()  # a parent that existed before stays
-    assert train.cli(toy_args(data_root, out)) == 1
+    assert cli(toy_args(data_root, out)) == 1
     assert one_error_line(capsys).startswith(f"error: no space left on the device while writing "
                                              f"{out / 'config.yaml'}{FULL_DISK_FIX}")
     assert os.listdir(tmp_path) == ["new"] and os.listdir(tmp_path / "new") == []
@@ -242,7 +244,7 @@ def test_a_full_disk_while_the_micro_world_is_generated_leaves_no_half_dataset(t
     data, out = tmp_path / "data", tmp_path / "run"
     data.mkdir()
     args = toy_args(str(data), out, extra=["DATASET.NAME", "MicroSketch"])
-    assert train.cli(args) == 1
+    assert cli(args) == 1
     images = data / "micro_world" / benchmark.TASKS_BY_NAME["MicroSketch"].folder / "images"
     assert one_error_line(capsys).startswith(f"error: no space left on the device while writing {images}"
                                              f"{FULL_DISK_FIX}")

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import train
 import trainers.linear_probe as lp
-from analysis.features import image_list_digest
-from dassl.engine.run_dir import read_result
+from dassl.engine.run_dir import deployed_epoch, read_result
 from dassl.utils import Logger, read_image
 from results import aggregate
 from results.collect import collect
-from sweeps.jobs import checkpoint_epoch
+from runs.run import cli, main
 from tests.toy_data import make_toy_dataset, toy_opts
+from trainers.feature_cache import image_list_digest
 
 
 def blobs(n_per_class, centres, seed, spread=0.3):
@@ -129,9 +128,9 @@ def fitted(tmp_path_factory):
 
 
 def run_train(argv):
-    """train.main(argv), then close the log file it tees stdout into (so the test can read it) and untee."""
+    """main(argv), then close the log file it tees stdout into (so the test can read it) and untee."""
     try:
-        return train.main(argv)
+        return main(argv)
     finally:
         if isinstance(sys.stdout, Logger):
             sys.stdout.close()
@@ -215,9 +214,9 @@ def test_resnet_backbone_fits_too(fitted):
 
 
 def run_cli(argv):
-    """train.cli(argv) (exit status), then close the log file it tees stdout into."""
+    """cli(argv) (exit status), then close the log file it tees stdout into."""
     try:
-        return train.cli(argv)
+        return cli(argv)
     finally:
         if isinstance(sys.stdout, Logger):
             sys.stdout.close()
@@ -239,7 +238,7 @@ def test_a_run_finishes_once_and_its_result_reaches_the_tables(fitted, capsys):
     result = read_result(str(out))
     assert result["mode"] == "train" and result["epochs_trained"] == 1
     assert result["metrics"]["accuracy"] == pytest.approx(final_accuracy(out), abs=1e-6)
-    assert checkpoint_epoch(out) == 1  # what the protocols' evaluations of this run load
+    assert deployed_epoch(out) == 1  # what the protocols' evaluations of this run load
     before = files_of(out)
     capsys.readouterr()
 

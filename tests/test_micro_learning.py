@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import train
+from runs.run import main
 
 MARGIN = 5.0  # accuracy points above zero-shot
 ZERO_SHOT_BASE = 49.72  # MicroSketch base classes, "a photo of a {}." (docs/MICRO_WORLD.md)
@@ -25,7 +25,7 @@ def base_accuracy(data_root, output_dir, trainer, cfg, extra=(), flags=()):
             "--dataset-config-file", "configs/datasets/micro_sketch.yaml",
             "--config-file", f"configs/trainers/{cfg}.yaml", *flags,
             "DATASET.NUM_SHOTS", "16", "DATASET.SUBSAMPLE_CLASSES", "base", "DEVICE", "cpu", *extra]
-    train.main(argv)
+    main(argv)
     sys.stdout.flush()
     with open(output_dir / "log.txt") as f:
         return float(re.findall(r"\* accuracy: ([\d.]+)%", f.read())[-1])

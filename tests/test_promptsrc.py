@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 import clip as openai_clip
-import train
 from clip_patch import load_clip
 from dassl.engine import build_trainer
+from runs.config import build_parser, setup_cfg
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.gpa import GaussianPromptAggregation, gpa_weights
 from trainers.imagenet_templates import OPENAI_IMAGENET_TEMPLATES, PROMPTSRC_TEMPLATES
@@ -45,7 +45,7 @@ def toy_cfg(root, trainer, output_dir, epochs=3, extra=()):
     argv = ["--root", str(root), "--trainer", trainer, "--output-dir", str(output_dir), "--seed", "1"]
     argv += toy_opts(str(root), epochs=epochs, optim="sgd", lr=0.05) + [f"TRAINER.{node}.PREC", "fp32"]
     argv += ["MODEL.INIT_SEED", "0", "TRAIN.PRINT_FREQ", "100", *extra]
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    return setup_cfg(build_parser().parse_args(argv))
 
 
 def toy_trainer(root, trainer, output_dir, **kwargs):

@@ -11,8 +11,8 @@ import yaml
 
 import datasets  # noqa: F401  (registers dataset keys)
 import trainers  # noqa: F401  (registers trainer keys)
-import train
 from benchmarks.subjects import build_trainer_without_data
+from runs.config import build_parser, setup_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "published_configs.yaml")  # tests/test_published_configs.py
@@ -50,7 +50,7 @@ def test_every_published_file_is_pinned_and_shipped():
 
 def base_cfg(family, name, extra=()):
     argv = ["--trainer", family, "--config-file", config_path(family, name), *extra]
-    return train.setup_cfg(train.build_parser().parse_args(argv))
+    return setup_cfg(build_parser().parse_args(argv))
 
 
 @pytest.mark.parametrize("family, name", PUBLISHED, ids=[f"{f}/{n}" for f, n in PUBLISHED])

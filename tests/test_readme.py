@@ -7,8 +7,10 @@ import shlex
 
 import pytest
 
-import train
 from results.aggregate import method_labels, method_order
+from runs.checks import check_arguments
+from runs.config import build_parser, setup_cfg
+from runs.output_dir import model_file
 from scripts.micro_benchmark import RUNS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,14 +71,14 @@ def check_command(words, outputs, tmp_path):
         assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
         return
     assert words[1] == "train.py", words
-    args = train.build_parser().parse_args(words[2:])
+    args = build_parser().parse_args(words[2:])
     if args.model_dir:  # must be an earlier command's run; a stand-in folder holds the checkpoint it would have
         assert args.model_dir in outputs, f"--model-dir {args.model_dir} is no earlier command's --output-dir"
         os.makedirs(tmp_path / "model" / "learner", exist_ok=True)
-        open(tmp_path / "model" / "learner" / train._model_file(args), "w").close()
+        open(tmp_path / "model" / "learner" / model_file(args), "w").close()
         args.model_dir = str(tmp_path / "model")
-    train.check_arguments(args)  # files, --root, flags after options ...
-    train.setup_cfg(args)  # every KEY VALUE names a declared key with a value of its type
+    check_arguments(args)  # files, --root, flags after options ...
+    setup_cfg(args)  # every KEY VALUE names a declared key with a value of its type
     if not args.eval_only:
         outputs.append(args.output_dir)
 

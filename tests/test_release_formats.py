@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-import train
 from clip_patch import load_clip
 from dassl.engine import TRAINER_REGISTRY, build_trainer
-from dassl.engine.run_dir import write_result
+from dassl.engine.run_dir import NoDeployedModel, write_result
 from dassl.utils import CheckpointError
+from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
 from sweeps.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -192,7 +192,7 @@ def toy_trainer(root, name, *opts):
     argv = ["--root", str(root), "--trainer", name, "--output-dir", str(root / "out" / name)]
     node = "COOP" if name == "ZeroshotCLIP" else name.upper()
     argv += toy_opts(str(root)) + [f"TRAINER.{node}.PREC", "fp32", "MODEL.INIT_SEED", "0", *opts]
-    return build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    return build_trainer(setup_cfg(build_parser().parse_args(argv)))
 
 
 def learner_of(trainer):
@@ -243,7 +243,7 @@ def test_export_command_refusals(data_root, tmp_path):
             "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
             "['BMIP', 'IVLP', 'MaPLe', 'PromptSRC', 'PromptSRC_BMIP', 'VPT']")):
         export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
-    with pytest.raises(SetupError, match="has not finished"):
+    with pytest.raises(NoDeployedModel, match="has not finished"):
         export_checkpoint.export("MaPLe", str(tmp_path), str(tmp_path / "out"))
     toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path / "run"))
     with pytest.raises(SetupError, match="'ctx' is not a tensor of this trainer's prompt learner"):  # not BMIP

@@ -10,10 +10,10 @@ import textwrap
 import pytest
 import torch
 
-import train
 from dassl.engine.run_dir import ConfigMismatch, OutputDirBusy, OutputDirLock, lock_holder, read_result
 from dassl.engine.trainer import DivergenceError
 from dassl.utils.safe_pickle import ForbiddenPickleContent
+from runs.run import main
 from tests.payloads import MarkerPayload
 from tests.toy_data import make_toy_dataset, toy_opts
 
@@ -28,7 +28,7 @@ def data_root(tmp_path_factory):
 def run(data_root, output_dir, seed=1, epochs=1, extra=(), flags=()):
     argv = ["--root", data_root, "--seed", str(seed), "--trainer", "CoOp", "--output-dir", str(output_dir),
             *flags, *toy_opts(data_root, epochs=epochs), "TRAINER.COOP.N_CTX", "2", *extra]
-    return train.main(argv)
+    return main(argv)
 
 
 def logs(output_dir):

@@ -11,10 +11,11 @@ import zlib
 import pytest
 from PIL import Image
 
-import train
 from dassl.data.datasets import Datum
 from dassl.utils import read_image
 from dassl.utils.safe_pickle import ForbiddenPickleContent
+from runs.config import build_parser, setup_cfg
+from runs.errors import UsageError
 from tests.payloads import MarkerPayload
 from tests.test_cli_errors import fails
 from tests.test_datasets_trees import WNIDS, build_food101, build_imagenet, load, write_image
@@ -111,20 +112,20 @@ def test_merging_a_file_never_calls_a_code_running_loader(tmp_path, monkeypatch)
         raise AssertionError("yacs's load_cfg was called")
 
     monkeypatch.setattr(CfgNode, "load_cfg", forbidden)
-    args = train.build_parser().parse_args(["--config-file", "configs/trainers/CoOp/vit_b16_ep50.yaml"])
-    cfg = train.setup_cfg(args)
+    args = build_parser().parse_args(["--config-file", "configs/trainers/CoOp/vit_b16_ep50.yaml"])
+    cfg = setup_cfg(args)
     assert (cfg.OPTIM.MAX_EPOCH, cfg.MODEL.BACKBONE.NAME) == (50, "ViT-B/16")
 
     marker = tmp_path / "payload-ran"
     config = tmp_path / "evil.py"
     config.write_text(f"open({str(marker)!r}, 'w')\n")
-    with pytest.raises(train.UsageError, match=rf"^{config} holds a YAML str, not a mapping of config keys"):
-        train.setup_cfg(train.build_parser().parse_args(["--config-file", str(config)]))
+    with pytest.raises(UsageError, match=rf"^{config} holds a YAML str, not a mapping of config keys"):
+        setup_cfg(build_parser().parse_args(["--config-file", str(config)]))
     assert not marker.exists()
     dated = tmp_path / "dated.yaml"
     dated.write_text("OPTIM:\n  NAME: 2024-01-01\n")
-    with pytest.raises(train.UsageError) as info:
-        train.setup_cfg(train.build_parser().parse_args(["--config-file", str(dated)]))
+    with pytest.raises(UsageError) as info:
+        setup_cfg(build_parser().parse_args(["--config-file", str(dated)]))
     assert str(info.value) == (f"{dated}: Key OPTIM.NAME with value <class 'datetime.date'> is not a valid type: "
                                "config values are numbers, strings, booleans, lists or null; quote it to make it a "
                                "string")

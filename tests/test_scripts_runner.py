@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from dassl.engine.run_dir import NoDeployedModel, deployed_epoch
 from results import layout
 from results.logparse import final_metrics
+from runs.config import build_parser, setup_cfg
 from sweeps import jobs, protocols, sweep_files
 from sweeps import runner as sweep_runner
-from sweeps.jobs import RunContext, SetupError, checkpoint_epoch, run_chain
+from sweeps.jobs import RunContext, SetupError, run_chain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,17 +143,17 @@ def test_checkpoint_choice_follows_what_the_finished_training_deployed(tmp_path)
         (folder / f"model.pth.tar-{epoch}").write_text("x")
     (folder / "checkpoint").write_text("model.pth.tar-5")
     (folder / "model-best.pth.tar").write_text("x")
-    with pytest.raises(SetupError, match="has not finished"):  # checkpoints alone: training may still run
-        checkpoint_epoch(tmp_path)
+    with pytest.raises(NoDeployedModel, match="has not finished"):  # checkpoints alone: training may still run
+        deployed_epoch(tmp_path)
     write_result(tmp_path, deployed="last_step")  # e.g. best_val refused on ImageNet: the last epoch is used
-    assert checkpoint_epoch(tmp_path) == 10
+    assert deployed_epoch(tmp_path) == 10
     write_result(tmp_path, deployed="best_val")
-    assert checkpoint_epoch(tmp_path) is None
+    assert deployed_epoch(tmp_path) is None
     for path in folder.iterdir():
         path.unlink()
     write_result(tmp_path, deployed="last_step")
-    with pytest.raises(SetupError, match="no checkpoint"):
-        checkpoint_epoch(tmp_path)
+    with pytest.raises(NoDeployedModel, match="no checkpoint"):
+        deployed_epoch(tmp_path)
 
 
 def test_data_root_errors_name_the_problem(tmp_path):
@@ -587,8 +589,6 @@ VAL_IS_TEST = ("imagenet",)
 
 
 def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
-    import train
-
     ctx = RunContext(data_root=tmp_path)  # the repository's configs/
     checked = set()
     for path in sorted((REPO / "scripts" / "sweeps").glob("*.yaml")):
@@ -599,9 +599,9 @@ def test_no_shipped_sweep_selects_a_model_on_imagenet_val(tmp_path):
             if not job.training or job.dataset not in VAL_IS_TEST or (job.cfg, job.opts) in checked:
                 continue
             checked.add((job.cfg, job.opts))
-            cfg = train.setup_cfg(train.build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
+            cfg = setup_cfg(build_parser().parse_args(jobs.build_command(job, ctx)[2:]))
             assert cfg.TEST.FINAL_MODEL != "best_val" and not cfg.TRAIN.EARLY_STOPPING, (path.name, job)
     assert any(cfg == "BMIP_ctx2_dp9_lr2" for cfg, _ in checked)  # a best-val config was checked on ImageNet:
-    plain = train.setup_cfg(train.build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
+    plain = setup_cfg(build_parser().parse_args(  # alone, it selects on val (the sweeps' opts stop it)
         ["--config-file", str(REPO / "configs" / "trainers" / "BMIP" / "BMIP_ctx2_dp9_lr2.yaml")]))
     assert plain.TEST.FINAL_MODEL == "best_val" and plain.TRAIN.EARLY_STOPPING

@@ -7,9 +7,10 @@ import sys
 import pytest
 import torch
 
-import train
 from clip_patch import load_clip
 from dassl.engine import build_trainer
+from runs.config import build_parser, setup_cfg
+from runs.run import main
 from tests.fixtures import third_party_coop  # noqa: F401  (registers ThirdPartyCoOp)
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import clip_loading
@@ -33,7 +34,7 @@ def argv_for(root, trainer, out, *flags, prec="fp16"):
 
 
 def test_load_clip_to_cpu_returns_what_the_ecosystem_returns(data_root, monkeypatch):
-    cfg = train.setup_cfg(train.build_parser().parse_args(argv_for(data_root, "ThirdPartyCoOp", data_root / "x")))
+    cfg = setup_cfg(build_parser().parse_args(argv_for(data_root, "ThirdPartyCoOp", data_root / "x")))
     model = clip_loading.load_clip_to_cpu(cfg)
     reference = load_clip("tiny-ViT")
     assert not model.training and all(p.requires_grad for p in model.parameters())
@@ -49,9 +50,9 @@ def test_load_clip_to_cpu_returns_what_the_ecosystem_returns(data_root, monkeypa
 
 def test_third_party_trainer_computes_what_our_coop_computes(data_root):
     argv = argv_for(data_root, "ThirdPartyCoOp", data_root / "a", prec="fp32")
-    theirs = build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    theirs = build_trainer(setup_cfg(build_parser().parse_args(argv)))
     argv = argv_for(data_root, "CoOp", data_root / "b", prec="fp32")
-    ours = build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    ours = build_trainer(setup_cfg(build_parser().parse_args(argv)))
     with torch.no_grad():
         theirs.model.prompt_learner.ctx.copy_(ours._models["prompt_learner"].ctx)
         images = next(iter(ours.test_loader))["img"]
@@ -61,23 +62,23 @@ def test_third_party_trainer_computes_what_our_coop_computes(data_root):
 
 
 def final_accuracy(run_dir):
-    """The last accuracy a run's log.txt reports (train.main leaves the log open: flush it first)."""
+    """The last accuracy a run's log.txt reports (main leaves the log open: flush it first)."""
     sys.stdout.flush()
     return float(RESULT.findall((run_dir / "log.txt").read_text())[-1])
 
 
 def test_third_party_trainer_learns_and_its_checkpoint_round_trips(data_root):
     out = data_root / "run"
-    untrained = train.main(argv_for(data_root, "ThirdPartyCoOp", data_root / "untrained", "--no-train"))
+    untrained = main(argv_for(data_root, "ThirdPartyCoOp", data_root / "untrained", "--no-train"))
     before = untrained.test()  # the untrained prompts (an --eval-only without --model-dir is refused)
-    trainer = train.main(argv_for(data_root, "ThirdPartyCoOp", out))
+    trainer = main(argv_for(data_root, "ThirdPartyCoOp", out))
     after = final_accuracy(out)
     assert "Finish training" in (out / "log.txt").read_text()
     assert (out / "prompt_learner" / "model.pth.tar-4").is_file()
     assert after >= before + 20, (before, after)
     assert not torch.equal(untrained.model.prompt_learner.ctx, trainer.model.prompt_learner.ctx)
 
-    evaluated = train.main(argv_for(data_root, "ThirdPartyCoOp", data_root / "eval", "--eval-only",
+    evaluated = main(argv_for(data_root, "ThirdPartyCoOp", data_root / "eval", "--eval-only",
                                    "--model-dir", str(out), "--load-epoch", "4"))
     assert final_accuracy(data_root / "eval") == after
     assert torch.equal(evaluated.model.prompt_learner.ctx, trainer.model.prompt_learner.ctx)

@@ -2,15 +2,20 @@
 import glob
 import os
 import re
+import runpy
 import sys
 import warnings
 
 import pytest
 import torch
 
-import train
 from dassl.engine.trainer import TrainerBase
+from runs.errors import UsageError
+from runs.reports import EVAL_REPORTS
+from runs.run import main
 from tests.toy_data import make_toy_dataset, toy_opts
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -22,7 +27,7 @@ def data_root(tmp_path):
 def run(data_root, output_dir, trainer="CoOp", seed=1, extra=(), epochs=2, flags=()):
     argv = ["--root", data_root, "--seed", str(seed), "--trainer", trainer, "--output-dir", str(output_dir),
             *flags, *toy_opts(data_root, epochs=epochs), *extra]
-    return train.main(argv)
+    return main(argv)
 
 
 def read_log(output_dir):
@@ -142,14 +147,34 @@ def test_missing_model_dir_is_a_clear_error(data_root, tmp_path):
                                               "--load-epoch", "2"])
 
 
-def test_draw_writes_the_analysis_report_of_the_evaluated_model(data_root, tmp_path):
-    """The released train.py's --draw (which crashed there): here the evaluation also writes the analysis report."""
+def test_draw_writes_the_analysis_report_of_the_evaluated_model(data_root, tmp_path, monkeypatch):
+    """The released train.py's --draw (which crashed there): here the evaluation also writes the analysis report.
+    ``python train.py`` itself runs (in this process): it is what registers the report, by importing analysis.draw;
+    the runner (runs/) imports no analysis code."""
     extra = ["TRAINER.BMIP.PROMPT_DEPTH", "3"]
     run(data_root, tmp_path / "train", trainer="BMIP", epochs=1, extra=extra)
+    monkeypatch.delitem(EVAL_REPORTS, "draw", raising=False)  # as in a fresh process: nothing registered yet
+    monkeypatch.delitem(sys.modules, "analysis.draw", raising=False)
     out = tmp_path / "eval"
-    run(data_root, out, trainer="BMIP", extra=extra,
-        flags=["--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "1", "--draw"])
+    monkeypatch.setattr(sys, "argv", [
+        "train.py", "--root", data_root, "--seed", "1", "--trainer", "BMIP", "--output-dir", str(out),
+        "--eval-only", "--model-dir", str(tmp_path / "train"), "--load-epoch", "1", "--draw",
+        *toy_opts(data_root, epochs=2), *extra])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(os.path.join(REPO, "train.py"), run_name="__main__")
+    assert done.value.code == 0
+    assert EVAL_REPORTS["draw"].__module__ == "analysis.draw"
     written = sorted(p.name for p in (out / "analysis").iterdir())
     assert any(name.startswith("gates_") and name.endswith(".png") for name in written), written
     assert any(name.startswith("modality_") for name in written), written
     assert (out / "result.json").is_file()  # the normal evaluation ran too
+
+
+def test_draw_without_a_registered_report_is_refused_before_any_work(data_root, tmp_path, monkeypatch):
+    """A program that runs train.py's commands without registering the analysis report (the runner alone) refuses
+    --draw at once instead of evaluating and then failing."""
+    monkeypatch.delitem(EVAL_REPORTS, "draw", raising=False)
+    with pytest.raises(UsageError, match=r"^--draw: no analysis report is registered in this program; evaluate "
+                                         r"with python train\.py"):
+        run(data_root, tmp_path / "eval", flags=["--eval-only", "--draw"])
+    assert not (tmp_path / "eval").exists()

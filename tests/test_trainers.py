@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train
 from clip_patch import load_clip
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import CheckpointError
+from runs.config import build_parser, setup_cfg
 from sweeps import protocols
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import FrozenCLIPTrainer, PromptedCLIP
@@ -272,7 +272,7 @@ def build_toy_trainer(root, run, prec="fp32", dataset="toy", backbone="tiny-ViT"
     argv = ["--root", str(root), "--trainer", trainer_name, "--output-dir", str(root / "out" / run)]
     argv += toy_opts(str(root), name=dataset, optim="adam", lr=0.01) + opts + [f"TRAINER.{node}.PREC", prec]
     argv += ["MODEL.BACKBONE.NAME", backbone, "MODEL.INIT_SEED", "0", *extra]
-    trainer = build_trainer(train.setup_cfg(train.build_parser().parse_args(argv)))
+    trainer = build_trainer(setup_cfg(build_parser().parse_args(argv)))
     trainer.batch_idx, trainer.num_batches = 0, 10 ** 6  # forward_backward outside an epoch: no LR step
     return trainer
 

@@ -11,7 +11,7 @@ searched on the val split as lpclip searches it (scikit-learn, lbfgs, L2, MAX_IT
 Val images: at most min(K, 4) per class, as in lpclip (every dataset's few-shot val split already is; ImageNet,
 whose val split is its test set, is subsampled with the run's seed).
 
-"Training" has no epochs: features of train and val (cached on disk, :mod:`analysis.features`) -> search -> fit ->
+"Training" has no epochs: features of train and val (cached on disk, :mod:`trainers.feature_cache`) -> search -> fit ->
 the classifier (weight [n_cls, E], bias [n_cls]) saved as ``linear_probe/model.pth.tar-1`` -> the engine's end of
 training (the final test through the normal evaluator, ``result.json``), so a finished run is skipped like any other;
 the search is written to ``OUTPUT_DIR/c_search.csv``. ``--eval-only --model-dir`` loads it
@@ -31,12 +31,12 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from analysis.features import cache_folder, cached_image_features, weights_digest
 from clip_patch import image_encoder_for
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import FrozenCLIPTrainer
+from .feature_cache import cache_folder, cached_image_features, weights_digest
 
 COARSE_C = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # lpclip's initial grid, in its order
 MAX_VAL_SHOTS = 4  # lpclip's val images per class: min(K, 4)

@@ -13,7 +13,7 @@
   exactly when this file exists; re-running a finished run's command trains and evaluates nothing.
 
 Reading (``lock_holder``, ``read_result``, ``read_config``) needs only the standard library, so result parsers and
-sweep runners import this module without torch; the writers import ``dassl.utils`` when they run.
+sweep runners import this module without torch; the writers import ``dassl.utils.tools`` when they run.
 """
 import datetime
 import fcntl
@@ -28,8 +28,8 @@ __all__ = [
     "BEST_CHECKPOINT", "EPOCH_CHECKPOINT_PREFIX", "checkpoint_file", "checkpoint_epochs", "has_checkpoints",
     "LOCK_FILE", "CONFIG_FILE", "RESULT_FILE", "RESULT_NEUTRAL_KEYS",
     "OutputDirBusy", "ConfigMismatch", "OutputDirLock", "lock_holder",
-    "read_result", "write_result", "read_config", "write_config", "config_differences", "describe_differences",
-    "describe_mismatch",
+    "read_result", "write_result", "NoDeployedModel", "deployed_epoch",
+    "read_config", "write_config", "config_differences", "describe_differences", "describe_mismatch",
 ]
 
 LOCK_FILE = ".lock"
@@ -92,7 +92,7 @@ class OutputDirLock:
         except OSError as error:  # e.g. a full disk: hold nothing, leave nothing
             self.remove_created()
             self.release()
-            from dassl.utils import DiskFull, is_disk_full
+            from dassl.utils.tools import DiskFull, is_disk_full
 
             if is_disk_full(error):
                 raise DiskFull(self.path) from error
@@ -185,7 +185,7 @@ def has_checkpoints(output_dir):
 
 def write_result(output_dir, record):
     """Write ``result.json`` atomically: ``record`` (plain JSON values) plus the time it was written."""
-    from dassl.utils import write_json  # torch-side helpers: only the run that writes imports them
+    from dassl.utils.tools import write_json  # torch-side helpers: only the run that writes imports them
 
     write_json(dict(record, written=_now()), osp.join(output_dir, RESULT_FILE))
 
@@ -203,12 +203,42 @@ def read_result(output_dir):
     return record if isinstance(record, dict) and isinstance(record.get("metrics"), dict) else None
 
 
+class NoDeployedModel(FileNotFoundError):
+    """The folder holds no model to evaluate: its training run has not finished, or its checkpoints are gone."""
+
+
+def deployed_epoch(output_dir, require_finished=True):
+    """Which checkpoint of a training run to evaluate: the model its final test used. ``None`` =
+    ``model-best.pth.tar`` (``result.json`` says the run deployed ``best_val``), else the newest epoch N of
+    ``model.pth.tar-N`` (the last epoch, or the early-stopping epoch).
+
+    Checkpoints live in ``output_dir/<model-name>/``; raises ``NoDeployedModel`` when the run has not finished or
+    has no checkpoint. With ``require_finished`` False a folder without ``result.json`` (e.g. written by the
+    ecosystem's own code) is accepted: ``model-best.pth.tar`` if it holds one, else the newest epoch.
+    """
+    result = read_result(output_dir)
+    if result is None and require_finished:
+        raise NoDeployedModel(f"the training run in {output_dir} has not finished (no result.json): run its "
+                              "training job first")
+    if result is not None and result.get("deployed") == "best_val":
+        return None
+    folders = [osp.join(output_dir, d) for d in sorted(os.listdir(output_dir))
+               if osp.isdir(osp.join(output_dir, d))] if osp.isdir(output_dir) else []
+    if result is None and any(osp.isfile(osp.join(folder, BEST_CHECKPOINT)) for folder in folders):
+        return None
+    epochs = [epoch for folder in folders for epoch in checkpoint_epochs(folder)]
+    if not epochs:
+        raise NoDeployedModel(f"no checkpoint (model.pth.tar-N or {BEST_CHECKPOINT}) under {output_dir}: its "
+                              "training run did not finish or the checkpoints were deleted; re-run training")
+    return max(epochs)
+
+
 # -- config ------------------------------------------------------------------------------------------------------
 
 
 def write_config(output_dir, cfg):
     """Store the effective config as ``OUTPUT_DIR/config.yaml`` (atomically)."""
-    from dassl.utils import atomic_write  # torch-side helpers: only the run that writes imports them
+    from dassl.utils.tools import atomic_write  # torch-side helpers: only the run that writes imports them
 
     text = cfg.dump()
 

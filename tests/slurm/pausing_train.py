@@ -11,8 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import train  # noqa: E402
 from dassl.engine.trainer import SimpleTrainer  # noqa: E402
+from runs.run import cli  # noqa: E402
 
 MARKER = "paused_once.txt"
 PAUSE_S = 600
@@ -30,4 +30,4 @@ def after_epoch_then_pause_once(self):
 SimpleTrainer.after_epoch = after_epoch_then_pause_once
 
 if __name__ == "__main__":
-    sys.exit(train.cli(sys.argv[1:]))  # what `python train.py` runs
+    sys.exit(cli(sys.argv[1:]))  # what `python train.py` runs

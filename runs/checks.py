@@ -1,0 +1,86 @@
+"""Bad input found before anything is written or built: first from the arguments alone (torch is not imported),
+then from the merged config. Each problem raises one line saying what is wrong and the fix (exit status 2)."""
+import os
+
+from runs.errors import UsageError
+from runs.output_dir import evaluated_models, model_file
+from runs.reports import EVAL_REPORTS
+
+
+def check_arguments(args):
+    """Problems visible from the arguments and the file system alone (before torch is even imported)."""
+    opts = args.opts or []
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:
+        raise UsageError(f"{flags[0]} comes after the KEY VALUE options: put every --flag before the first KEY VALUE "
+                         f"pair (here before {opts[0]})")
+    if len(opts) % 2:
+        keys = opts[0::2]
+        raise UsageError(f"the trailing options must be KEY VALUE pairs, but there are {len(opts)} words "
+                         f"({' '.join(opts)}); give every key (e.g. {keys[-1]}) its value")
+    for key in opts[0::2]:
+        if not key.replace(".", "").replace("_", "").isalnum() or key.upper() != key:
+            raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
+                             "keys are upper case)")
+    for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
+        if path and os.path.splitext(path)[1].lower() not in (".yaml", ".yml"):
+            raise UsageError(f"{flag} {path} is not a .yaml/.yml file: config files are plain YAML only (a .py config "
+                             "would run code); write its keys as KEY: value lines in a .yaml file")
+        if path and not os.path.isfile(path):
+            raise UsageError(f"{flag} {path} does not exist: check the path (configs/trainers/<TRAINER>/*.yaml, "
+                             "configs/datasets/*.yaml)")
+    if args.root and not os.path.isdir(os.path.expanduser(args.root)):
+        raise UsageError(f"--root {args.root} does not exist: pass the folder that holds your datasets ($DATA, "
+                         "layout in docs/DATASETS.md; `python -m datasets.download NAME --root DIR` fetches public ones)")
+    if (args.best or args.draw or args.load_epoch is not None) and not args.eval_only:
+        used = "--best" if args.best else "--draw" if args.draw else "--load-epoch"
+        raise UsageError(f"{used} applies to evaluations: add --eval-only --model-dir <the training run's folder>")
+    if args.draw and "draw" not in EVAL_REPORTS:
+        raise UsageError("--draw: no analysis report is registered in this program; evaluate with python train.py, "
+                         "which registers it (it imports analysis.draw)")
+    if args.model_dir:
+        if not os.path.isdir(args.model_dir):
+            raise UsageError(f"--model-dir {args.model_dir} does not exist: pass the --output-dir of the training run")
+        if not evaluated_models(args):
+            held = sorted(f for d in os.listdir(args.model_dir) if os.path.isdir(os.path.join(args.model_dir, d))
+                          for f in os.listdir(os.path.join(args.model_dir, d)) if f.startswith("model"))
+            raise UsageError(f"--model-dir {args.model_dir} holds no {model_file(args)} (it holds {held or 'none'}): "
+                             "pick --load-epoch N of a model.pth.tar-N it holds, or --best for model-best.pth.tar")
+
+
+def check_config(cfg, args):
+    """Problems visible from the merged config (registries, value ranges, dataset folder, CLIP weights), found
+    before anything is written or built. Each check lives with the code that owns its keys: the engine's training
+    keys in ``dassl``, a trainer's keys in its ``check_cfg``."""
+    from dassl.config import check_engine_keys
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+    from dassl.optim import check_optim_cfg
+    from dassl.utils import check_availability
+
+    check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
+    check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
+    trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
+    if args.eval_only and not args.model_dir and trainer_class.LEARNS:
+        raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
+                         "would evaluate untrained weights")
+    if not args.eval_only:
+        check_optim_cfg(cfg.OPTIM)
+        check_engine_keys(cfg)
+    trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
+    check_dataset(cfg)
+    from clip_patch.loading import locate_weights
+
+    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
+
+
+def check_dataset(cfg):
+    """Raise FileNotFoundError (or ValueError) naming the expected folder and how to get it when the dataset of
+    ``cfg`` (a registered DATASET.NAME) is not under DATASET.ROOT; nothing is read."""
+    from dassl.data.datasets import DATASET_REGISTRY
+
+    dataset_class = DATASET_REGISTRY.get(cfg.DATASET.NAME)
+    if hasattr(dataset_class, "set_paths") and hasattr(dataset_class, "check_present"):
+        layout = dataset_class.__new__(dataset_class)  # paths only: nothing is read
+        layout.set_paths(cfg)
+        layout.check_present(cfg)
