@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from sweeps import runner, sweep_files
 from trainers.display import display_order
 

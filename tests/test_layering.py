@@ -18,10 +18,12 @@ same layer are independent of each other (they never import one another); nothin
 3. ``datasets`` — dataset folders and protocols, registered into the engine.
 4. ``trainers`` — one file per method; their feature cache (``trainers.feature_cache``).
 5. ``runs`` — one run of a configured trainer: config from arguments, checks, the output folder, errors.
-6. ``analysis``, ``benchmarks``, ``scripts`` — tools built on runs (models to look into, speed, sweeps and
-   result tables).
-7. ``train.py``, ``parse_test_res.py`` — the documented entry-point files: command lines only.
-8. ``tests`` — may import anything except ``train`` (they test the library modules, and run ``train.py`` as a
+6. ``results`` — collecting finished runs into tables and plots (reads run folders and logs).
+7. ``sweeps`` — running many runs: protocols, sweep files, preflight, executors (local, SLURM).
+8. ``analysis``, ``benchmarks``, ``scripts`` — tools built on runs (models to look into, speed, the command-line
+   files of sweeps and results, checkpoint export).
+9. ``train.py``, ``parse_test_res.py`` — the documented entry-point files: command lines only.
+10. ``tests`` — may import anything except ``train`` (they test the library modules, and run ``train.py`` as a
    command).
 
 ``train`` is imported by no module at all: it is a command line, and everything another entry point needs from it
@@ -41,6 +43,8 @@ LAYERS = [
     ("datasets",),
     ("trainers",),
     ("runs",),
+    ("results",),
+    ("sweeps",),
     ("analysis", "benchmarks", "scripts"),
     ("train", "parse_test_res"),
     ("tests",),
