@@ -30,14 +30,22 @@ CFG_SHOTS_DIR = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots(?:_from_(?P<source
 RATIO_SPLIT = re.compile(r"^test_ratio_(?P<ratio>\d+)$")
 
 
+def trainer_class(trainer):
+    """The registered class of ``trainer``, or None for a trainer this repository does not register (another
+    codebase's, run with ``--train-py``)."""
+    import trainers  # noqa: F401  (registers every trainer; imported here, as the rest of this module needs no torch)
+    from dassl.engine import TRAINER_REGISTRY
+
+    return TRAINER_REGISTRY.get(trainer) if trainer in TRAINER_REGISTRY else None
+
+
 def trains(trainer):
     """Whether ``trainer`` learns anything: its class's ``LEARNS``. The "training" runs of a trainer that does not
-    (ZeroshotCLIP) are evaluation-only runs of the frozen model. A trainer this repository does not register
-    (another codebase's, run with ``--train-py``) trains, as every trainer does by default."""
-    import trainers  # noqa: F401  (registers every trainer; imported here, as the rest of this module needs no torch)
-    from dassl.engine import TRAINER_REGISTRY, TrainerBase
+    (ZeroshotCLIP) are evaluation-only runs of the frozen model. An unregistered trainer trains, as every trainer
+    does by default."""
+    from dassl.engine import TrainerBase
 
-    return (TRAINER_REGISTRY.get(trainer) if trainer in TRAINER_REGISTRY else TrainerBase).LEARNS
+    return (trainer_class(trainer) or TrainerBase).LEARNS
 
 
 def seed_dir(seed):

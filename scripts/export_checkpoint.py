@@ -23,7 +23,6 @@ from dassl.utils import load_checkpoint, save_checkpoint
 from sweeps.jobs import SetupError
 from trainers.release_formats import release_layouts  # (importing trainers registers every trainer)
 
-LEARNER_ONLY_RELEASES = ("CoOp", "CoCoOp")  # their released code registers only the prompt learner, as we do
 
 
 def build_parser():
@@ -48,7 +47,7 @@ def source_file(folder, model_dir, load_epoch):
 
 def export(trainer, model_dir, out_dir, load_epoch=None):
     """Write the released-format checkpoint; returns its path."""
-    if trainer in LEARNER_ONLY_RELEASES:
+    if getattr(TRAINER_REGISTRY.get(trainer), "RELEASED_AS_LEARNER", False):
         raise SetupError(f"{trainer} checkpoints are already in the released format (the prompt learner alone, "
                          f"same names): give the released code --model-dir {model_dir} directly")
     layouts = release_layouts()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dassl.engine.run_dir import NoDeployedModel, deployed_epoch, lock_holder
 from results import logparse
+from results.layout import trainer_class
 from sweeps.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,6 @@ LOAD_EPOCH_PENDING = "LAST"
 PENDING_NOTE = ("# LAST = chosen once training has finished: model-best.pth.tar if the run saved one, "
                 "else the newest model.pth.tar-N")
 
-CONFIG_FOLDER_FALLBACK = {"ZeroshotCLIP": "CoOp"}
 
 FINISHED, RUNNING, UNFINISHED, NEW = "finished", "running", "unfinished", "new"
 TAIL_LINES = 10  # lines of a failed job's output shown in reports
@@ -108,12 +108,12 @@ def data_root_from_env(environ=None):
 def config_files(job, ctx):
     """The dataset and trainer YAML files of ``job``.
 
-    The trainer file is ``configs/trainers/<TRAINER>/<CFG>.yaml``; a trainer without its own folder uses
-    the folder named in ``CONFIG_FOLDER_FALLBACK`` (ZeroshotCLIP reads CoOp's configs, as in the ecosystem).
+    The trainer file is ``configs/trainers/<TRAINER>/<CFG>.yaml``; a trainer without its own folder uses the
+    folder its class names in ``CONFIG_FOLDER`` (ZeroshotCLIP reads CoOp's configs, as in the ecosystem).
     """
     folder = ctx.config_root / "trainers" / job.trainer
-    if not folder.is_dir() and job.trainer in CONFIG_FOLDER_FALLBACK:
-        folder = ctx.config_root / "trainers" / CONFIG_FOLDER_FALLBACK[job.trainer]
+    if not folder.is_dir():
+        folder = ctx.config_root / "trainers" / (getattr(trainer_class(job.trainer), "CONFIG_FOLDER", None) or job.trainer)
     return ctx.config_root / "datasets" / f"{job.dataset}.yaml", folder / f"{job.cfg}.yaml"
 
 

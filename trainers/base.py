@@ -101,6 +101,7 @@ class CLIPTrainer(TrainerX):
     one evaluation scope per test."""
 
     CFG_NODE = "COOP"  # cfg.TRAINER.<CFG_NODE> holds PREC and the method's keys
+    CONFIG_FOLDER = None  # its YAML files' folder under configs/trainers/ (None: the trainer's own name)
 
     @property
     def method_cfg(self):
@@ -147,6 +148,7 @@ class CLIPPromptTrainer(CLIPTrainer):
     # trainers/release_formats.py); None: the release saves the learner alone, as we do (CoOp, CoCoOp), or there is
     # no release.
     RELEASE_LAYOUT = None
+    RELEASED_AS_LEARNER = False  # True: the release saves the prompt learner alone, under our names (CoOp, CoCoOp)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

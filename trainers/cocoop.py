@@ -66,6 +66,7 @@ class CoCoOp(CLIPPromptTrainer):
     DISPLAY_RANK = 30  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "COCOOP"
     CHECKPOINT_NAME = "prompt_learner"
+    RELEASED_AS_LEARNER = True
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

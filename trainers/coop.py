@@ -74,6 +74,7 @@ class CoOp(CLIPPromptTrainer):
     DISPLAY_RANK = 20  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "COOP"
     CHECKPOINT_NAME = "prompt_learner"
+    RELEASED_AS_LEARNER = True
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -56,6 +56,7 @@ class ZeroshotCLIP(FrozenCLIPTrainer):
     """Evaluation only: class text features are encoded once from the templates. Use with --eval-only."""
 
     DISPLAY_RANK = 10  # place in result tables and benchmarks (trainers/display.py)
+    CONFIG_FOLDER = "CoOp"  # it reads CoOp's configs, as in the ecosystem
 
     def build_frozen_model(self, clip_model):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
