@@ -113,7 +113,8 @@ def config_files(job, ctx):
     """
     folder = ctx.config_root / "trainers" / job.trainer
     if not folder.is_dir():
-        folder = ctx.config_root / "trainers" / (getattr(trainer_class(job.trainer), "CONFIG_FOLDER", None) or job.trainer)
+        named = getattr(trainer_class(job.trainer), "CONFIG_FOLDER", None)  # None: unregistered, or its own name
+        folder = ctx.config_root / "trainers" / (named or job.trainer)
     return ctx.config_root / "datasets" / f"{job.dataset}.yaml", folder / f"{job.cfg}.yaml"
 
 
