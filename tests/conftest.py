@@ -31,3 +31,14 @@ def slurm_tools():
         if os.environ.get("REQUIRE_SLURM") == "1":
             pytest.fail(f"{reason} (REQUIRE_SLURM=1)")
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A small toy dataset (4 train, 2 val, 2 test images per class) for command-line tests; a module may define its
+    own ``data_root`` instead."""
+    from tests.toy_data import make_toy_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_toy_dataset(str(root), per_class=(4, 2, 2))
+    return str(root)

@@ -10,16 +10,9 @@ import torch
 
 from runs.config import build_parser, setup_cfg
 from runs.run import cli
-from tests.toy_data import make_toy_dataset, toy_opts
+from tests.toy_data import toy_opts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_toy_dataset(str(root), per_class=(4, 2, 2))
-    return str(root)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 OpenAI's own text encoder, GPA weights and the deployed aggregate against saved per-epoch prompts, exact resume with
 aggregation running, composition with IVLP / BMIP, parameter counts, and the released checkpoint layouts."""
 import contextlib
+import hashlib
 import io
 import math
 import os
@@ -151,8 +152,10 @@ def test_the_two_template_lists():
     assert (promptsrc[0], promptsrc[-1]) == ("a photo of a {}.", "itap of the {}.")
     assert (openai[0], openai[39], openai[-1]) == ("a bad photo of a {}.", "a photo of a {}.", "a tattoo of the {}.")
     assert all(t.count("{}") == 1 for t in promptsrc + openai)
-    # PromptSRC's 60: OpenAI's first 60 minus "a photo of a {}.", which comes first instead
-    assert promptsrc[1:] == tuple(t for t in openai[:60] if t != "a photo of a {}.")
+    # the exact lists, in order, as the two releases' files hold them (SHA-256 of the lines joined by "\n")
+    digests = [hashlib.sha256("\n".join(templates).encode()).hexdigest() for templates in (promptsrc, openai)]
+    assert digests[0] == "dc3398ed3ffc7c259342582bc0f36d7ac66c4dee17981a37b77b0fc9c23d4f72"
+    assert digests[1] == "4f976686fb651bb5803d4689dcd849f75efe0ef19a3c801355bc9a6f03c8a5af"
     assert "itap of a {}." in openai and "itap of a {}." not in promptsrc
 
 
