@@ -22,6 +22,7 @@ import torch
 from clip_patch import RANDOM_BACKBONES, Precision, load_clip
 from dassl.engine import TRAINER_REGISTRY, TrainerBase, resolve_device
 from trainers.display import display_order
+from trainers.lookup import learns
 from trainers.prompting import tokenize
 from trainers.zsclip import DEFAULT_TEMPLATE
 
@@ -47,7 +48,7 @@ class TrainerSpec:
 
     @property
     def trains(self):
-        return TRAINER_REGISTRY.get(self.trainer).LEARNS
+        return learns(self.trainer)
 
 
 _BMIP_CONFIG = "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml"

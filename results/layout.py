@@ -30,22 +30,12 @@ CFG_SHOTS_DIR = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots(?:_from_(?P<source
 RATIO_SPLIT = re.compile(r"^test_ratio_(?P<ratio>\d+)$")
 
 
-def trainer_class(trainer):
-    """The registered class of ``trainer``, or None for a trainer this repository does not register (another
-    codebase's, run with ``--train-py``)."""
-    import trainers  # noqa: F401  (registers every trainer; imported here, as the rest of this module needs no torch)
-    from dassl.engine import TRAINER_REGISTRY
-
-    return TRAINER_REGISTRY.get(trainer) if trainer in TRAINER_REGISTRY else None
-
-
 def trains(trainer):
-    """Whether ``trainer`` learns anything: its class's ``LEARNS``. The "training" runs of a trainer that does not
-    (ZeroshotCLIP) are evaluation-only runs of the frozen model. An unregistered trainer trains, as every trainer
-    does by default."""
-    from dassl.engine import TrainerBase
+    """Whether ``trainer`` learns anything (``trainers.lookup.learns``: its class's ``LEARNS``). The trainers, and
+    so torch, are imported on the first call only: the rest of this module needs neither."""
+    from trainers.lookup import learns  # (importing the package registers every trainer)
 
-    return (trainer_class(trainer) or TrainerBase).LEARNS
+    return learns(trainer)
 
 
 def seed_dir(seed):

@@ -21,6 +21,7 @@ from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.run_dir import BEST_CHECKPOINT, NoDeployedModel, checkpoint_file, deployed_epoch
 from dassl.utils import load_checkpoint, save_checkpoint
 from sweeps.jobs import SetupError
+from trainers.lookup import trainer_class
 from trainers.release_formats import release_layouts  # (importing trainers registers every trainer)
 
 
@@ -47,7 +48,7 @@ def source_file(folder, model_dir, load_epoch):
 
 def export(trainer, model_dir, out_dir, load_epoch=None):
     """Write the released-format checkpoint; returns its path."""
-    if getattr(TRAINER_REGISTRY.get(trainer), "RELEASED_AS_LEARNER", False):
+    if getattr(trainer_class(trainer), "RELEASED_AS_LEARNER", False):
         raise SetupError(f"{trainer} checkpoints are already in the released format (the prompt learner alone, "
                          f"same names): give the released code --model-dir {model_dir} directly")
     layouts = release_layouts()

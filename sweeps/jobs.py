@@ -17,7 +17,6 @@ from pathlib import Path
 
 from dassl.engine.run_dir import NoDeployedModel, deployed_epoch, lock_holder
 from results import logparse
-from results.layout import trainer_class
 from sweeps.processes import CHILDREN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +112,8 @@ def config_files(job, ctx):
     """
     folder = ctx.config_root / "trainers" / job.trainer
     if not folder.is_dir():
+        from trainers.lookup import trainer_class  # (importing the package registers every trainer)
+
         named = getattr(trainer_class(job.trainer), "CONFIG_FOLDER", None)  # None: unregistered, or its own name
         folder = ctx.config_root / "trainers" / (named or job.trainer)
     return ctx.config_root / "datasets" / f"{job.dataset}.yaml", folder / f"{job.cfg}.yaml"

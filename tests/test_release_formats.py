@@ -243,6 +243,8 @@ def test_export_command_refusals(data_root, tmp_path):
             "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
             "['BMIP', 'IVLP', 'MaPLe', 'PromptSRC', 'PromptSRC_BMIP', 'VPT']")):
         export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
+    with pytest.raises(SetupError, match=re.escape("no released checkpoint format for --trainer NoSuchTrainer;")):
+        export_checkpoint.export("NoSuchTrainer", str(tmp_path), str(tmp_path / "out"))  # unregistered: no KeyError
     with pytest.raises(NoDeployedModel, match="has not finished"):
         export_checkpoint.export("MaPLe", str(tmp_path), str(tmp_path / "out"))
     toy_trainer(data_root, "MaPLe").save_model(0, str(tmp_path / "run"))

@@ -8,11 +8,12 @@ and benchmark by being registered.
 """
 from dassl.engine import TRAINER_REGISTRY
 
+from .lookup import trainer_class
+
 
 def display_rank(name):
     """The sort key of the trainer ``name``: (0, its DISPLAY_RANK, name), or (1, 0, name) without a rank."""
-    trainer_class = TRAINER_REGISTRY.get(name) if name in TRAINER_REGISTRY else None
-    rank = getattr(trainer_class, "DISPLAY_RANK", None)  # trainers not built on trainers/base.py have none
+    rank = getattr(trainer_class(name), "DISPLAY_RANK", None)  # trainers not built on trainers/base.py have none
     return (0, rank, name) if rank is not None else (1, 0, name)
 
 
