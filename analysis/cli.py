@@ -16,6 +16,7 @@ import sys
 from dassl.engine.run_dir import deployed_epoch
 from runs.config import build_parser as run_parser
 from runs.config import setup_cfg
+from runs.errors import error_text
 
 
 def fail(message):
@@ -55,7 +56,7 @@ def load_trained(args, require_model=True):
             trainer = build_trainer(cfg)
             trainer.load_model(args.model_dir, epoch=epoch)
     except (FileNotFoundError, KeyError, ValueError) as err:  # (NoDeployedModel is a FileNotFoundError)
-        fail(" ".join(str(err.args[0] if err.args else err).split()))
+        fail(error_text(err))
     return trainer
 
 

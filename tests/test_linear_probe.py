@@ -300,3 +300,25 @@ def test_init_weights_is_refused_in_one_line_before_anything_is_written(fitted, 
     assert capsys.readouterr().err.splitlines() == [
         "error: LinearProbeCLIP has no weights to initialise: set MODEL.INIT_WEIGHTS ''"]
     assert not target.exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_caching_features_is_a_warning_and_the_fit_goes_on(fitted, monkeypatch, capsys):
+    import builtins
+
+    import dassl.utils.torchtools as torchtools
+
+    root, _, trainer = fitted
+    for cached in glob.glob(str(root / "toy" / "clip_features" / "*.pt")):
+        os.remove(cached)
+
+    def cache_files_hit_a_full_disk(path, mode="r"):  # torch's real writer meets ENOSPC, as on a full device
+        return builtins.open("/dev/full" if "clip_features" in str(path) else path, mode)
+
+    monkeypatch.setattr(torchtools, "open", cache_files_hit_a_full_disk, raising=False)
+    capsys.readouterr()
+    again = run_train(run_args(root, root / "full_disk"))
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Warning: could not cache")]
+    assert warnings and all("no space left on the device while writing" in line for line in warnings)
+    assert glob.glob(str(root / "toy" / "clip_features" / "*.pt")) == []  # nothing half-written
+    assert torch.equal(again.head.weight, trainer.head.weight)  # fitted on the same features all the same

@@ -23,6 +23,7 @@ from torch.utils.data import SequentialSampler
 from tqdm import tqdm
 
 from dassl.utils import atomic_write
+from dassl.utils.torchtools import torch_save
 from datasets.splits import relative_to
 
 FEATURES_ENV = "CLIP_FEATURES_DIR"
@@ -119,7 +120,7 @@ def cached_image_features(encode, loader, split, folder, encoder, image_root="")
     features, labels = extract_features(encode, loader, desc=f"Features ({split})")
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        atomic_write(path, lambda tmp: torch.save({"key": key, "features": features, "labels": labels}, tmp))
+        atomic_write(path, lambda tmp: torch_save({"key": key, "features": features, "labels": labels}, tmp))
         print(f"Cached them in {path}")
     except OSError as err:
         print(f"Warning: could not cache the features in {path} ({err}); set {FEATURES_ENV} to a writable folder")

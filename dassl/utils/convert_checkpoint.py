@@ -16,7 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .torchtools import _check_plain
+from .torchtools import _check_plain, torch_save
 from .tools import atomic_write
 
 
@@ -45,7 +45,7 @@ def convert(src, dst):
     checkpoint = torch.load(src, map_location="cpu", weights_only=False)
     plain = to_plain(checkpoint)
     _check_plain(plain, "state")
-    atomic_write(dst, lambda tmp: torch.save(plain, tmp))
+    atomic_write(dst, lambda tmp: torch_save(plain, tmp))
     return plain
 
 

@@ -86,7 +86,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     if not model_name:
         model_name = checkpoint_file(state["epoch"])
     fpath = osp.join(save_dir, model_name)
-    atomic_write(fpath, lambda tmp: _torch_save(state, tmp))
+    atomic_write(fpath, lambda tmp: torch_save(state, tmp))
     print(f"Checkpoint saved to {fpath}")
 
     if EPOCH_CHECKPOINT.match(model_name):
@@ -103,7 +103,7 @@ def save_checkpoint(state, save_dir, is_best=False, remove_module_from_keys=True
     return fpath
 
 
-def _torch_save(state, fpath):
+def torch_save(state, fpath):
     """``torch.save`` through a Python file object, so that a full disk raises ``OSError(ENOSPC)`` (given a path,
     torch's own writer fails with an opaque "[enforce fail at inline_container.cc] unexpected pos" instead)."""
     with open(fpath, "wb") as f:
