@@ -46,9 +46,10 @@ class SplitDataset(DatasetBase):
         train, val, test = self.prepare_splits(cfg)
         train, val, test, self.num_base_classes = select_label_space(cfg, train, val, test)
         name = type(self).__name__
-        test = to_datums(test, name, self.image_dir)
-        val = test if self.val_is_test else to_datums(val, name, self.image_dir)
-        super().__init__(train_x=to_datums(train, name, self.image_dir), val=val, test=test)
+        test_datums = to_datums(test, name, self.image_dir)
+        val = test_datums if self.val_is_test else to_datums(val, name, self.image_dir)
+        train_x = test_datums if train is test else to_datums(train, name, self.image_dir)  # test-only sets: once
+        super().__init__(train_x=train_x, val=val, test=test_datums)
 
     # -- paths --------------------------------------------------------------------------------
 

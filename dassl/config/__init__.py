@@ -35,16 +35,14 @@ def clean_cfg(cfg, trainer):
         cfg.TRAINER.pop(key, None)
 
 
-def check_range(key, value, minimum, maximum=None, meaning=""):
+def check_range(key, value, minimum, meaning=""):
     """Raise ``ValueError`` — one line naming ``key``, its valid range and what it means — unless ``value`` is a
-    finite number (an integer where ``minimum`` is one) with ``minimum <= value`` (``<= maximum`` when given)."""
+    finite number (an integer where ``minimum`` is one) with ``minimum <= value``."""
     integer = isinstance(minimum, int)
     kinds = int if integer else (int, float)
-    if (not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value) and value >= minimum
-            and (maximum is None or value <= maximum)):
+    if not isinstance(value, bool) and isinstance(value, kinds) and math.isfinite(value) and value >= minimum:
         return
-    wanted = f"{'an integer' if integer else 'a number'} " + (f">= {minimum}" if maximum is None
-                                                               else f"between {minimum} and {maximum}")
+    wanted = f"{'an integer' if integer else 'a number'} >= {minimum}"
     raise ValueError(f"{key} = {value!r} is out of range: use {wanted}" + (f" ({meaning})" if meaning else ""))
 
 
