@@ -12,7 +12,7 @@ import re
 import warnings
 from pathlib import Path
 
-from sweeps.jobs import REPO_ROOT, SetupError, config_files
+from sweeps.jobs import FINISHED, REPO_ROOT, SetupError, check_config_files, config_files, job_state
 
 PYTORCH_WHEELS = "https://download.pytorch.org/whl"
 
@@ -107,10 +107,15 @@ def _dataset_opts(opts):
     return [item for i in range(0, len(opts) - 1, 2) if opts[i].startswith("DATASET.") for item in opts[i:i + 2]]
 
 
-def check_before_jobs(jobs, ctx):
-    """Both checks of a runner about to run ``jobs`` with ``ctx``: the packages, then the datasets. They are what
-    the repository's train.py needs: another training script (``--train-py``) is not checked."""
-    if Path(ctx.train_py).resolve() != (REPO_ROOT / "train.py").resolve():
+def check_before_jobs(jobs, ctx, dry_run=False):
+    """What a runner checks before it starts ``jobs`` with ``ctx``: every config file they name, then (unless
+    ``dry_run``) the packages and the datasets of the jobs that have not finished. The last two are what the
+    repository's train.py needs: another training script (``--train-py``) is not checked, and a re-run whose jobs
+    have all finished has nothing to check (it only skips them)."""
+    check_config_files(jobs, ctx)
+    if dry_run or Path(ctx.train_py).resolve() != (REPO_ROOT / "train.py").resolve():
         return
-    check_imports()
-    check_datasets(jobs, ctx)
+    to_run = [job for job in jobs if job_state(job)[0] != FINISHED]
+    if to_run:
+        check_imports()
+        check_datasets(to_run, ctx)

@@ -15,7 +15,7 @@ from pathlib import Path
 from results import layout
 from sweeps import protocols
 from sweeps.cli import add_common_options, context_from_args, split_opts
-from sweeps.jobs import INCOMPLETE, SetupError, check_config_files, exit_status, run_chain
+from sweeps.jobs import INCOMPLETE, SetupError, exit_status, run_chain
 from sweeps.preflight import check_before_jobs
 from sweeps.processes import stop_on_signals
 
@@ -75,9 +75,7 @@ def main(argv=None):
         chains = chains_for(args)
         ctx = context_from_args(args, opts, device=args.device)
         jobs = [job for chain in chains for job in chain]
-        check_config_files(jobs, ctx)
-        if not args.dry_run:
-            check_before_jobs(jobs, ctx)
+        check_before_jobs(jobs, ctx, args.dry_run)
     except (SetupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

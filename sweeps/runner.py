@@ -25,7 +25,7 @@ from pathlib import Path
 from sweeps import status
 from sweeps.cli import add_common_options, context_from_args, split_opts
 from sweeps.executors import EXECUTORS
-from sweeps.jobs import SetupError, check_config_files
+from sweeps.jobs import SetupError
 from sweeps.preflight import check_before_jobs
 from sweeps.sweep_files import load_sweeps
 
@@ -104,9 +104,7 @@ def main(argv=None):
         executor = EXECUTORS[args.executor].from_args(args, sweep)
         ctx = context_from_args(args, list(sweep.opts) + opts)
         jobs = [job for chain in sweep.chains for job in chain]
-        check_config_files(jobs, ctx)
-        if not args.dry_run:
-            check_before_jobs(jobs, ctx)
+        check_before_jobs(jobs, ctx, args.dry_run)
         plan = executor.plan(sweep.chains, args.retry_failed)
     except (SetupError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from dassl.engine.run_dir import write_result
 from sweeps import preflight, protocol_runner, protocols
 from sweeps import runner as sweep_runner
-from sweeps.jobs import RunContext
+from sweeps.jobs import RunContext, SetupError
 
 REPO = Path(__file__).resolve().parents[1]
 NMS = "operator torchvision::nms does not exist"  # what a torchvision wheel built for another torch raises
@@ -120,3 +121,21 @@ def test_present_datasets_and_names_train_py_does_not_know_pass(tmp_path):
     preflight.check_datasets(jobs, ctx)
     preflight.check_datasets(protocols.base2new(tmp_path / "out", "CoOp", "c", "mine", 1),
                              RunContext(data_root=data, config_root=configs))
+
+
+def test_a_rerun_whose_jobs_all_finished_checks_no_dataset(tmp_path, monkeypatch):
+    """A finished sweep re-run only skips its jobs: a moved $DATA is no reason to refuse it (nor to import torch)."""
+    jobs = protocols.base2new(tmp_path / "out", "CoOp", "vit_b16_ctxv1", "dtd", 1)  # dtd is not under data/
+    (tmp_path / "data").mkdir()
+    ctx = RunContext(data_root=tmp_path / "data")
+    imports = []
+    monkeypatch.setattr(preflight, "check_imports", lambda: imports.append("checked"))
+    with pytest.raises(SetupError, match="dataset folder"):
+        preflight.check_before_jobs(jobs, ctx)
+    for job in jobs:
+        write_result(str(job.output_dir), {"mode": "train", "metrics": {"accuracy": 50.0}})
+    preflight.check_before_jobs(jobs, ctx)
+    assert imports == ["checked"]  # the first call only
+    (jobs[-1].output_dir / "result.json").unlink()  # one job left to run: its dataset is checked again
+    with pytest.raises(SetupError, match="dataset folder"):
+        preflight.check_before_jobs(jobs, ctx)
