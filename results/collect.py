@@ -4,7 +4,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from results import logparse
-from results.layout import CFG_SHOTS_DIR, DEFAULT_SOURCE, SEED_DIR, SHOTS_DIR, source_runs_dir, trains
+from results.layout import (CFG_SHOTS_DIR, DEFAULT_SOURCE, PROTOCOL_FOLDERS, SEED_DIR, SHOTS_DIR, source_runs_dir,
+                            trains)
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,6 @@ def _collect_few_shot(root, collection):
                   seed=seed)
 
 
-# The folders an output tree has at its top (results.layout); cross-dataset sources are found from evaluation/.
-PROTOCOL_FOLDERS = ("base2new", "evaluation", "few_shot")
 TREE_SEARCH_DEPTH = 3  # how deep below a folder output_trees looks (output/<experiment>/<variant>/...)
 
 

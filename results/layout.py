@@ -22,6 +22,8 @@ DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 DEFAULT_SOURCE = "imagenet"
 FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 OPEN_WORLD_RATIOS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0)
+# The folders at the top of an output tree (cross-dataset sources are found from evaluation/).
+PROTOCOL_FOLDERS = ("base2new", "evaluation", "few_shot")
 BASE2NEW_SHOTS = 16
 
 SEED_DIR = re.compile(r"^seed(?P<seed>-?\d+)$")

@@ -178,3 +178,12 @@ def test_draw_without_a_registered_report_is_refused_before_any_work(data_root, 
                                          r"with python train\.py"):
         run(data_root, tmp_path / "eval", flags=["--eval-only", "--draw"])
     assert not (tmp_path / "eval").exists()
+
+def test_the_help_describes_train_py_as_its_docstring_does():
+    import ast
+
+    from runs.config import DESCRIPTION
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")) as f:
+        docstring = ast.get_docstring(ast.parse(f.read()))
+    assert DESCRIPTION == docstring.split("\n")[0]  # runs/ cannot import train.py: the line is kept equal here
