@@ -70,8 +70,9 @@ class BaseNovelClassification(Classification):
         super().process(mo, gt)
         self._labels.append(gt.cpu())  # [B]
         self._hits.append(mo.argmax(dim=1).cpu().eq(gt.cpu()))  # [B]
-        base_probs = torch.softmax(mo[:, : self.num_base].detach().double(), dim=1)  # [B, num_base]
-        self._base_msp.append(base_probs.max(dim=1)[0].cpu())  # [B]
+        if self.num_base > 0:  # (a space without base classes is refused by evaluate(), with its reason)
+            base_probs = torch.softmax(mo[:, : self.num_base].detach().double(), dim=1)  # [B, num_base]
+            self._base_msp.append(base_probs.max(dim=1)[0].cpu())  # [B]
 
     def evaluate(self):
         results = super().evaluate()

@@ -157,3 +157,10 @@ def test_open_set_auroc_with_one_base_class_is_chance(tmp_path):
     evaluator = base_novel(tmp_path, num_base=1)
     evaluator.process(torch.tensor(OPEN_SET_LOGITS), torch.tensor(OPEN_SET_LABELS))
     assert evaluator.evaluate()["open_set_auroc"] == 50.0  # softmax over one logit is 1 for every image
+
+
+def test_a_space_without_base_classes_is_refused_with_its_reason(tmp_path):
+    evaluator = base_novel(tmp_path, num_base=0)  # e.g. the open-world space of ratio 0 on an even class count
+    evaluator.process(torch.tensor(OPEN_SET_LOGITS), torch.tensor(OPEN_SET_LABELS))
+    with pytest.raises(RuntimeError, match=r"saw no base test images \(base = labels < 0\)"):
+        evaluator.evaluate()
