@@ -28,8 +28,14 @@ UNFINISHED = "no result.json: the run has not finished (still running, interrupt
 
 END_OF_TRAINING = ("Finish training", "Finished training")
 RESULT_HEADER = "=> result"
-METRIC_LINE = re.compile(r"^\* (?P<name>\w+): (?P<value>[\.\deE+-]+)(?:%| nats\b)")
+NATS = " nats"  # the unit of the negative log-likelihood line (``* nll: 0.6931 nats``); other metrics are in %
+METRIC_LINE = re.compile(rf"^\* (?P<name>\w+): (?P<value>[\.\deE+-]+)(?:%|{NATS}\b)")
 LOG_NAME = "log.txt"
+
+
+def unit(metric):
+    """The unit ``metric`` is printed in: ``NATS`` for ``nll``, ``%`` for every other metric."""
+    return NATS if metric == "nll" else "%"
 
 
 def log_files(run_dir):

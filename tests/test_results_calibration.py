@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+import parse_test_res
 from dassl.engine.run_dir import read_result
 from results import layout
 from results.calibration import calibration
@@ -56,6 +57,22 @@ def test_runs_with_calibration_lines_get_a_table_and_runs_without_get_no_row(tmp
 
     assert results_main([str(root), "--out-dir", str(tmp_path / "hidden"), "--no-plots", "--no-calibration"]) == 0
     assert "Calibration" not in capsys.readouterr().out and not (tmp_path / "hidden" / "calibration.csv").exists()
+
+
+def test_parse_test_res_reads_nll_in_nats_and_ece_in_percent(tmp_path, capsys):
+    for seed, (ece, nll) in enumerate([(4.0, 0.9), (6.0, 1.1)], 1):
+        put(tmp_path / "dtd" / f"seed{seed}", ["* accuracy: 60.00%", f"* ece: {ece:.2f}%", f"* nll: {nll:.4f} nats"])
+    put(tmp_path / "dtd" / "seed3", ["* accuracy: 61.00%"])  # a log from before these metrics
+    put(tmp_path / "eurosat" / "seed1", ["* accuracy: 80.00%", "* ece: 2.00%", "* nll: 0.5000 nats"])
+    assert parse_test_res.main([str(tmp_path / "dtd"), "--test-log", "--keyword", "nll"]) == 0
+    captured = capsys.readouterr()
+    assert f"file: {tmp_path / 'dtd' / 'seed1' / 'log.txt'}. nll: 0.90 nats. " in captured.out
+    assert "* nll: 1.00 nats +- 0.10 nats" in captured.out
+    assert f"skipped {tmp_path / 'dtd' / 'seed3'}: no '* nll: X nats' line after => result" in captured.err
+    assert parse_test_res.main([str(tmp_path), "--test-log", "--keyword", "nll", "--multi-exp"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("Average performance\n* nll: 0.75 nats")
+    assert parse_test_res.main([str(tmp_path / "dtd"), "--test-log", "--keyword", "ece"]) == 0
+    assert "* ece: 5.00% +- 1.00%" in capsys.readouterr().out
 
 
 def test_a_tree_of_old_logs_has_no_calibration_table(tmp_path):
