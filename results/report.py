@@ -3,6 +3,8 @@
 Walks OUTPUT (default ``output``) for base-to-novel, open-world, cross-dataset, domain-generalization and
 few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (every table, also printed),
 one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
+When runs recorded calibration and open-set metrics (ECE, NLL, open-set AUROC), a table of them is added
+(``calibration.csv``); ``--no-calibration`` leaves it out.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
 
 OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
@@ -17,13 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from results import aggregate, plots, tables
+from results import aggregate, calibration, plots, tables
 from results.collect import collect, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
 
 
-def build_report(results, out_dir, make_plots=True):
-    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown."""
+def build_report(results, out_dir, make_plots=True, calibration_table=True):
+    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown.
+    ``calibration_table``: add the ECE / NLL / open-set AUROC table when runs recorded them."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     b2n = aggregate.base2new(results)
@@ -49,6 +52,9 @@ def build_report(results, out_dir, make_plots=True):
     all_space = aggregate.open_world_all(results)
     if all_space is not None:
         sections.append(tables.open_world_all_section(all_space))
+    calibration_cells = calibration.calibration(results) if calibration_table else None
+    if calibration_cells is not None:
+        sections.append(calibration.calibration_section(calibration_cells))
     for section in sections:
         tables.write_csv(section, out_dir / f"{section.name}.csv")
     markdown = "\n".join(line for section in sections for line in section.markdown + [""])
@@ -96,6 +102,8 @@ def main(argv=None):
     parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--no-calibration", action="store_true", help="leave out the calibration and open-set "
+                        "table (ECE, NLL, open-set AUROC; shown when runs recorded them)")
     parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
                         "(directories, trees or globs) instead of the tables")
     args = parser.parse_args(argv)
@@ -119,6 +127,7 @@ def main(argv=None):
         print(f"error: no finished run under {tree}", file=sys.stderr)
         return 1
     out_dir = args.out_dir or tree / "results"
-    print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
+    print(build_report(collection.results, out_dir, make_plots=not args.no_plots,
+                       calibration_table=not args.no_calibration))
     print(f"tables and plots written to {out_dir}", file=sys.stderr)
     return 0
