@@ -5,7 +5,7 @@ Every evaluation prints ``* ece: X%`` and ``* nll: X nats``; the base ∪ novel 
 before these metrics existed lack them: their evaluations get no row, and the table is left out when no run of the
 tree has any of them.
 """
-from results.aggregate import _group, _method, method_labels, method_order
+from results.aggregate import group_by, method_key, method_labels, method_order
 from results.layout import dataset_order
 from results.stats import summarize
 from results.tables import Section, csv_fields, fmt, markdown_table
@@ -30,7 +30,7 @@ def calibration(results):
     runs = [r for r in results if any(m in r.metrics for m in CALIBRATION_METRICS)]
     if not runs:
         return None
-    groups = _group(runs, lambda r: (r.protocol, evaluation_name(r), r.dataset, _method(r)))
+    groups = group_by(runs, lambda r: (r.protocol, evaluation_name(r), r.dataset, method_key(r)))
     return {key: {m: summarize(r.metrics[m] for r in group if m in r.metrics) for m in CALIBRATION_METRICS}
             for key, group in groups.items()}
 
