@@ -9,6 +9,11 @@ OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/
 exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
 is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
 
+``--diff A B`` instead explains in a few lines why two runs (two run folders) or two sweeps (two output trees,
+runs matched by path) differ: each part of their ``result.json`` fingerprints that differs (code, packages,
+device, precision, data, transforms, config), with the values; the report itself ends with the table of what its
+runs share (``Run fingerprints``: a part whose runs disagree is marked MIXED).
+
 ``--curves RUN [RUN ...]`` instead plots the per-epoch training curves (``curves.csv``) of a set of runs — run
 directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/seed1'`` — into
 ``DIR/training_curves.png``: one panel per column (loss, accuracy, LR, val accuracy), one line per run.
@@ -20,6 +25,7 @@ from pathlib import Path
 from results import aggregate, plots, tables
 from results.collect import collect, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
+from results.fingerprints import diff, fingerprint_section
 
 
 def build_report(results, out_dir, make_plots=True):
@@ -49,6 +55,9 @@ def build_report(results, out_dir, make_plots=True):
     all_space = aggregate.open_world_all(results)
     if all_space is not None:
         sections.append(tables.open_world_all_section(all_space))
+    shared = fingerprint_section(sorted({r.log.parent for r in results}))
+    if shared is not None:
+        sections.append(shared)
     for section in sections:
         tables.write_csv(section, out_dir / f"{section.name}.csv")
     markdown = "\n".join(line for section in sections for line in section.markdown + [""])
@@ -98,7 +107,17 @@ def main(argv=None):
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
                         "(directories, trees or globs) instead of the tables")
+    parser.add_argument("--diff", nargs=2, metavar=("A", "B"), type=Path, help="explain how two runs (run "
+                        "folders) or two sweeps (output trees) differ, by the parts of their fingerprints, instead "
+                        "of the tables")
     args = parser.parse_args(argv)
+    if args.diff:
+        try:
+            print("\n".join(diff(*args.diff)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.curves:
         try:
             target = plot_training_curves(args.curves, args.out_dir or args.output / "results")
