@@ -9,6 +9,10 @@ OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/
 exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
 is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
 
+``--published`` adds the table of our results next to the published ones (``results/published.yaml``, or
+``--published-file FILE``): per cell our seed mean, the published value, Δ = ours − published, and whether the
+published value lies outside the spread of our seeds (``results.versus_published``).
+
 ``--diff A B`` instead explains in a few lines why two runs (two run folders) or two sweeps (two output trees,
 runs matched by path) differ: each part of their ``result.json`` fingerprints that differs (code, packages,
 device, precision, data, transforms, config), with the values; the report itself ends with the table of what its
@@ -26,10 +30,13 @@ from results import aggregate, plots, tables
 from results.collect import collect, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
 from results.fingerprints import diff, fingerprint_section
+from results.published import PUBLISHED_FILE, load as load_published
+from results.versus_published import versus_published_section
 
 
-def build_report(results, out_dir, make_plots=True):
-    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown."""
+def build_report(results, out_dir, make_plots=True, published=None):
+    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown. With
+    ``published`` (``results.published.load()``) the tables end with ours next to the published values."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     b2n = aggregate.base2new(results)
@@ -55,6 +62,8 @@ def build_report(results, out_dir, make_plots=True):
     all_space = aggregate.open_world_all(results)
     if all_space is not None:
         sections.append(tables.open_world_all_section(all_space))
+    if published is not None:
+        sections.append(versus_published_section(results, published))
     shared = fingerprint_section(sorted({r.log.parent for r in results}))
     if shared is not None:
         sections.append(shared)
@@ -107,6 +116,10 @@ def main(argv=None):
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
                         "(directories, trees or globs) instead of the tables")
+    parser.add_argument("--published", action="store_true", help="add the table of our results next to the "
+                        "published ones: delta per cell, flagged when outside the spread of our seeds")
+    parser.add_argument("--published-file", type=Path, default=PUBLISHED_FILE, metavar="FILE",
+                        help="the published results to compare with (default: %(default)s)")
     parser.add_argument("--diff", nargs=2, metavar=("A", "B"), type=Path, help="explain how two runs (run "
                         "folders) or two sweeps (output trees) differ, by the parts of their fingerprints, instead "
                         "of the tables")
@@ -127,6 +140,7 @@ def main(argv=None):
         print(f"training curves written to {target}", file=sys.stderr)
         return 0
     try:
+        published = load_published(args.published_file) if args.published else None
         tree = resolve_tree(args.output)
         collection = collect(tree)
     except (FileNotFoundError, ValueError) as error:
@@ -138,6 +152,6 @@ def main(argv=None):
         print(f"error: no finished run under {tree}", file=sys.stderr)
         return 1
     out_dir = args.out_dir or tree / "results"
-    print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
+    print(build_report(collection.results, out_dir, make_plots=not args.no_plots, published=published))
     print(f"tables and plots written to {out_dir}", file=sys.stderr)
     return 0
