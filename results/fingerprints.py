@@ -194,7 +194,8 @@ def describe_part(part, fingerprint):
         return ", ".join(f"{k} {v}" for k, v in (value or {}).items())
     if part == "device":
         value = value or {}
-        extra = [value.get("name"), value.get("cpu_capability")] + (
+        threads = value.get("cpu_threads")
+        extra = [value.get("name"), value.get("cpu_capability"), threads and f"{threads} threads"] + (
             [f"CUDA {value['cuda']}"] if value.get("cuda") else [])
         return f"{value.get('device')} ({', '.join(str(e) for e in extra if e)})"
     return _short(value)

@@ -9,7 +9,8 @@ them and says which differ):
   checkout ``commit`` is None and ``note`` says why.
 * ``packages`` — versions of python and of the installed packages that change results (absent ones left out).
 * ``device`` — the device the run computed on, its name, the CPU kernel set torch dispatches to
-  (``cpu_capability``: e.g. AVX2 or AVX512, which round differently) and the CUDA / cuDNN versions.
+  (``cpu_capability``: e.g. AVX2 or AVX512, which round differently), torch's CPU thread count (reductions split
+  by thread round differently) and the CUDA / cuDNN versions.
 * ``precision`` — the compute precision the trainer actually used (after its fallbacks, e.g. fp16 asked on a CPU
   runs fp32); None for a trainer without a precision policy.
 * ``data`` — the split file (path, SHA-256 of its bytes) and, per split the run used (``train_x``, ``val``,
@@ -75,7 +76,7 @@ def _cpu_name():
 
 
 def device_info(device):
-    """The device a run computes on: type, name, CPU kernel set, CUDA and cuDNN versions."""
+    """The device a run computes on: type, name, CPU kernel set and thread count, CUDA and cuDNN versions."""
     import torch
 
     device = torch.device(device)
@@ -84,6 +85,7 @@ def device_info(device):
         "device": str(device),
         "name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
     }
