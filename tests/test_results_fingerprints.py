@@ -13,7 +13,7 @@ from dassl.engine import fingerprint
 from results import layout
 from results.collect import collect
 from results.report import build_report, main as results_main
-from runs.run import main as train_main
+from tests.test_linear_probe import run_args, run_train
 from tests.toy_data import make_toy_dataset, toy_opts
 
 REPO = fingerprint.CODE_ROOT
@@ -21,13 +21,15 @@ REPO = fingerprint.CODE_ROOT
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two finished CoOp runs on the toy tree: A (seed 1, all images), B (seed 2, a 2-shot sample)."""
+    """Finished runs on the toy tree: CoOp A (seed 1, all images) and B (seed 2, a 2-shot sample), and a
+    LinearProbeCLIP run (lp)."""
     root = tmp_path_factory.mktemp("fingerprints")
     data = str(root / "data")
     make_toy_dataset(data)
     for name, seed, extra in (("a", 1, []), ("b", 2, ["DATASET.NUM_SHOTS", "2"])):
-        train_main(["--root", data, "--seed", str(seed), "--trainer", "CoOp", "--output-dir", str(root / name),
-                    *toy_opts(data, epochs=1), "TRAINER.COOP.N_CTX", "4", *extra])
+        run_train(["--root", data, "--seed", str(seed), "--trainer", "CoOp", "--output-dir", str(root / name),
+                   *toy_opts(data, epochs=1), "TRAINER.COOP.N_CTX", "4", *extra])
+    run_train(run_args(data, root / "lp"))
     return root
 
 
@@ -60,6 +62,13 @@ def test_result_json_carries_every_part_and_each_agrees_with_an_independent_comp
     assert fp["config"]["INPUT"]["SIZE"] == [32, 32]
     b = stored(runs / "b")["fingerprint"]["data"]
     assert b["train_x"]["n"] == 2 * 6 and b["split_file_sha256"] == fp["data"]["split_file_sha256"]
+
+
+def test_the_linear_probe_records_the_test_transform_it_extracts_training_features_under(runs):
+    fp = stored(runs / "lp")["fingerprint"]
+    coop = stored(runs / "a")["fingerprint"]
+    assert fp["transforms"] == {"train": coop["transforms"]["test"], "test": coop["transforms"]["test"]}
+    assert fp["precision"] == "fp32" and fp["data"] == coop["data"]
 
 
 def test_code_version_hashes_uncommitted_changes_and_says_when_there_is_no_git(tmp_path, monkeypatch):

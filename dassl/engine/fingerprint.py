@@ -16,7 +16,8 @@ them and says which differ):
 * ``data`` — the split file (path, SHA-256 of its bytes) and, per split the run used (``train_x``, ``val``,
   ``test``), the item count and the SHA-256 of its items in order (image path relative to the dataset folder,
   label): the few-shot sample and the base/novel subsample a run actually saw.
-* ``transforms`` — ``repr`` of the train and test transform pipelines.
+* ``transforms`` — ``repr`` of the train and test transform pipelines the run applies (the trainer's
+  ``transforms_used``).
 * ``config`` — the full config.
 """
 import hashlib
@@ -119,8 +120,11 @@ def data_info(dataset):
     """The split file and the items of every split the run used (see the module docstring)."""
     dataset_dir = getattr(dataset, "dataset_dir", "") or ""
     split_path = getattr(dataset, "split_path", "") or ""
-    info = {"split_file": split_path or None,
-            "split_file_sha256": file_sha256(split_path) if split_path and osp.isfile(split_path) else None}
+    try:
+        split_sha256 = file_sha256(split_path) if split_path and osp.isfile(split_path) else None
+    except OSError:  # read when the run started; a file made unreadable since is no reason to fail the run
+        split_sha256 = None
+    info = {"split_file": split_path or None, "split_file_sha256": split_sha256}
     for name in ("train_x", "val", "test"):
         items = getattr(dataset, name) or []
         info[name] = items_digest(items, dataset_dir)
@@ -133,14 +137,15 @@ def plain_config(cfg):
 
 
 def run_fingerprint(trainer):
-    """The fingerprint of ``trainer``'s run (a ``SimpleTrainer`` with its ``dm`` data manager)."""
-    dm = trainer.dm
+    """The fingerprint of ``trainer``'s run (a ``SimpleTrainer``; ``data`` is None for a trainer without the
+    ``dm`` data manager of ``build_data_loader``)."""
+    dm = getattr(trainer, "dm", None)
     return {
         "code": code_version(),
         "packages": package_versions(),
         "device": device_info(trainer.device),
         "precision": trainer.precision_used(),
-        "data": data_info(dm.dataset),
-        "transforms": {"train": repr(dm.tfm_train), "test": repr(dm.tfm_test)},
+        "data": data_info(dm.dataset) if dm is not None else None,
+        "transforms": trainer.transforms_used(),
         "config": plain_config(trainer.cfg),
     }

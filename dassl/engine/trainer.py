@@ -642,6 +642,12 @@ class SimpleTrainer(TrainerBase):
         """The compute precision this run actually uses (recorded in its fingerprint); None: no precision policy."""
         return None
 
+    def transforms_used(self):
+        """``{"train", "test"}``: ``repr`` of the transform pipelines this run applies (recorded in its
+        fingerprint); None without the data manager of ``build_data_loader``."""
+        dm = getattr(self, "dm", None)
+        return {"train": repr(dm.tfm_train), "test": repr(dm.tfm_test)} if dm is not None else None
+
     def _best_model_saved(self):
         return all(
             osp.exists(osp.join(self.output_dir, name, BEST_CHECKPOINT)) for name in self.get_model_names()
