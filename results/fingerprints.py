@@ -20,6 +20,12 @@ SHARED_PARTS = ("code", "packages", "device", "precision")
 SHORT_HASH = 8
 
 
+def fingerprint_of(record):
+    """The fingerprint of a result record (``read_result``), or None (no record, or written before fingerprints)."""
+    fingerprint = (record or {}).get("fingerprint")
+    return fingerprint if isinstance(fingerprint, dict) and fingerprint else None
+
+
 def read_fingerprint(run_dir):
     """(result record, fingerprint) of a finished run; raises ValueError (one line, with the fix) otherwise."""
     run_dir = Path(run_dir)
@@ -27,7 +33,7 @@ def read_fingerprint(run_dir):
     if record is None:
         raise ValueError(f"{run_dir} holds no readable {RESULT_FILE}: pass the folder of a finished run "
                          f"(e.g. .../seed1) or an output tree")
-    if not isinstance(record.get("fingerprint"), dict):
+    if fingerprint_of(record) is None:
         raise ValueError(f"{run_dir / RESULT_FILE} has no fingerprint (written by an older version of train.py): "
                          f"re-run the run in a new output folder to record one")
     return record, record["fingerprint"]
@@ -75,7 +81,7 @@ def _transform_changes(a, b):
     changes = []
     for name in ("train", "test"):
         x, y = (a.get(name) or "").splitlines(), (b.get(name) or "").splitlines()
-        lines = [line.strip() for line in difflib.ndiff(x, y) if line[:1] in "-+"]
+        lines = [f"{line[0]} {line[2:].strip()}" for line in difflib.ndiff(x, y) if line[:1] in "-+"]
         if lines:
             changes.append(f"{name}: " + " ".join(lines))
     return changes
@@ -149,13 +155,19 @@ def diff_trees(tree_a, tree_b):
     if not common:
         raise ValueError(f"{tree_a} and {tree_b} hold no finished run at the same relative path: pass two "
                          f"output trees of the same protocol, or two run folders")
-    per_part = {}
+    per_part, unfingerprinted = {}, []
     for rel in common:
-        _, a = read_fingerprint(runs_a[rel])
-        _, b = read_fingerprint(runs_b[rel])
+        a, b = (fingerprint_of(read_result(str(runs[rel]))) for runs in (runs_a, runs_b))
+        if a is None or b is None:
+            unfingerprinted.append(rel)
+            continue
         for part, changes in part_differences(a, b).items():
             per_part.setdefault(part, []).append((rel, changes))
     lines = [f"A: {tree_a}", f"B: {tree_b}", f"{len(common)} runs in both"]
+    if unfingerprinted:
+        lines.append(f"  {len(unfingerprinted)} of them not compared: no fingerprint on one side (written by an "
+                     f"older train.py), e.g. {unfingerprinted[0]}")
+        common = [rel for rel in common if rel not in unfingerprinted]
     for part in FINGERPRINT_PARTS:
         if part in per_part:
             pairs = per_part[part]
@@ -175,7 +187,7 @@ def diff(path_a, path_b):
     kinds = []
     for path in (Path(path_a), Path(path_b)):
         if not path.is_dir():
-            raise ValueError(f"{path} does not exist: pass two run folders or two output trees")
+            raise ValueError(f"{path} does not exist or is not a folder: pass two run folders or two output trees")
         kinds.append("run" if (path / RESULT_FILE).exists() else "tree")
     if kinds[0] != kinds[1]:
         raise ValueError(f"{path_a} is a {kinds[0]} and {path_b} a {kinds[1]}: pass two run folders "
@@ -205,9 +217,8 @@ def shared_parts(run_dirs):
     """``({part: {value line: number of runs}}, number of runs without a fingerprint)`` over ``run_dirs``."""
     values, missing = {part: {} for part in SHARED_PARTS}, 0
     for run_dir in run_dirs:
-        record = read_result(str(run_dir))
-        fingerprint = (record or {}).get("fingerprint")
-        if not isinstance(fingerprint, dict):
+        fingerprint = fingerprint_of(read_result(str(run_dir)))
+        if fingerprint is None:
             missing += 1
             continue
         for part in SHARED_PARTS:

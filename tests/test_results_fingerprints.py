@@ -12,6 +12,7 @@ import torch
 from dassl.engine import fingerprint
 from results import layout
 from results.collect import collect
+from results.fingerprints import part_differences
 from results.report import build_report, main as results_main
 from tests.test_linear_probe import run_args, run_train
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -120,14 +121,21 @@ def test_diff_of_two_sweeps_counts_the_runs_per_differing_part(runs, tmp_path, c
     def older_torch(fp):
         fp["packages"]["torch"] = "2.0.0"
 
+    def no_fingerprint(fp):
+        fp.clear()
+
     place(runs / "a", tmp_path / "one", 1)
     place(runs / "a", tmp_path / "two", 1, older_torch)
     place(runs / "b", tmp_path / "two", 2)
+    place(runs / "a", tmp_path / "one", 3)
+    place(runs / "a", tmp_path / "two", 3, no_fingerprint)
     assert results_main(["--diff", str(tmp_path / "one"), str(tmp_path / "two")]) == 0
     out = capsys.readouterr().out.splitlines()
     rel = "few_shot/toy/CoOp/c4_16shots/seed1"
     assert out[2:] == [
-        "1 runs in both",
+        "2 runs in both",
+        "  1 of them not compared: no fingerprint on one side (written by an older train.py), e.g. "
+        "few_shot/toy/CoOp/c4_16shots/seed3",
         f"  packages differs in 1 of 1 runs, e.g. {rel}: torch {torch_version()} vs 2.0.0",
         "same in every run: code, device, precision, data, transforms, config",
         "only in B: 1 runs, e.g. few_shot/toy/CoOp/c4_16shots/seed2"]
@@ -156,7 +164,7 @@ def test_the_report_states_shared_parts_and_flags_mixed_ones(runs, tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("missing", "does not exist: pass two run folders or two output trees"),
+    ("missing", "does not exist or is not a folder: pass two run folders or two output trees"),
     ("run_and_tree", "is a run and"),
     ("no_fingerprint", "has no fingerprint (written by an older version of train.py)"),
     ("no_common_runs", "hold no finished run at the same relative path"),
@@ -174,3 +182,30 @@ def test_bad_diff_input_is_one_line_and_exit_status_2(runs, tmp_path, capsys, ca
     assert results_main(["--diff", *map(str, pairs[case])]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and message in captured.err and len(captured.err.strip().splitlines()) == 1
+
+
+def test_each_part_is_described_by_the_values_that_differ():
+    a = {"code": {"commit": "a" * 40, "dirty": False, "diff_sha256": None},
+         "packages": {"python": "3.11.7", "torch": "2.14.1"},
+         "device": {"device": "cpu", "cpu_capability": "AVX512", "cuda": None},
+         "precision": "fp32",
+         "data": {"split_file": "/x/split.json", "split_file_sha256": "1" * 64, "train_x": {"n": 2, "sha256": "2" * 64}},
+         "transforms": {"train": "Compose(\n    Resize(size=224)\n    ToTensor()\n)", "test": "T"},
+         "config": {"SEED": 1, "OUTPUT_DIR": "a", "OPTIM": {"LR": 0.002}}}
+    b = {"code": {"commit": "b" * 40, "dirty": True, "diff_sha256": "c" * 64},
+         "packages": {"python": "3.11.7", "torch": "2.13.0", "clip": "1.0"},
+         "device": {"device": "cuda:0", "cpu_capability": "AVX2", "cuda": "12.4"},
+         "precision": "fp16",
+         "data": {"split_file": "/elsewhere/split.json", "split_file_sha256": "1" * 64,
+                  "train_x": {"n": 2, "sha256": "2" * 64}},
+         "transforms": {"train": "Compose(\n    Resize(size=336)\n    ToTensor()\n)", "test": "T"},
+         "config": {"SEED": 1, "OUTPUT_DIR": "b", "OPTIM": {"LR": 0.002}, "NEW": 3}}
+    assert part_differences(a, b) == {
+        "code": ["commit aaaaaaaa vs commit bbbbbbbb + uncommitted changes (diff cccccccc)"],
+        "packages": ["clip absent vs 1.0", "torch 2.14.1 vs 2.13.0"],
+        "device": ["cpu_capability AVX512 vs AVX2", "cuda none vs 12.4", "device cpu vs cuda:0"],
+        "precision": ["fp32 vs fp16"],
+        "transforms": ["train: - Resize(size=224) + Resize(size=336)"],
+        "config": ["NEW: '(absent)' -> 3"],
+    }  # the split file moved but holds the same bytes: no data difference; OUTPUT_DIR is none either
+    assert part_differences(a, a) == {}
