@@ -86,9 +86,13 @@ def test_code_version_hashes_uncommitted_changes_and_says_when_there_is_no_git(t
     (repo / "f.py").write_text("x = 2\n")
     dirty = fingerprint.code_version()
     assert dirty["dirty"] and dirty["diff_sha256"] == hashlib.sha256(run("diff", "HEAD", "--binary")).hexdigest()
-    monkeypatch.setattr(fingerprint, "CODE_ROOT", str(tmp_path / "elsewhere"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(fingerprint, "CODE_ROOT", str(elsewhere))
     none = fingerprint.code_version()
-    assert none["commit"] is None and "not a git checkout" in none["note"]
+    assert none["commit"] is None and none["note"].startswith(f"git cannot read {elsewhere}: fatal: not a git repo")
+    monkeypatch.setenv("PATH", str(tmp_path / "no_bin"))
+    assert fingerprint.code_version() == {"commit": None, "note": "git is not installed"}
 
 
 def test_diff_of_two_runs_names_each_differing_part_with_its_values(runs, capsys):

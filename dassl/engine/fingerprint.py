@@ -5,8 +5,8 @@ file and over the list of items the run used. Parts, each a small JSON value (``
 them and says which differ):
 
 * ``code`` — ``commit`` of the git checkout holding this engine, ``dirty`` (tracked files changed since it) and
-  ``diff_sha256`` (of ``git diff HEAD``, so two dirty trees with the same changes compare equal); outside a git
-  checkout ``commit`` is None and ``note`` says why.
+  ``diff_sha256`` (of ``git diff HEAD``, so two dirty trees with the same changes compare equal); where git cannot
+  tell (no git checkout, git not installed) ``commit`` is None and ``note`` says why.
 * ``packages`` — versions of python and of the installed packages that change results (absent ones left out).
 * ``device`` — the device the run computed on, its name, the CPU kernel set torch dispatches to
   (``cpu_capability``: e.g. AVX2 or AVX512, which round differently), torch's CPU thread count (reductions split
@@ -48,8 +48,13 @@ def code_version():
         commit = _git("rev-parse", "HEAD").decode().strip()
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no").strip())
         diff = _git("diff", "HEAD", "--binary") if dirty else b""
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "note": f"{CODE_ROOT} is not a git checkout (or git is not installed)"}
+    except FileNotFoundError:
+        return {"commit": None, "note": "git is not installed"}
+    except subprocess.CalledProcessError as error:  # e.g. not a git repository, or one git refuses to read
+        reason = (error.stderr or b"").decode(errors="replace").strip().splitlines()
+        return {"commit": None, "note": f"git cannot read {CODE_ROOT}: {reason[0] if reason else error}"}
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return {"commit": None, "note": f"git failed in {CODE_ROOT}: {error}"}
     return {"commit": commit, "dirty": dirty, "diff_sha256": hashlib.sha256(diff).hexdigest() if dirty else None}
 
 
