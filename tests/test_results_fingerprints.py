@@ -160,7 +160,7 @@ def test_the_report_states_shared_parts_and_flags_mixed_ones(runs, tmp_path):
     assert "## Run fingerprints" in markdown
     code_row = next(line for line in markdown.splitlines() if line.startswith("| code |"))
     assert code_row.startswith(f"| code | 2 | commit {commit}")
-    assert f"| packages | 2 | python " in markdown and f"torch {torch_version()}" in markdown
+    assert "| packages | 2 | python " in markdown and f"torch {torch_version()}" in markdown
     assert "| precision | 2 | **MIXED** (2 values): " in markdown
     assert "fp32 (1 runs)" in markdown and "bf16 (1 runs)" in markdown
     rows = (tmp_path / "report" / "fingerprints.csv").read_text().splitlines()
@@ -193,7 +193,8 @@ def test_each_part_is_described_by_the_values_that_differ():
          "packages": {"python": "3.11.7", "torch": "2.14.1"},
          "device": {"device": "cpu", "cpu_capability": "AVX512", "cuda": None},
          "precision": "fp32",
-         "data": {"split_file": "/x/split.json", "split_file_sha256": "1" * 64, "train_x": {"n": 2, "sha256": "2" * 64}},
+         "data": {"split_file": "/x/split.json", "split_file_sha256": "1" * 64,
+                  "train_x": {"n": 2, "sha256": "2" * 64}},
          "transforms": {"train": "Compose(\n    Resize(size=224)\n    ToTensor()\n)", "test": "T"},
          "config": {"SEED": 1, "OUTPUT_DIR": "a", "OPTIM": {"LR": 0.002}}}
     b = {"code": {"commit": "b" * 40, "dirty": True, "diff_sha256": "c" * 64},
