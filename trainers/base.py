@@ -126,6 +126,12 @@ class CLIPTrainer(TrainerX):
         self.precision = Precision(self.method_cfg.PREC, self.device)
         return self.precision.prepare_frozen(clip_model)
 
+    def precision_used(self):
+        """PREC after the precision policy's fallbacks (e.g. fp16 asked on a CPU runs fp32); None before
+        ``load_frozen_clip`` set the policy."""
+        precision = getattr(self, "precision", None)
+        return precision.prec if precision is not None else None
+
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image).float()
