@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_patch import PRECISIONS, Precision, PromptedTextEncoder, image_encoder_for, load_clip
+from clip_patch.chunked import AUTO, check_chunk_setting, encode_text
 from dassl.config import register_config
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -41,6 +42,7 @@ def add_clip_config(cfg):
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file; "" = load MODEL.BACKBONE.NAME (download/cache/shipped)
     cfg.MODEL.INIT_SEED = -1  # >= 0: seed only the prompt-learner initialisation with it; -1: use the run's SEED
     cfg.MODEL.STRAIGHTFORWARD = False  # True: released-code computation (no EOT cut, no text cache, attention twice)
+    cfg.MODEL.TEXT_CHUNK_CLASSES = AUTO  # class prompts per text-encoder chunk: -1 auto (100), 0 never, C > 0
 
 
 class PromptedCLIP(nn.Module):
@@ -51,9 +53,10 @@ class PromptedCLIP(nn.Module):
     never stored, so no change of the prompts (optimizer step, loaded checkpoint, in-place edit) can be missed.
     """
 
-    def __init__(self, clip_model, prompt_learner, straightforward=False):
+    def __init__(self, clip_model, prompt_learner, straightforward=False, text_chunk_classes=AUTO):
         super().__init__()
         self.prompt_learner = prompt_learner
+        self.text_chunk_classes = text_chunk_classes  # clip_patch/chunked.py
         self.text_encoder = PromptedTextEncoder(clip_model)
         self.image_encoder = image_encoder_for(clip_model)
         self.logit_scale = clip_model.logit_scale
@@ -79,7 +82,8 @@ class PromptedCLIP(nn.Module):
         if cacheable and self._text_cache is not None:
             return self._text_cache
         embeddings, tokens, deep = self.prompt_learner.text_inputs()
-        features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
+        features = encode_text(self.text_encoder, embeddings, tokens, deep, self.straightforward,
+                               self.text_chunk_classes)  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
             self._text_cache = features
@@ -111,6 +115,7 @@ class CLIPTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
+        check_chunk_setting(cfg.MODEL.TEXT_CHUNK_CLASSES)
 
     def load_frozen_clip(self):
         """The frozen CLIP of MODEL.BACKBONE, checked against INPUT.SIZE and cast for PREC (sets self.precision)."""
@@ -169,7 +174,8 @@ class CLIPPromptTrainer(CLIPTrainer):
         raise NotImplementedError
 
     def build_clip_model(self, clip_model, learner):
-        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD,
+                            text_chunk_classes=self.cfg.MODEL.TEXT_CHUNK_CLASSES)
 
     def convert_checkpoint(self, state_dict):
         """Map a released whole-model checkpoint onto this learner's keys (the class's ``RELEASE_LAYOUT``);

@@ -62,4 +62,5 @@ class ZeroshotCLIP(FrozenCLIPTrainer):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
         prompts = HandcraftedPrompts(clip_model, self.dm.dataset.classnames, template)
         print(f"Prompts: {prompts.texts[:3]}{' ...' if len(prompts.texts) > 3 else ''}")
-        return PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD,
+                            text_chunk_classes=self.cfg.MODEL.TEXT_CHUNK_CLASSES)
