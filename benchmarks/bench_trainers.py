@@ -5,6 +5,9 @@
     python -m benchmarks.bench_trainers --quick              # smoke run on tiny-ViT, about a minute, figures only
     python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample \
         --large-classes 1000 --large-fit-classes 100 200 --large-only    # ImageNet-scale training memory
+    python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample PromptSRC \
+        --scaling-classes 100 1000 --large-only       # class-chunked text: memory flat in the classes, its cost
+    python -m benchmarks.bench_trainers --trainers BMIP-reference --eval-many-classes 21000 --large-only
 
 CLIP has real architecture shapes and random weights (no download). Each measurement runs in its own process
 (``benchmarks.runner``) so its peak memory is its own; see ``benchmarks.measure`` for the timing protocol. The run
@@ -25,10 +28,13 @@ import time
 import torch
 
 from clip_patch import PRECISIONS
+from clip_patch.chunked import AUTO
 
-from .report import compute_ratios, format_ratios, large_class_table, markdown_table, path_name
+from .report import (class_scaling_table, compute_ratios, format_ratios, large_class_table, many_class_eval_table,
+                     markdown_table, path_name)
 from .runner import preload, run_measurement
-from .subjects import JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, published_settings
+from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, class_scaling_spec, large_class_spec,
+                       published_settings)
 
 FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
                  "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
@@ -74,7 +80,17 @@ def build_parser():
     parser.add_argument("--large-fit-classes", type=int, nargs="*", default=[],
                         help="smaller class counts at which the large-class training is also measured, to "
                              "extrapolate its memory linearly to --large-classes (e.g. 100 200)")
-    parser.add_argument("--large-only", action="store_true", help="run only the large-class measurements")
+    parser.add_argument("--scaling-classes", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                        help="also measure one fast training step at SMALL and LARGE classes with the class-chunked "
+                             "text encoding (MODEL.TEXT_CHUNK_CLASSES auto) and at LARGE without it (0), at each "
+                             "method's published batch size, for the trainers marked large_class_memory: peak "
+                             "memory LARGE / SMALL and the step-time cost of the recomputation (e.g. 100 1000)")
+    parser.add_argument("--eval-many-classes", type=int,
+                        help="also measure evaluation of --trainers at this many classes (beyond ImageNet's 1000: "
+                             "numbered copies of its names), class text features in chunks (e.g. 21000)")
+    parser.add_argument("--large-only", action="store_true",
+                        help="run only the class-count measurements (--large-classes, --scaling-classes, "
+                             "--eval-many-classes)")
     parser.add_argument("--memory-cap-mb", type=float,
                         help="stop a measurement whose resident memory exceeds this (default: 80%% of RAM); it is "
                              "reported as needing more")
@@ -111,8 +127,14 @@ def resolve_args(args):
     large = ([args.large_classes] if args.large_classes else []) + args.large_fit_classes
     if args.large_fit_classes and not args.large_classes:
         raise SystemExit("--large-fit-classes extrapolates to --large-classes; give --large-classes too.")
-    if args.large_only and not args.large_classes:
-        raise SystemExit("--large-only runs the large-class measurements; give --large-classes too.")
+    if args.large_only and not (args.large_classes or args.scaling_classes or args.eval_many_classes):
+        raise SystemExit("--large-only runs the class-count measurements; give --large-classes, --scaling-classes "
+                         "or --eval-many-classes too.")
+    if args.scaling_classes and not 1 <= args.scaling_classes[0] < args.scaling_classes[1]:
+        raise SystemExit(f"--scaling-classes SMALL LARGE needs 1 <= SMALL < LARGE, got {args.scaling_classes}.")
+    large += list(args.scaling_classes or [])
+    if args.eval_many_classes is not None and args.eval_many_classes < 1:
+        raise SystemExit(f"--eval-many-classes must be at least 1, got {args.eval_many_classes}.")
     for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
@@ -140,12 +162,40 @@ def large_class_specs(args, common):
     return specs
 
 
+def class_scaling_specs(args, common):
+    """The ``--scaling-classes`` measurements: chunked at SMALL and LARGE, one pass at LARGE, per trainer."""
+    if not args.scaling_classes:
+        return []
+    small, large = args.scaling_classes
+    specs, subjects = [], benchmark_subjects()
+    for trainer in args.trainers:
+        if subjects[trainer].large_class_memory:
+            _, batch, _ = published_settings(trainer, args.backbone_name)
+            specs += [class_scaling_spec(trainer, classes, batch, chunk, **common)
+                      for classes, chunk in ((small, AUTO), (large, AUTO), (large, 0))]
+    return specs
+
+
+def many_class_eval_specs(args, common):
+    """The ``--eval-many-classes`` measurements: one evaluation per trainer (warm-up fills the text cache, then one
+    timed batch), fast path, chunked text features."""
+    if not args.eval_many_classes:
+        return []
+    return [{**common, "kind": "eval", "group": "many_classes", "trainer": trainer, "straightforward": False,
+             "classes": args.eval_many_classes, "batch": args.batch_eval, "repeats": 1, "max_seconds": 0.0}
+            for trainer in args.trainers]
+
+
+def class_count_specs(args, common):
+    return large_class_specs(args, common) + class_scaling_specs(args, common) + many_class_eval_specs(args, common)
+
+
 def plan(args):
     """The measurement specs, in the order they run (the fast paths next to the floor they are compared with)."""
     common = {"backbone": args.backbone_name, "device": args.device, "prec": args.prec, "threads": args.threads,
               "repeats": args.repeats, "max_seconds": args.max_seconds}
     if args.large_only:
-        return large_class_specs(args, common)
+        return class_count_specs(args, common)
     specs = [{**common, "kind": "data", "batch": args.batch_train, "workers": args.loader_workers,
               "images": args.loader_images, "jpeg_size": args.jpeg_size, "epochs": args.loader_epochs,
               "device": "cpu"}]
@@ -167,7 +217,7 @@ def plan(args):
         specs += [eval_spec(trainer, classes, False) for trainer in args.trainers]
     for classes in args.straightforward_eval_classes:
         specs += [eval_spec(trainer, classes, True) for trainer in args.trainers]
-    return specs + large_class_specs(args, common)
+    return specs + class_count_specs(args, common)
 
 
 def describe(spec):
@@ -175,9 +225,10 @@ def describe(spec):
         return f"data loading ({spec['workers']} workers, {spec['images']} JPEGs)"
     if spec["kind"] == "floor":
         return f"eval  zero-shot floor @ {spec['classes']} classes"
-    batch = f", batch {spec['batch']}" if spec.get("group") == "large_classes" else ""
+    batch = f", batch {spec['batch']}" if spec.get("group") else ""
+    chunk = {None: "", AUTO: ", text in class chunks", 0: ", text in one pass"}[spec.get("text_chunk_classes")]
     return (f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} "
-            f"classes{batch}")
+            f"classes{batch}{chunk}")
 
 
 def summary_line(result):
@@ -224,6 +275,11 @@ def main(argv=None):
     table = markdown_table(results, args.trainers, args.classes_train, args.classes_eval, args.batch_train,
                            args.batch_eval)
     large = large_class_table(results, args.large_classes) if args.large_classes else ""
+    if args.scaling_classes:
+        large += "\n\n" + class_scaling_table(results, *args.scaling_classes)
+    if args.eval_many_classes:
+        large += "\n\n" + many_class_eval_table(results, args.eval_many_classes)
+    large = large.strip()
     report = {
         "command": " ".join(["python -m benchmarks.bench_trainers", shlex.join(argv)]).strip(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
