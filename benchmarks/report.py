@@ -249,7 +249,8 @@ def class_scaling_table(measurements, small, large):
         lo, hi, whole = (_group_measurement(measurements, "class_scaling", trainer, c, chunk)
                          for c, chunk in ((small, -1), (large, -1), (large, 0)))
         batch = next(m["batch"] for m in (lo, hi, whole) if m is not None)
-        steps = "—" if _quotient(hi, whole, "median_s") == "—" else f"{hi['median_s']:.1f} / {whole['median_s']:.1f}"
+        timed = _quotient(hi, whole, "median_s") != "—"
+        steps = f"{hi['median_s']:.1f} / {whole['median_s']:.1f}" if timed else "—"
         lines.append(f"| {trainer} | {batch} | {_mb(lo)} | {_mb(hi)} | {_quotient(hi, lo, 'peak_memory_mb')} | "
                      f"{_mb(whole)} | {steps} | {_quotient(hi, whole, 'median_s')} "
                      f"({_quotient(hi, whole, 'median_cpu_s')}) |")

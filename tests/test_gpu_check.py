@@ -197,8 +197,8 @@ def test_bad_arguments_stop_with_one_line(argv, message):
 
 
 def test_memory_check_judges_bmip_on_the_large_backbone_too(tmp_path, capsys):
-    code, stdout, report = run_script(tmp_path, capsys, "--checks", "memory", "--trainers", "MaPLe",
-                                      "BMIP-per_sample", "--memory-classes", "12", "--memory-large-backbone", "tiny-ViT")
+    code, stdout, report = run_script(tmp_path, capsys, "--checks", "memory", "--trainers", "MaPLe", "BMIP-per_sample",
+                                      "--memory-classes", "12", "--memory-large-backbone", "tiny-ViT")
     names = [r["name"] for r in report["records"]]
     assert code == 0, stdout[-2000:]
     assert names == [f"MaPLe {p} @12 classes, batch 4, PREC fp16" for p in ("fast", "straightforward")] + [
