@@ -33,8 +33,8 @@ from clip_patch.chunked import AUTO
 from .report import (class_scaling_table, compute_ratios, format_ratios, large_class_table, many_class_eval_table,
                      markdown_table, path_name)
 from .runner import preload, run_measurement
-from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, class_scaling_spec, large_class_spec,
-                       published_settings)
+from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, chunking_cost_spec,
+                       class_scaling_spec, large_class_spec, published_settings)
 
 FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
                  "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
@@ -81,10 +81,14 @@ def build_parser():
                         help="smaller class counts at which the large-class training is also measured, to "
                              "extrapolate its memory linearly to --large-classes (e.g. 100 200)")
     parser.add_argument("--scaling-classes", type=int, nargs=2, metavar=("SMALL", "LARGE"),
-                        help="also measure one fast training step at SMALL and LARGE classes with the class-chunked "
-                             "text encoding (MODEL.TEXT_CHUNK_CLASSES auto) and at LARGE without it (0), at each "
-                             "method's published batch size, for the trainers marked large_class_memory: peak "
-                             "memory LARGE / SMALL and the step-time cost of the recomputation (e.g. 100 1000)")
+                        help="also measure the peak memory of one fast training step at SMALL and LARGE classes "
+                             "with the class-chunked text encoding (MODEL.TEXT_CHUNK_CLASSES auto) and at LARGE "
+                             "without it (0), and the step time chunked / one pass at LARGE (steps alternating in "
+                             "one process), at each method's published batch size, for the trainers marked "
+                             "large_class_memory (e.g. 100 1000)")
+    parser.add_argument("--scaling-rounds", type=int, default=1,
+                        help="timed rounds of --scaling-classes' step-time comparison at LARGE (one chunked step and "
+                             "one one-pass step each, alternating, after one warm-up step each; default 1)")
     parser.add_argument("--eval-many-classes", type=int,
                         help="also measure evaluation of --trainers at this many classes (beyond ImageNet's 1000: "
                              "numbered copies of its names), class text features in chunks (e.g. 21000)")
@@ -135,7 +139,8 @@ def resolve_args(args):
     large += list(args.scaling_classes or [])
     if args.eval_many_classes is not None and args.eval_many_classes < 1:
         raise SystemExit(f"--eval-many-classes must be at least 1, got {args.eval_many_classes}.")
-    for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images"):
+    for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images",
+                 "scaling_rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     for count in [args.classes_train, *args.classes_eval, *args.straightforward_eval_classes, *large]:
@@ -173,6 +178,7 @@ def class_scaling_specs(args, common):
             _, batch, _ = published_settings(trainer, args.backbone_name)
             specs += [class_scaling_spec(trainer, classes, batch, chunk, **common)
                       for classes, chunk in ((small, AUTO), (large, AUTO), (large, 0))]
+            specs.append(chunking_cost_spec(trainer, large, batch, args.scaling_rounds, **common))
     return specs
 
 
@@ -227,6 +233,7 @@ def describe(spec):
         return f"eval  zero-shot floor @ {spec['classes']} classes"
     batch = f", batch {spec['batch']}" if spec.get("group") else ""
     chunk = {None: "", AUTO: ", text in class chunks", 0: ", text in one pass"}[spec.get("text_chunk_classes")]
+    chunk = ", step time: text in class chunks / in one pass, alternating" if spec.get("alternate_one_pass") else chunk
     return (f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} "
             f"classes{batch}{chunk}")
 
@@ -241,6 +248,8 @@ def summary_line(result):
     reps = len(result["times_s"])
     speed = (f"{result['median_s']:.2f} s/step" if result["kind"] == "train"
              else f"{result['images_per_s']:.2f} images/s")
+    if "one_pass_median_s" in result:
+        speed += f" in class chunks, {result['one_pass_median_s']:.2f} s/step in one pass"
     return f"{speed} (median of {reps}), peak {result['peak_memory_mb']:.0f} MB"
 
 

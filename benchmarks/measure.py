@@ -7,7 +7,8 @@ for floor and data), ``straightforward`` (bool), ``backbone``, ``device``, ``pre
 ``batch``, ``repeats``, ``max_seconds``; data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``; optional
 (train, eval): ``text_chunk_classes`` (``MODEL.TEXT_CHUNK_CLASSES``; absent: the default), ``teacher_templates``
 (a self-regulating trainer's teacher averages only its first N templates); train: ``warmup`` False times the first
-step itself (no warm-up call).
+step itself (no warm-up call), ``alternate_one_pass`` True times steps alternating the chunked text encoding
+(``text_chunk_classes``) with the one-pass one instead (:func:`time_chunking_cost`).
 
 Timing: one warm-up call (a full training step; for evaluation a 1-image batch, which also fills the trainer's text
 feature cache as the first batch of a real evaluation does), then up to ``repeats`` timed calls, stopping early once
@@ -92,6 +93,9 @@ def measure_train(spec, device):
     batch = {"img": images, "label": labels}
     trainer.set_model_mode("train")
     memory_after_build = peak_memory_mb(device)
+    if spec.get("alternate_one_pass"):
+        return {**time_chunking_cost(trainer, batch, device, spec["repeats"]),
+                "memory_after_build_mb": memory_after_build, "trainable_params": trainable_parameters(trainer)}
     start = time.perf_counter()
     if spec.get("warmup", True):
         trainer.forward_backward(batch)
@@ -100,6 +104,27 @@ def measure_train(spec, device):
     timed = timed_calls(lambda: trainer.forward_backward(batch), device, spec["repeats"], spec["max_seconds"])
     return {**_summary(timed, spec["batch"]), "warmup_s": warmup, "memory_after_build_mb": memory_after_build,
             "trainable_params": trainable_parameters(trainer)}
+
+
+def time_chunking_cost(trainer, batch, device, rounds):
+    """The cost of the class-chunked text encoding: training steps with the trainer's chunk setting and with one pass
+    (``text_chunk_classes`` 0), one warm-up step each, then ``rounds`` rounds of one timed step each, alternating, so
+    that a shared machine's changing load falls on both alike. Figures of the chunked steps as ``_summary``'s, of the
+    one-pass steps prefixed ``one_pass_``."""
+    model, step = trainer.model, lambda: trainer.forward_backward(batch)
+    settings = {"chunked": model.text_chunk_classes, "one_pass": 0}
+    times = {name: ([], []) for name in settings}
+    for round_ in range(rounds + 1):  # round 0: the warm-up steps
+        for name, setting in settings.items():
+            model.text_chunk_classes = setting
+            wall, cpu = timed_calls(step, device, 1, 0.0)
+            if round_:
+                times[name][0].extend(wall)
+                times[name][1].extend(cpu)
+    model.text_chunk_classes = settings["chunked"]
+    one_pass = _summary(times["one_pass"], batch["img"].shape[0])
+    return {**_summary(times["chunked"], batch["img"].shape[0]),
+            **{f"one_pass_{key}": value for key, value in one_pass.items()}}
 
 
 def measure_eval(spec, device):

@@ -171,15 +171,23 @@ def large_class_spec(trainer_id, straightforward, classes, batch, **common):
 
 
 def class_scaling_spec(trainer_id, classes, batch, text_chunk_classes, **common):
-    """A measurement spec: one fast training step at ``classes`` classes with ``MODEL.TEXT_CHUNK_CLASSES`` =
-    ``text_chunk_classes``, in the ``class_scaling`` group. The step is the first one, timed without a warm-up (at
-    1000 classes a CPU step takes minutes; the one-off costs of a first step are the same with and without chunks). A
-    self-regulating trainer's frozen teacher (template-averaged text features, computed once per run without
-    gradients, in the first step) averages one template instead of 60-80 (``teacher_templates``): the same
-    computation, a 60th of its time."""
+    """A measurement spec: the peak memory of one fast training step (the first: no warm-up) at ``classes`` classes
+    with ``MODEL.TEXT_CHUNK_CLASSES`` = ``text_chunk_classes``, in the ``class_scaling`` group. A self-regulating
+    trainer's frozen teacher (template-averaged text features, computed once per run without gradients, in the
+    first step) averages one template instead of 60-80 (``teacher_templates``): the same computation, a 60th of its
+    time."""
     return {**common, "kind": "train", "group": "class_scaling", "trainer": trainer_id, "straightforward": False,
             "classes": classes, "batch": batch, "text_chunk_classes": text_chunk_classes, "teacher_templates": 1,
             "warmup": False, "repeats": 1, "max_seconds": 0.0}
+
+
+def chunking_cost_spec(trainer_id, classes, batch, rounds, **common):
+    """A measurement spec: training steps at ``classes`` classes alternating the class-chunked text encoding (auto)
+    and one pass, ``rounds`` timed steps each after one warm-up step each (``measure.time_chunking_cost``), in the
+    ``chunking_cost`` group; the teacher as in :func:`class_scaling_spec`."""
+    return {**common, "kind": "train", "group": "chunking_cost", "trainer": trainer_id, "straightforward": False,
+            "classes": classes, "batch": batch, "text_chunk_classes": -1, "teacher_templates": 1,
+            "alternate_one_pass": True, "repeats": rounds, "max_seconds": 0.0}
 
 
 def build_trainer(trainer_id, backbone, device, prec=None, classes=10, straightforward=False):

@@ -290,9 +290,10 @@ class PromptedTextEncoder(nn.Module):
         return self.token_embedding(tokens).to(self.dtype)
 
     def forward(self, embeddings, tokens, deep=None, straightforward=False):
-        """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]."""
+        """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]; L is the
+        context length or less (a sequence already cut after its last EOT token)."""
         eot = tokens.argmax(dim=-1)  # [n]
-        x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
+        x = embeddings.to(self.dtype) + self.positional_embedding[: embeddings.shape[1]].to(self.dtype)  # [n, L, D]
         if straightforward:
             x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot)  # [n, D] (EOT tokens)
         else:

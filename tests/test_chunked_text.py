@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from clip_patch import DeepPrompts, PromptedTextEncoder, load_clip
-from clip_patch.chunked import AUTO, AUTO_CHUNK_CLASSES, chunk_size, class_chunks, encode_text
+from clip_patch.chunked import AUTO, AUTO_CHUNK_CLASSES, chunk_size, class_chunks, encode_text, eot_cut
 from tests.test_promptsrc import data_root, first_batch, toy_trainer  # noqa: F401 (data_root is a fixture)
 from tests.test_trainers import MODEL_BUILDERS, TOL, TextEncoderCalls, build_model, logits_and_gradients
 from trainers.base import PromptedCLIP
@@ -101,6 +101,26 @@ def test_evaluation_at_many_classes_encodes_chunks_once_with_one_pass_logits(tin
         whole = model(images)
     assert chunked.shape == (5, n_cls)
     assert (chunked - whole).abs().max() <= TOL
+
+
+def test_fast_path_chunks_get_the_prompts_cut_after_the_last_eot(tiny):
+    names = ["cat", "sea lion", "a very long class name of many words", "dog", "red panda"]
+    model = PromptedCLIP(tiny, HandcraftedPrompts(tiny, names, "a photo of a {}."), text_chunk_classes=2)
+    lengths = []
+    model.text_encoder.register_forward_pre_hook(lambda module, args: lengths.append(
+        (args[0].shape[0], args[0].shape[1], args[1].shape[1])))
+    longest = int(model.prompt_learner.text_inputs()[1].argmax(dim=-1).max()) + 1  # the long name's EOT + 1
+    assert 12 < longest < 77
+    with torch.no_grad():
+        model.text_features()
+        model.straightforward = True
+        model.text_features()
+    assert lengths == [(2, longest, longest), (2, longest, longest), (1, longest, longest)] + [
+        (2, 77, 77), (2, 77, 77), (1, 77, 77)]  # the straightforward path runs all 77 positions, as released
+    embeddings, tokens = torch.randn(3, 77, 8), torch.zeros(3, 77, dtype=torch.long)
+    tokens[:, 4], tokens[1, 9] = 5, 7  # EOT (the largest token id) of the second prompt at 9
+    cut, cut_tokens = eot_cut(embeddings, tokens)
+    assert torch.equal(cut, embeddings[:, :10]) and cut.is_contiguous() and torch.equal(cut_tokens, tokens[:, :10])
 
 
 def test_chunk_size_setting():
