@@ -163,13 +163,14 @@ def test_one_training_step_loss_and_gradients_equal_the_release(tiny, multilabel
     ctx = model.prompt_learner.ctx
     g = torch.Generator().manual_seed(2)
     image, labels = torch.randn(4, 3, 32, 32, generator=g), torch.tensor([0, 2, 1, 2])
-    indices = torch.tensor([5, 0, 7, 3])  # END, FRONT, END, MIDDLE
+    indices = [5, 0, 7, 3]  # END, FRONT, END, MIDDLE
     logits = model.training_logits(image, labels, indices, multilabel)
     loss = F.cross_entropy(logits, labels)
     (grad,) = torch.autograd.grad(loss, ctx)
 
     released_ctx = ctx.detach().clone().requires_grad_(True)
-    expected_logits = released_training_logits(tiny, released_ctx, indices, CLASSNAMES, image, labels, multilabel)
+    batch_idx = torch.tensor(indices)
+    expected_logits = released_training_logits(tiny, released_ctx, batch_idx, CLASSNAMES, image, labels, multilabel)
     expected_loss = F.cross_entropy(expected_logits, labels)
     expected_loss.backward()
     expected = released_ctx.grad
@@ -178,10 +179,10 @@ def test_one_training_step_loss_and_gradients_equal_the_release(tiny, multilabel
     assert abs(loss.item() - expected_loss.item()) <= 1e-5 * abs(expected_loss.item())
     assert (grad - expected).norm() <= 1e-4 * expected.norm()
     unused = torch.ones(N_PROMPT, dtype=torch.bool)
-    unused[indices] = False
-    assert grad[indices].abs().amax(dim=(1, 2)).min() > 0 and not grad[unused].any()
+    unused[batch_idx] = False
+    assert grad[batch_idx].abs().amax(dim=(1, 2)).min() > 0 and not grad[unused].any()
     if not multilabel:  # the Gaussian term is there: the plain mean logits differ
-        plain = released_training_logits(tiny, ctx.detach(), indices, CLASSNAMES, image, labels, True)
+        plain = released_training_logits(tiny, ctx.detach(), batch_idx, CLASSNAMES, image, labels, True)
         assert (expected_logits - plain).abs().max() > 1e-3
 
 
@@ -198,13 +199,14 @@ def test_diversity_term_equals_the_released_loss_m(tiny):
 
 
 def test_prompt_sampling_cycles_through_every_prompt_and_depends_on_seed_and_step_only():
-    cycle = [sampled_prompts(32, 4, seed=1, step=s) for s in range(8)]
-    assert sorted(torch.cat(cycle).tolist()) == list(range(32))  # each prompt once per 8 steps
-    assert all(torch.equal(a, sampled_prompts(32, 4, seed=1, step=s)) for s, a in enumerate(cycle))
-    following = torch.cat([sampled_prompts(32, 4, seed=1, step=s) for s in range(8, 16)])
-    assert sorted(following.tolist()) == list(range(32)) and not torch.equal(following, torch.cat(cycle))
-    assert not torch.equal(torch.cat(cycle), torch.cat([sampled_prompts(32, 4, seed=2, step=s) for s in range(8)]))
-    assert sampled_prompts(4, 4, seed=1, step=3).sort().values.tolist() == [0, 1, 2, 3]
+    cycle = [k for s in range(8) for k in sampled_prompts(32, 4, seed=1, step=s)]
+    assert sorted(cycle) == list(range(32))  # each prompt once per 8 steps, 4 at a time
+    assert all(len(sampled_prompts(32, 4, seed=1, step=s)) == 4 for s in range(8))
+    assert cycle == [k for s in range(8) for k in sampled_prompts(32, 4, seed=1, step=s)]  # recomputed: the same
+    following = [k for s in range(8, 16) for k in sampled_prompts(32, 4, seed=1, step=s)]
+    assert sorted(following) == list(range(32)) and following != cycle
+    assert cycle != [k for s in range(8) for k in sampled_prompts(32, 4, seed=2, step=s)]
+    assert sorted(sampled_prompts(4, 4, seed=1, step=3)) == [0, 1, 2, 3]
 
 
 # -- the trainer -----------------------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def test_training_steps_use_the_sampled_prompts_and_reduce_the_loss(data_root, t
         trainer.batch_idx = step
         losses.append(trainer.forward_backward(batch)["loss"])
         reached = learner.ctx.grad.abs().amax(dim=(1, 2)) > 0  # the gradient of this step's loss
-        assert reached.nonzero().flatten().tolist() == sorted(sampled_prompts(N_PROMPT, 4, max(trainer.cfg.SEED, 0), step).tolist())
+        assert reached.nonzero().flatten().tolist() == sorted(sampled_prompts(N_PROMPT, 4, max(trainer.cfg.SEED, 0), step))
     assert losses[-1] < losses[0], losses
 
 

@@ -131,13 +131,13 @@ class ProDACLIP(PromptedCLIP):
     """Frozen CLIP with ProDA's prompt set: class features are means over prompts; training adds the Gaussian term."""
 
     def prompt_features(self, indices):
-        """L2-normalised features of the prompts ``indices`` [P] (LongTensor) for every class: [n_cls, P, E].
+        """L2-normalised features of the prompts ``indices`` (P ints) for every class: [n_cls, P, E].
 
         One text-encoder call per prompt: all classes of one END prompt share the prefix "<SOS> ctx", which the
         fast path then encodes once.
         """
         features = []
-        for k in indices.tolist():
+        for k in indices:
             embeddings, tokens = self.prompt_learner.prompt_embeddings(k)
             f = self.text_encoder(embeddings, tokens, None, self.straightforward)  # [n_cls, E]
             features.append(f / f.norm(dim=-1, keepdim=True))
@@ -149,14 +149,14 @@ class ProDACLIP(PromptedCLIP):
         cacheable = self._caching and not torch.is_grad_enabled() and not self.straightforward
         if cacheable and self._text_cache is not None:
             return self._text_cache
-        all_prompts = torch.arange(self.prompt_learner.num_prompts)
-        features = self.prompt_features(all_prompts).mean(dim=1)  # [n_cls, E]
+        features = self.prompt_features(range(self.prompt_learner.num_prompts)).mean(dim=1)  # [n_cls, E]
         if cacheable:
             self._text_cache = features
         return features
 
     def training_logits(self, image, label, indices, multilabel):
-        """Training logits [B, n_cls] on the prompts ``indices`` [P], with ProDA's Gaussian term unless multilabel."""
+        """Training logits [B, n_cls] on the prompts ``indices`` (P ints), with ProDA's Gaussian term unless
+        multilabel."""
         image_features = self.image_features(image)  # [B, E]
         features = self.prompt_features(indices)  # [n_cls, P, E]
         mean = features.mean(dim=1)  # [n_cls, E]
@@ -185,19 +185,20 @@ def prompt_batch(cfg):
 
 
 def sampled_prompts(n_prompt, batch, seed, step):
-    """The prompts [batch] of training step ``step``: chunk ``step % (K / batch)`` of a permutation of the K prompts
-    drawn afresh every K / batch steps, from a generator seeded by (seed, cycle) alone (the same after a resume)."""
+    """The prompts (``batch`` ints) of training step ``step``: chunk ``step % (K / batch)`` of a permutation of the K
+    prompts drawn afresh every K / batch steps, from a CPU generator seeded by (seed, cycle) alone (the same after a
+    resume; host-side indices, whatever the model's device)."""
     cycles = n_prompt // batch
     cycle, chunk = divmod(step, cycles)
     key = hashlib.sha256(f"ProDA prompts {seed} {cycle}".encode()).digest()
     generator = torch.Generator().manual_seed(int.from_bytes(key[:8], "big"))
-    permutation = torch.randperm(n_prompt, generator=generator)  # [K]
+    permutation = torch.randperm(n_prompt, generator=generator, device="cpu").tolist()  # K ints
     return permutation[chunk * batch: (chunk + 1) * batch]
 
 
 @TRAINER_REGISTRY.register()
 class ProDA(CLIPPromptTrainer):
-    DISPLAY_RANK = 35  # place in result tables and benchmarks (trainers/display.py)
+    DISPLAY_RANK = 75  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "ProDA"
     CHECKPOINT_NAME = "prompt_learner"
     # Release: trainers/proda.py registers its whole CustomCLIP as "prompt_learner"; ctx is prompt_learner.ctx. The
@@ -228,7 +229,7 @@ class ProDA(CLIPPromptTrainer):
         return ProDACLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def training_prompts(self):
-        """The prompts [PROMPT_BATCH] of the current step (a function of SEED and the global step)."""
+        """The prompts (PROMPT_BATCH ints) of the current step (a function of SEED and the global step)."""
         step = self.epoch * self.num_batches + self.batch_idx
         return sampled_prompts(self.method_cfg.N_PROMPT, prompt_batch(self.cfg), max(self.cfg.SEED, 0), step)
 
