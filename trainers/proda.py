@@ -4,14 +4,14 @@ N_PROMPT context sets ``ctx`` [K, b, D] (b = N_CTX tokens) are each placed aroun
 put the class name first ("front"), the next K//4 in the middle, the rest at the end (K = 1: end). Each prompt's class
 text feature is L2-normalised; a class is represented by their mean over prompts, NOT renormalised.
 
-* Training step: PROMPT_BATCH prompts are taken (a fresh permutation of the K prompts every K / PROMPT_BATCH steps,
-  consecutive chunks of it in between). With t̄_c the mean and Σ_c the per-dimension spread of the class features
-  over those prompts, divided by (PROMPT_BATCH + 1),
+* Training step: PROMPT_BATCH = P of the prompts (a fresh permutation of the K prompts every K / P steps, consecutive
+  chunks of it in between). With t_cp the normalised feature of class c under prompt p, t̄_c its mean over the P
+  prompts, u_cp = t_cp − t̄_c, z the normalised image feature, y its label and s = exp(logit_scale),
 
-      logit[b, j] = s · z_b · t̄_j + ½ s² Σ_e z_be² ((t_y,e − t_j,e)-spread summed over prompts) / (PROMPT_BATCH + 1)
+      logit[j] = s · z·t̄_j + ½ s² Σ_e z_e² Σ_p (u_yp,e − u_jp,e)² / (P + 1)
 
-  (y = the label; skipped with DATALOADER.MULTILABEL), and the loss is their cross-entropy, plus LOSS_M_WEIGHT times
-  the prompt-diversity term (mean |cosine| between the K context sets encoded alone, "X … X.").
+  (the second term is skipped with DATALOADER.MULTILABEL); the loss is their cross-entropy, plus LOSS_M_WEIGHT times
+  the prompt-diversity term (mean |cosine| between the K context sets encoded alone, "<SOS> ctx . <EOT>").
 * Evaluation: logits s · z · t̄ᵀ with t̄ the mean over all K prompts.
 
 Differences from the released code (LAMDASZ-ML/BMIP ``trainers/proda.py``) are listed in docs/BMIP.md ("ProDA").
