@@ -71,6 +71,9 @@ PUBLISHED = OrderedDict([
     ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
+    # ProDA: a step encodes every class under PROMPT_BATCH (= 4) of its 32 prompts; an evaluation under all 32.
+    ("ProDA", TrainerSpec("ProDA", "configs/trainers/ProDA/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA.yaml",
+                          reported_against=("CoOp",))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "
