@@ -252,9 +252,12 @@ TRAINER_OPTS = {  # run name -> (registered trainer, config node, extra KEY VALU
     "MaPLe": ("MaPLe", "MAPLE", []),
     "BMIP-reference": ("BMIP", "BMIP", []),
     "BMIP-per_sample": ("BMIP", "BMIP", ["TRAINER.BMIP.MODE", "per_sample"]),
+    "BITP-joint": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "joint"]),
+    "BITP-exchange": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "exchange"]),
 }
 CHECKPOINT_FOLDER = {"CoOp": "prompt_learner", "CoCoOp": "prompt_learner", "VPT": "prompt_learner",
-                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner"}
+                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner",
+                     "BITP": "MultiModalPromptLearner"}
 
 
 @pytest.fixture(scope="module")
