@@ -1,8 +1,9 @@
 """BITP (the BMIP authors' predecessor of BMIP, released with it): bi-directional deep prompts joined by a fixed rule.
 
-Both modalities own deep prompts — text P_k = ``compound_prompts_text[k]``, vision Q_k = ``compound_prompts_visual[k]``
-(k = 0..J-2) — and a linear head maps each into the other's width: G_tv (text -> vision, ``single_layer_t``) and G_vt
-(vision -> text, ``single_layer_v``), or one head per layer when SHARE.* is False. Where BMIP blends the two with
+Both modalities own deep prompts, text P_k = ``compound_prompts_text[k]`` and vision
+Q_k = ``compound_prompts_visual[k]`` (k = 0..J-2), and a linear head maps each into the other's width: G_tv
+(text -> vision, ``single_layer_t``) and G_vt (vision -> text, ``single_layer_v``), or one head per layer when SHARE.*
+is False. Where BMIP blends the two with
 attention gates, BITP joins them by ``TRAINER.BITP.CONNECT_METHOD`` (b = N_CTX, J = PROMPT_DEPTH):
 
 * ``add`` — the release concatenates the two prompt lists instead of adding them: deep layer l = k + 1 takes P_k
@@ -41,13 +42,18 @@ from .release_formats import ReleaseLayout, prompt_learner_groups
 
 CONNECT_METHODS = ("add", "atten", "joint", "exchange")
 RELEASED_CTX_V_ROWS = 77  # the release registers ctx_v with one row per token position and reads the first b
+# The release's names of each linear head: (one shared by all deep layers, one per deep layer).
+TEXT_TO_VISION = ("single_layer_t", "compound_prompt_projections_t")  # G_tv
+VISION_TO_TEXT = ("single_layer_v", "compound_prompt_projections_v")  # G_vt
+EXCHANGE_TEXT = ("exchange_layer_t", "compound_exchange_t")  # E_t
+EXCHANGE_VISION = ("exchange_layer_v", "compound_exchange_v")  # E_v
 
 
 @register_config
 def add_bitp_config(cfg):
     cfg.TRAINER.BITP = CN()  # the released defaults (BMIP release train.py L162-167)
     cfg.TRAINER.BITP.N_CTX = 2  # prompt tokens per layer per modality (b)
-    cfg.TRAINER.BITP.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4; joint: 2·N_CTX ≤ 4) start ctx_t
+    cfg.TRAINER.BITP.CTX_INIT = "a photo of a"  # prompt words; N_CTX (≤ 4; joint: 2·N_CTX ≤ 4) start ctx_t
     cfg.TRAINER.BITP.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
     cfg.TRAINER.BITP.PROMPT_DEPTH = 9  # J: deep prompt sets k = 0..J-2 (1 = shallow only)
     cfg.TRAINER.BITP.CONNECT_METHOD = "add"  # add | atten | joint | exchange (module docstring)
@@ -64,7 +70,7 @@ def stacked(first, second, rows):
 
 
 def _heads(shared, count, d_in, d_out):
-    """One Linear (or None when no layer uses it), or ``count`` deep copies of one Linear (the release's _get_clones)."""
+    """One Linear (None when no layer uses it), or ``count`` deep copies of one Linear (the release's _get_clones)."""
     if shared:
         return nn.Linear(d_in, d_out) if count else None
     first = nn.Linear(d_in, d_out)
@@ -117,47 +123,30 @@ class BITPPromptLearner(nn.Module):
             bound = math.sqrt(6.0 / (3 * 16 + d_v))
             visual = [nn.Parameter(torch.empty(n_ctx, d_v).uniform_(-bound, bound)) for _ in range(n_deep)]
         self.compound_prompts_visual = nn.ParameterList(visual)  # Q_k [b, D_v]
-        heads_t, heads_v = _heads(share_text, n_head_t, d_t, d_v), _heads(share_visual, n_head_v, d_v, d_t)
-        if share_text:
-            self.single_layer_t = heads_t  # G_tv
-        else:
-            self.compound_prompt_projections_t = heads_t
-        if share_visual:
-            self.single_layer_v = heads_v  # G_vt
-        else:
-            self.compound_prompt_projections_v = heads_v
+        self._add_heads(TEXT_TO_VISION, share_text, n_head_t, d_t, d_v)
+        self._add_heads(VISION_TO_TEXT, share_visual, n_head_v, d_v, d_t)
         if connect == "exchange":
-            exchange_t = _heads(share_text, self.text_layers, 2 * d_t, d_t)  # E_t
-            exchange_v = _heads(share_visual, self.vision_layers, 2 * d_v, d_v)  # E_v
-            if share_text:
-                self.exchange_layer_t = exchange_t
-            else:
-                self.compound_exchange_t = exchange_t
-            if share_visual:
-                self.exchange_layer_v = exchange_v
-            else:
-                self.compound_exchange_v = exchange_v
+            self._add_heads(EXCHANGE_TEXT, share_text, self.text_layers, 2 * d_t, d_t)
+            self._add_heads(EXCHANGE_VISION, share_visual, self.vision_layers, 2 * d_v, d_v)
 
         self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
         self.text_slots = text_prompt_slots(self.n_slots)
         self.vision_slots = vision_prompt_slots(image_encoder, self.n_slots)
 
-    # -- the two cross-modal maps and the exchange layers ---------------------------------------------------------
+    # -- the linear heads: one shared, or one per deep layer -----------------------------------------------------
+    def _add_heads(self, names, shared, count, d_in, d_out):
+        setattr(self, names[0] if shared else names[1], _heads(shared, count, d_in, d_out))
+
+    def _head(self, names, shared, k):
+        return getattr(self, names[0]) if shared else getattr(self, names[1])[k]
+
     def text_to_vision(self, k):
         """G_tv(P_k) [b, D_v]."""
-        head = self.single_layer_t if self.share_text else self.compound_prompt_projections_t[k]
-        return head(self.compound_prompts_text[k])
+        return self._head(TEXT_TO_VISION, self.share_text, k)(self.compound_prompts_text[k])
 
     def vision_to_text(self, k):
         """G_vt(Q_k) [b, D_t]."""
-        head = self.single_layer_v if self.share_visual else self.compound_prompt_projections_v[k]
-        return head(self.compound_prompts_visual[k])
-
-    def _exchange(self, side, k, pair):
-        """E_side(pair) [b, D] for the pair laid out [b, 2D]."""
-        shared = self.share_text if side == "t" else self.share_visual
-        layer = getattr(self, f"exchange_layer_{side}") if shared else getattr(self, f"compound_exchange_{side}")[k]
-        return layer(pair)
+        return self._head(VISION_TO_TEXT, self.share_visual, k)(self.compound_prompts_visual[k])
 
     # -- what each layer receives ---------------------------------------------------------------------------------
     def text_prompt(self, k):
@@ -170,7 +159,7 @@ class BITPPromptLearner(nn.Module):
             return attend(other, own) + own
         if self.connect == "joint":
             return stacked(other, own, self.n_slots)
-        return self._exchange("t", k, stacked(other, own, self.n_slots))
+        return self._head(EXCHANGE_TEXT, self.share_text, k)(stacked(other, own, self.n_slots))  # E_t
 
     def vision_prompt(self, k):
         """The vision slots before deep layer k + 1: [n_slots, D_v]."""
@@ -182,7 +171,7 @@ class BITPPromptLearner(nn.Module):
             return attend(other, own) + own
         if self.connect == "joint":
             return stacked(own, other, self.n_slots)
-        return self._exchange("v", k, stacked(own, other, self.n_slots))
+        return self._head(EXCHANGE_VISION, self.share_visual, k)(stacked(own, other, self.n_slots))  # E_v
 
     def shallow_vision_prompt(self):
         """The vision prompt appended after the patches at layer 0: [n_slots, D_v]."""
@@ -225,10 +214,8 @@ class BITPReleaseLayout(ReleaseLayout):
         return converted
 
 
-BITP_GROUPS = prompt_learner_groups(
-    "ctx_t", "proj_t", "ctx_v", "compound_prompts_text", "compound_prompts_visual", "single_layer_t", "single_layer_v",
-    "compound_prompt_projections_t", "compound_prompt_projections_v", "exchange_layer_t", "exchange_layer_v",
-    "compound_exchange_t", "compound_exchange_v")
+BITP_GROUPS = prompt_learner_groups("ctx_t", "proj_t", "ctx_v", "compound_prompts_text", "compound_prompts_visual",
+                                    *TEXT_TO_VISION, *VISION_TO_TEXT, *EXCHANGE_TEXT, *EXCHANGE_VISION)
 # Registered and trained by the released BITP but never reaching the loss for some connect method (ignored on import
 # when the learner has no place for them): proj_v always; ctx_v for exchange; the exchange layers outside exchange;
 # the heads of layers that take no prompt.
