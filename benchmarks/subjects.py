@@ -61,6 +61,8 @@ PUBLISHED = OrderedDict([
     ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
     ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", gpu_table=True,
                           large_class_memory=True)),
+    ("BITP", TrainerSpec("BITP", "configs/trainers/BITP/vit_b16_c2_ep20_ctx1_dp9TT.yaml",
+                         reported_against=("MaPLe", "BMIP-reference"))),
     ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
                                    gpu_table=True, large_class_memory=True)),
     ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",

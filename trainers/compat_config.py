@@ -9,12 +9,6 @@ from dassl.config import register_config
 
 @register_config
 def add_compat_config(cfg):
-    cfg.TRAINER.BITP = CN()  # BITP, BMIP's predecessor in the BMIP repository — inert, kept for compatibility
-    cfg.TRAINER.BITP.N_CTX = 2  # inert, kept for compatibility
-    cfg.TRAINER.BITP.CTX_INIT = "a photo of a"  # inert, kept for compatibility
-    cfg.TRAINER.BITP.PREC = "fp16"  # inert, kept for compatibility
-    cfg.TRAINER.BITP.PROMPT_DEPTH = 9  # inert, kept for compatibility
-    cfg.TRAINER.BITP.CONNECT_METHOD = "add"  # inert, kept for compatibility
     cfg.TRAINER.UPT = CN()  # UPT — inert, kept for compatibility
     cfg.TRAINER.UPT.N_CTX = 2  # inert, kept for compatibility
     cfg.TRAINER.UPT.CTX_INIT = "a photo of a"  # inert, kept for compatibility

@@ -1,9 +1,8 @@
-# Sourced by the scripts in this folder (the released BMIP scripts' forms) and in scripts/proda/ (which set
-# SCRIPT_TRAINER=ProDA first; default BMIP): sets REPO, CONFIGS, PYTHON and TRAIN_PY, and defines script_args (the
+# Sourced by the scripts in this folder (the released BMIP scripts' forms), in scripts/bitp/ and in scripts/proda/:
+# sets REPO, CONFIGS, PYTHON and TRAIN_PY (the sourcing script sets TRAINER first), and defines script_args (the
 # arguments, DATA and the config files checked) and run_train.
 #   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
-#   CONFIGS  folder holding datasets/DATASET.yaml and trainers/SCRIPT_TRAINER/CFG.yaml (default: the repository's
-#            configs/)
+#   CONFIGS  folder holding datasets/DATASET.yaml and trainers/TRAINER/CFG.yaml (default: the repository's configs/)
 #   PYTHON   interpreter (default: python3)
 # Like the release, the scripts write ./output/... relative to the directory they are run from (the repository
 # root in the release's usage); train.py and the configs are found wherever that is.
@@ -13,7 +12,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 CONFIGS="${CONFIGS:-$REPO/configs}"
 PYTHON="${PYTHON:-python3}"
 TRAIN_PY="$REPO/train.py"
-SCRIPT_TRAINER="${SCRIPT_TRAINER:-BMIP}"
+TRAINER="${TRAINER:?set TRAINER before sourcing _setup.sh}"
 # script_args "DATASET SEED DEVICE CFG [MORE...]" "$@": exactly these arguments (else the usage line), set as shell
 # variables of those names; then DATA and the two config files must exist. Every failure is one line, exit 2.
 script_args() {
@@ -31,7 +30,7 @@ script_args() {
         echo "error: set DATA to the datasets root (got '${DATA:-}')" >&2
         exit 2
     fi
-    for file in "$CONFIGS/datasets/$DATASET.yaml" "$CONFIGS/trainers/$SCRIPT_TRAINER/$CFG.yaml"; do
+    for file in "$CONFIGS/datasets/$DATASET.yaml" "$CONFIGS/trainers/$TRAINER/$CFG.yaml"; do
         if [[ ! -f "$file" ]]; then
             echo "error: config file $file does not exist (check DATASET / CFG, or CONFIGS)" >&2
             exit 2
@@ -47,9 +46,9 @@ run_train() {
     "$PYTHON" "$TRAIN_PY" \
         --root "$DATA" \
         --seed "$SEED" \
-        --trainer "$SCRIPT_TRAINER" \
+        --trainer "$TRAINER" \
         --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-        --config-file "$CONFIGS/trainers/$SCRIPT_TRAINER/${CFG}.yaml" \
+        --config-file "$CONFIGS/trainers/${TRAINER}/${CFG}.yaml" \
         --output-dir "$dir" \
         --device "$DEVICE" \
         "$@"

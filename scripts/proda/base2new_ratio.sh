@@ -6,7 +6,7 @@
 # usage: DATA=/path/to/datasets bash scripts/proda/base2new_ratio.sh DATASET SEED DEVICE RATIO
 # output: output/RATIO/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA/DATASET/seedSEED/RATIO_RATIO
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-SCRIPT_TRAINER=ProDA
+TRAINER=ProDA
 CFG=vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA
 source "$(dirname "$0")/../bmip/_setup.sh"
 script_args "DATASET SEED DEVICE RATIO" "$@"

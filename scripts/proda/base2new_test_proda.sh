@@ -7,7 +7,7 @@
 # usage: DATA=/path/to/datasets bash scripts/proda/base2new_test_proda.sh DATASET SEED DEVICE BEST
 # output: output/base2new/test_new/DATASET/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA/seedSEED
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-SCRIPT_TRAINER=ProDA
+TRAINER=ProDA
 CFG=vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA
 source "$(dirname "$0")/../bmip/_setup.sh"
 script_args "DATASET SEED DEVICE BEST" "$@"

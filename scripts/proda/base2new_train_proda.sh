@@ -5,7 +5,7 @@
 #   e.g. bash scripts/proda/base2new_train_proda.sh eurosat 1 cuda:0
 # output: output/base2new/train_base/DATASET/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA/seedSEED (resumed if there)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
-SCRIPT_TRAINER=ProDA
+TRAINER=ProDA
 CFG=vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA
 source "$(dirname "$0")/../bmip/_setup.sh"
 script_args "DATASET SEED DEVICE" "$@"
