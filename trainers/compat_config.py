@@ -19,8 +19,3 @@ def add_compat_config(cfg):
     cfg.TRAINER.ProDA.N_CTX = 16  # inert, kept for compatibility
     cfg.TRAINER.ProDA.N_PROMPT = 32  # inert, kept for compatibility
     cfg.TRAINER.ProDA.PREC = "fp16"  # inert, kept for compatibility
-    cfg.TRAINER.UPT = CN()  # UPT — inert, kept for compatibility
-    cfg.TRAINER.UPT.N_CTX = 2  # inert, kept for compatibility
-    cfg.TRAINER.UPT.CTX_INIT = "a photo of a"  # inert, kept for compatibility
-    cfg.TRAINER.UPT.PREC = "fp16"  # inert, kept for compatibility
-    cfg.TRAINER.UPT.PROMPT_DEPTH = 1  # inert, kept for compatibility
