@@ -10,20 +10,22 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from clip_patch import load_clip
+from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import build_trainer
+from dassl.engine.run_dir import write_result
 from dassl.utils import CheckpointError
 from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
-from dassl.engine.run_dir import write_result
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import upt as upt_module
 from trainers.prompting import tokenize
-from trainers.upt import UPT, UnifiedPromptCLIP, UPTPromptLearner
+from trainers.upt import UPT, UnifiedPromptCLIP, UPTPromptLearner, settings_node
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
 B, DEPTH, D_T, D_V = 2, 9, 64, 64  # tiny-ViT: width 64 on both sides, 12 blocks each
 TOL = 1e-4
-PROMPT_LAYER = nn.TransformerEncoderLayer(D_T + D_V, 8)  # the release's layer type; weights come from the state
+with torch.random.fork_rng(devices=[]):  # (leaves the global RNG as it was)
+    PROMPT_LAYER = nn.TransformerEncoderLayer(D_T + D_V, 8)  # the release's layer type; weights come from the state
 
 
 @pytest.fixture(scope="module")
@@ -285,3 +287,20 @@ def test_settings_come_from_trainer_upt_or_as_released_from_trainer_bitp(data_ro
         toy_trainer(data_root, "TRAINER.BITP.PREC", "fp8", "TRAINER.UPT.SETTINGS_FROM_BITP", "True")
     with pytest.raises(ValueError, match="TRAINER.UPT.PROMPT_DEPTH = 13; use 1..12"):
         toy_trainer(data_root, "TRAINER.UPT.PROMPT_DEPTH", "13")
+
+
+RELEASED_CONFIGS = {"vit_b16_c2_ep5_batch4_1ctxUPT.yaml": set(), "vit_b16_c2_ep5_batch4_2ctxUPT.yaml": set(),
+                    "vit_b16_c2_ep5_batch4_2ctx_cross_datasets.yaml": {"PROMPT_DEPTH"}}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED_CONFIGS))
+def test_released_configs_under_the_releases_reading(name):
+    """The release reads TRAINER.BITP (its defaults: N_CTX 2, "a photo of a", fp16, depth 9), so its YAML's UPT section
+    is inert: the base-to-novel configs give the same settings either way, the cross-dataset one depth 9, not 3."""
+    cfg = extend_cfg(get_cfg_default())
+    cfg.merge_from_file(f"configs/trainers/UPT/{name}")
+    ours, _ = settings_node(cfg)
+    cfg.TRAINER.UPT.SETTINGS_FROM_BITP = True
+    released, node = settings_node(cfg)
+    assert node == "BITP" and released.PROMPT_DEPTH == 9
+    assert {k for k in ("N_CTX", "CTX_INIT", "PREC", "PROMPT_DEPTH") if ours[k] != released[k]} == RELEASED_CONFIGS[name]

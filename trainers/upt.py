@@ -28,7 +28,6 @@ from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init
 from .release_formats import CONTEXT_ROWS, ReleaseLayout, prompt_learner_groups
 
 HEADS, FEEDFORWARD = 8, 2048  # the release's nn.TransformerEncoderLayer(d_model=1280, nhead=8) and its defaults
-SETTINGS_KEYS = ("N_CTX", "CTX_INIT", "PREC", "PROMPT_DEPTH")
 
 
 @register_config
