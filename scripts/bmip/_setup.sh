@@ -1,7 +1,8 @@
-# Sourced by the scripts in this folder (the released BMIP scripts' forms): sets REPO, CONFIGS, PYTHON and TRAIN_PY,
-# and defines script_args (the arguments, DATA and the config files checked) and run_train.
+# Sourced by the scripts in this folder and in scripts/upt/ (the released BMIP and UPT scripts' forms), which set
+# TRAINER first: sets REPO, CONFIGS, PYTHON and TRAIN_PY, and defines script_args (the arguments, DATA and the config
+# files checked) and run_train.
 #   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
-#   CONFIGS  folder holding datasets/DATASET.yaml and trainers/BMIP/CFG.yaml (default: the repository's configs/)
+#   CONFIGS  folder holding datasets/DATASET.yaml and trainers/TRAINER/CFG.yaml (default: the repository's configs/)
 #   PYTHON   interpreter (default: python3)
 # Like the release, the scripts write ./output/... relative to the directory they are run from (the repository
 # root in the release's usage); train.py and the configs are found wherever that is.
@@ -28,7 +29,7 @@ script_args() {
         echo "error: set DATA to the datasets root (got '${DATA:-}')" >&2
         exit 2
     fi
-    for file in "$CONFIGS/datasets/$DATASET.yaml" "$CONFIGS/trainers/BMIP/$CFG.yaml"; do
+    for file in "$CONFIGS/datasets/$DATASET.yaml" "$CONFIGS/trainers/$TRAINER/$CFG.yaml"; do
         if [[ ! -f "$file" ]]; then
             echo "error: config file $file does not exist (check DATASET / CFG, or CONFIGS)" >&2
             exit 2
@@ -36,17 +37,17 @@ script_args() {
     done
 }
 
-# run_train OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call, for the DATASET, SEED,
-# DEVICE and CFG that script_args set
+# run_train OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call, for the TRAINER, DATASET,
+# SEED, DEVICE and CFG that script_args set
 run_train() {
     local dir=$1
     shift
     "$PYTHON" "$TRAIN_PY" \
         --root "$DATA" \
         --seed "$SEED" \
-        --trainer BMIP \
+        --trainer "$TRAINER" \
         --dataset-config-file "$CONFIGS/datasets/${DATASET}.yaml" \
-        --config-file "$CONFIGS/trainers/BMIP/${CFG}.yaml" \
+        --config-file "$CONFIGS/trainers/$TRAINER/${CFG}.yaml" \
         --output-dir "$dir" \
         --device "$DEVICE" \
         "$@"
