@@ -116,7 +116,7 @@ class UnifiedPromptCLIP(PromptedCLIP):
 
 @TRAINER_REGISTRY.register()
 class UPT(CLIPPromptTrainer):
-    DISPLAY_RANK = 46  # place in result tables and benchmarks (trainers/display.py)
+    DISPLAY_RANK = 75  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "UPT"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
     # Every trainable tensor sits in the released prompt_learner under our name; its ctx_v has CONTEXT_ROWS rows.
