@@ -61,7 +61,7 @@ PUBLISHED = OrderedDict([
     ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
     ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", gpu_table=True,
                           large_class_memory=True)),
-    ("UPT", TrainerSpec("UPT", "configs/trainers/UPT/vit_b16_c2_ep5_batch4_2ctxUPT.yaml", reported_against=("MaPLe",))),
+    ("UPT", TrainerSpec("UPT", "configs/trainers/UPT/vit_b16_c2_ep5_batch4_2ctx.yaml", reported_against=("MaPLe",))),
     ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
                                    gpu_table=True, large_class_memory=True)),
     ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",
