@@ -48,8 +48,9 @@ def released_tensors(generator, depth=DEPTH):
 
 
 def released_logits(clip_model, state, image, classnames=CLASSNAMES, training=False):
-    """The released CustomCLIP.forward in fp32 (its fp16 casts left out), with dropout when ``training``: ``compound_prompt_projections[k](compound_prompts[k])`` split at 512 (here D_T) into the text and
-    vision prompts of block k+1; text inserts them while ``counter <= len - 2``, vision while ``counter <= len - 1``;
+    """The released CustomCLIP.forward in fp32 (its fp16 casts left out), with dropout when ``training``:
+    ``compound_prompt_projections[k](compound_prompts[k])`` split at 512 (here D_T) into the text and vision prompts
+    of block k+1; text inserts them while ``counter <= len - 2``, vision while ``counter <= len - 1``;
     the shallow vision prompt is ``ctx_v[:n_ctx]`` after the patches."""
     n_deep = len([k for k in state if k.startswith("prompt_learner.compound_prompts.")])
     deep = []
@@ -303,4 +304,5 @@ def test_released_configs_under_the_releases_reading(name):
     cfg.TRAINER.UPT.SETTINGS_FROM_BITP = True
     released, node = settings_node(cfg)
     assert node == "BITP" and released.PROMPT_DEPTH == 9
-    assert {k for k in ("N_CTX", "CTX_INIT", "PREC", "PROMPT_DEPTH") if ours[k] != released[k]} == RELEASED_CONFIGS[name]
+    differing = {k for k in ("N_CTX", "CTX_INIT", "PREC", "PROMPT_DEPTH") if ours[k] != released[k]}
+    assert differing == RELEASED_CONFIGS[name]
