@@ -184,6 +184,15 @@ def test_dropout_follows_the_rng_and_one_draw_serves_both_encoders(tiny, monkeyp
     assert torch.equal(logits(5), logits(6))
 
 
+def test_an_images_logits_do_not_depend_on_its_batch_mates(tiny):
+    torch.manual_seed(0)
+    model = UnifiedPromptCLIP(tiny, UPTPromptLearner(tiny, CLASSNAMES, B, "a photo of a", DEPTH)).eval()
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        together, alone = model(images), model(images[2:3])
+    assert (together[2:3] - alone).abs().max() <= 1e-5
+
+
 def test_export_pads_ctx_v_and_import_restores_the_learner(tiny):
     torch.manual_seed(0)
     learner = UPTPromptLearner(tiny, CLASSNAMES, B, "a photo of a", 3)
@@ -268,8 +277,9 @@ def test_released_checkpoint_of_another_depth_is_rejected(data_root, tmp_path):
         trainer.load_model(str(tmp_path), epoch=1)
 
 
-def test_training_steps_reduce_the_loss(data_root):
-    trainer = toy_trainer(data_root, "OPTIM.NAME", "adam", "OPTIM.LR", "0.01")
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_training_steps_reduce_the_loss(data_root, prec):
+    trainer = toy_trainer(data_root, "OPTIM.NAME", "adam", "OPTIM.LR", "0.01", "TRAINER.UPT.PREC", prec)
     batch = next(iter(trainer.train_loader_x))
     trainer.set_model_mode("train")
     torch.manual_seed(0)
