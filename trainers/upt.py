@@ -15,6 +15,7 @@ under ``prompt_learner.`` (``ctx_v`` there has 77 rows, of which the release rea
 import contextlib
 import copy
 
+import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
@@ -62,7 +63,7 @@ class UPTPromptLearner(nn.Module):
         n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
         self.text_width = d_t
         self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
-        self.ctx_v = deep_prompt_list(1, n_ctx, d_v)[0]  # [b, D_v], N(0, 0.02)
+        self.ctx_v = nn.Parameter(torch.randn(n_ctx, d_v) * 0.02)  # [b, D_v]
         self.compound_prompts = deep_prompt_list(depth - 1, n_ctx, d_t + d_v)  # J-1 x [b, D_t + D_v]
         layer = nn.TransformerEncoderLayer(d_model=d_t + d_v, nhead=HEADS, dim_feedforward=FEEDFORWARD)
         # the release deep-copies one layer, so all J-1 start identical
