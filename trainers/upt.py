@@ -50,11 +50,11 @@ def settings_node(cfg):
 class UPTPromptLearner(nn.Module):
     """Every trainable tensor of UPT."""
 
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth):
+    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, depth_key="TRAINER.UPT.PROMPT_DEPTH"):
         super().__init__()
         require_vit(clip_model, "UPT")
         text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.UPT.PROMPT_DEPTH")
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
         d_t, d_v = text_encoder.width, image_encoder.width
         if (d_t + d_v) % HEADS:
             raise ValueError(f"UPT's prompt transformer has {HEADS} heads, which must divide the text + vision width "
@@ -144,8 +144,9 @@ class UPT(CLIPPromptTrainer):
         return UnifiedPromptCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def build_prompt_learner(self, cfg, classnames, clip_model):
-        m = self.method_cfg
-        return UPTPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH)
+        m, name = settings_node(cfg)
+        return UPTPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH,
+                                f"TRAINER.{name}.PROMPT_DEPTH")
 
     def convert_checkpoint(self, state_dict):
         """A released checkpoint's ctx_v has CONTEXT_ROWS rows; the release reads only the first b."""
