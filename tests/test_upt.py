@@ -299,7 +299,8 @@ def test_settings_come_from_trainer_upt_or_as_released_from_trainer_bitp(data_ro
     with pytest.raises(ValueError, match="TRAINER.UPT.PROMPT_DEPTH = 13; use 1..12"):
         toy_trainer(data_root, "TRAINER.UPT.PROMPT_DEPTH", "13")
     with pytest.raises(ValueError, match="TRAINER.BITP.PROMPT_DEPTH = 13; use 1..12"):
-        toy_trainer(data_root, "TRAINER.BITP.PROMPT_DEPTH", "13", "TRAINER.UPT.SETTINGS_FROM_BITP", "True")
+        toy_trainer(data_root, "TRAINER.BITP.PROMPT_DEPTH", "13", "TRAINER.BITP.PREC", "fp32",
+                    "TRAINER.UPT.SETTINGS_FROM_BITP", "True")
 
 
 RELEASED_CONFIGS = {"vit_b16_c2_ep5_batch4_1ctxUPT.yaml": set(), "vit_b16_c2_ep5_batch4_2ctxUPT.yaml": set(),
