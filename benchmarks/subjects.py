@@ -63,6 +63,7 @@ PUBLISHED = OrderedDict([
                           large_class_memory=True)),
     ("BITP", TrainerSpec("BITP", "configs/trainers/BITP/vit_b16_c2_ep20_ctx1_dp9TT.yaml",
                          reported_against=("MaPLe", "BMIP-reference"))),
+    ("UPT", TrainerSpec("UPT", "configs/trainers/UPT/vit_b16_c2_ep5_batch4_2ctx.yaml", reported_against=("MaPLe",))),
     ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
                                    gpu_table=True, large_class_memory=True)),
     ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",

@@ -235,7 +235,7 @@ def test_documented_shell_scripts_exist_and_dry_run(tmp_path):
             continue
         script = REPO / words[1]
         assert script.is_file(), f"{doc}: `{command}`: no {words[1]}"
-        if words[1].startswith(("scripts/bmip/", "scripts/proda/")):  # the released forms: positional arguments only
+        if words[1].startswith(("scripts/bmip/", "scripts/bitp/", "scripts/proda/", "scripts/upt/")):  # released forms
             continue
         environ = {**os.environ, **{k: v for k, v in env.items() if k != "DATA"}, "DATA": str(tmp_path),
                    "PYTHON": sys.executable}

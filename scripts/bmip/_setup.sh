@@ -1,6 +1,6 @@
-# Sourced by the scripts in this folder (the released BMIP scripts' forms), in scripts/bitp/ and in scripts/proda/:
-# sets REPO, CONFIGS, PYTHON and TRAIN_PY (the sourcing script sets TRAINER first), and defines script_args (the
-# arguments, DATA and the config files checked) and run_train.
+# Sourced by the scripts in this folder (the released BMIP scripts' forms) and in scripts/bitp/, scripts/proda/ and
+# scripts/upt/: sets REPO, CONFIGS, PYTHON and TRAIN_PY (the sourcing script sets TRAINER first), and defines
+# script_args (the arguments, DATA and the config files checked) and run_train.
 #   DATA     the datasets root (the released scripts hard-code DATA="/mnt/hdd/DATA"); required
 #   CONFIGS  folder holding datasets/DATASET.yaml and trainers/TRAINER/CFG.yaml (default: the repository's configs/)
 #   PYTHON   interpreter (default: python3)
@@ -38,8 +38,8 @@ script_args() {
     done
 }
 
-# run_train OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call, for the DATASET, SEED,
-# DEVICE and CFG that script_args set
+# run_train OUTPUT_DIR [more train.py arguments...]: the released scripts' train.py call, for the TRAINER, DATASET,
+# SEED, DEVICE and CFG that script_args set
 run_train() {
     local dir=$1
     shift
