@@ -32,7 +32,7 @@ AVERAGED_DATASETS = {"base2new": BASE2NEW_DATASETS, "cross_dataset": CROSS_DATAS
                      "domain_generalization": DG_TARGETS, "few_shot": BASE2NEW_DATASETS}
 ENTRY_KEYS = {"method", "protocol", "dataset", "shots", "source", "line", "also", "differs", "epochs",
               "inconsistent"}
-DIFFERS_KEYS = {"source", "line", "inconsistent"}
+DIFFERS_KEYS = {"source", "line", "epochs", "inconsistent"}
 SOURCE_KEYS = ("title", "repository", "commit", "file")
 
 
@@ -60,6 +60,7 @@ class Differing:
     source: str
     line: int
     metrics: dict            # metric name -> printed value
+    epochs: int = None       # the training length this source prints
     inconsistent: str = None
 
 
@@ -139,7 +140,7 @@ def _differing(path, where, protocol, raw, sources, own):
                        {k: v for k, v in raw.items() if k not in DIFFERS_KEYS})
     if all(own.get(k) == v for k, v in metrics.items()):
         _fail(path, where, f"differs: {source} line {line} prints the entry's own values: list it under also:")
-    return Differing(source, line, metrics, raw.get("inconsistent"))
+    return Differing(source, line, metrics, raw.get("epochs"), raw.get("inconsistent"))
 
 
 def load(path=PUBLISHED_FILE):
