@@ -111,14 +111,19 @@ def _entry(path, index, raw, sources, methods):
         _fail(path, where, "dataset must be a dataset name or 'average'")
     refs = [(raw.get("source"), raw.get("line"))] + [(a.get("source"), a.get("line")) for a in raw.get("also", [])]
     for source, line in refs:
-        if source not in sources or not isinstance(line, int) or line < 1:
-            _fail(path, where, f"source {source!r} line {line!r}: every value needs a listed source and its line")
+        _check_ref(path, where, sources, source, line)
     metrics = _metrics(path, where, protocol, {k: v for k, v in raw.items() if k not in ENTRY_KEYS})
     if (protocol == "few_shot") != isinstance(raw.get("shots"), int):
         _fail(path, where, "shots is required for few_shot entries and only for them")
     differs = tuple(_differing(path, where, protocol, item, sources, metrics) for item in raw.get("differs", []))
     return Entry(raw["method"], protocol, raw["dataset"], metrics, raw["source"], raw["line"], raw.get("shots"),
                  raw.get("epochs"), raw.get("inconsistent"), tuple(refs[1:]), differs)
+
+
+def _check_ref(path, where, sources, source, line):
+    """Refuse a reference to an unlisted source or without a line."""
+    if source not in sources or not isinstance(line, int) or line < 1:
+        _fail(path, where, f"source {source!r} line {line!r}: every value needs a listed source and its line")
 
 
 def _metrics(path, where, protocol, metrics):
@@ -134,8 +139,7 @@ def _metrics(path, where, protocol, metrics):
 def _differing(path, where, protocol, raw, sources, own):
     """A Differing from one raw ``differs`` item of an entry whose values are ``own``, checked."""
     source, line = raw.get("source"), raw.get("line")
-    if source not in sources or not isinstance(line, int) or line < 1:
-        _fail(path, where, f"differs: source {source!r} line {line!r}: every value needs a listed source and its line")
+    _check_ref(path, f"{where} differs", sources, source, line)
     metrics = _metrics(path, f"{where} differs ({source})", protocol,
                        {k: v for k, v in raw.items() if k not in DIFFERS_KEYS})
     if all(own.get(k) == v for k, v in metrics.items()):

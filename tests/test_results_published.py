@@ -75,7 +75,7 @@ def shipped_results():
     ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "base": 82.69, "novel": 63.22, "hm": 71.66}]},
      "differs: kgcoop_readme line 14 prints the entry's own values: list it under also:"),
     ("CoOp", {"differs": [{"source": "kgcoop", "line": 14, "base": 82.63}]},
-     "differs: source 'kgcoop' line 14: every value needs a listed source and its line"),
+     "CoOp, base2new, average) differs: source 'kgcoop' line 14: every value needs a listed source and its line"),
     ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "accuracy": 82.63}]},
      "a base2new entry holds some of ['base', 'novel', 'hm']"),
 ])
