@@ -19,11 +19,10 @@ from types import SimpleNamespace
 
 import torch
 
-from clip_patch import RANDOM_BACKBONES, Precision, load_clip
+from clip_patch import RANDOM_BACKBONES, Precision, load_backbone
 from dassl.engine import TRAINER_REGISTRY, TrainerBase, resolve_device
 from trainers.display import display_order
 from trainers.lookup import learns
-from trainers.prompting import tokenize
 from trainers.zsclip import DEFAULT_TEMPLATE
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -194,14 +193,14 @@ def trainable_parameters(trainer):
 
 
 class ZeroShotFloor:
-    """Zero-shot CLIP as OpenAI's own code runs it: text features encoded once, then ``encode_image`` per batch."""
+    """Zero-shot CLIP as the family's own code runs it: text features encoded once, then ``encode_image`` per batch."""
 
     def __init__(self, backbone, device, prec, classnames):
         self.device = torch.device(device)
         self.precision = Precision(prec, self.device)
-        clip_model = load_clip(benchmark_backbone(backbone))
-        self.clip = self.precision.prepare_frozen(clip_model).to(self.device)
-        tokens = tokenize([DEFAULT_TEMPLATE.format(name) for name in classnames]).to(self.device)  # [n_cls, L]
+        frozen = self.precision.prepare_frozen(load_backbone(benchmark_backbone(backbone)))
+        self.clip = frozen.model.to(self.device)
+        tokens = frozen.tokenize([DEFAULT_TEMPLATE.format(name) for name in classnames]).to(self.device)  # [n_cls, L]
         with torch.no_grad(), self.precision.autocast():
             text = self.clip.encode_text(tokens).float()  # [n_cls, E]
         self.text_features = text / text.norm(dim=-1, keepdim=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import CheckpointError
@@ -30,7 +30,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 def method_cfg(node, **values):
@@ -315,7 +315,7 @@ def test_prec_fp16_on_cpu_warns_once_and_runs_fp32(data_root):
     prec_warnings = [str(w.message) for w in caught if "PREC" in str(w.message)]
     assert prec_warnings == ["PREC 'fp16' needs a CUDA device; running in fp32 on cpu"]
     assert trainer.precision.prec == "fp32" and trainer.scaler is None
-    assert trainer.model.image_encoder.visual.conv1.weight.dtype == torch.float32
+    assert trainer.model.image_encoder.conv1.weight.dtype == torch.float32
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all() and summary["loss"] > 0
 
 
@@ -430,7 +430,7 @@ def test_missing_checkpoint_names_the_path_and_the_fix(data_root, tmp_path):
 
 def frozen_release_weights(trainer):
     """The frozen CLIP weights as the released CustomCLIP names them (fp16), plus ``logit_scale``."""
-    clip_visual = trainer.model.image_encoder.visual
+    clip_visual = trainer.backbone.model.visual
     text_blocks = trainer.model.text_encoder.blocks
     weights = {f"image_encoder.{k}": v for k, v in clip_visual.state_dict().items()}
     weights.update({f"text_encoder.transformer.resblocks.{k}": v for k, v in text_blocks.state_dict().items()})
