@@ -125,7 +125,7 @@ def download_weights(name, cache_dir=None):
     return target
 
 
-def _is_torchscript(path):
+def is_torchscript(path):
     """OpenAI's release files are TorchScript archives: zip files holding a ``constants.pkl``."""
     if not zipfile.is_zipfile(path):
         return False
@@ -142,7 +142,7 @@ def read_state_dict(path):
     if not osp.isfile(path):
         raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
     try:
-        if _is_torchscript(path):
+        if is_torchscript(path):
             with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is the format OpenAI released
                 warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(path, map_location="cpu").state_dict()

@@ -375,3 +375,35 @@ def test_checkpoints_without_a_backbone_record_still_load(data_root, tmp_path):
     fresh = build_toy_trainer(data_root, "CoOp", extra=["MODEL.INIT_SEED", "3"])
     fresh.load_model(str(tmp_path), epoch=1)
     assert torch.equal(learner_of(fresh).ctx, learner_of(trainer).ctx)
+
+
+# -- sweeps vary the backbone in folders of their own --------------------------------------------------------------------
+OPEN_CLIP_OPTS = ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.NAME", "ViT-B-16",
+                  "MODEL.BACKBONE.PRETRAINED_TAG", "laion2b_s34b_b88k"]
+
+
+def sweep_file(tmp_path, name=None):
+    backbone_run = {"trainer": "MaPLe", "cfg": "vit_b16_c2_ep5_batch4_2ctx", "opts": OPEN_CLIP_OPTS}
+    if name:
+        backbone_run["name"] = name
+    sweep = {"output": str(tmp_path / "out"), "opts": [], "experiments": [{
+        "protocol": "base2new", "datasets": ["caltech101"], "seeds": [1],
+        "runs": [{"trainer": "MaPLe", "cfg": "vit_b16_c2_ep5_batch4_2ctx"}, backbone_run]}]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(json.dumps(sweep))  # JSON is YAML
+    return str(path)
+
+
+def test_a_sweep_runs_another_backbone_into_its_own_folders(tmp_path):
+    from sweeps import sweep_files
+    from sweeps.jobs import SetupError
+
+    jobs = [job for chain in sweep_files.load_sweeps([sweep_file(tmp_path, name="laion2b")]).chains for job in chain]
+    open_clip_jobs = [job for job in jobs if "open_clip" in job.opts]
+    openai_dirs = {job.output_dir for job in jobs if job not in open_clip_jobs}
+    assert len(open_clip_jobs) == 2 and len(openai_dirs) == 2  # train on base, test on new
+    for job in open_clip_jobs:
+        assert list(job.opts[-len(OPEN_CLIP_OPTS):]) == OPEN_CLIP_OPTS
+        assert "laion2b" in str(job.output_dir) and job.output_dir not in openai_dirs
+    with pytest.raises(SetupError, match=r"two different jobs write to .* give one of the runs its own `name:`"):
+        sweep_files.load_sweeps([sweep_file(tmp_path)])

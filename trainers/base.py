@@ -19,6 +19,13 @@ Which base a method subclasses:
 Both derive from :class:`CLIPTrainer` (the method's config node and precision, the frozen CLIP, evaluation). A
 trainer class also carries its own facts: ``LEARNS`` (whether it learns anything; the engine's default is True) and
 ``RELEASE_LAYOUT`` (where the released code keeps its tensors, :mod:`trainers.release_formats`).
+
+Learners see the frozen model only as a :class:`clip_patch.Backbone` (``MODEL.BACKBONE``: FAMILY openai | open_clip,
+NAME, PRETRAINED_TAG, PATH; docs/BACKBONES.md), handed to ``build_prompt_learner(cfg, classnames, backbone)`` /
+``build_frozen_model(backbone)`` and kept as ``self.backbone``: ``backbone.text_encoder`` / ``backbone.image_encoder``
+(the prompted encoders; ``require_text_encoder(method)`` / ``require_vit(method)`` refuse unserved towers in one
+line), ``backbone.tokenize(texts)``, ``backbone.token_ids(text)``, ``backbone.embed_dim`` and ``backbone.logit_scale``.
+Every checkpoint records the backbone (``checkpoint_record``); one of another backbone is refused on load.
 """
 import contextlib
 import os.path as osp

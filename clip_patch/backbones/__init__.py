@@ -2,8 +2,9 @@
 
 ``load_backbone(spec)`` builds the frozen :class:`Backbone` of a :class:`BackboneSpec` (``MODEL.BACKBONE``);
 ``check_backbone(spec)`` refuses a combination that cannot load in one line, before anything is built.
-Adding a family: one module here with ``check_spec(spec)`` and ``load(spec) -> Backbone`` (a subclass providing the
-tokenizer and the fp16 cast), and its name in ``FAMILIES`` and ``_FAMILY_MODULES`` (docs/DESIGN.md).
+Adding a family: one module here with ``check_spec(spec)``, ``locate(spec)`` and ``load(spec) -> Backbone`` (a
+subclass providing the tokenizer and the fp16 cast), and its name in ``FAMILIES`` and ``_FAMILY_MODULES``
+(docs/DESIGN.md).
 """
 import importlib
 import os.path as osp
@@ -17,23 +18,6 @@ def _family(name):
     return importlib.import_module(_FAMILY_MODULES[name])
 
 
-def _openai_check(spec):
-    from ..loading import available_backbones
-    if spec.pretrained_tag:
-        raise ValueError(f"MODEL.BACKBONE.PRETRAINED_TAG '{spec.pretrained_tag}' is an open_clip setting: with "
-                         f"MODEL.BACKBONE.FAMILY openai the weights follow MODEL.BACKBONE.NAME; set it to '' "
-                         f"(or MODEL.BACKBONE.FAMILY open_clip)")
-    if spec.path or spec.name in available_backbones():
-        return
-    from .open_clip import open_clip  # (only on this error path: the import takes seconds)
-    if spec.name.startswith("hf-hub:") or spec.name in open_clip().list_models():
-        raise ValueError(f"MODEL.BACKBONE.NAME '{spec.name}' is an open_clip model name: set "
-                         f"MODEL.BACKBONE.FAMILY open_clip and MODEL.BACKBONE.PRETRAINED_TAG (e.g. "
-                         f"laion2b_s34b_b88k, openai), or use an OpenAI name such as ViT-B/16")
-    raise ValueError(f"Unknown CLIP backbone '{spec.name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
-                     f"or set MODEL.BACKBONE.PATH to a local weights file.")
-
-
 def check_backbone(spec):
     """Raise one actionable line (ValueError / FileNotFoundError) unless ``spec`` names a backbone that can load."""
     if spec.family not in FAMILIES:
@@ -44,10 +28,14 @@ def check_backbone(spec):
     if spec.path and not osp.isfile(spec.path):
         raise FileNotFoundError(f"MODEL.BACKBONE.PATH points to {spec.path}, which does not exist. Fix the path, or "
                                 f"set it to '' to load backbone '{spec.name}' by name.")
-    if spec.family == "openai":
-        _openai_check(spec)
-    else:
-        _family(spec.family).check_spec(spec)
+    _family(spec.family).check_spec(spec)
+
+
+def locate_backbone_weights(spec):
+    """Fetch the weights ``load_backbone(spec)`` will read into the family's cache now (or fail in one line, e.g.
+    offline), before any model is built; returns the local file, or None where there is none to fetch first."""
+    check_backbone(spec)
+    return _family(spec.family).locate(spec)
 
 
 def load_backbone(spec):
@@ -59,4 +47,4 @@ def load_backbone(spec):
 
 
 __all__ = ["FAMILIES", "SERVED_TOWERS", "Backbone", "BackboneSpec", "check_backbone", "load_backbone",
-           "record_differences"]
+           "locate_backbone_weights", "record_differences"]

@@ -15,13 +15,29 @@ A family (``openai``: OpenAI's ``clip`` package; ``open_clip``) is one adapter m
 
 Every model comes back in fp32, in eval mode, with ``requires_grad`` off.
 """
+import functools
 import os.path as osp
+import warnings
 from dataclasses import asdict, dataclass
 
 FAMILIES = ("openai", "open_clip")
 # What the prompted forward serves, named in every refusal.
 SERVED_TOWERS = ("OpenAI CLIP ViTs, and open_clip CLIP models with a class-token ViT and a causal text transformer "
                  "pooled at EOT (e.g. ViT-B-32, ViT-B-16, ViT-L-14, ViT-H-14)")
+# The pixel normalisation OpenAI's models were trained with (clip.clip._transform), open_clip's default too.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@functools.lru_cache(maxsize=None)
+def open_clip():
+    """The ``open_clip`` package, imported on first use (it takes seconds: ``train.py --help`` never needs it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import open_clip as package
+        import open_clip.model  # noqa: F401
+        import open_clip.transformer  # noqa: F401
+    return package
 
 
 @dataclass(frozen=True)

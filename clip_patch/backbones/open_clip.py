@@ -16,31 +16,19 @@ as an :class:`~clip_patch.prompted.OpaqueImageEncoder` (no visual prompts), a te
 line). ``logit_bias`` (SigLIP) is one scalar added to every class logit: it changes neither the argmax nor the softmax
 over classes, so the project leaves it out of its logits.
 """
-import functools
+import contextlib
+import logging
 import os.path as osp
-import warnings
 
 import torch
 
-from ..loading import OPENAI_BACKBONE_NAMES, WeightsNotFoundError, read_state_dict
+from ..loading import OPENAI_BACKBONE_NAMES, WeightsNotFoundError, is_torchscript, read_state_dict
 from ..prompted import (BlockView, OpaqueImageEncoder, PromptedImageEncoder, PromptedTextEncoder, TextTower,
                         VisionTower)
-from .base import Backbone
-from .openai import OPENAI_MEAN, OPENAI_STD
+from .base import OPENAI_MEAN, OPENAI_STD, Backbone, open_clip
 
 RANDOM_TAG = "random"  # the project's tag: random weights from a fixed seed (tests and benchmarks only)
 OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")
-
-
-@functools.lru_cache(maxsize=None)
-def open_clip():
-    """The ``open_clip`` package, imported on first use (it takes seconds: ``train.py --help`` never needs it)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import open_clip as package
-        import open_clip.model  # noqa: F401
-        import open_clip.transformer  # noqa: F401
-    return package
 
 
 # -- config checks (before any model is built) -------------------------------------------------------------------------
@@ -68,6 +56,16 @@ def check_spec(spec):
 
 
 # -- building the model ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_random_init():
+    """Silence open_clip's "initialized randomly" warning: the project's ``random`` tag asks for exactly that."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def _frozen(model):
     model = model.float().eval()
     model.requires_grad_(False)
@@ -107,9 +105,8 @@ def load_file(name, path):
     if not osp.isfile(path):
         raise WeightsNotFoundError(f"MODEL.BACKBONE.PATH points to {path}, which does not exist. Fix the path, or set "
                                    f"it to '' to load MODEL.BACKBONE.NAME '{name}' with MODEL.BACKBONE.PRETRAINED_TAG.")
-    from ..loading import _is_torchscript
     state = read_weights(path)
-    if _is_torchscript(path) or is_openai_format(path, state):
+    if is_torchscript(path) or is_openai_format(path, state):
         return from_openai_state_dict(state, path)
     if name not in open_clip().list_models():
         raise ValueError(f"{path} is a plain state dict, so MODEL.BACKBONE.NAME must name its open_clip architecture, "
@@ -144,6 +141,16 @@ def download(name, tag, cache_dir=None):
             f"a local copy.") from None
 
 
+def locate(spec, cache_dir=None):
+    """The weights file of a pretrained tag, fetched into open_clip's cache now; the local file; or None (random
+    weights, hf-hub names: those are fetched when the model is built)."""
+    if spec.path:
+        return spec.path
+    if spec.pretrained_tag == RANDOM_TAG or spec.name.startswith("hf-hub:"):
+        return None
+    return download(spec.name, spec.pretrained_tag, cache_dir)
+
+
 def build_model(spec, cache_dir=None):
     """The frozen fp32 open_clip model of ``spec``."""
     package = open_clip()
@@ -158,7 +165,7 @@ def build_model(spec, cache_dir=None):
                 f"failed ({type(err).__name__}). Fix: download the repository on a machine with internet access into "
                 f"$HF_HOME, or point MODEL.BACKBONE.PATH at its weights file and NAME at its architecture.") from None
     if spec.pretrained_tag == RANDOM_TAG:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), _quiet_random_init():
             torch.manual_seed(0)
             return _frozen(package.create_model(spec.name, pretrained=None))
     download(spec.name, spec.pretrained_tag, cache_dir)
@@ -282,5 +289,6 @@ def from_model(spec, model, tokenizer):
 
 
 def load(spec):
-    model = build_model(spec)
+    with torch.random.fork_rng(devices=[]):  # building draws an init that the weights replace: leave the run's RNG
+        model = build_model(spec)
     return from_model(spec, model, tokenizer_for(spec, model))

@@ -4,15 +4,11 @@ import functools
 
 import torch
 
-from ..loading import load_clip
+from ..loading import available_backbones, load_clip, locate_weights
 from ..openai_clip import openai_clip
 from ..prompted import (BlockView, OpaqueImageEncoder, PromptedImageEncoder, PromptedTextEncoder, TextTower,
                         VisionTower)
-from .base import Backbone
-
-# The pixel normalisation OpenAI's models were trained with (clip.clip._transform).
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+from .base import OPENAI_MEAN, OPENAI_STD, Backbone, open_clip
 
 
 def eot_by_argmax(tokens):
@@ -66,6 +62,26 @@ def from_model(spec, model):
     visual = model.visual
     return OpenAIBackbone(spec, model, PromptedTextEncoder(text_tower(model)), image_encoder(visual),
                           model.logit_scale, visual.output_dim, visual.input_resolution, OPENAI_MEAN, OPENAI_STD)
+
+
+def check_spec(spec):
+    """Raise one line for a NAME / PRETRAINED_TAG combination that cannot load."""
+    if spec.pretrained_tag:
+        raise ValueError(f"MODEL.BACKBONE.PRETRAINED_TAG '{spec.pretrained_tag}' is an open_clip setting: with "
+                         f"MODEL.BACKBONE.FAMILY openai the weights follow MODEL.BACKBONE.NAME; set it to '' "
+                         f"(or MODEL.BACKBONE.FAMILY open_clip)")
+    if spec.path or spec.name in available_backbones():
+        return
+    if spec.name.startswith("hf-hub:") or spec.name in open_clip().list_models():  # (imported on this error path only)
+        raise ValueError(f"MODEL.BACKBONE.NAME '{spec.name}' is an open_clip model name: set "
+                         f"MODEL.BACKBONE.FAMILY open_clip and MODEL.BACKBONE.PRETRAINED_TAG (e.g. "
+                         f"laion2b_s34b_b88k, openai), or use an OpenAI name such as ViT-B/16")
+    raise ValueError(f"Unknown CLIP backbone '{spec.name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
+                     f"or set MODEL.BACKBONE.PATH to a local weights file.")
+
+
+def locate(spec):
+    return locate_weights(spec.name, spec.path)
 
 
 def load(spec):
