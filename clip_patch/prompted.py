@@ -379,6 +379,25 @@ class PromptedImageEncoder(nn.Module):
         return x if self.proj is None else x @ self.proj  # [B, E]
 
 
+class OpaqueTextEncoder(nn.Module):
+    """A text tower the prompted forward cannot enter (Hugging Face towers, bidirectional or differently pooled
+    text), run as the family runs it on token ids; it takes no prompt embeddings. ``why`` says what it is."""
+
+    def __init__(self, model, why):
+        super().__init__()
+        self.model = model  # the family's model: model.encode_text(tokens [n, L]) -> [n, E]
+        self.why = why
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def forward(self, embeddings, tokens, deep=None, straightforward=False):
+        if embeddings is not None or deep is not None:
+            raise ValueError(f"Text prompts need a text tower the prompted forward serves; this one is {self.why}.")
+        return self.model.encode_text(tokens)  # [n, E]
+
+
 class OpaqueImageEncoder(nn.Module):
     """An image tower the prompted forward cannot enter (OpenAI's ResNets, open_clip's timm towers, attention- or
     average-pooled ViTs), run as the family runs it; it takes no prompts. ``why`` says what it is, for errors."""

@@ -266,17 +266,24 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
     assert logits.shape == (2, 4) and grads["ctx"].abs().sum() > 0
 
 
-def test_bidirectional_text_tower_is_refused_for_text_methods_and_serves_the_linear_probe():
+def test_bidirectional_text_tower_is_refused_for_text_prompts_and_serves_zero_shot_and_the_linear_probe():
     backbone = custom_backbone(text={"no_causal_mask": True})
-    assert backbone.text_encoder is None
+    assert not backbone.has_prompted_text
     with pytest.raises(ValueError) as refusal:
         CoOpPromptLearner(_coop_cfg(), CLASSNAMES, backbone)
     assert str(refusal.value) == (
         f"CoOp runs the text transformer through the prompted forward, which serves {SERVED}, but the text tower of "
-        f"custom is bidirectional (no causal mask). Use such a model, or LinearProbeCLIP (image features only).")
+        f"custom is bidirectional (no causal mask). Use such a model, or a method without text prompts "
+        f"(ZeroshotCLIP, LinearProbeCLIP).")
     image = torch.randn(2, 3, 32, 32)
     probe = LinearProbeCLIPModel(backbone, LinearProbeHead(CLASSNAMES, backbone.embed_dim))
     assert (probe.image_features(image) - backbone.model.encode_image(image)).abs().max() <= TOL
+    texts = [f"a photo of a {c.replace('_', ' ')}." for c in CLASSNAMES]
+    with torch.no_grad():
+        zeroshot = PromptedCLIP(backbone, HandcraftedPrompts(backbone, CLASSNAMES, "a photo of a {}."))(image)
+        text = F.normalize(backbone.model.encode_text(backbone.tokenize(texts)), dim=-1)
+        expected = backbone.logit_scale.exp() * F.normalize(backbone.model.encode_image(image), dim=-1) @ text.t()
+    assert (zeroshot - expected).abs().max() <= 1e-4
 
 
 # -- config checks: one line before anything is built -----------------------------------------------------------------
@@ -342,9 +349,10 @@ def test_open_clip_state_dict_file_loads_into_its_named_architecture(tiny_oc, ti
     tokens = loaded.tokenize(["a satellite photo of a harbor."])
     with torch.no_grad():
         assert torch.equal(loaded.model.encode_text(tokens), tiny_oc.model.encode_text(tokens))
-    with pytest.raises(ValueError, match=r"does not hold the weights of open_clip model ViT-B-32 .*set "
-                                         r"MODEL.BACKBONE.NAME to the architecture it was trained with"):
-        open_clip_family.load_file("ViT-B-32", str(path))
+    torch.save({k: v for k, v in tiny_oc.model.state_dict().items() if k != "text_projection"}, path)
+    with pytest.raises(ValueError, match=rf"does not hold the weights of open_clip model {tiny_open_clip_name} "
+                                         r"\(.*text_projection.*\): set MODEL.BACKBONE.NAME to the architecture"):
+        open_clip_family.load_file(tiny_open_clip_name, str(path))
 
 
 # -- checkpoints record the backbone -----------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class PromptedCLIP(nn.Module):
     def __init__(self, backbone, prompt_learner, straightforward=False):
         super().__init__()
         self.prompt_learner = prompt_learner
-        self.text_encoder = backbone.require_text_encoder(type(prompt_learner).__name__)
+        self.text_encoder = backbone.text_encoder
         self.image_encoder = backbone.image_encoder
         self.logit_scale = backbone.logit_scale
         self.straightforward = straightforward

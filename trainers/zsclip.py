@@ -35,11 +35,13 @@ class HandcraftedPrompts(nn.Module):
 
     def __init__(self, backbone, classnames, template):
         super().__init__()
-        text_encoder = backbone.require_text_encoder("ZeroshotCLIP")
+        text_encoder = backbone.text_encoder
         texts = [template.format(name.replace("_", " ")) for name in classnames]
         tokens = backbone.tokenize(texts).to(text_encoder.device)  # [n_cls, L]
         self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("embeddings", text_encoder.embed(tokens).detach(), persistent=False)  # [n_cls, L, D]
+        # [n_cls, L, D]; None for a text tower that takes token ids only (docs/BACKBONES.md)
+        embeddings = text_encoder.embed(tokens).detach() if backbone.has_prompted_text else None
+        self.register_buffer("embeddings", embeddings, persistent=False)
         self.texts = texts
 
     def text_inputs(self):

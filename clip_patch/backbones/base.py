@@ -3,8 +3,9 @@
 A family (``openai``: OpenAI's ``clip`` package; ``open_clip``) is one adapter module in this package that builds a
 :class:`Backbone` from a :class:`BackboneSpec` (``MODEL.BACKBONE``). Learners and trainers only use a Backbone:
 
-* ``text_encoder``: the :class:`~clip_patch.prompted.PromptedTextEncoder` over the family's text transformer, or None
-  when the prompted forward cannot serve that tower (``require_text_encoder`` then refuses in one line);
+* ``text_encoder``: the :class:`~clip_patch.prompted.PromptedTextEncoder` over the family's text transformer, or an
+  :class:`~clip_patch.prompted.OpaqueTextEncoder` (token ids only: zero-shot) when the prompted forward cannot serve
+  that tower (``require_text_encoder`` then refuses prompt methods in one line);
 * ``image_encoder``: the :class:`~clip_patch.prompted.PromptedImageEncoder` over a class-token ViT, or an
   :class:`~clip_patch.prompted.OpaqueImageEncoder` (ResNets, timm towers, pooled ViTs) that takes no prompts;
 * ``tokenize(texts) -> [n, L]``, ``token_ids(text)`` (BPE ids without SOS/EOT) and ``decoder`` (id -> BPE string);
@@ -82,13 +83,13 @@ class Backbone:
                  image_mean, image_std, text_refusal=""):
         self.spec = spec
         self.model = model  # the family's own model (its encode_image / encode_text are the reference)
-        self.text_encoder = text_encoder  # PromptedTextEncoder | None
+        self.text_encoder = text_encoder  # PromptedTextEncoder | OpaqueTextEncoder
         self.image_encoder = image_encoder  # PromptedImageEncoder | OpaqueImageEncoder
         self.logit_scale = logit_scale  # log of the scale applied to cosine similarities
         self.embed_dim = embed_dim  # E, the joint embedding size
         self.input_resolution = input_resolution  # images are input_resolution x input_resolution
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)  # the pixel normalisation it was trained with
-        self.text_refusal = text_refusal  # why text_encoder is None
+        self.text_refusal = text_refusal  # why text_encoder is opaque ("" when it takes prompts)
 
     # -- the family's parts ----------------------------------------------------------------------------------------
     def tokenize(self, texts):
@@ -123,12 +124,16 @@ class Backbone:
                 f"ViT (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a text-prompt method (CoOp, CoCoOp, ZeroshotCLIP)."
             )
 
+    @property
+    def has_prompted_text(self):
+        return not self.text_refusal
+
     def require_text_encoder(self, method="This method"):
-        """Raise one line unless the prompted forward serves the text tower."""
-        if self.text_encoder is None:
+        """The prompted text encoder; raise one line unless the prompted forward serves the text tower."""
+        if not self.has_prompted_text:
             raise ValueError(
                 f"{method} runs the text transformer through the prompted forward, which serves {SERVED_TOWERS}, but "
-                f"the text tower of {self.spec.name} is {self.text_refusal}. Use such a model, or LinearProbeCLIP "
-                f"(image features only)."
+                f"the text tower of {self.spec.name} is {self.text_refusal}. Use such a model, or a method without "
+                f"text prompts (ZeroshotCLIP, LinearProbeCLIP)."
             )
         return self.text_encoder

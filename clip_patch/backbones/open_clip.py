@@ -12,8 +12,9 @@ its architecture inferred, with QuickGELU) when it is a TorchScript archive or c
 The prompted forward serves a ``CLIP`` whose image tower is a class-token ``VisionTransformer`` (no attention pool,
 ``pool_type 'tok'``) of standard blocks, and whose text transformer is causal, made of standard blocks, pooled at EOT
 (``argmax`` or ``eos``) and tokenized by CLIP's BPE tokenizer. Other towers are served as they are: an image tower
-as an :class:`~clip_patch.prompted.OpaqueImageEncoder` (no visual prompts), a text tower not at all (refused in one
-line). ``logit_bias`` (SigLIP) is one scalar added to every class logit: it changes neither the argmax nor the softmax
+as an :class:`~clip_patch.prompted.OpaqueImageEncoder` (no visual prompts), a text tower as an
+:class:`~clip_patch.prompted.OpaqueTextEncoder` (no text prompts: methods that learn them are refused in one line)
+except by zero-shot, which runs it on token ids as the family does. ``logit_bias`` (SigLIP) is one scalar added to every class logit: it changes neither the argmax nor the softmax
 over classes, so the project leaves it out of its logits.
 """
 import contextlib
@@ -23,8 +24,8 @@ import os.path as osp
 import torch
 
 from ..loading import OPENAI_BACKBONE_NAMES, WeightsNotFoundError, is_torchscript, read_state_dict
-from ..prompted import (BlockView, OpaqueImageEncoder, PromptedImageEncoder, PromptedTextEncoder, TextTower,
-                        VisionTower)
+from ..prompted import (BlockView, OpaqueImageEncoder, OpaqueTextEncoder, PromptedImageEncoder, PromptedTextEncoder,
+                        TextTower, VisionTower)
 from .base import OPENAI_MEAN, OPENAI_STD, Backbone, open_clip
 
 RANDOM_TAG = "random"  # the project's tag: random weights from a fixed seed (tests and benchmarks only)
@@ -282,7 +283,8 @@ def from_model(spec, model, tokenizer):
     embed_dim = projection.shape[1] if isinstance(projection, torch.Tensor) else visual.output_dim
     return OpenCLIPBackbone(
         spec, model, tokenizer,
-        text_encoder=None if refusal else text_encoder(model, tokenizer), image_encoder=image_encoder(visual),
+        text_encoder=OpaqueTextEncoder(model, refusal) if refusal else text_encoder(model, tokenizer),
+        image_encoder=image_encoder(visual),
         logit_scale=model.logit_scale, embed_dim=embed_dim, input_resolution=_square(visual.image_size),
         image_mean=getattr(visual, "image_mean", None) or OPENAI_MEAN,
         image_std=getattr(visual, "image_std", None) or OPENAI_STD, text_refusal=refusal)
