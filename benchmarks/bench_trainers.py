@@ -17,6 +17,7 @@ OpenAI converter for the second family), and a table of the open_clip / OpenAI t
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import os.path as osp
 import platform
@@ -32,8 +33,8 @@ from clip_patch import PRECISIONS
 from .report import (compute_ratios, family_ratio_table, format_ratios, large_class_table, markdown_table,
                      path_name)
 from .runner import preload, run_measurement
-from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, published_settings,
-                       write_openai_format)
+from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, openai_format_path,
+                       published_settings, write_openai_format)
 
 FAMILIES = ("openai", "open_clip")
 
@@ -180,6 +181,18 @@ def plan(args):
     return specs + large_class_specs(args, common)
 
 
+def openai_format_file(backbone, folder):
+    """The backbone's OpenAI-format file, written by a fresh interpreter: building it here would start torch's
+    thread pool in this process, which the measurements are forked from (a forked pool can deadlock)."""
+    process = multiprocessing.get_context("spawn").Process(target=write_openai_format, args=(backbone, folder))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"Could not write the OpenAI-format file of {backbone} for the open_clip family "
+                         f"(exit code {process.exitcode}).")
+    return openai_format_path(backbone, folder)
+
+
 def with_family(specs, family, weights):
     """The specs again, for ``family`` (open_clip: ``weights``, the OpenAI-format file of the same backbone); the
     data-loading measurement does not depend on the backbone and runs once."""
@@ -237,7 +250,7 @@ def main(argv=None):
     if args.device == "cpu":
         preload()  # imported once here; each measurement is forked from this process
     with tempfile.TemporaryDirectory(prefix="bench_trainers_") as workdir:
-        weights = write_openai_format(args.backbone_name, workdir) if "open_clip" in args.families else ""
+        weights = openai_format_file(args.backbone_name, workdir) if "open_clip" in args.families else ""
         specs = [spec for family in args.families for spec in with_family(plan(args), family, weights)]
         for index, spec in enumerate(specs):
             print(f"[{index + 1}/{len(specs)}] {describe(spec)} ...", flush=True)

@@ -104,14 +104,18 @@ def benchmark_backbone_spec(backbone, weights=""):
     return BackboneSpec("open_clip", name, path=weights) if weights else BackboneSpec("openai", name)
 
 
+def openai_format_path(backbone, folder):
+    """Where :func:`write_openai_format` saves ``backbone`` in ``folder``."""
+    return osp.join(folder, benchmark_backbone(backbone).replace("/", "-").replace("@", "-") + "-openai-format.pt")
+
+
 def write_openai_format(backbone, folder):
     """Save the random backbone ``backbone`` as an OpenAI-format file (state dict + OpenAI's metadata entries) in
     ``folder``, so the open_clip family measures the same shapes and weights; returns its path."""
-    name = benchmark_backbone(backbone)
-    model = load_backbone(name).model
+    model = load_backbone(benchmark_backbone(backbone)).model
     metadata = {"input_resolution": torch.tensor(model.visual.input_resolution),
                 "context_length": torch.tensor(model.context_length), "vocab_size": torch.tensor(model.vocab_size)}
-    path = osp.join(folder, name.replace("/", "-").replace("@", "-") + "-openai-format.pt")
+    path = openai_format_path(backbone, folder)
     torch.save({**model.state_dict(), **metadata}, path)
     return path
 

@@ -409,7 +409,7 @@ def test_a_sweep_runs_another_backbone_into_its_own_folders(tmp_path):
     jobs = [job for chain in sweep_files.load_sweeps([sweep_file(tmp_path, name="laion2b")]).chains for job in chain]
     open_clip_jobs = [job for job in jobs if "open_clip" in job.opts]
     openai_dirs = {job.output_dir for job in jobs if job not in open_clip_jobs}
-    assert len(open_clip_jobs) == 2 and len(openai_dirs) == 2  # train on base, test on new
+    assert len(open_clip_jobs) == len(openai_dirs) >= 2  # the same chain (train on base, evaluations) twice
     for job in open_clip_jobs:
         assert list(job.opts[-len(OPEN_CLIP_OPTS):]) == OPEN_CLIP_OPTS
         assert "laion2b" in str(job.output_dir) and job.output_dir not in openai_dirs

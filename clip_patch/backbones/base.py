@@ -21,6 +21,8 @@ import os.path as osp
 import warnings
 from dataclasses import asdict, dataclass
 
+from ..prompted import PromptedImageEncoder
+
 FAMILIES = ("openai", "open_clip")
 # What the prompted forward serves, named in every refusal.
 SERVED_TOWERS = ("OpenAI CLIP ViTs, and open_clip CLIP models with a class-token ViT and a causal text transformer "
@@ -112,7 +114,6 @@ class Backbone:
     # -- refusals --------------------------------------------------------------------------------------------------
     @property
     def has_prompted_vision(self):
-        from ..prompted import PromptedImageEncoder
         return isinstance(self.image_encoder, PromptedImageEncoder)
 
     def require_vit(self, method="This method"):

@@ -84,8 +84,9 @@ def read_weights(path):
     return state
 
 
-def is_openai_format(path, state):
-    return path.endswith((".pt", ".pth", ".bin")) and any(key in state for key in OPENAI_METADATA)
+def is_openai_format(state):
+    """OpenAI's release files carry these metadata entries next to the weights; open_clip state dicts do not."""
+    return any(key in state for key in OPENAI_METADATA)
 
 
 def from_openai_state_dict(state, source):
@@ -107,7 +108,7 @@ def load_file(name, path):
         raise WeightsNotFoundError(f"MODEL.BACKBONE.PATH points to {path}, which does not exist. Fix the path, or set "
                                    f"it to '' to load MODEL.BACKBONE.NAME '{name}' with MODEL.BACKBONE.PRETRAINED_TAG.")
     state = read_weights(path)
-    if is_torchscript(path) or is_openai_format(path, state):
+    if is_torchscript(path) or is_openai_format(state):
         return from_openai_state_dict(state, path)
     if name not in open_clip().list_models():
         raise ValueError(f"{path} is a plain state dict, so MODEL.BACKBONE.NAME must name its open_clip architecture, "
