@@ -1,5 +1,8 @@
 """Load a frozen CLIP model by backbone name: OpenAI weights, local files, shipped and random-weight backbones.
 
+This is the ``openai`` backbone family's loader (:mod:`clip_patch.backbones.openai` wraps its models as a
+``Backbone``; other families live next to it in :mod:`clip_patch.backbones`).
+
 Names (``MODEL.BACKBONE.NAME``):
 
 * OpenAI backbones — ``RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px`` —
