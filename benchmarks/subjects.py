@@ -60,6 +60,9 @@ PUBLISHED = OrderedDict([
     ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
     ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", gpu_table=True,
                           large_class_memory=True)),
+    ("BITP", TrainerSpec("BITP", "configs/trainers/BITP/vit_b16_c2_ep20_ctx1_dp9TT.yaml",
+                         reported_against=("MaPLe", "BMIP-reference"))),
+    ("UPT", TrainerSpec("UPT", "configs/trainers/UPT/vit_b16_c2_ep5_batch4_2ctx.yaml", reported_against=("MaPLe",))),
     ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
                                    gpu_table=True, large_class_memory=True)),
     ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",
@@ -70,6 +73,9 @@ PUBLISHED = OrderedDict([
     ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
+    # ProDA: a step encodes every class under PROMPT_BATCH (= 4) of its 32 prompts; an evaluation under all 32.
+    ("ProDA", TrainerSpec("ProDA", "configs/trainers/ProDA/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA.yaml",
+                          reported_against=("CoOp",))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "

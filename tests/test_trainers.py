@@ -16,6 +16,7 @@ from runs.config import build_parser, setup_cfg
 from sweeps import protocols
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import FrozenCLIPTrainer, PromptedCLIP
+from trainers.bitp import CONNECT_METHODS, BITPPromptLearner
 from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
@@ -41,6 +42,10 @@ def method_cfg(node, **values):
     return cfg.TRAINER[node]
 
 
+def bitp_builder(connect):
+    return lambda c: PromptedCLIP(c, BITPPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, connect, True, True))
+
+
 # name -> clip_model -> model; every published trainer and variant, on the tiny backbone
 MODEL_BUILDERS = {
     "ZeroshotCLIP": lambda c: PromptedCLIP(c, HandcraftedPrompts(c, CLASSNAMES, "a photo of a {}.")),
@@ -63,6 +68,7 @@ MODEL_BUILDERS = {
         c, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)),
     "BMIP-reference-per_layer_heads": lambda c: PromptedCLIP(c, BMIPPromptLearner(
         c, CLASSNAMES, 2, "a photo of a", 9, "reference", False, False)),
+    **{f"BITP-{connect}": bitp_builder(connect) for connect in CONNECT_METHODS},
 }
 
 
@@ -252,9 +258,12 @@ TRAINER_OPTS = {  # run name -> (registered trainer, config node, extra KEY VALU
     "MaPLe": ("MaPLe", "MAPLE", []),
     "BMIP-reference": ("BMIP", "BMIP", []),
     "BMIP-per_sample": ("BMIP", "BMIP", ["TRAINER.BMIP.MODE", "per_sample"]),
+    "BITP-joint": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "joint"]),
+    "BITP-exchange": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "exchange"]),
 }
 CHECKPOINT_FOLDER = {"CoOp": "prompt_learner", "CoCoOp": "prompt_learner", "VPT": "prompt_learner",
-                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner"}
+                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner",
+                     "BITP": "MultiModalPromptLearner"}
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,12 @@ class CLIPTrainer(TrainerX):
             raise ValueError(f'Checkpoint "{path}" was trained on another backbone ({"; ".join(differences)}): set '
                              f"MODEL.BACKBONE as it was trained, or train for this backbone")
 
+    def precision_used(self):
+        """PREC after the precision policy's fallbacks (e.g. fp16 asked on a CPU runs fp32); None before
+        ``load_frozen_backbone`` set the policy."""
+        precision = getattr(self, "precision", None)
+        return precision.prec if precision is not None else None
+
     def model_inference(self, image):
         with self.precision.autocast():
             return self.model(image).float()

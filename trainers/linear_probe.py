@@ -258,6 +258,11 @@ class LinearProbeCLIP(FrozenCLIPTrainer):
                                                  self.encoder_identity, getattr(dataset, "dataset_dir", ""))
         return features.numpy(), labels.numpy()
 
+    def transforms_used(self):
+        """The features of train_x are extracted under the test-time transform (``train_features``)."""
+        used = super().transforms_used()
+        return {"train": used["test"], "test": used["test"]}
+
     def train_features(self):
         """Features of train_x under the test-time transform (lpclip extracts them without augmentation)."""
         from dassl.data.data_manager import build_data_loader

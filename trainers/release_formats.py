@@ -16,10 +16,15 @@ CoOp and CoCoOp register only their prompt learner, under the same names as here
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Tuple
 
+import torch
+
 from dassl.engine import TRAINER_REGISTRY
 
 # Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+
+# Rows of a tensor the released code sizes by the tokenized prompt length (e.g. UPT's ctx_v, of which it reads b rows).
+CONTEXT_ROWS = 77
 
 # Top-level modules of the released CustomCLIP; a checkpoint with such keys is a whole-model one.
 WHOLE_MODEL_PREFIXES = ("prompt_learner.", "image_encoder.", "text_encoder.")
@@ -46,6 +51,9 @@ class ReleaseLayout:
     trained: Tuple[str, ...]  # the release's own rule: a parameter whose name holds one of these is trainable
     dead: Tuple[str, ...] = ()  # substrings of released trainable keys that never reach the loss (ignored on import)
     export_refusal: Callable[[Iterable[str]], str] = field(default=_no_check)  # learner keys -> why not, or ""
+    # learner group -> row count of its released tensor, of which the learner holds the first rows (the release reads
+    # no others): export pads with zero rows; the trainer's convert_checkpoint keeps its own row count on import
+    padded_rows: Dict[str, int] = field(default_factory=dict)
 
     def release_key(self, key):
         """The released whole-model name of learner key ``key``."""
@@ -62,7 +70,13 @@ class ReleaseLayout:
         refusal = self.export_refusal(learner_state.keys())
         if refusal:
             raise ValueError(refusal)
-        return {self.release_key(key): value for key, value in learner_state.items()}
+        return {self.release_key(key): self._padded(key, value) for key, value in learner_state.items()}
+
+    def _padded(self, key, value):
+        rows = self.padded_rows.get(key.split(".")[0])
+        if rows is None:
+            return value
+        return torch.cat([value, value.new_zeros(rows - value.shape[0], *value.shape[1:])])  # [rows, ...]
 
     def trained_in_release(self, key):
         return any(marker in key for marker in self.trained)

@@ -630,8 +630,10 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     def record_result(self, mode, **extra):
-        """Write ``OUTPUT_DIR/result.json`` (the run is finished): the final test's metrics, what was deployed and,
-        for an evaluation, which checkpoint files were loaded."""
+        """Write ``OUTPUT_DIR/result.json`` (the run is finished): the final test's metrics, what was deployed,
+        for an evaluation which checkpoint files were loaded, and the run's fingerprint (``fingerprint.py``)."""
+        from dassl.engine.fingerprint import run_fingerprint
+
         results = self.last_results or {}
         record = {
             "mode": mode,
@@ -642,8 +644,19 @@ class SimpleTrainer(TrainerBase):
             "epochs_trained": self.completed_epochs,
             "models": getattr(self, "loaded_checkpoints", {}),
             **extra,
+            "fingerprint": run_fingerprint(self),
         }
         write_result(self.output_dir, record)
+
+    def precision_used(self):
+        """The compute precision this run actually uses (recorded in its fingerprint); None: no precision policy."""
+        return None
+
+    def transforms_used(self):
+        """``{"train", "test"}``: ``repr`` of the transform pipelines this run applies (recorded in its
+        fingerprint); None without the data manager of ``build_data_loader``."""
+        dm = getattr(self, "dm", None)
+        return {"train": repr(dm.tfm_train), "test": repr(dm.tfm_test)} if dm is not None else None
 
     def _best_model_saved(self):
         return all(
