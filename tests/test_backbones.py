@@ -14,9 +14,12 @@ from clip_patch.prompted import run_blocks, run_blocks_shared_prefix, shared_pre
 from tests.test_trainers import (MODEL_BUILDERS, build_model, build_toy_trainer, data_root,  # noqa: F401 (fixture)
                                  fixed_batch, learner_of, logits_and_gradients)
 from trainers.base import PromptedCLIP
+from trainers.bitp import BITPPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.linear_probe import LinearProbeCLIPModel, LinearProbeHead
 from trainers.maple import MaPLePromptLearner
+from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.upt import UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts
 
 TOL = 1e-5
@@ -152,19 +155,26 @@ def family_opts(family, path):
 @pytest.mark.parametrize("run, extra", [
     ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "3", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "3"]),
     ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "3"]),
+    ("ProDA", ["TRAINER.ProDA.N_CTX", "4", "TRAINER.ProDA.N_PROMPT", "8", "TRAINER.ProDA.LOSS_M_WEIGHT", "0.5"]),
+    ("UPT", ["TRAINER.UPT.PROMPT_DEPTH", "3"]),
 ])
-def test_self_regulating_trainers_take_the_same_step_through_both_families(data_root, openai_file, run, extra):
-    """One training step of the trainers whose loss is more than the logits' (teacher features, frozen image
-    features): the same loss terms and learner gradients through both families."""
+def test_training_steps_beyond_the_forward_are_the_same_through_both_families(data_root, openai_file, run, extra):
+    """One training step of the trainers whose loss is more than the cross-entropy of the model's forward
+    (PromptSRC's teacher and frozen image features; ProDA's sampled prompts, Gaussian term and diversity term; UPT's
+    dropout, drawn from the same RNG state): the same loss, loss terms and learner gradients through both families."""
     steps = []
     for family in ("openai", "open_clip"):
         trainer = build_toy_trainer(data_root, run, extra=[*family_opts(family, openai_file), *extra])
-        image, label = fixed_batch(trainer)["img"], fixed_batch(trainer)["label"]
-        loss, _ = trainer.compute_loss(image, label)
+        batch = fixed_batch(trainer)
+        trainer.set_model_mode("train")
+        torch.manual_seed(7)  # UPT's dropout
+        loss, _ = trainer.compute_loss(batch["img"], batch["label"])
         loss.backward()
         grads = {k: p.grad.clone() for k, p in learner_of(trainer).named_parameters() if p.grad is not None}
-        steps.append(({k: float(v) for k, v in trainer.last_loss_terms.items()}, grads))
-    (terms_a, grads_a), (terms_b, grads_b) = steps
+        terms = {k: float(v) for k, v in getattr(trainer, "last_loss_terms", {}).items()}  # PromptSRC's parts
+        steps.append((loss.item(), terms, grads))
+    (loss_a, terms_a, grads_a), (loss_b, terms_b, grads_b) = steps
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
     assert terms_a == pytest.approx(terms_b, rel=1e-5, abs=1e-6)
     assert grads_a.keys() == grads_b.keys() and grads_a
     for key in grads_a:
@@ -252,7 +262,7 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
     assert str(refusal.value) == (
         f"MaPLe puts prompts into the image encoder, which needs a ViT backbone the prompted forward serves ({SERVED}), "
         f"but this backbone's image encoder is {why}. Use such a ViT (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a "
-        f"text-prompt method (CoOp, CoCoOp, ZeroshotCLIP).")
+        f"text-prompt method (CoOp, CoCoOp, ProDA, ZeroshotCLIP).")
     image = torch.randn(2, 3, 32, 32)
     model = PromptedCLIP(backbone, CoOpPromptLearner(_coop_cfg(), CLASSNAMES, backbone))
     with torch.no_grad():
@@ -264,6 +274,25 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
     assert (zeroshot - expected).abs().max() <= 1e-4
     logits, grads = logits_and_gradients(model, image, torch.tensor([0, 1]))
     assert logits.shape == (2, 4) and grads["ctx"].abs().sum() > 0
+
+
+def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
+    """BITP and UPT prompt the image tower (refused on an unserved one), ProDA only the text tower (served there,
+    refused with a bidirectional text tower)."""
+    image_unserved = custom_backbone(vision={"pool_type": "avg"})
+    for method, build in [
+        ("BITP", lambda b: BITPPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2, "joint", True, True)),
+        ("UPT", lambda b: UPTPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2)),
+    ]:
+        with pytest.raises(ValueError, match=rf"^{method} puts prompts into the image encoder, which needs a ViT"):
+            build(image_unserved)
+    torch.manual_seed(0)
+    proda = ProDACLIP(image_unserved, ProDAPromptLearner(image_unserved, CLASSNAMES, 4, 4, False))
+    logits, grads = logits_and_gradients(proda, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert logits.shape == (2, 4) and grads["ctx"].abs().amax(dim=(1, 2)).min() > 0
+    with pytest.raises(ValueError, match=r"^ProDA runs the text transformer through the prompted forward, .* "
+                                         r"bidirectional \(no causal mask\)"):
+        ProDAPromptLearner(custom_backbone(text={"no_causal_mask": True}), CLASSNAMES, 4, 4, False)
 
 
 def test_bidirectional_text_tower_is_refused_for_text_prompts_and_serves_zero_shot_and_the_linear_probe():

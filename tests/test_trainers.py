@@ -22,6 +22,8 @@ from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
+from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.upt import UnifiedPromptCLIP, UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts, ZeroshotCLIP
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
@@ -69,6 +71,8 @@ MODEL_BUILDERS = {
     "BMIP-reference-per_layer_heads": lambda c: PromptedCLIP(c, BMIPPromptLearner(
         c, CLASSNAMES, 2, "a photo of a", 9, "reference", False, False)),
     **{f"BITP-{connect}": bitp_builder(connect) for connect in CONNECT_METHODS},
+    "UPT": lambda c: UnifiedPromptCLIP(c, UPTPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9)).eval(),  # no dropout
+    "ProDA": lambda c: ProDACLIP(c, ProDAPromptLearner(c, CLASSNAMES, 4, 8, False)),  # its forward: all 8 prompts
 }
 
 
@@ -276,8 +280,8 @@ def data_root(tmp_path_factory):
 
 def build_toy_trainer(root, run, prec="fp32", dataset="toy", backbone="tiny-ViT", extra=()):
     """A trainer built by train.py's config path on the toy ImageFolder tree; ``run`` is a TRAINER_OPTS key or a
-    trainer with no options of its own (ZeroshotCLIP, whose PREC lives in TRAINER.COOP)."""
-    trainer_name, node, opts = TRAINER_OPTS.get(run, (run, "COOP", []))
+    registered trainer run with its defaults (PREC set in its own node, e.g. TRAINER.COOP for ZeroshotCLIP)."""
+    trainer_name, node, opts = TRAINER_OPTS.get(run, (run, TRAINER_REGISTRY.get(run).CFG_NODE, []))
     argv = ["--root", str(root), "--trainer", trainer_name, "--output-dir", str(root / "out" / run)]
     argv += toy_opts(str(root), name=dataset, optim="adam", lr=0.01) + opts + [f"TRAINER.{node}.PREC", prec]
     argv += ["MODEL.BACKBONE.NAME", backbone, "MODEL.INIT_SEED", "0", *extra]
@@ -372,13 +376,13 @@ def test_trainer_evaluation_encodes_the_class_texts_once_and_sees_in_place_edits
     assert (torch.cat(logits) - evaluated).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference"])
+@pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference", "BITP-joint", "UPT"])
 def test_resnet_backbone_is_rejected_for_visual_prompt_trainers(data_root, run):
     with pytest.raises(ValueError, match="needs a ViT backbone.*MODEL.BACKBONE.NAME"):
         build_toy_trainer(data_root, run, backbone="tiny-RN")
 
 
-@pytest.mark.parametrize("run", ["CoOp", "CoCoOp", "ZeroshotCLIP"])
+@pytest.mark.parametrize("run", ["CoOp", "CoCoOp", "ProDA", "ZeroshotCLIP"])
 def test_resnet_backbone_works_for_text_prompt_trainers(data_root, run):
     trainer = build_toy_trainer(data_root, run, backbone="tiny-RN")
     batch = fixed_batch(trainer)
