@@ -281,7 +281,10 @@ def data_root(tmp_path_factory):
 def build_toy_trainer(root, run, prec="fp32", dataset="toy", backbone="tiny-ViT", extra=()):
     """A trainer built by train.py's config path on the toy ImageFolder tree; ``run`` is a TRAINER_OPTS key or a
     registered trainer run with its defaults (PREC set in its own node, e.g. TRAINER.COOP for ZeroshotCLIP)."""
-    trainer_name, node, opts = TRAINER_OPTS.get(run, (run, TRAINER_REGISTRY.get(run).CFG_NODE, []))
+    if run in TRAINER_OPTS:
+        trainer_name, node, opts = TRAINER_OPTS[run]
+    else:
+        trainer_name, node, opts = run, TRAINER_REGISTRY.get(run).CFG_NODE, []
     argv = ["--root", str(root), "--trainer", trainer_name, "--output-dir", str(root / "out" / run)]
     argv += toy_opts(str(root), name=dataset, optim="adam", lr=0.01) + opts + [f"TRAINER.{node}.PREC", prec]
     argv += ["MODEL.BACKBONE.NAME", backbone, "MODEL.INIT_SEED", "0", *extra]
