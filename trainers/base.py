@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip_patch import PRECISIONS, BackboneSpec, Precision, check_backbone, load_backbone, record_differences
+from clip_patch import PRECISIONS, BackboneSpec, Precision, load_backbone, record_differences
 from dassl.config import register_config
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -120,7 +120,6 @@ class CLIPTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
-        check_backbone(BackboneSpec.from_cfg(cfg.MODEL.BACKBONE))
 
     @property
     def backbone_spec(self):
