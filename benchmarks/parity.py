@@ -40,7 +40,6 @@ import warnings
 import torch
 
 from clip_patch import Precision
-from clip_patch.openai_clip import openai_clip
 
 HALF_PRECISIONS = ("fp16", "amp", "bf16")
 INITIAL_LOSS_SCALE = 2.0 ** 16  # torch.amp.GradScaler's initial scale
@@ -98,8 +97,7 @@ def set_precision(trainer, precision):
     """Make ``trainer`` compute in ``precision``: frozen weights cast if the policy stores them in fp16, its
     autocast, and a GradScaler where the policy uses one. The learner and its optimizer state stay fp32."""
     if precision.casts_frozen_weights:
-        for encoder in (trainer.model.text_encoder, trainer.model.image_encoder):
-            openai_clip().model.convert_weights(encoder)  # only the frozen CLIP modules (the learner may own Linear layers)
+        trainer.backbone.cast_frozen_to_fp16()  # the family's cast of the frozen model (the learner stays fp32)
     trainer.precision = precision
     trainer.scaler = precision.grad_scaler()
     return trainer

@@ -71,9 +71,9 @@ def check_config(cfg, args):
         check_engine_keys(cfg)
     trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
     check_dataset(cfg)
-    from clip_patch.loading import locate_weights
+    from clip_patch import BackboneSpec, locate_backbone_weights
 
-    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
+    locate_backbone_weights(BackboneSpec.from_cfg(cfg.MODEL.BACKBONE))  # downloads now if needed, or fails clearly
 
 
 def check_dataset(cfg):

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
+from clip_patch.openai_clip import openai_clip
 from trainers.base import PromptedCLIP
 from trainers.bitp import BITP, CONNECT_METHODS, BITPPromptLearner, stacked
-from trainers.prompting import tokenize
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
 CTX_INIT = "a photo of a"
@@ -23,7 +23,7 @@ LAYOUT = BITP.RELEASE_LAYOUT
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 # -- the released computation, from a released-format state dict ----------------------------------------------------
@@ -92,7 +92,7 @@ def released_logits(clip_model, state, connect, n_ctx, depth, share, image):
     shallow, text_list, vision_list = released_prompts(state, connect, n_ctx, depth, share)
     slots = 2 * n_ctx if connect == "joint" else n_ctx  # bitp_length (trainers/bitp.py L35-40)
     prefix = CTX_INIT if connect != "joint" or 2 * n_ctx <= 4 else " ".join(["X"] * 2 * n_ctx)
-    tokens = tokenize([f"{prefix} {name.replace('_', ' ')}." for name in CLASSNAMES])  # [n_cls, 77]
+    tokens = openai_clip().tokenize([f"{prefix} {name.replace('_', ' ')}." for name in CLASSNAMES])  # [n_cls, 77]
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens)  # [n_cls, 77, D_t]
     ctx = state["prompt_learner.ctx_t"].expand(len(CLASSNAMES), -1, -1)
@@ -125,9 +125,9 @@ def released_logits(clip_model, state, connect, n_ctx, depth, share, image):
     return clip_model.logit_scale.exp() * image_features @ text.t()
 
 
-def learner_from(clip_model, state, connect, n_ctx, depth, share):
+def learner_from(backbone, state, connect, n_ctx, depth, share):
     torch.manual_seed(1)
-    learner = BITPPromptLearner(clip_model, CLASSNAMES, n_ctx, CTX_INIT, depth, connect, share, share)
+    learner = BITPPromptLearner(backbone, CLASSNAMES, n_ctx, CTX_INIT, depth, connect, share, share)
     converted = LAYOUT.to_learner({k: v.detach() for k, v in state.items()}, learner.state_dict().keys())
     learner.load_state_dict({k: v for k, v in converted.items() if k != "token_prefix"}, strict=True)
     return learner
@@ -139,12 +139,12 @@ CASES = [(connect, n_ctx, share) for connect in CONNECT_METHODS for n_ctx, share
 @pytest.mark.parametrize("connect, n_ctx, share", CASES)
 def test_released_checkpoint_gives_the_released_logits_and_gradients(tiny, connect, n_ctx, share):
     depth = 9
-    state = released_state(tiny, n_ctx, depth, share)
+    state = released_state(tiny.model, n_ctx, depth, share)
     learner = learner_from(tiny, state, connect, n_ctx, depth, share)
     model = PromptedCLIP(tiny, learner)
     torch.manual_seed(0)
     image, label = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
-    expected = released_logits(tiny, state, connect, n_ctx, depth, share, image)
+    expected = released_logits(tiny.model, state, connect, n_ctx, depth, share, image)
     logits = model(image)
     assert (logits - expected).abs().max() <= 1e-4 * expected.abs().max()
     F.cross_entropy(expected, label).backward()
@@ -163,9 +163,9 @@ def test_released_checkpoint_gives_the_released_logits_and_gradients(tiny, conne
 
 
 def test_published_joint_recipe_registers_only_live_tensors_on_vit_b16():
-    clip_model = load_clip("random-ViT-B/16")
+    backbone = load_backbone("random-ViT-B/16")
     torch.manual_seed(0)
-    learner = BITPPromptLearner(clip_model, ["cat"], 1, CTX_INIT, 9, "joint", True, True)
+    learner = BITPPromptLearner(backbone, ["cat"], 1, CTX_INIT, 9, "joint", True, True)
     groups = {"ctx_t": 512, "proj_t": 393_984, "ctx_v": 768, "compound_prompts_text": 8 * 512,
               "compound_prompts_visual": 8 * 768, "single_layer_t": 393_984, "single_layer_v": 393_728}
     counts = {g: sum(p.numel() for n, p in learner.named_parameters() if n.split(".")[0] == g) for g in groups}
@@ -204,7 +204,7 @@ def test_exchange_pairs_rows_as_the_release_lays_them_out():
 def test_joint_keeps_the_second_ctx_init_word_at_layer_0(tiny):
     learner = BITPPromptLearner(tiny, CLASSNAMES, 1, CTX_INIT, 9, "joint", True, True)
     embeddings, tokens, deep = learner.text_inputs()
-    expected = tiny.token_embedding(tokenize([f"{CTX_INIT} cat."]))[0]
+    expected = tiny.model.token_embedding(openai_clip().tokenize([f"{CTX_INIT} cat."]))[0]
     torch.testing.assert_close(embeddings[0, 2:6], expected[2:6])  # "photo of a cat"
     assert deep.slots == slice(1, 3) and learner.ctx_t.shape == (1, 64)
 
@@ -218,7 +218,7 @@ def test_shared_deep_visual_prompts_start_from_ctx_v(tiny):
 @pytest.mark.parametrize("connect", CONNECT_METHODS)
 def test_export_writes_the_released_shapes_and_loads_back(tiny, connect):
     share, n_ctx, depth = False, 2, 3
-    released = released_state(tiny, n_ctx, depth, share)
+    released = released_state(tiny.model, n_ctx, depth, share)
     learner = learner_from(tiny, released, connect, n_ctx, depth, share)
     exported = LAYOUT.to_release(learner.state_dict())
     for key, value in exported.items():

@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
+from clip_patch.openai_clip import openai_clip
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
 from runs.run import cli
 from tests.toy_data import make_toy_dataset, toy_opts
-from trainers.prompting import tokenize
 from trainers.proda import (END, FRONT, MIDDLE, ProDA, ProDACLIP, ProDAPromptLearner, prompt_positions,
                             sampled_prompts)
 
@@ -28,23 +28,23 @@ N_CTX, N_PROMPT = 4, 8  # positions: 2 FRONT, 2 MIDDLE, 4 END
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
-def build(clip_model, classnames=CLASSNAMES, clean=False, seed=0):
+def build(backbone, classnames=CLASSNAMES, clean=False, seed=0):
     torch.manual_seed(seed)
-    return ProDACLIP(clip_model, ProDAPromptLearner(clip_model, classnames, N_CTX, N_PROMPT, clean))
+    return ProDACLIP(backbone, ProDAPromptLearner(backbone, classnames, N_CTX, N_PROMPT, clean))
 
 
 # -- the released computation, re-written ----------------------------------------------------------------------------
 def name_length(name):
-    return int(tokenize([name]).argmax(dim=-1)) - 1  # tokens between SOS and EOT
+    return int(openai_clip().tokenize([name]).argmax(dim=-1)) - 1  # tokens between SOS and EOT
 
 
 def released_prompts(clip_model, ctx, pos, classnames):
     """The release's PromptLearner.forward: [n_cls * P, L, D] in its order (END, MIDDLE, FRONT per class)."""
     prefix = " ".join(["X"] * ctx.shape[1])
-    tokens = tokenize([f"{prefix} {name}." for name in classnames])
+    tokens = openai_clip().tokenize([f"{prefix} {name}." for name in classnames])
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens)
     token_prefix, token_suffix = embedding[:, :1], embedding[:, 1 + ctx.shape[1]:]
@@ -120,7 +120,7 @@ def released_training_logits(clip_model, ctx, batch_idx, classnames, image, labe
 
 def released_loss_m(clip_model, ctx):
     prefix = " ".join(["X"] * ctx.shape[1])
-    tokens = tokenize([f"{prefix}."]).repeat(ctx.shape[0], 1)
+    tokens = openai_clip().tokenize([f"{prefix}."]).repeat(ctx.shape[0], 1)
     with torch.no_grad():
         embedding = clip_model.token_embedding(tokens)
     prompts = torch.cat([embedding[:, :1], ctx, embedding[:, 1 + ctx.shape[1]:]], dim=1)
@@ -145,13 +145,13 @@ def test_evaluation_logits_equal_the_released_set_classifier(tiny, straightforwa
     image = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = model(image)
-        released = released_eval_logits(tiny, model.prompt_learner.ctx, CLASSNAMES, image)
+        released = released_eval_logits(tiny.model, model.prompt_learner.ctx, CLASSNAMES, image)
     assert ours.shape == (3, 3)
     assert (ours - released).abs().max() <= 1e-4
     # the raw name differs from the cleaned one, so the switch matters and is honoured
     clean = build(tiny, clean=True)
     with torch.no_grad():
-        cleaned = released_eval_logits(tiny, clean.prompt_learner.ctx, [n.replace("_", " ") for n in CLASSNAMES],
+        cleaned = released_eval_logits(tiny.model, clean.prompt_learner.ctx, [n.replace("_", " ") for n in CLASSNAMES],
                                        image)
         assert (clean(image) - cleaned).abs().max() <= 1e-4
         assert (clean(image)[:, 1] - ours[:, 1]).abs().max() > 1e-3
@@ -170,7 +170,8 @@ def test_one_training_step_loss_and_gradients_equal_the_release(tiny, multilabel
 
     released_ctx = ctx.detach().clone().requires_grad_(True)
     batch_idx = torch.tensor(indices)
-    expected_logits = released_training_logits(tiny, released_ctx, batch_idx, CLASSNAMES, image, labels, multilabel)
+    expected_logits = released_training_logits(tiny.model, released_ctx, batch_idx, CLASSNAMES, image, labels,
+                                               multilabel)
     expected_loss = F.cross_entropy(expected_logits, labels)
     expected_loss.backward()
     expected = released_ctx.grad
@@ -182,7 +183,7 @@ def test_one_training_step_loss_and_gradients_equal_the_release(tiny, multilabel
     unused[batch_idx] = False
     assert grad[batch_idx].abs().amax(dim=(1, 2)).min() > 0 and not grad[unused].any()
     if not multilabel:  # the Gaussian term is there: the plain mean logits differ
-        plain = released_training_logits(tiny, ctx.detach(), batch_idx, CLASSNAMES, image, labels, True)
+        plain = released_training_logits(tiny.model, ctx.detach(), batch_idx, CLASSNAMES, image, labels, True)
         assert (expected_logits - plain).abs().max() > 1e-3
 
 
@@ -192,7 +193,7 @@ def test_diversity_term_equals_the_released_loss_m(tiny):
     ours = model.diversity_loss()
     (grad,) = torch.autograd.grad(ours, ctx)
     released_ctx = ctx.detach().clone().requires_grad_(True)
-    expected = released_loss_m(tiny, released_ctx)
+    expected = released_loss_m(tiny.model, released_ctx)
     expected.backward()
     assert abs(ours.item() - expected.item()) <= 1e-5 * expected.item()
     assert (grad - released_ctx.grad).norm() <= 1e-4 * released_ctx.grad.norm()
@@ -258,11 +259,11 @@ def test_diversity_weight_adds_the_term(data_root, tmp_path):
 
 def released_checkpoint(trainer, ctx, n_classes_released=10):
     """A whole-model state dict as the release saves it: CustomCLIP with the frozen CLIP and the prompt buffers."""
-    model = trainer.model
-    state = {f"image_encoder.{k}": v for k, v in model.image_encoder.visual.state_dict().items()}
-    state.update({f"text_encoder.transformer.resblocks.{k}": v for k, v in model.text_encoder.blocks.state_dict().items()})
-    state["text_encoder.positional_embedding"] = model.text_encoder.positional_embedding
-    state["logit_scale"] = model.logit_scale
+    clip_model = trainer.backbone.model
+    state = {f"image_encoder.{k}": v for k, v in clip_model.visual.state_dict().items()}
+    state.update({f"text_encoder.transformer.{k}": v for k, v in clip_model.transformer.state_dict().items()})
+    state["text_encoder.positional_embedding"] = clip_model.positional_embedding
+    state["logit_scale"] = clip_model.logit_scale
     width = ctx.shape[-1]
     state.update({"prompt_learner.ctx": ctx,  # and the buffers of another class set
                   "prompt_learner.token_prefix": torch.zeros(n_classes_released, 1, width),
@@ -289,9 +290,9 @@ def test_released_checkpoint_gives_the_released_logits_and_exports_back(data_roo
     with torch.no_grad(), trainer.evaluation_scope():
         ours = trainer.model_inference(images)
     # the fixture's backbone has the trainer's frozen weights (random-weight backbones are seeded)
-    assert torch.equal(tiny.visual.proj, trainer.model.image_encoder.visual.proj)
+    assert torch.equal(tiny.model.visual.proj, trainer.backbone.model.visual.proj)
     with torch.no_grad():
-        released = released_eval_logits(tiny, ctx, classnames, images)
+        released = released_eval_logits(tiny.model, ctx, classnames, images)
     assert (ours - released).abs().max() <= 1e-4
 
     exported = ProDA.RELEASE_LAYOUT.to_release(learner.state_dict())

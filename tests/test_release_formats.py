@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.run_dir import NoDeployedModel, write_result
 from dassl.utils import CheckpointError
@@ -131,7 +131,7 @@ class ReleasedCustomCLIP(nn.Module):
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 CASES = {  # name -> (trainer, our learner from tiny CLIP, the released model and its live keys)

@@ -9,7 +9,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
+from clip_patch.openai_clip import openai_clip
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import build_trainer
 from dassl.engine.run_dir import write_result
@@ -18,7 +19,6 @@ from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import upt as upt_module
-from trainers.prompting import tokenize
 from trainers.upt import UPT, UnifiedPromptCLIP, UPTPromptLearner, settings_node
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
@@ -31,7 +31,7 @@ with torch.random.fork_rng(devices=[]):  # (leaves the global RNG as it was)
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 # -- the released computation, re-written from the release -----------------------------------------------------
@@ -60,7 +60,7 @@ def released_logits(clip_model, state, image, classnames=CLASSNAMES, training=Fa
         weights = {n[len(prefix):]: v for n, v in state.items() if n.startswith(prefix)}
         deep.append(functional_call(layer, weights, (state[f"prompt_learner.compound_prompts.{k}"],)))  # [b, D_t+D_v]
 
-    tokens = tokenize([f"a photo of a {name.replace('_', ' ')}." for name in classnames])  # [n, 77]
+    tokens = openai_clip().tokenize([f"a photo of a {name.replace('_', ' ')}." for name in classnames])  # [n, 77]
     emb = clip_model.token_embedding(tokens)  # [n, 77, D_t]
     ctx_t = state["prompt_learner.ctx_t"].expand(len(classnames), -1, -1)
     x = torch.cat([emb[:, :1], ctx_t, emb[:, 1 + B:]], dim=1) + clip_model.positional_embedding
@@ -92,9 +92,9 @@ def released_logits(clip_model, state, image, classnames=CLASSNAMES, training=Fa
     return clip_model.logit_scale.exp() * image_features @ text.t()
 
 
-def learner_from_release(clip_model, state, depth=DEPTH):
+def learner_from_release(backbone, state, depth=DEPTH):
     torch.manual_seed(0)
-    learner = UPTPromptLearner(clip_model, CLASSNAMES, B, "a photo of a", depth)
+    learner = UPTPromptLearner(backbone, CLASSNAMES, B, "a photo of a", depth)
     converted = UPT.RELEASE_LAYOUT.to_learner(state, learner.state_dict().keys())
     converted["ctx_v"] = converted["ctx_v"][:B]
     learner.load_state_dict(converted)
@@ -121,15 +121,15 @@ def test_released_weights_give_the_released_logits(tiny, straightforward):
     model = UnifiedPromptCLIP(tiny, learner_from_release(tiny, state), straightforward).eval()
     image = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        ours, expected = model(image), released_logits(tiny, state, image)
+        ours, expected = model(image), released_logits(tiny.model, state, image)
     assert ours.shape == (3, len(CLASSNAMES))
     assert (ours - expected).abs().max() <= TOL
     rows_read, rows_unread = dict(state), dict(state)  # the release reads only ctx_v's first b rows
     rows_read["prompt_learner.ctx_v"] = torch.cat([torch.randn(B, D_V), state["prompt_learner.ctx_v"][B:]])
     rows_unread["prompt_learner.ctx_v"] = torch.cat([state["prompt_learner.ctx_v"][:B], torch.randn(77 - B, D_V)])
     with torch.no_grad():
-        assert (released_logits(tiny, rows_read, image) - expected).abs().max() > 1e-3
-        assert torch.equal(released_logits(tiny, rows_unread, image), expected)
+        assert (released_logits(tiny.model, rows_read, image) - expected).abs().max() > 1e-3
+        assert torch.equal(released_logits(tiny.model, rows_unread, image), expected)
 
 
 def relative_error(a, b):
@@ -150,7 +150,7 @@ def test_one_training_steps_loss_and_gradients_match_the_release(tiny, training)
     loss = F.cross_entropy(model(image), label)
     loss.backward()
     torch.manual_seed(7)
-    expected = F.cross_entropy(released_logits(tiny, released, image, training=training), label)
+    expected = F.cross_entropy(released_logits(tiny.model, released, image, training=training), label)
     expected.backward()
     assert abs(loss.item() - expected.item()) <= 1e-3 * abs(expected.item())
     grads = {k: p.grad for k, p in learner.named_parameters()}
@@ -242,9 +242,8 @@ def eval_logits(trainer, images):
 
 def test_released_checkpoint_evaluates_as_the_release_and_exports_back(tiny, data_root, tmp_path):
     trainer = toy_trainer(data_root)
-    model = trainer.model
     state = released_tensors(torch.Generator().manual_seed(8))
-    frozen = {f"image_encoder.{k}": v for k, v in model.image_encoder.visual.state_dict().items()}
+    frozen = {f"image_encoder.{k}": v for k, v in trainer.backbone.model.visual.state_dict().items()}
     released = {**state, **frozen, "prompt_learner.token_prefix": torch.zeros(10, 1, D_T)}
     path = tmp_path / "release" / "MultiModalPromptLearner" / "model.pth.tar-5"
     path.parent.mkdir(parents=True)
@@ -252,7 +251,7 @@ def test_released_checkpoint_evaluates_as_the_release_and_exports_back(tiny, dat
     trainer.load_model(str(tmp_path / "release"), epoch=5)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
-        expected = released_logits(tiny, state, images, classnames=trainer.dm.dataset.classnames)
+        expected = released_logits(tiny.model, state, images, classnames=trainer.dm.dataset.classnames)
     assert (eval_logits(trainer, images) - expected).abs().max() <= TOL
 
     trainer.save_model(4, str(tmp_path / "run"))

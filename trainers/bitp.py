@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from clip_patch import DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -77,25 +77,25 @@ def _heads(shared, count, d_in, d_out):
     return nn.ModuleList([copy.deepcopy(first) for _ in range(count)])
 
 
-def _context(text_encoder, n_ctx, ctx_init, joint):
+def _context(backbone, n_ctx, ctx_init, joint):
     """(prefix text, ctx_t start [b, D_t]); joint prompts leave room for 2b words but learn the first b."""
     words = 2 * n_ctx if joint else n_ctx
     if ctx_init and words <= 4:
-        _, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        _, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         return prefix, vectors
-    _, _, vectors = init_context(text_encoder, n_ctx, "", False)  # N(0, 0.02)
+    _, _, vectors = init_context(backbone, n_ctx, "", False)  # N(0, 0.02)
     return " ".join(["X"] * words), vectors
 
 
 class BITPPromptLearner(nn.Module):
     """Every trainable tensor of BITP for one connect method (and nothing that does not reach the loss)."""
 
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, connect, share_text, share_visual):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, connect, share_text, share_visual):
         super().__init__()
         if connect not in CONNECT_METHODS:
             raise ValueError(f"TRAINER.BITP.CONNECT_METHOD must be one of {CONNECT_METHODS}, got '{connect}'")
-        require_vit(clip_model, "BITP")
-        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        backbone.require_vit("BITP")
+        text_encoder, image_encoder = backbone.require_text_encoder("BITP"), backbone.image_encoder
         check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BITP.PROMPT_DEPTH")
         self.connect, self.share_text, self.share_visual = connect, share_text, share_visual
         d_t, d_v = text_encoder.width, image_encoder.width
@@ -110,7 +110,7 @@ class BITPPromptLearner(nn.Module):
             self.text_layers, self.vision_layers = max(n_deep - 1, 0), n_deep
             n_head_t, n_head_v = self.vision_layers, self.text_layers
 
-        prefix, vectors = _context(text_encoder, n_ctx, ctx_init, connect == "joint")
+        prefix, vectors = _context(backbone, n_ctx, ctx_init, connect == "joint")
         self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
         self.proj_t = nn.Linear(d_t, d_v)  # shallow text context -> shallow vision prompt
         ctx_v = torch.randn(n_ctx, d_v) * 0.02  # first b rows of the release's ctx_v; the start of every Q_k (shared)
@@ -129,7 +129,7 @@ class BITPPromptLearner(nn.Module):
             self._add_heads(EXCHANGE_TEXT, share_text, self.text_layers, 2 * d_t, d_t)
             self._add_heads(EXCHANGE_VISION, share_visual, self.vision_layers, 2 * d_v, d_v)
 
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
         self.text_slots = text_prompt_slots(self.n_slots)
         self.vision_slots = vision_prompt_slots(image_encoder, self.n_slots)
 
@@ -240,7 +240,7 @@ class BITP(CLIPPromptTrainer):
             raise ValueError(f"TRAINER.BITP.CONNECT_METHOD is '{m.CONNECT_METHOD}'; use one of "
                              f"{', '.join(CONNECT_METHODS)}.")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return BITPPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.CONNECT_METHOD,
+        return BITPPromptLearner(backbone, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.CONNECT_METHOD,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)

@@ -23,13 +23,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch import PromptedTextEncoder
-from clip_patch.openai_clip import openai_clip
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP
-from .prompting import tokenize
 from .release_formats import ReleaseLayout, prompt_learner_groups
 
 FRONT, MIDDLE, END = 0, 1, 2  # where a prompt puts the class name (the release's ``pos`` values)
@@ -76,19 +73,18 @@ def arrangement_indices(name_lens, n_ctx, length):
 class ProDAPromptLearner(nn.Module):
     """The K learned context sets ``ctx`` [K, b, D_t], the only trainable tensor, and the frozen prompt parts."""
 
-    def __init__(self, clip_model, classnames, n_ctx, n_prompt, clean_classnames):
+    def __init__(self, backbone, classnames, n_ctx, n_prompt, clean_classnames):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
-        device = text_encoder.text_projection.device
+        text_encoder = backbone.require_text_encoder("ProDA")
+        device = text_encoder.device
         ctx = torch.empty(n_prompt, n_ctx, text_encoder.width)
         nn.init.normal_(ctx, std=0.02)
         self.ctx = nn.Parameter(ctx)  # [K, b, D]
         names = [name.replace("_", " ") for name in classnames] if clean_classnames else list(classnames)
         prefix = " ".join(["X"] * n_ctx)
-        tokens = tokenize([f"{prefix} {name}." for name in names]).to(device)  # [n_cls, L]
-        nc_tokens = tokenize([f"{prefix}."]).to(device)  # [1, L]: the context alone
-        tokenizer = openai_clip().simple_tokenizer.SimpleTokenizer()
-        name_lens = [len(tokenizer.encode(name)) for name in names]
+        tokens = backbone.tokenize([f"{prefix} {name}." for name in names]).to(device)  # [n_cls, L]
+        nc_tokens = backbone.tokenize([f"{prefix}."]).to(device)  # [1, L]: the context alone
+        name_lens = [len(backbone.token_ids(name)) for name in names]
         with torch.no_grad():
             embedding, nc_embedding = text_encoder.embed(tokens), text_encoder.embed(nc_tokens)  # [n, L, D]
         self.n_ctx = n_ctx
@@ -221,12 +217,12 @@ class ProDA(CLIPPromptTrainer):
             raise ValueError(f"TRAINER.ProDA.N_PROMPT = {m.N_PROMPT} is not a multiple of the prompt batch {batch} "
                              f"from {source}: set TRAINER.ProDA.PROMPT_BATCH to a divisor of N_PROMPT")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return ProDAPromptLearner(clip_model, classnames, m.N_CTX, m.N_PROMPT, m.CLEAN_CLASSNAMES)
+        return ProDAPromptLearner(backbone, classnames, m.N_CTX, m.N_PROMPT, m.CLEAN_CLASSNAMES)
 
-    def build_clip_model(self, clip_model, learner):
-        return ProDACLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+    def build_clip_model(self, backbone, learner):
+        return ProDACLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def training_prompts(self):
         """The prompts (PROMPT_BATCH ints) of the current step (a function of SEED and the global step)."""

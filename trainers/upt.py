@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import PRECISIONS, DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from clip_patch import PRECISIONS, DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -50,17 +50,17 @@ def settings_node(cfg):
 class UPTPromptLearner(nn.Module):
     """Every trainable tensor of UPT."""
 
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, depth_key="TRAINER.UPT.PROMPT_DEPTH"):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, depth_key="TRAINER.UPT.PROMPT_DEPTH"):
         super().__init__()
-        require_vit(clip_model, "UPT")
-        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        backbone.require_vit("UPT")
+        text_encoder, image_encoder = backbone.require_text_encoder("UPT"), backbone.image_encoder
         check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
         d_t, d_v = text_encoder.width, image_encoder.width
         if (d_t + d_v) % HEADS:
             raise ValueError(f"UPT's prompt transformer has {HEADS} heads, which must divide the text + vision width "
                              f"{d_t} + {d_v} = {d_t + d_v} of this backbone; use a backbone whose widths sum to a "
                              f"multiple of {HEADS} (e.g. ViT-B/16).")
-        n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         self.text_width = d_t
         self.ctx_t = nn.Parameter(vectors)  # [b, D_t]
         self.ctx_v = nn.Parameter(torch.randn(n_ctx, d_v) * 0.02)  # [b, D_v]
@@ -68,7 +68,7 @@ class UPTPromptLearner(nn.Module):
         layer = nn.TransformerEncoderLayer(d_model=d_t + d_v, nhead=HEADS, dim_feedforward=FEEDFORWARD)
         # the release deep-copies one layer, so all J-1 start identical
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(layer) for _ in range(depth - 1)])
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
         self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
         self._sharing, self._drawn = False, None  # inside shared_draw(): its one computation of the deep prompts
 
@@ -140,12 +140,12 @@ class UPT(CLIPPromptTrainer):
         check_range(f"TRAINER.{name}.PROMPT_DEPTH", node.PROMPT_DEPTH, 1,
                     meaning="layers with prompts; 1 = shallow only")
 
-    def build_clip_model(self, clip_model, learner):
-        return UnifiedPromptCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+    def build_clip_model(self, backbone, learner):
+        return UnifiedPromptCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m, name = settings_node(cfg)
-        return UPTPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH,
+        return UPTPromptLearner(backbone, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH,
                                 f"TRAINER.{name}.PROMPT_DEPTH")
 
     def convert_checkpoint(self, state_dict):
