@@ -128,7 +128,7 @@ def released_logits(clip_model, state, connect, n_ctx, depth, share, image):
 def learner_from(backbone, state, connect, n_ctx, depth, share):
     torch.manual_seed(1)
     learner = BITPPromptLearner(backbone, CLASSNAMES, n_ctx, CTX_INIT, depth, connect, share, share)
-    converted = LAYOUT.to_learner({k: v.detach() for k, v in state.items()}, learner.state_dict().keys())
+    converted = LAYOUT.to_learner({k: v.detach() for k, v in state.items()}, learner.state_dict())
     learner.load_state_dict({k: v for k, v in converted.items() if k != "token_prefix"}, strict=True)
     return learner
 
@@ -226,7 +226,7 @@ def test_export_writes_the_released_shapes_and_loads_back(tiny, connect):
     if connect != "exchange":
         ctx_v = exported["prompt_learner.ctx_v"]
         assert torch.equal(ctx_v[:n_ctx], learner.ctx_v) and not ctx_v[n_ctx:].any()
-    back = LAYOUT.to_learner(exported, learner.state_dict().keys())
+    back = LAYOUT.to_learner(exported, learner.state_dict())
     assert back.keys() == learner.state_dict().keys()
     assert all(torch.equal(back[k], v) for k, v in learner.state_dict().items())
 
@@ -235,7 +235,7 @@ def test_checkpoint_of_another_connect_method_is_rejected(tiny):
     released = LAYOUT.to_release(BITPPromptLearner(tiny, CLASSNAMES, 2, CTX_INIT, 3, "exchange", True, True)
                                  .state_dict())
     add = BITPPromptLearner(tiny, CLASSNAMES, 2, CTX_INIT, 3, "add", True, True)
-    converted = LAYOUT.to_learner(released, add.state_dict().keys())
+    converted = LAYOUT.to_learner(released, add.state_dict())
     with pytest.raises(RuntimeError, match="Missing key.*ctx_v"):
         add.load_state_dict(converted)
 

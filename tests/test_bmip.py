@@ -306,7 +306,7 @@ def released_state(learner, depth, share):
 def test_released_state_maps_onto_exactly_the_learner_keys(tiny, mode, share, depth):
     learner = build_bmip(tiny, mode, depth=depth, share_text=share, share_visual=share).prompt_learner
     release = released_state(learner, depth, share)
-    converted = BMIP.RELEASE_LAYOUT.to_learner(release, learner.state_dict().keys())
+    converted = BMIP.RELEASE_LAYOUT.to_learner(release, learner.state_dict())
     assert converted.keys() == learner.state_dict().keys()
     assert all(v.dtype == torch.float32 for v in converted.values())
     for layer in range(1, depth):

@@ -457,7 +457,7 @@ def test_released_promptsrc_checkpoint_loads_and_exports_back(data_root, tmp_pat
     exported = layout.to_release(learner.state_dict())
     assert exported.keys() == prompts.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in prompts.items())
-    assert layout.to_learner(exported, learner.state_dict().keys()).keys() == learner.state_dict().keys()
+    assert layout.to_learner(exported, learner.state_dict()).keys() == learner.state_dict().keys()
     with pytest.raises(KeyError, match="'proj.weight' is not a tensor of this trainer's prompt learner"):
         layout.to_release({"proj.weight": torch.zeros(1)})
 
@@ -490,5 +490,5 @@ def test_released_promptsrc_bmip_checkpoint_loads_and_exports_back(data_root, tm
     assert exported.keys() == live.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in live.items())
     assert all(p.dtype == torch.float32 for p in learner.parameters())
-    back = layout.to_learner(exported, learner.state_dict().keys())
+    back = layout.to_learner(exported, learner.state_dict())
     assert all(torch.equal(back[k], v) for k, v in learner.state_dict().items())

@@ -95,8 +95,7 @@ def released_logits(clip_model, state, image, classnames=CLASSNAMES, training=Fa
 def learner_from_release(backbone, state, depth=DEPTH):
     torch.manual_seed(0)
     learner = UPTPromptLearner(backbone, CLASSNAMES, B, "a photo of a", depth)
-    converted = UPT.RELEASE_LAYOUT.to_learner(state, learner.state_dict().keys())
-    converted["ctx_v"] = converted["ctx_v"][:B]
+    converted = UPT.RELEASE_LAYOUT.to_learner(state, learner.state_dict())
     learner.load_state_dict(converted)
     return learner
 

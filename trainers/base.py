@@ -207,7 +207,7 @@ class CLIPPromptTrainer(CLIPTrainer):
         learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
         if self.RELEASE_LAYOUT is None:
             return state_dict
-        return self.RELEASE_LAYOUT.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
+        return self.RELEASE_LAYOUT.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict())
 
     # -- the shared machinery ------------------------------------------------------------------------------------
     def build_model(self):

@@ -28,7 +28,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from clip_patch import DeepPrompts
@@ -38,10 +37,9 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer
 from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
                         vision_prompt_slots)
-from .release_formats import ReleaseLayout, prompt_learner_groups
+from .release_formats import CONTEXT_ROWS, ReleaseLayout, prompt_learner_groups
 
 CONNECT_METHODS = ("add", "atten", "joint", "exchange")
-RELEASED_CTX_V_ROWS = 77  # the release registers ctx_v with one row per token position and reads the first b
 # The release's names of each linear head: (one shared by all deep layers, one per deep layer).
 TEXT_TO_VISION = ("single_layer_t", "compound_prompt_projections_t")  # G_tv
 VISION_TO_TEXT = ("single_layer_v", "compound_prompt_projections_v")  # G_vt
@@ -196,24 +194,6 @@ class BITPPromptLearner(nn.Module):
         return self.shallow_vision_prompt(), DeepPrompts(self.vision_slots, replace)
 
 
-class BITPReleaseLayout(ReleaseLayout):
-    """The released layout, plus the release's ctx_v shape: [77, D_v], of which only the first b rows are read."""
-
-    def to_release(self, learner_state):
-        released = super().to_release(learner_state)
-        key = self.release_key("ctx_v")
-        if key in released:
-            rows = released[key]  # [b, D_v] -> [77, D_v], the unread rows zero
-            released[key] = F.pad(rows, (0, 0, 0, RELEASED_CTX_V_ROWS - rows.shape[0]))
-        return released
-
-    def to_learner(self, state_dict, learner_keys):
-        converted = super().to_learner(state_dict, learner_keys)
-        if "ctx_v" in converted and "ctx_t" in converted:
-            converted["ctx_v"] = converted["ctx_v"][: converted["ctx_t"].shape[0]]  # the rows the release reads
-        return converted
-
-
 BITP_GROUPS = prompt_learner_groups("ctx_t", "proj_t", "ctx_v", "compound_prompts_text", "compound_prompts_visual",
                                     *TEXT_TO_VISION, *VISION_TO_TEXT, *EXCHANGE_TEXT, *EXCHANGE_VISION)
 # Registered and trained by the released BITP but never reaching the loss for some connect method (ignored on import
@@ -229,7 +209,9 @@ class BITP(CLIPPromptTrainer):
     CFG_NODE = "BITP"
     CHECKPOINT_NAME = "MultiModalPromptLearner"
     # Release: trainers/bitp.py (trainable by name: prompt_learner, VPT, L466-472).
-    RELEASE_LAYOUT = BITPReleaseLayout(groups=BITP_GROUPS, trained=("prompt_learner", "VPT"), dead=BITP_DEAD)
+    # Its ctx_v has one row per token position (CONTEXT_ROWS), of which it reads the first b.
+    RELEASE_LAYOUT = ReleaseLayout(groups=BITP_GROUPS, trained=("prompt_learner", "VPT"), dead=BITP_DEAD,
+                                   padded_rows={"ctx_v": CONTEXT_ROWS})
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -52,7 +52,7 @@ class ReleaseLayout:
     dead: Tuple[str, ...] = ()  # substrings of released trainable keys that never reach the loss (ignored on import)
     export_refusal: Callable[[Iterable[str]], str] = field(default=_no_check)  # learner keys -> why not, or ""
     # learner group -> row count of its released tensor, of which the learner holds the first rows (the release reads
-    # no others): export pads with zero rows; the trainer's convert_checkpoint keeps its own row count on import
+    # no others): export pads with zero rows, import keeps the learner's own row count
     padded_rows: Dict[str, int] = field(default_factory=dict)
 
     def release_key(self, key):
@@ -81,20 +81,25 @@ class ReleaseLayout:
     def trained_in_release(self, key):
         return any(marker in key for marker in self.trained)
 
-    def to_learner(self, state_dict, learner_keys):
-        """A released whole-model state dict -> learner keys (fp32); learner-only state dicts pass unchanged.
+    def to_learner(self, state_dict, learner_state):
+        """A released whole-model state dict -> learner keys (fp32), given the learner's own ``learner_state`` (key ->
+        tensor); learner-only state dicts pass unchanged.
 
-        Frozen CLIP weights, class-dependent buffers and the release's dead tensors are left out. A tensor the
-        release trains that has no place in the learner (e.g. a deeper prompt of another PROMPT_DEPTH) keeps its
-        released name, so the caller's strict key check reports it.
+        Frozen CLIP weights, class-dependent buffers and the release's dead tensors are left out; a padded tensor
+        keeps the learner's row count. A tensor the release trains that has no place in the learner (e.g. a deeper
+        prompt of another PROMPT_DEPTH) keeps its released name, so the caller's strict key check reports it.
         """
         if not is_whole_model(state_dict):
             return state_dict
-        learner_key = {self.release_key(key): key for key in learner_keys}
+        learner_key = {self.release_key(key): key for key in learner_state}
         converted = {}
         for key, value in state_dict.items():
             if key in learner_key:
-                converted[learner_key[key]] = value.float() if value.is_floating_point() else value
+                ours = learner_key[key]
+                value = value.float() if value.is_floating_point() else value
+                if ours.split(".")[0] in self.padded_rows:
+                    value = value[: learner_state[ours].shape[0]]  # [rows, ...] -> the rows the release reads
+                converted[ours] = value
             elif self.trained_in_release(key) and not is_class_dependent(key) and not any(
                     marker in key for marker in self.dead):
                 converted[key] = value

@@ -147,9 +147,3 @@ class UPT(CLIPPromptTrainer):
         m, name = settings_node(cfg)
         return UPTPromptLearner(backbone, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH,
                                 f"TRAINER.{name}.PROMPT_DEPTH")
-
-    def convert_checkpoint(self, state_dict):
-        """A released checkpoint's ctx_v has CONTEXT_ROWS rows; the release reads only the first b."""
-        state_dict = super().convert_checkpoint(state_dict)
-        n_ctx = self._models[self.CHECKPOINT_NAME].ctx_v.shape[0]
-        return {k: v[:n_ctx] if k == "ctx_v" else v for k, v in state_dict.items()}
