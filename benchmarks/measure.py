@@ -4,7 +4,8 @@
 
 ``spec`` keys: ``kind`` (train | eval | floor | data), ``trainer`` (a name of ``subjects.benchmark_subjects()``; not
 for floor and data), ``straightforward`` (bool), ``backbone``, ``device``, ``prec``, ``threads``, ``classes``,
-``batch``, ``repeats``, ``max_seconds``; data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``; optional
+``batch``, ``repeats``, ``max_seconds``; optional ``family`` and ``weights`` (open_clip: the backbone's OpenAI-format
+file, read through the open_clip family); data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``; optional
 (train, eval): ``text_chunk_classes`` (``MODEL.TEXT_CHUNK_CLASSES``; absent: the default), ``teacher_templates``
 (a self-regulating trainer's teacher averages only its first N templates); train: ``warmup`` False times the first
 step itself (no warm-up call), ``alternate_one_pass`` True times steps alternating the chunked text encoding
@@ -79,7 +80,7 @@ def _summary(timed, batch):
 def build_measured_trainer(spec):
     """The trainer of a train / eval spec, on its class names, with the spec's optional settings applied."""
     cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
-                    spec.get("text_chunk_classes"))
+                    spec.get("weights", ""), spec.get("text_chunk_classes"))
     trainer = build_trainer_without_data(cfg, benchmark_classnames(spec["classes"]))
     if spec.get("teacher_templates") and hasattr(trainer, "TEACHER_TEMPLATES"):
         trainer.TEACHER_TEMPLATES = trainer.TEACHER_TEMPLATES[: spec["teacher_templates"]]
@@ -148,7 +149,8 @@ def measure_eval(spec, device):
 
 def measure_floor(spec, device):
     """The floor: zero-shot CLIP's image encoder per batch, text features encoded once before timing."""
-    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], benchmark_classnames(spec["classes"]))
+    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], benchmark_classnames(spec["classes"]),
+                          spec.get("weights", ""))
     resolution = input_resolution(spec["backbone"])
     images, _ = random_batch(spec["batch"], spec["classes"], resolution, device, 1)
     warmup_images, _ = random_batch(1, spec["classes"], resolution, device, 2)

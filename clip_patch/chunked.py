@@ -8,8 +8,9 @@ grow linearly with n_cls (ImageNet: 1000 prompts). :func:`encode_text` encodes t
   the peak holds one chunk's activations. The recomputation repeats the chunk's forward exactly (same inputs, same
   operations, same autocast state, same RNG state), so the backward pass sees the activations the forward made.
 * on the fast path the embeddings are first cut to the positions up to the last EOT token (what the encoder reads
-  anyway), so what stays linear in n_cls, the chunk inputs kept for the recomputation and their gradients, is
-  [n_cls, l, D] with l the longest prompt, not [n_cls, 77, D].
+  anyway; the EOT rows are the backbone family's pooled rows, ``text_encoder.pool_rows``), so what stays linear in
+  n_cls, the chunk inputs kept for the recomputation and their gradients, is [n_cls, l, D] with l the longest
+  prompt, not [n_cls, 77, D].
 * without gradients (evaluation), or when nothing on the text side is trained (VPT, zero-shot), the chunks run one
   after the other; nothing is recomputed.
 
@@ -51,27 +52,30 @@ def class_chunks(n_cls, size):
     return [slice(start, min(start + size, n_cls)) for start in range(0, n_cls, size)]
 
 
-def eot_cut(embeddings, tokens):
-    """embeddings [n, L, D], tokens [n, L] -> their first max(EOT)+1 positions (all the fast text path reads), the
-    embeddings copied: the chunks keep and backpropagate into [n, l, D], not the assembled [n, L, D] (l: 14-26 of
-    L = 77 for the published contexts)."""
-    length = int(tokens.argmax(dim=-1).max()) + 1
+def eot_cut(embeddings, tokens, pooled_rows):
+    """embeddings [n, L, D], tokens [n, L] -> their first max(pooled row)+1 positions (all the fast text path reads;
+    ``pooled_rows`` [n]: each prompt's EOT row, as the backbone family pools it), the embeddings copied: the chunks
+    keep and backpropagate into [n, l, D], not the assembled [n, L, D] (l: 14-26 of L = 77 for the published
+    contexts). Every family's pooled row is its first EOT token, so the cut sequences pool the same rows."""
+    length = int(pooled_rows.max()) + 1
     return embeddings[:, :length].contiguous(), tokens[:, :length]  # [n, l, D], [n, l]
 
 
 def encode_text(text_encoder, embeddings, tokens, deep=None, straightforward=False, chunk_classes=AUTO):
     """``text_encoder(embeddings [n, L, D], tokens [n, L], deep, straightforward)`` -> features [n, E], in chunks of
-    classes when ``chunk_classes`` says so (module docstring): the same features, a peak of one chunk."""
-    size = chunk_size(chunk_classes, embeddings.shape[0])
+    classes when ``chunk_classes`` says so (module docstring): the same features, a peak of one chunk. ``embeddings``
+    None: a text tower that takes token ids only (``OpaqueTextEncoder``), whose chunks get their token rows."""
+    size = chunk_size(chunk_classes, tokens.shape[0])
     if not size:
         return text_encoder(embeddings, tokens, deep, straightforward)
-    recompute = torch.is_grad_enabled() and (embeddings.requires_grad or deep is not None)  # else no graph to keep
-    if not straightforward:
-        embeddings, tokens = eot_cut(embeddings, tokens)
+    trained = (embeddings is not None and embeddings.requires_grad) or deep is not None
+    recompute = torch.is_grad_enabled() and trained  # else there is no graph to keep
+    if embeddings is not None and not straightforward:  # (rebinding frees the assembled [n, L, D] unless the
+        embeddings, tokens = eot_cut(embeddings, tokens, text_encoder.pool_rows(tokens))  # caller holds it)
     features = []
-    for classes in class_chunks(embeddings.shape[0], size):
-        chunk = (embeddings[classes], tokens[classes], None if deep is None else deep.for_classes(classes),
-                 straightforward)
+    for classes in class_chunks(tokens.shape[0], size):
+        chunk = (None if embeddings is None else embeddings[classes], tokens[classes],
+                 None if deep is None else deep.for_classes(classes), straightforward)
         if recompute:
             features.append(checkpoint(text_encoder, *chunk, use_reentrant=False, preserve_rng_state=True))
         else:

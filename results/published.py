@@ -11,6 +11,11 @@ The printed numbers are checked against each other to their printed rounding (``
 
 An entry whose numbers disagree must say so in its ``inconsistent`` note, and a note needs a disagreement: loading
 refuses a file where either is missing.
+
+Sources printing the same values for an entry are listed under ``also``; a source printing *other* values for the
+same method, protocol and dataset goes under ``differs`` with the values it prints (kept, not compared with our
+runs): loading refuses a ``differs`` item whose values are the entry's own (it belongs under ``also``), and checks
+its HM like an entry's (its own ``inconsistent`` note where it disagrees).
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,9 @@ PROTOCOL_METRICS = {"base2new": ("base", "novel", "hm"), "cross_dataset": ("accu
                     "domain_generalization": ("accuracy",), "few_shot": ("accuracy",)}
 AVERAGED_DATASETS = {"base2new": BASE2NEW_DATASETS, "cross_dataset": CROSS_DATASET_TARGETS,
                      "domain_generalization": DG_TARGETS, "few_shot": BASE2NEW_DATASETS}
-ENTRY_KEYS = {"method", "protocol", "dataset", "shots", "source", "line", "also", "epochs", "inconsistent"}
+ENTRY_KEYS = {"method", "protocol", "dataset", "shots", "source", "line", "also", "differs", "epochs",
+              "inconsistent"}
+DIFFERS_KEYS = {"source", "line", "epochs", "inconsistent"}
 SOURCE_KEYS = ("title", "repository", "commit", "file")
 
 
@@ -43,6 +50,18 @@ class Entry:
     epochs: int = None       # the training length the source prints
     inconsistent: str = None
     also: tuple = ()         # ((source, line), ...) printing the same values
+    differs: tuple = ()      # (Differing, ...): other sources printing other values for the same cell
+
+
+@dataclass(frozen=True)
+class Differing:
+    """Another source's values for an entry's cell, where they differ from the entry's."""
+
+    source: str
+    line: int
+    metrics: dict            # metric name -> printed value
+    epochs: int = None       # the training length this source prints
+    inconsistent: str = None
 
 
 @dataclass
@@ -92,18 +111,40 @@ def _entry(path, index, raw, sources, methods):
         _fail(path, where, "dataset must be a dataset name or 'average'")
     refs = [(raw.get("source"), raw.get("line"))] + [(a.get("source"), a.get("line")) for a in raw.get("also", [])]
     for source, line in refs:
-        if source not in sources or not isinstance(line, int) or line < 1:
-            _fail(path, where, f"source {source!r} line {line!r}: every value needs a listed source and its line")
-    metrics = {k: v for k, v in raw.items() if k not in ENTRY_KEYS}
+        _check_ref(path, where, sources, source, line)
+    metrics = _metrics(path, where, protocol, {k: v for k, v in raw.items() if k not in ENTRY_KEYS})
+    if (protocol == "few_shot") != isinstance(raw.get("shots"), int):
+        _fail(path, where, "shots is required for few_shot entries and only for them")
+    differs = tuple(_differing(path, where, protocol, item, sources, metrics) for item in raw.get("differs", []))
+    return Entry(raw["method"], protocol, raw["dataset"], metrics, raw["source"], raw["line"], raw.get("shots"),
+                 raw.get("epochs"), raw.get("inconsistent"), tuple(refs[1:]), differs)
+
+
+def _check_ref(path, where, sources, source, line):
+    """Refuse a reference to an unlisted source or without a line."""
+    if source not in sources or not isinstance(line, int) or line < 1:
+        _fail(path, where, f"source {source!r} line {line!r}: every value needs a listed source and its line")
+
+
+def _metrics(path, where, protocol, metrics):
+    """``metrics`` checked: some of ``protocol``'s metrics, each a number."""
     allowed = PROTOCOL_METRICS[protocol]
     if not metrics or set(metrics) - set(allowed):
         _fail(path, where, f"metrics {sorted(metrics)}: a {protocol} entry holds some of {list(allowed)}")
     if any(not isinstance(v, (int, float)) for v in metrics.values()):
         _fail(path, where, "every metric must be a number, as printed")
-    if (protocol == "few_shot") != isinstance(raw.get("shots"), int):
-        _fail(path, where, "shots is required for few_shot entries and only for them")
-    return Entry(raw["method"], protocol, raw["dataset"], metrics, raw["source"], raw["line"], raw.get("shots"),
-                 raw.get("epochs"), raw.get("inconsistent"), tuple(refs[1:]))
+    return metrics
+
+
+def _differing(path, where, protocol, raw, sources, own):
+    """A Differing from one raw ``differs`` item of an entry whose values are ``own``, checked."""
+    source, line = raw.get("source"), raw.get("line")
+    _check_ref(path, f"{where} differs", sources, source, line)
+    metrics = _metrics(path, f"{where} differs ({source})", protocol,
+                       {k: v for k, v in raw.items() if k not in DIFFERS_KEYS})
+    if all(own.get(k) == v for k, v in metrics.items()):
+        _fail(path, where, f"differs: {source} line {line} prints the entry's own values: list it under also:")
+    return Differing(source, line, metrics, raw.get("epochs"), raw.get("inconsistent"))
 
 
 def load(path=PUBLISHED_FILE):
@@ -197,15 +238,27 @@ def problems_of(published, entry):
     return problems
 
 
+def _note_problem(problems, note):
+    """What to fix when ``problems`` (the disagreements of some printed numbers) and ``note`` (their
+    ``inconsistent`` note) do not go together, or None."""
+    if problems and not note:
+        return f"the printed numbers disagree ({'; '.join(problems)}): say so in an 'inconsistent' note"
+    if note and not problems:
+        return "has an 'inconsistent' note but its printed numbers agree: remove the note"
+    return None
+
+
 def note_mismatches(published):
     """``[(entry, what to fix)]`` where the numbers disagree without an ``inconsistent`` note, or a note stands
-    where they agree."""
+    where they agree: an entry's own numbers, and each of its ``differs`` items."""
     found = []
     for entry in published.entries:
-        problems = problems_of(published, entry)
-        if problems and not entry.inconsistent:
-            found.append((entry, f"the printed numbers disagree ({'; '.join(problems)}): say so in an "
-                                 f"'inconsistent' note"))
-        elif entry.inconsistent and not problems:
-            found.append((entry, "has an 'inconsistent' note but its printed numbers agree: remove the note"))
+        problem = _note_problem(problems_of(published, entry), entry.inconsistent)
+        if problem:
+            found.append((entry, problem))
+        for other in entry.differs:
+            hm = hm_problem(other.metrics, published.half_unit)
+            problem = _note_problem([hm] if hm else [], other.inconsistent)
+            if problem:
+                found.append((entry, f"differs ({other.source} line {other.line}): {problem}"))
     return found

@@ -41,9 +41,63 @@ def test_the_shipped_file_has_every_value_sourced_and_flags_exactly_the_inconsis
             assert source_info["repository"] and len(source_info["commit"]) == 40 and line > 0
         agrees = printed_hm_possible(entry.metrics["base"], entry.metrics["novel"], entry.metrics["hm"])
         assert agrees == (entry.inconsistent is None), entry
+        for other in entry.differs:
+            assert data.sources[other.source]["repository"] and other.line > 0
+            assert other.metrics != {k: entry.metrics[k] for k in other.metrics}
+            agrees = printed_hm_possible(other.metrics["base"], other.metrics["novel"], other.metrics["hm"])
+            assert agrees == (other.inconsistent is None), other
     flagged = [(e.method, e.metrics["hm"]) for e in data.entries if e.inconsistent]
     assert flagged == [("BMIP", 79.04)]  # HM(83.47, 76.69) = 79.94
     assert "79.94" in next(e.inconsistent for e in data.entries if e.method == "BMIP")
+    differing = {e.method: [(d.source, d.line, d.metrics) for d in e.differs] for e in data.entries if e.differs}
+    assert differing == {  # the KgCoOp README's CoOp; ProDA's Novel in the PromptSRC README, not its project page's
+        "CoOp": [("kgcoop_readme", 14, {"base": 82.63, "novel": 67.99, "hm": 74.60})],
+        "ProDA": [("promptsrc_readme", 123, {"base": 81.56, "novel": 75.83, "hm": 76.65})]}
+    proda = next(e for e in data.entries if e.method == "ProDA")
+    assert proda.metrics == {"base": 81.56, "novel": 72.30, "hm": 76.65} and "78.59" in proda.differs[0].inconsistent
+
+
+def shipped_results():
+    return yaml.safe_load(published.PUBLISHED_FILE.read_text())
+
+
+@pytest.mark.parametrize("method, change, message", [
+    ("CoOp", {"base": 82.96}, "CoOp, base2new, average: the printed numbers disagree (HM(82.96, 63.22) = 71.76, "
+                              "printed 71.66)"),
+    ("ProDA", {"novel": 72.03}, "ProDA, base2new, average: the printed numbers disagree (HM(81.56, 72.03) = 76.50, "
+                                "printed 76.65)"),
+    ("BMIP", {"hm": 79.94}, "BMIP, base2new, average: has an 'inconsistent' note but its printed numbers agree"),
+    ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "base": 82.63, "novel": 67.99, "hm": 74.06}]},
+     "differs (kgcoop_readme line 14): the printed numbers disagree (HM(82.63, 67.99) = 74.60, printed 74.06)"),
+    ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "base": 82.63, "novel": 67.99, "hm": 74.60,
+                           "inconsistent": "x"}]},
+     "differs (kgcoop_readme line 14): has an 'inconsistent' note but its printed numbers agree"),
+    ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "base": 82.69, "novel": 63.22, "hm": 71.66}]},
+     "differs: kgcoop_readme line 14 prints the entry's own values: list it under also:"),
+    ("CoOp", {"differs": [{"source": "kgcoop", "line": 14, "base": 82.63}]},
+     "CoOp, base2new, average) differs: source 'kgcoop' line 14: every value needs a listed source and its line"),
+    ("CoOp", {"differs": [{"source": "kgcoop_readme", "line": 14, "accuracy": 82.63}]},
+     "a base2new entry holds some of ['base', 'novel', 'hm']"),
+])
+def test_a_tampered_value_in_the_shipped_file_is_caught(tmp_path, method, change, message):
+    raw = shipped_results()
+    entry = next(e for e in raw["results"] if e["method"] == method)
+    entry.update(change)
+    path = tmp_path / "tampered.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(published.PublishedFileError) as raised:
+        published.load(path)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_differing_source_with_its_own_inconsistency_loads_when_noted(tmp_path):
+    raw = shipped_results()
+    coop = next(e for e in raw["results"] if e["method"] == "CoOp")
+    coop["differs"][0].update(hm=74.06, inconsistent="HM(82.63, 67.99) = 74.60, printed 74.06")
+    path = tmp_path / "noted.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    other = next(e for e in published.load(path).entries if e.method == "CoOp").differs[0]
+    assert (other.metrics["hm"], other.inconsistent) == (74.06, "HM(82.63, 67.99) = 74.60, printed 74.06")
 
 
 def config_file(trainer, cfg):
@@ -65,6 +119,7 @@ def test_every_published_method_maps_to_registered_runs_that_train_as_long_as_pu
             path = config_file(trainer, cfg)
             assert path.is_file(), path
             epochs = {e.epochs for e in data.entries if e.method == name and e.epochs is not None}
+            epochs |= {d.epochs for e in data.entries if e.method == name for d in e.differs if d.epochs}
             for printed in epochs:
                 assert yaml.safe_load(path.read_text())["OPTIM"]["MAX_EPOCH"] == printed, (name, cfg)
     assert data.method_of("MaPLe", "vit_b16_c2_ep5_batch4_2ctx") == "MaPLe"
