@@ -71,6 +71,9 @@ PUBLISHED = OrderedDict([
     ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
+    # CoOp's prompts plus the knowledge term (its target encoded once at build): the published scripts' W and N_CTX.
+    ("KgCoOp", TrainerSpec("KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+                           ("TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"), reported_against=("CoOp", "MaPLe"))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "

@@ -78,9 +78,12 @@ class ClassPrompts(nn.Module):
     context can be evaluated on any class set.
     """
 
-    def __init__(self, text_encoder, classnames, prefix, n_ctx):
+    def __init__(self, text_encoder, classnames, prefix, n_ctx, texts=None):
+        """``texts``: the class prompts, when they are not ``"<prefix> <classname>."`` (their words 1..b are the
+        context slots)."""
         super().__init__()
-        tokens = tokenize(class_prompt_texts(prefix, classnames)).to(text_encoder.text_projection.device)  # [n, L]
+        texts = texts or class_prompt_texts(prefix, classnames)
+        tokens = tokenize(texts).to(text_encoder.text_projection.device)  # [n, L]
         with torch.no_grad():
             embedding = text_encoder.embed(tokens)  # [n, L, D]
         self.n_ctx = n_ctx
