@@ -1,7 +1,7 @@
 """The README's main job: base-to-novel on the micro benchmark, every method, on a CPU in minutes.
 
-ZS-CLIP, CoOp, CoCoOp, MaPLe, BMIP (reference and per_sample), PromptSRC, PromptSRC+BMIP and KgCoOp are trained on the
-base classes (16 shots) of the synthetic micro-world datasets and tested on base and novel classes, with the shipped
+ZS-CLIP, CoOp, CoCoOp, MaPLe, BMIP (reference and per_sample), PromptSRC, PromptSRC+BMIP, KgCoOp and TCP are trained on
+the base classes (16 shots) of the synthetic micro-world datasets and tested on base and novel classes, with the shipped
 MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use under ``--data``. Jobs run on
 ``--workers`` processes (one torch thread each), inside the process (no interpreter start-up per job); a finished
 job is skipped, so a re-run only does what is missing. At the end the Base / Novel / HM table is printed and written
@@ -29,7 +29,7 @@ from results.report import build_report
 DATASETS = ("micro_clean", "micro_sketch", "micro_noisy", "micro_retro", "micro_night")
 RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaPLe", "micro"),
         ("BMIP", "micro"), ("BMIP", "micro_per_sample"), ("PromptSRC", "micro"), ("PromptSRC_BMIP", "micro"),
-        ("KgCoOp", "micro"))
+        ("KgCoOp", "micro"), ("TCP", "micro"))
 
 
 def build_parser():

@@ -1,4 +1,4 @@
-"""KgCoOp against an independent re-computation of their released algorithms with OpenAI's own CLIP modules
+"""KgCoOp and TCP against an independent re-computation of their released algorithms with OpenAI's own CLIP modules
 (tiny random model): logits, each loss term and the gradients of one training step; the hand-crafted knowledge
 target (fp32 and the release's fp16); released checkpoints in and out; bad settings refused."""
 import copy
@@ -129,8 +129,8 @@ def test_kgcoop_step_equals_the_release_computed_independently(data_root, tmp_pa
     # fp32: equal to rounding; fp16: within fp16 rounding of OpenAI's fp16 kernels (other kernels, same weights)
     torch.testing.assert_close(learner.target, target, atol=2e-3 if fp16_target else 1e-6, rtol=0)
     image, label = first_batch(trainer)
-    check_step(trainer, tiny, image, label, kgcoop_release_text(trainer, tiny), learner.target if fp16_target else target,
-               8.0)
+    expected_target = learner.target if fp16_target else target
+    check_step(trainer, tiny, image, label, kgcoop_release_text(trainer, tiny), expected_target, 8.0)
 
 
 def test_kgcoop_fp16_target_is_the_fp16_rounded_one(data_root, tmp_path):
@@ -208,3 +208,96 @@ def test_kgcoop_bad_settings_are_refused(data_root, tmp_path, opts, message):
     with pytest.raises(ValueError, match=message):
         toy_trainer(data_root, "KgCoOp", tmp_path, opts)
 
+
+# -- TCP -----------------------------------------------------------------------------------------------------------
+def tcp_release_text(trainer, tiny, layer=8):
+    """TCP's TextEncoder: the class template with ctx at 1..b, meta_net(target) at positions 1..4 before block 8."""
+    learner = trainer.model.prompt_learner
+    texts = [f"X X X X {name.replace('_', ' ')}." for name in trainer.dm.dataset.classnames]
+
+    def text():
+        class_tokens = learner.meta_net(learner.target).reshape(len(texts), 4, D)
+        return openai_text_features(tiny, texts, learner.ctx, class_tokens, layer)
+    return text
+
+
+@pytest.mark.parametrize("fp16_target", [False, True])
+def test_tcp_step_equals_the_release_computed_independently(data_root, tmp_path, tiny, fp16_target):
+    trainer = toy_trainer(data_root, "TCP", tmp_path, ["TRAINER.TCP.FP16_TARGET", str(fp16_target)])
+    learner = trainer.model.prompt_learner
+    shapes = {k: tuple(p.shape) for k, p in learner.named_parameters()}
+    assert shapes == {"ctx": (4, D), "meta_net.linear1.weight": (E // 4, E), "meta_net.linear1.bias": (E // 4,),
+                      "meta_net.linear2.weight": (4 * D, E // 4), "meta_net.linear2.bias": (4 * D,)}
+    names = trainer.dm.dataset.classnames
+    target = openai_target(tiny, [f"a photo of a {n.replace('_', ' ')}." for n in names], fp16_target)
+    torch.testing.assert_close(learner.target, target, atol=2e-3 if fp16_target else 1e-6, rtol=0)
+    image, label = first_batch(trainer)
+    terms = check_step(trainer, tiny, image, label, tcp_release_text(trainer, tiny),
+                       learner.target if fp16_target else target, 8.0)
+    assert all(p.grad.abs().sum() > 0 for p in learner.parameters())  # every TCP parameter trains
+    assert terms["loss_kg"].item() > 0.05  # random class tokens pull the features away from the target
+
+
+def test_tcp_class_tokens_enter_at_the_configured_block(data_root, tmp_path, tiny):
+    trainer = toy_trainer(data_root, "TCP", tmp_path, ["TRAINER.TCP.CLASS_TOKEN_LAYER", "3", "TRAINER.TCP.N_CTX", "2",
+                                                      "TRAINER.TCP.W", "1.5"])
+    learner = trainer.model.prompt_learner
+    assert learner.ctx.shape == (2, D)  # "X X X X {}.": words 1..2 learnable, 3..4 stay "X"
+    names = trainer.dm.dataset.classnames
+    texts = [f"X X X X {n.replace('_', ' ')}." for n in names]
+
+    def text():
+        class_tokens = learner.meta_net(learner.target).reshape(len(texts), 4, D)
+        return openai_text_features(tiny, texts, learner.ctx, class_tokens, 3)
+    image, label = first_batch(trainer)
+    check_step(trainer, tiny, image, label, text, learner.target, 1.5)
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        logits = trainer.model_inference(image)
+        expected = release_loss(tiny, image, label, tcp_release_text(trainer, tiny, 3)(), learner.target, 1.5)[0]
+        moved = release_loss(tiny, image, label, tcp_release_text(trainer, tiny, 8)(), learner.target, 1.5)[0]
+    assert (logits - expected).abs().max() <= 1e-4 and (logits - moved).abs().max() > 1e-3
+
+
+def test_released_tcp_checkpoint_loads_and_ours_is_its_format(data_root, tmp_path):
+    trainer = toy_trainer(data_root, "TCP", tmp_path / "run")
+    g = torch.Generator().manual_seed(0)
+    shapes = {k: v.shape for k, v in trainer.model.prompt_learner.state_dict().items()}
+    learned = {k: torch.randn(*shape, generator=g) * 0.1 for k, shape in shapes.items()}
+    released = {k: (v.half() if k.startswith("meta_net.") else v) for k, v in learned.items()}  # meta_net: fp16
+    released.update({"token_prefix": torch.zeros(9, 1, D), "token_suffix": torch.zeros(9, 72, D)})
+    write_released_learner(tmp_path / "release", released, 50)
+    image, _ = first_batch(trainer)
+    before = eval_logits(trainer, image)
+    trainer.load_model(str(tmp_path / "release"), epoch=50)
+    state = trainer.model.prompt_learner.state_dict()
+    assert all(torch.equal(state[k], released[k].float()) and state[k].dtype == torch.float32 for k in learned)
+    assert (eval_logits(trainer, image) - before).abs().max() > 1e-3
+
+    trainer.save_model(0, str(tmp_path / "ours"))
+    ours = torch.load(tmp_path / "ours" / "prompt_learner" / "model.pth.tar-1", weights_only=False)["state_dict"]
+    assert ours.keys() == learned.keys()  # the release's names; its strict=False load reads every one
+    with pytest.raises(SetupError, match="already in the released format"):
+        export_checkpoint.export("TCP", str(tmp_path / "ours"), str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["TRAINER.TCP.N_CTX", "5"], "TRAINER.TCP.N_CTX = 5: TCP's class templates start with 4 context words"),
+    (["TRAINER.TCP.CLASS_TOKEN_LAYER", "12"], r"TRAINER.TCP.CLASS_TOKEN_LAYER = 12; use 1..11"),
+    (["TRAINER.TCP.W", "-0.5"], "TRAINER.TCP.W = -0.5 is out of range"),
+])
+def test_tcp_bad_settings_are_refused(data_root, tmp_path, opts, message):
+    with pytest.raises(ValueError, match=message):
+        toy_trainer(data_root, "TCP", tmp_path, opts)
+
+
+def test_tcp_templates_per_dataset():
+    from trainers.tcp import TCP_KNOWLEDGE_TEMPLATES, TCP_PROMPT_DEFAULT, TCP_PROMPT_TEMPLATES
+
+    assert TCP_KNOWLEDGE_TEMPLATES["FGVCAircraft"] == "a photo of an aircraft {}."  # KgCoOp's differ in two places
+    assert TCP_KNOWLEDGE_TEMPLATES["Food101"] == "a photo of a {}, a type of food."
+    assert {k for k in KNOWLEDGE_TEMPLATES if KNOWLEDGE_TEMPLATES[k] != TCP_KNOWLEDGE_TEMPLATES[k]} == \
+        {"FGVCAircraft", "Food101"}
+    assert TCP_PROMPT_TEMPLATES["StanfordCars"] == "X X X X {}, a type of car"  # no period, as released
+    assert template_for(TCP_PROMPT_TEMPLATES, None, "ImageFolder", TCP_PROMPT_DEFAULT) == "X X X X {}."
+    assert TCP_PROMPT_TEMPLATES.keys() == TCP_KNOWLEDGE_TEMPLATES.keys() == KNOWLEDGE_TEMPLATES.keys()

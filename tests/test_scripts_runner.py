@@ -364,8 +364,8 @@ def test_sweep_dry_run_and_checked_in_definitions(env, capsys):
     assert sweep_runner.main([str(REPO / "scripts" / "sweeps" / "base2new.yaml"), "--output", str(out), "--dry-run",
                        "--configs", str(env["configs"])]) == 2
     assert "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml" in capsys.readouterr().err
-    expected = {"base2new.yaml": 11 * (2 + 7 * 3 * 3), "cross_dataset.yaml": 11 + 7 * 3 * 11,
-                "domain_generalization.yaml": 5 + 7 * 3 * 5, "few_shot.yaml": 6 * 11 * 3 * 5,
+    expected = {"base2new.yaml": 11 * (2 + 8 * 3 * 3), "cross_dataset.yaml": 11 + 8 * 3 * 11,
+                "domain_generalization.yaml": 5 + 8 * 3 * 5, "few_shot.yaml": 7 * 11 * 3 * 5,
                 "open_world.yaml": 11 * 12 + 2 * 3 * 11 * 13}
     for name, count in expected.items():
         spec = sweep_files.load_sweep(REPO / "scripts" / "sweeps" / name)

@@ -14,7 +14,6 @@ release.
 import copy
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
@@ -24,7 +23,8 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import ClassPrompts, init_context, tokenize
+from .coop import CoOpPromptLearner
+from .prompting import tokenize
 from .zsclip import DEFAULT_TEMPLATE
 
 
@@ -102,26 +102,14 @@ def context_init_words(method_cfg):
     return RELEASE_CTX_INIT if method_cfg.CTX_INIT else ""
 
 
-class KgCoOpPromptLearner(nn.Module):
-    """CoOp's context ``ctx`` [b, D] (or [n_cls, b, D] with CSC) before the class name, plus the knowledge target."""
+class KgCoOpPromptLearner(CoOpPromptLearner):
+    """CoOp's learner (context before the class name) built from KgCoOp's keys, plus the knowledge target."""
 
     def __init__(self, method_cfg, classnames, clip_model, target):
-        super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
-        n_ctx, prefix, vectors = init_context(text_encoder, method_cfg.N_CTX, context_init_words(method_cfg), True)
-        if method_cfg.CSC and not method_cfg.CTX_INIT:
-            vectors = torch.empty(len(classnames), n_ctx, text_encoder.width)
-            nn.init.normal_(vectors, std=0.02)
-        print(f'Initial context: "{prefix}" ({n_ctx} context words)')
-        self.ctx = nn.Parameter(vectors)  # [b, D] or [n_cls, b, D]
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        coop_cfg = CN({"N_CTX": method_cfg.N_CTX, "CSC": method_cfg.CSC, "CTX_INIT": context_init_words(method_cfg),
+                       "CLASS_TOKEN_POSITION": "end"})
+        super().__init__(coop_cfg, classnames, clip_model)
         self.register_buffer("target", target, persistent=False)  # knowledge w [n_cls, E], from the class names
-
-    def text_inputs(self):
-        return self.prompts.assemble(self.ctx), self.prompts.tokens, None
-
-    def vision_inputs(self):
-        return None, None
 
 
 class KnowledgeGuidedTrainer(CLIPPromptTrainer):
