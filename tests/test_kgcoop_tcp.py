@@ -12,6 +12,7 @@ import clip as openai_clip
 from clip_patch import load_clip
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
+from runs.run import cli
 from scripts import export_checkpoint
 from sweeps.jobs import SetupError
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -203,10 +204,24 @@ def test_released_kgcoop_checkpoint_loads_and_ours_is_its_format(data_root, tmp_
     (["TRAINER.KGCOOP.CLASS_TOKEN_POSITION", "middle"], "places the class name at the end"),
     (["TRAINER.KGCOOP.W", "-1.0"], "TRAINER.KGCOOP.W = -1.0 is out of range"),
     (["TRAINER.KGCOOP.N_CTX", "0"], "TRAINER.KGCOOP.N_CTX = 0 is out of range"),
+    (["TRAINER.COOP.CLASS_TOKEN_POSITION", "middle"], r"TRAINER.COOP.CLASS_TOKEN_POSITION = 'middle' is CoOp's key, "
+     r"which KgCoOp does not read \(its release's TRAINER.COOP keys are TRAINER.KGCOOP.\* here\): set "
+     r"TRAINER.KGCOOP.CLASS_TOKEN_POSITION instead"),
 ])
 def test_kgcoop_bad_settings_are_refused(data_root, tmp_path, opts, message):
     with pytest.raises(ValueError, match=message):
         toy_trainer(data_root, "KgCoOp", tmp_path, opts)
+
+
+def test_the_releases_coop_keys_are_one_line_refusals_before_any_work(data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--root", str(data_root), "--trainer", "KgCoOp", "--output-dir", str(out),
+            *toy_opts(str(data_root), epochs=1), "TRAINER.COOP.N_CTX", "4"]  # the release's script, verbatim
+    assert cli(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: TRAINER.COOP.N_CTX = 4 is CoOp's key, which KgCoOp does not read (its release's TRAINER.COOP keys "
+        "are TRAINER.KGCOOP.* here): set TRAINER.KGCOOP.N_CTX instead"]
+    assert not out.exists()
 
 
 # -- TCP -----------------------------------------------------------------------------------------------------------
@@ -285,6 +300,8 @@ def test_released_tcp_checkpoint_loads_and_ours_is_its_format(data_root, tmp_pat
     (["TRAINER.TCP.N_CTX", "5"], "TRAINER.TCP.N_CTX = 5: TCP's class templates start with 4 context words"),
     (["TRAINER.TCP.CLASS_TOKEN_LAYER", "12"], r"TRAINER.TCP.CLASS_TOKEN_LAYER = 12; use 1..11"),
     (["TRAINER.TCP.W", "-0.5"], "TRAINER.TCP.W = -0.5 is out of range"),
+    (["TRAINER.COOP.CSC", "True"], r"TRAINER.COOP.CSC = True is CoOp's key, which TCP does not read .*: TCP has no "
+     "such setting"),
 ])
 def test_tcp_bad_settings_are_refused(data_root, tmp_path, opts, message):
     with pytest.raises(ValueError, match=message):

@@ -19,7 +19,7 @@ from yacs.config import CfgNode as CN
 
 from clip_patch import PromptedTextEncoder
 from clip_patch.openai_clip import openai_clip
-from dassl.config import check_range, register_config
+from dassl.config import check_range, extend_cfg, get_cfg_default, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
@@ -98,6 +98,18 @@ def knowledge_distance(text_features, target):
     return 1.0 - F.cosine_similarity(text_features.float(), target.float(), dim=1, eps=1e-7).mean()
 
 
+def refuse_coop_keys(cfg, trainer, node):
+    """Raise ValueError for a key of ``TRAINER.COOP`` changed from its default: the releases read their settings
+    there, but here it is CoOp's node, which ``trainer`` ignores (its keys are ``TRAINER.<node>``)."""
+    defaults = extend_cfg(get_cfg_default()).TRAINER.COOP
+    for key, value in cfg.TRAINER.COOP.items():
+        if value == defaults[key]:
+            continue
+        fix = f"set TRAINER.{node}.{key} instead" if key in cfg.TRAINER[node] else f"{trainer} has no such setting"
+        raise ValueError(f"TRAINER.COOP.{key} = {value!r} is CoOp's key, which {trainer} does not read (its release's "
+                         f"TRAINER.COOP keys are TRAINER.{node}.* here): {fix}")
+
+
 def context_init_words(method_cfg):
     return RELEASE_CTX_INIT if method_cfg.CTX_INIT else ""
 
@@ -120,6 +132,10 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
     RELEASED_AS_LEARNER = True  # the releases save the prompt learner alone, its tensors under our names
     RELEASE_DEAD_KEYS = ()  # released learner keys that never reach the loss: dropped when loading their checkpoints
     KNOWLEDGE_TEMPLATES = {}
+
+    def check_cfg(self, cfg):
+        super().check_cfg(cfg)
+        refuse_coop_keys(cfg, type(self).__name__, self.CFG_NODE)
 
     def knowledge_target(self, clip_model, classnames):
         """The L2-normalised frozen-CLIP features [n_cls, E] of this data set's hand-crafted class prompts."""
