@@ -132,6 +132,11 @@ def test_kgcoop_step_equals_the_release_computed_independently(data_root, tmp_pa
     image, label = first_batch(trainer)
     expected_target = learner.target if fp16_target else target
     check_step(trainer, tiny, image, label, kgcoop_release_text(trainer, tiny), expected_target, 8.0)
+    trainer.set_model_mode("eval")
+    with torch.no_grad(), trainer.evaluation_scope():  # the evaluation path: class text features encoded once
+        logits = trainer.model_inference(image)
+        expected = release_loss(tiny, image, label, kgcoop_release_text(trainer, tiny)(), expected_target, 8.0)[0]
+    assert (logits - expected).abs().max() <= 1e-4
 
 
 def test_kgcoop_fp16_target_is_the_fp16_rounded_one(data_root, tmp_path):
