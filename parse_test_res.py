@@ -8,9 +8,9 @@ Every non-hidden subdirectory of DIRECTORY is one run (a seed); DIRECTORY itself
 ``log.txt``. Only runs with a result count: a run of this project's ``train.py`` has one once its
 ``result.json`` exists (written after the final evaluation; ``Finish training`` alone is printed before the
 final test); a foreign run (made by the ecosystem's scripts: no ``result.json``, no ``config.yaml``) has one
-when its log holds the value, as in the ecosystem. A run's value is the last ``* <keyword>: X%`` line after
-the end signal: ``Finish training`` or ``Finished training`` (both accepted), or ``=> result`` with
-``--test-log``. Unlike the ecosystem's script, a resumed run's newer ``log.txt-<timestamp>`` is read too (the
+when its log holds the value, as in the ecosystem. A run's value is the last ``* <keyword>: X%`` line (``X nats``
+for ``nll``) after the end signal: ``Finish training`` or ``Finished training`` (both accepted), or ``=> result``
+with ``--test-log``. Unlike the ecosystem's script, a resumed run's newer ``log.txt-<timestamp>`` is read too (the
 newest log with a value wins), and a run without a result is reported and skipped instead of stopping the
 summary.
 Spread: population std (numpy.std), or the 95% interval half-width 1.96·std/√n with ``--ci95``.
@@ -46,17 +46,17 @@ def run_value(run_dir, keyword, end_signals):
 def parse_directory(directory, keyword, end_signals, use_ci95, out=print):
     """Print one line per run and the summary of ``directory``; return the mean (None if nothing found)."""
     out(f"Parsing files in {directory}")
-    values = []
+    values, unit = [], logparse.unit(keyword)
     for run_dir in run_dirs(directory):
         found = run_value(run_dir, keyword, end_signals)
         if found is None:
-            reason = (f"no '* {keyword}: X%' line after {' / '.join(end_signals)} in its logs"
+            reason = (f"no '* {keyword}: X{unit}' line after {' / '.join(end_signals)} in its logs"
                       if logparse.result_counts(run_dir) else logparse.UNFINISHED)
             print(f"skipped {run_dir}: {reason}", file=sys.stderr)
             continue
         value, path = found
         values.append(value)
-        out(f"file: {path}. {keyword}: {value:.2f}%. ")
+        out(f"file: {path}. {keyword}: {value:.2f}{unit}. ")
     if not values:
         print(f"Nothing found in {directory}: no run has finished (check the run logs, or pass --test-log "
               f"for evaluation-only runs)", file=sys.stderr)
@@ -65,7 +65,7 @@ def parse_directory(directory, keyword, end_signals, use_ci95, out=print):
     spread = ci95(values) if use_ci95 else summary.std
     out("===")
     out(f"Summary of directory: {directory}")
-    out(f"* {keyword}: {summary.mean:.2f}% +- {spread:.2f}%")
+    out(f"* {keyword}: {summary.mean:.2f}{unit} +- {spread:.2f}{unit}")
     out("===")
     return summary.mean
 
@@ -92,7 +92,7 @@ def main(argv=None):
         return 1
     print("===")
     print("Average performance")
-    print(f"* {args.keyword}: {sum(means) / len(means):.2f}%")
+    print(f"* {args.keyword}: {sum(means) / len(means):.2f}{logparse.unit(args.keyword)}")
     return 0
 
 

@@ -111,9 +111,7 @@ def main(argv=None):
         sets = interpret(learner, token_embedding, args.topk, trainer.dm.dataset.classnames)
     except ValueError as err:
         fail(str(err))
-    from clip_patch.openai_clip import openai_clip
-
-    print(format_report(sets, openai_clip().simple_tokenizer.SimpleTokenizer().decoder, tuple(token_embedding.shape)))
+    print(format_report(sets, trainer.backbone.decoder, tuple(token_embedding.shape)))
     return sets
 
 

@@ -3,17 +3,21 @@
     python -m benchmarks.bench_trainers                      # CPU, fp32, 2 threads, ViT-B/16 shapes (docs/BENCHMARK.md)
     python -m benchmarks.bench_trainers --device cuda --prec amp --threads 8
     python -m benchmarks.bench_trainers --quick              # smoke run on tiny-ViT, about a minute, figures only
+    python -m benchmarks.bench_trainers --families openai open_clip   # also through open_clip: ratio table
     python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample \
         --large-classes 1000 --large-fit-classes 100 200 --large-only    # ImageNet-scale training memory
 
 CLIP has real architecture shapes and random weights (no download). Each measurement runs in its own process
 (``benchmarks.runner``) so its peak memory is its own; see ``benchmarks.measure`` for the timing protocol. The run
 prints a markdown table and the ratios the targets are stated in (with verdicts only for the full ViT-B/16 CPU run
-the targets are stated for), and writes everything to ``--out`` (JSON).
+the targets are stated for), and writes everything to ``--out`` (JSON). With ``--families openai open_clip`` every
+measurement runs twice, on the same random weights (saved once as an OpenAI-format file and read through open_clip's
+OpenAI converter for the second family), and a table of the open_clip / OpenAI time ratios follows.
 """
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import os.path as osp
 import platform
@@ -26,9 +30,13 @@ import torch
 
 from clip_patch import PRECISIONS
 
-from .report import compute_ratios, format_ratios, large_class_table, markdown_table, path_name
+from .report import (compute_ratios, family_ratio_table, format_ratios, large_class_table, markdown_table,
+                     path_name)
 from .runner import preload, run_measurement
-from .subjects import JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, published_settings
+from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, openai_format_path,
+                       published_settings, write_openai_format)
+
+FAMILIES = ("openai", "open_clip")
 
 FULL_DEFAULTS = {"backbone": "ViT-B/16", "threads": 2, "classes_train": 50, "classes_eval": [100, 1000],
                  "batch_eval": 32, "repeats": 3, "max_seconds": 30.0, "loader_images": 64, "loader_epochs": 2,
@@ -78,6 +86,9 @@ def build_parser():
     parser.add_argument("--memory-cap-mb", type=float,
                         help="stop a measurement whose resident memory exceeds this (default: 80%% of RAM); it is "
                              "reported as needing more")
+    parser.add_argument("--families", nargs="+", default=["openai"], choices=FAMILIES,
+                        help="backbone families to measure (default openai); with both, the same random weights run "
+                             "through each and a table of open_clip / openai ratios is printed")
     parser.add_argument("--out", help=f"JSON output path (default {FULL_DEFAULTS['out']}; "
                                       f"--quick: {QUICK_DEFAULTS['out']})")
     parser.add_argument("--quick", action="store_true",
@@ -170,7 +181,32 @@ def plan(args):
     return specs + large_class_specs(args, common)
 
 
+def openai_format_file(backbone, folder):
+    """The backbone's OpenAI-format file, written by a fresh interpreter: building it here would start torch's
+    thread pool in this process, which the measurements are forked from (a forked pool can deadlock)."""
+    process = multiprocessing.get_context("spawn").Process(target=write_openai_format, args=(backbone, folder))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise SystemExit(f"Could not write the OpenAI-format file of {backbone} for the open_clip family "
+                         f"(exit code {process.exitcode}).")
+    return openai_format_path(backbone, folder)
+
+
+def with_family(specs, family, weights):
+    """The specs again, for ``family`` (open_clip: ``weights``, the OpenAI-format file of the same backbone); the
+    data-loading measurement does not depend on the backbone and runs once."""
+    if family == "openai":
+        return [{**spec, "family": family} for spec in specs]
+    return [{**spec, "family": family, "weights": weights} for spec in specs if spec["kind"] != "data"]
+
+
 def describe(spec):
+    family = "" if spec.get("family", "openai") == "openai" else f"[{spec['family']}] "
+    return family + _describe(spec)
+
+
+def _describe(spec):
     if spec["kind"] == "data":
         return f"data loading ({spec['workers']} workers, {spec['images']} JPEGs)"
     if spec["kind"] == "floor":
@@ -209,20 +245,23 @@ def machine_info(device):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = resolve_args(build_parser().parse_args(argv))
-    specs = plan(args)
     started = time.time()
     results = []
     if args.device == "cpu":
         preload()  # imported once here; each measurement is forked from this process
     with tempfile.TemporaryDirectory(prefix="bench_trainers_") as workdir:
+        weights = openai_format_file(args.backbone_name, workdir) if "open_clip" in args.families else ""
+        specs = [spec for family in args.families for spec in with_family(plan(args), family, weights)]
         for index, spec in enumerate(specs):
             print(f"[{index + 1}/{len(specs)}] {describe(spec)} ...", flush=True)
             result = run_measurement(spec, workdir, index, args.timeout, args.memory_cap_mb)
             print(f"    {summary_line(result)}", flush=True)
             results.append(result)
-    ratios = compute_ratios(results, args.classes_train, args.classes_eval, judge=args.judge)
-    table = markdown_table(results, args.trainers, args.classes_train, args.classes_eval, args.batch_train,
+    first = [r for r in results if r.get("family", "openai") == args.families[0] or r["kind"] == "data"]
+    ratios = compute_ratios(first, args.classes_train, args.classes_eval, judge=args.judge)
+    table = markdown_table(first, args.trainers, args.classes_train, args.classes_eval, args.batch_train,
                            args.batch_eval)
+    families = family_ratio_table(results) if len(args.families) > 1 else ""
     large = large_class_table(results, args.large_classes) if args.large_classes else ""
     report = {
         "command": " ".join(["python -m benchmarks.bench_trainers", shlex.join(argv)]).strip(),
@@ -234,6 +273,7 @@ def main(argv=None):
         "ratios": ratios,
         "table_markdown": table,
         "large_class_table_markdown": large,
+        "family_ratio_table_markdown": families,
     }
     os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -243,6 +283,8 @@ def main(argv=None):
         if not args.judge:
             print("\nFigures only: the targets are stated for the full run on ViT-B/16 shapes on the CPU "
                   "(python -m benchmarks.bench_trainers); GPU goals are judged by python -m benchmarks.gpu_check.")
+    if families:
+        print("\n" + families)
     if large:
         print("\n" + large)
     print(f"\nWrote {args.out} ({report['wall_s'] / 60:.1f} min)")

@@ -4,7 +4,8 @@
 
 ``spec`` keys: ``kind`` (train | eval | floor | data), ``trainer`` (a name of ``subjects.benchmark_subjects()``; not
 for floor and data), ``straightforward`` (bool), ``backbone``, ``device``, ``prec``, ``threads``, ``classes``,
-``batch``, ``repeats``, ``max_seconds``; data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``.
+``batch``, ``repeats``, ``max_seconds``; optional ``family`` and ``weights`` (open_clip: the backbone's OpenAI-format
+file, read through the open_clip family); data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``.
 
 Timing: one warm-up call (a full training step; for evaluation a 1-image batch, which also fills the trainer's text
 feature cache as the first batch of a real evaluation does), then up to ``repeats`` timed calls, stopping early once
@@ -74,7 +75,8 @@ def _summary(timed, batch):
 
 def measure_train(spec, device):
     """Training step (forward, backward, optimizer step) through the trainer's own ``forward_backward``."""
-    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"])
+    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
+                    spec.get("weights", ""))
     trainer = build_trainer_without_data(cfg, real_classnames(spec["classes"]))
     images, labels = random_batch(spec["batch"], spec["classes"], input_resolution(spec["backbone"]), device, 0)
     batch = {"img": images, "label": labels}
@@ -91,7 +93,8 @@ def measure_train(spec, device):
 
 def measure_eval(spec, device):
     """Evaluation throughput through the trainer's own ``model_inference`` under ``no_grad`` (as ``test()``)."""
-    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"])
+    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
+                    spec.get("weights", ""))
     trainer = build_trainer_without_data(cfg, real_classnames(spec["classes"]))
     resolution = input_resolution(spec["backbone"])
     images, _ = random_batch(spec["batch"], spec["classes"], resolution, device, 1)
@@ -111,7 +114,8 @@ def measure_eval(spec, device):
 
 def measure_floor(spec, device):
     """The floor: zero-shot CLIP's image encoder per batch, text features encoded once before timing."""
-    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], real_classnames(spec["classes"]))
+    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], real_classnames(spec["classes"]),
+                          spec.get("weights", ""))
     resolution = input_resolution(spec["backbone"])
     images, _ = random_batch(spec["batch"], spec["classes"], resolution, device, 1)
     warmup_images, _ = random_batch(1, spec["classes"], resolution, device, 2)

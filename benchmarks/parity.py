@@ -40,7 +40,6 @@ import warnings
 import torch
 
 from clip_patch import Precision
-from clip_patch.openai_clip import openai_clip
 
 HALF_PRECISIONS = ("fp16", "amp", "bf16")
 INITIAL_LOSS_SCALE = 2.0 ** 16  # torch.amp.GradScaler's initial scale
@@ -98,8 +97,7 @@ def set_precision(trainer, precision):
     """Make ``trainer`` compute in ``precision``: frozen weights cast if the policy stores them in fp16, its
     autocast, and a GradScaler where the policy uses one. The learner and its optimizer state stay fp32."""
     if precision.casts_frozen_weights:
-        for encoder in (trainer.model.text_encoder, trainer.model.image_encoder):
-            openai_clip().model.convert_weights(encoder)  # only the frozen CLIP modules (the learner may own Linear layers)
+        trainer.backbone.cast_frozen_to_fp16()  # the family's cast of the frozen model (the learner stays fp32)
     trainer.precision = precision
     trainer.scaler = precision.grad_scaler()
     return trainer
@@ -207,7 +205,7 @@ def check_trainer(build, trainer_id, images, labels, precs=HALF_PRECISIONS, emul
     slow = logits_and_gradients(reference, images, labels, True, fp32)[:2]
     fast = logits_and_gradients(reference, images, labels, False, fp32)[:2]
     records = [_record("fp32", fp32, shape, {"vs_fp32_straightforward": compare(fast, slow, logit_scale)},
-                       _eval_error(reference, images, fp32, fast[0], logit_scale))]
+                       _eval_error(reference, images, fp32, logit_scale))]
     learner = learner_of(reference)
     state = copy.deepcopy(learner.state_dict()) if learner is not None else None
     for prec in precs:
@@ -227,15 +225,20 @@ def check_trainer(build, trainer_id, images, labels, precs=HALF_PRECISIONS, emul
             released = logits_and_gradients(trainer, images, labels, True, precision)[:2]
             errors["released_in_prec_vs_fp32"] = compare(released, slow, logit_scale)
         records.append(_record(prec, precision, shape, errors,
-                               _eval_error(trainer, images, precision, logits, logit_scale), loss_scale))
+                               _eval_error(trainer, images, precision, logit_scale), loss_scale))
         set_precision(reference, fp32)
         del trainer
     return records
 
 
-def _eval_error(trainer, images, precision, train_logits, logit_scale):
-    """Evaluation path (text cache) vs the training-mode forward of the same precision, in cosine units."""
-    return float((eval_logits(trainer, images, precision) - train_logits).abs().max()) / logit_scale
+def _eval_error(trainer, images, precision, logit_scale):
+    """Evaluation path (text cache) vs the model's own forward without the cache, same precision, in cosine units.
+
+    That forward gives the training-mode logits of most methods; ProDA's training step uses a subset of its prompts
+    and an extra term, and its forward is its evaluation's computation."""
+    with torch.no_grad(), precision.autocast():
+        forward = trainer.model(images).float().cpu()
+    return float((eval_logits(trainer, images, precision) - forward).abs().max()) / logit_scale
 
 
 JUDGED = ("vs_fp32_straightforward", "vs_fp32_fast")  # errors[...] with a verdict; the rest is information

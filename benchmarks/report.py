@@ -215,6 +215,37 @@ def large_class_table(measurements, classes):
     return "\n".join(lines)
 
 
+def family_ratio_table(measurements, other="open_clip", base="openai"):
+    """Markdown: each measurement taken through both families (same shapes, same weights) with its median seconds
+    per call (wall and process CPU) and the ratio ``other`` / ``base``, then the geometric mean of the CPU ratios."""
+    def key(m):
+        return m["kind"], m.get("trainer"), m.get("straightforward"), m.get("classes"), m.get("group")
+
+    bases = {key(m): m for m in measurements if "error" not in m and m.get("family") == base}
+    header = ["measurement", "path", "classes", f"{base} s (CPU s)", f"{other} s (CPU s)", "ratio (CPU ratio)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    cpu_ratios = []
+    for m in measurements:
+        if "error" in m or m.get("family") != other or key(m) not in bases:
+            continue
+        b = bases[key(m)]
+        cpu_ratios.append(m["median_cpu_s"] / b["median_cpu_s"])
+        what = "eval zero-shot floor" if m["kind"] == "floor" else f"{m['kind']} {m['trainer']}"
+        lines.append(f"| {what} | "
+                     f"{path_name(m['straightforward']) if 'straightforward' in m else ''} | {m.get('classes', '')} | "
+                     f"{_fmt(b['median_s'], 3)} ({_fmt(b['median_cpu_s'], 3)}) | "
+                     f"{_fmt(m['median_s'], 3)} ({_fmt(m['median_cpu_s'], 3)}) | "
+                     f"{_fmt(m['median_s'] / b['median_s'])} ({_fmt(cpu_ratios[-1])}) |")
+    if cpu_ratios:
+        product = 1.0
+        for ratio in cpu_ratios:
+            product *= ratio
+        lines.append(f"\n{other} / {base}, geometric mean of the CPU-time ratios over {len(cpu_ratios)} "
+                     f"measurements: {product ** (1 / len(cpu_ratios)):.3f} (range {min(cpu_ratios):.3f} .. "
+                     f"{max(cpu_ratios):.3f})")
+    return "\n".join(lines)
+
+
 def _verdict(met):
     return "" if met is None else ("met" if met else "MISSED")
 

@@ -19,11 +19,10 @@ from types import SimpleNamespace
 
 import torch
 
-from clip_patch import RANDOM_BACKBONES, Precision, load_clip
+from clip_patch import RANDOM_BACKBONES, BackboneSpec, Precision, load_backbone
 from dassl.engine import TRAINER_REGISTRY, TrainerBase, resolve_device
 from trainers.display import display_order
 from trainers.lookup import learns
-from trainers.prompting import tokenize
 from trainers.zsclip import DEFAULT_TEMPLATE
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -61,6 +60,9 @@ PUBLISHED = OrderedDict([
     ("IVLP", TrainerSpec("IVLP", "configs/trainers/IVLP/vit_b16_c2_ep5_batch4_2+2ctx_dp9.yaml")),
     ("MaPLe", TrainerSpec("MaPLe", "configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml", gpu_table=True,
                           large_class_memory=True)),
+    ("BITP", TrainerSpec("BITP", "configs/trainers/BITP/vit_b16_c2_ep20_ctx1_dp9TT.yaml",
+                         reported_against=("MaPLe", "BMIP-reference"))),
+    ("UPT", TrainerSpec("UPT", "configs/trainers/UPT/vit_b16_c2_ep5_batch4_2ctx.yaml", reported_against=("MaPLe",))),
     ("BMIP-reference", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "reference"), compare_with="MaPLe",
                                    gpu_table=True, large_class_memory=True)),
     ("BMIP-per_sample", TrainerSpec("BMIP", _BMIP_CONFIG, ("TRAINER.BMIP.MODE", "per_sample"), compare_with="MaPLe",
@@ -71,6 +73,9 @@ PUBLISHED = OrderedDict([
     ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
+    # ProDA: a step encodes every class under PROMPT_BATCH (= 4) of its 32 prompts; an evaluation under all 32.
+    ("ProDA", TrainerSpec("ProDA", "configs/trainers/ProDA/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA.yaml",
+                          reported_against=("CoOp",))),
     # CoOp's prompts plus the knowledge term (its target encoded once at build): the published scripts' W and N_CTX.
     ("KgCoOp", TrainerSpec("KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
                            ("TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"), reported_against=("CoOp", "MaPLe"))),
@@ -104,6 +109,29 @@ def benchmark_backbone(name):
     raise ValueError(f"Unknown backbone '{name}' for the benchmark; use one of {choices}.")
 
 
+def benchmark_backbone_spec(backbone, weights=""):
+    """The random backbone ``backbone`` through the openai family, or (``weights``: its OpenAI-format file, see
+    :func:`write_openai_format`) the same weights through the open_clip family's OpenAI converter."""
+    name = benchmark_backbone(backbone)
+    return BackboneSpec("open_clip", name, path=weights) if weights else BackboneSpec("openai", name)
+
+
+def openai_format_path(backbone, folder):
+    """Where :func:`write_openai_format` saves ``backbone`` in ``folder``."""
+    return osp.join(folder, benchmark_backbone(backbone).replace("/", "-").replace("@", "-") + "-openai-format.pt")
+
+
+def write_openai_format(backbone, folder):
+    """Save the random backbone ``backbone`` as an OpenAI-format file (state dict + OpenAI's metadata entries) in
+    ``folder``, so the open_clip family measures the same shapes and weights; returns its path."""
+    model = load_backbone(benchmark_backbone(backbone)).model
+    metadata = {"input_resolution": torch.tensor(model.visual.input_resolution),
+                "context_length": torch.tensor(model.context_length), "vocab_size": torch.tensor(model.vocab_size)}
+    path = openai_format_path(backbone, folder)
+    torch.save({**model.state_dict(), **metadata}, path)
+    return path
+
+
 def input_resolution(backbone):
     return RANDOM_BACKBONES[benchmark_backbone(backbone)][1]
 
@@ -127,10 +155,11 @@ def trainer_spec(trainer_id):
     return subjects[trainer_id]
 
 
-def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
+def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False, weights=""):
     """The frozen config ``train.py`` would build for this trainer, backbone, device and precision.
 
-    ``prec`` None keeps the published config's PREC (what a user's run computes in).
+    ``prec`` None keeps the published config's PREC (what a user's run computes in); ``weights`` (an OpenAI-format
+    file of the same backbone) runs it through the open_clip family.
     """
     from runs.config import build_parser, setup_cfg  # train.py's own config (imports every trainer and dataset)
 
@@ -142,6 +171,8 @@ def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False):
     argv = ["--trainer", spec.trainer, *config, "--backbone", backbone, "--device", device,
             "MODEL.STRAIGHTFORWARD", str(bool(straightforward)), "INPUT.SIZE", f"({size}, {size})",
             "DATASET.NAME", "ImageNet", *spec.opts]
+    if weights:
+        argv += ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.PATH", weights]
     if prec is not None:
         argv += [f"TRAINER.{node}.PREC", prec]
     return setup_cfg(build_parser().parse_args(argv))
@@ -200,14 +231,14 @@ def trainable_parameters(trainer):
 
 
 class ZeroShotFloor:
-    """Zero-shot CLIP as OpenAI's own code runs it: text features encoded once, then ``encode_image`` per batch."""
+    """Zero-shot CLIP as the family's own code runs it: text features encoded once, then ``encode_image`` per batch."""
 
-    def __init__(self, backbone, device, prec, classnames):
+    def __init__(self, backbone, device, prec, classnames, weights=""):
         self.device = torch.device(device)
         self.precision = Precision(prec, self.device)
-        clip_model = load_clip(benchmark_backbone(backbone))
-        self.clip = self.precision.prepare_frozen(clip_model).to(self.device)
-        tokens = tokenize([DEFAULT_TEMPLATE.format(name) for name in classnames]).to(self.device)  # [n_cls, L]
+        frozen = self.precision.prepare_frozen(load_backbone(benchmark_backbone_spec(backbone, weights)))
+        self.clip = frozen.model.to(self.device)
+        tokens = frozen.tokenize([DEFAULT_TEMPLATE.format(name) for name in classnames]).to(self.device)  # [n_cls, L]
         with torch.no_grad(), self.precision.autocast():
             text = self.clip.encode_text(tokens).float()  # [n_cls, E]
         self.text_features = text / text.norm(dim=-1, keepdim=True)

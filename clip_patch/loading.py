@@ -1,5 +1,8 @@
 """Load a frozen CLIP model by backbone name: OpenAI weights, local files, shipped and random-weight backbones.
 
+This is the ``openai`` backbone family's loader (:mod:`clip_patch.backbones.openai` wraps its models as a
+``Backbone``; other families live next to it in :mod:`clip_patch.backbones`).
+
 Names (``MODEL.BACKBONE.NAME``):
 
 * OpenAI backbones — ``RN50, RN101, RN50x4, RN50x16, RN50x64, ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px`` —
@@ -125,7 +128,7 @@ def download_weights(name, cache_dir=None):
     return target
 
 
-def _is_torchscript(path):
+def is_torchscript(path):
     """OpenAI's release files are TorchScript archives: zip files holding a ``constants.pkl``."""
     if not zipfile.is_zipfile(path):
         return False
@@ -142,7 +145,7 @@ def read_state_dict(path):
     if not osp.isfile(path):
         raise WeightsNotFoundError(f"CLIP weights file not found: {path}")
     try:
-        if _is_torchscript(path):
+        if is_torchscript(path):
             with warnings.catch_warnings():  # torch.jit.load is deprecated, but it is the format OpenAI released
                 warnings.simplefilter("ignore", FutureWarning)
                 return torch.jit.load(path, map_location="cpu").state_dict()

@@ -15,8 +15,6 @@ import warnings
 
 import torch
 
-from .openai_clip import openai_clip
-
 PRECISIONS = ("fp16", "fp32", "amp", "bf16")
 COMPUTE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "amp": torch.float16, "bf16": torch.bfloat16}
 
@@ -64,11 +62,13 @@ class Precision:
         """True when gradients are computed in fp16 and need loss scaling (fp16 and amp, CUDA only)."""
         return self.prec in ("fp16", "amp")
 
-    def prepare_frozen(self, clip_model):
-        """Cast the frozen CLIP weights to the compute dtype (fp16 only for PREC fp16 on CUDA)."""
+    def prepare_frozen(self, backbone):
+        """Cast the frozen weights of a :class:`~clip_patch.backbones.Backbone` to the compute dtype (fp16 only for
+        PREC fp16 on CUDA), as its family casts them (OpenAI's ``convert_weights``, open_clip's
+        ``convert_weights_to_lp``)."""
         if self.casts_frozen_weights:
-            openai_clip().model.convert_weights(clip_model)  # OpenAI's conversion: Linear/Conv/attention weights to fp16
-        return clip_model
+            backbone.cast_frozen_to_fp16()
+        return backbone
 
     def autocast(self):
         if self.prec in ("amp", "bf16"):

@@ -29,6 +29,52 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+
+class BlockView(nn.Module):
+    """One pre-LayerNorm transformer block as the prompted forward runs it, whatever family it comes from:
+
+        x = x + ls_1(attn(ln_1(x)))        x = x + ls_2(mlp(ln_2(x)))
+
+    ``attn`` is an ``nn.MultiheadAttention`` with one packed Q/K/V projection (``in_proj_weight``); ``ls_1``/``ls_2``
+    are layer scales (identity for OpenAI CLIP); ``attn_mask`` is the additive causal mask [L, L] of a text tower (a
+    non-persistent buffer, so it moves with the model and is never saved) or None; ``batch_first`` says which layout
+    ``attn`` takes on the straightforward path. The view holds the family's own modules: no weight is copied.
+    """
+
+    def __init__(self, ln_1, attn, ln_2, mlp, attn_mask=None, ls_1=None, ls_2=None, batch_first=False):
+        super().__init__()
+        self.ln_1, self.attn, self.ln_2, self.mlp = ln_1, attn, ln_2, mlp
+        self.ls_1 = ls_1 if ls_1 is not None else nn.Identity()
+        self.ls_2 = ls_2 if ls_2 is not None else nn.Identity()
+        self.register_buffer("attn_mask", attn_mask, persistent=False)
+        self.batch_first = batch_first
+
+
+@dataclass
+class TextTower:
+    """What the prompted text forward needs of a family's text transformer (its own modules, not copies)."""
+
+    token_embedding: nn.Embedding  # token ids -> [n, L, D]
+    positional_embedding: torch.Tensor  # [L, D]
+    blocks: list  # [BlockView], causal masks set
+    ln_final: nn.Module
+    text_projection: Optional[torch.Tensor]  # [D, E]; None: features are the D-wide pooled tokens
+    pool_rows: Callable[[torch.Tensor], torch.Tensor]  # tokens [n, L] -> the row read as each feature, LongTensor [n]
+
+
+@dataclass
+class VisionTower:
+    """What the prompted vision forward needs of a family's ViT: class token first, features read from it."""
+
+    conv1: nn.Module  # patch embedding: [B, 3, H, W] -> [B, D, g, g]
+    class_embedding: torch.Tensor  # [D]
+    positional_embedding: torch.Tensor  # [1 + g*g, D]
+    ln_pre: nn.Module
+    blocks: list  # [BlockView]
+    ln_post: nn.Module
+    proj: Optional[torch.Tensor]  # [D, E]; None: features are the D-wide class token
+
+
 @dataclass
 class DeepPrompts:
     """Where a sequence's prompt slots are, and what a method puts into them at each deep layer."""
@@ -85,8 +131,8 @@ class _NaiveProbe(AttentionProbe):
         self.block, self.x = block, x  # x: [B, N, D]
 
     def to_slots(self, rows):
-        h = self.block.ln_1(self.x).transpose(0, 1)  # [N, B, D]
-        mask = _block_mask(self.block, h.shape[0], h)
+        h = _attn_layout(self.block, self.block.ln_1(self.x))  # [N, B, D] (or [B, N, D] for batch-first attention)
+        mask = _block_mask(self.block, self.x.shape[1], h)
         _, weights = self.block.attn(h, h, h, need_weights=True, average_attn_weights=True, attn_mask=mask)
         weights = weights.float()  # [B, N, N], averaged over heads
         if isinstance(rows, slice):
@@ -95,18 +141,13 @@ class _NaiveProbe(AttentionProbe):
         return weights[batch, rows][:, self.slots]  # [B, b]
 
 
-def _register_mask_buffer(block):
-    """CLIP keeps a text block's causal mask as a plain attribute, which ``model.to(device)`` leaves on the CPU (every
-    forward would then copy it to the GPU, a host sync per layer). Make it a non-persistent buffer, which moves with
-    the model; idempotent, values unchanged, not saved in state dicts."""
-    mask = block.__dict__.get("attn_mask")
-    if mask is not None:
-        del block.attn_mask
-        block.register_buffer("attn_mask", mask, persistent=False)
+def _attn_layout(block, x):
+    """x [B, N, D] in the layout the block's ``nn.MultiheadAttention`` takes: [N, B, D] unless it is batch-first."""
+    return x if block.batch_first else x.transpose(0, 1)
 
 
 def _block_mask(block, n_tokens, like):
-    """CLIP's additive causal mask cropped to the (possibly truncated) sequence, or None (vision)."""
+    """The block's additive causal mask cropped to the (possibly truncated) sequence, or None (vision)."""
     if block.attn_mask is None:
         return None
     return block.attn_mask[:n_tokens, :n_tokens].to(dtype=like.dtype, device=like.device)
@@ -127,7 +168,7 @@ def _with_slots(x, slots, values):
 
 
 def fast_block(block, x, deep, layer, out_rows=None):
-    """One CLIP ResidualAttentionBlock on x [B, N, D], replacing prompt slots first if ``deep`` says so.
+    """One block (a :class:`BlockView`) on x [B, N, D], replacing prompt slots first if ``deep`` says so.
 
     ``out_rows`` (LongTensor [B], one row per sequence) computes only those rows' outputs -> [B, 1, D]: in the last
     layer only the CLS / EOT token reaches the features, and keys/values still come from every token.
@@ -156,21 +197,22 @@ def fast_block(block, x, deep, layer, out_rows=None):
         mask = None if mask is None else mask[out_rows].unsqueeze(1).unsqueeze(1)  # [B, 1, 1, N]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N or 1, hd]
     out = out.transpose(1, 2).flatten(2)  # [B, N or 1, D]
-    x = x + block.attn.out_proj(out)
-    return x + block.mlp(block.ln_2(x))
+    x = x + block.ls_1(block.attn.out_proj(out))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
 
 
 def naive_block(block, x, deep, layer):
-    """The straightforward computation: attention weights read on the incoming tokens, then CLIP's own block."""
+    """The straightforward computation: attention weights read on the incoming tokens, then the block as the family
+    runs it (its ``nn.MultiheadAttention`` in its own layout, with ``need_weights=True`` as the released code has it)."""
     if deep is not None:
         values = deep.replace(layer, _NaiveProbe(deep.slots, block, x))
         if values is not None:
             x = _with_slots(x, deep.slots, values)
-    h = x.transpose(0, 1)  # [N, B, D]
-    mask = _block_mask(block, h.shape[0], h)
-    h = h + block.attn(block.ln_1(h), block.ln_1(h), block.ln_1(h), need_weights=True, attn_mask=mask)[0]
-    h = h + block.mlp(block.ln_2(h))
-    return h.transpose(0, 1)
+    h = _attn_layout(block, x)  # [N, B, D] (or [B, N, D])
+    mask = _block_mask(block, x.shape[1], h)
+    h = h + block.ls_1(block.attn(block.ln_1(h), block.ln_1(h), block.ln_1(h), need_weights=True, attn_mask=mask)[0])
+    h = h + block.ls_2(block.mlp(block.ln_2(h)))
+    return _attn_layout(block, h)
 
 
 def shared_prefix_length(x, eot, deep):
@@ -202,8 +244,8 @@ def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
     v = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)  # [n, H, N, hd]
     if out_rows is None:
         out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:P, :P])  # [1, H, P, hd]
-        prefix = prefix + block.attn.out_proj(out_p.transpose(1, 2).flatten(2))
-        prefix = prefix + block.mlp(block.ln_2(prefix))
+        prefix = prefix + block.ls_1(block.attn.out_proj(out_p.transpose(1, 2).flatten(2)))
+        prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
         suffix_mask = mask[P:]  # [S, N]
     else:
         batch = torch.arange(n, device=suffix.device)
@@ -211,8 +253,8 @@ def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
         qs = qs[batch, :, out_rows - P].unsqueeze(2)  # [n, H, 1, hd]
         suffix_mask = mask[out_rows].unsqueeze(1).unsqueeze(1)  # [n, 1, 1, N]
     out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=suffix_mask)  # [n, H, S or 1, hd]
-    suffix = suffix + block.attn.out_proj(out_s.transpose(1, 2).flatten(2))
-    return prefix, suffix + block.mlp(block.ln_2(suffix))
+    suffix = suffix + block.ls_1(block.attn.out_proj(out_s.transpose(1, 2).flatten(2)))
+    return prefix, suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
 
 
 def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None):
@@ -230,7 +272,7 @@ def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None)
 
 
 def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
-    """Run CLIP resblocks on x [B, N, D]; deep prompts may replace slots before every layer l >= 1.
+    """Run blocks (:class:`BlockView`) on x [B, N, D]; deep prompts may replace slots before every layer l >= 1.
 
     Returns [B, N, D], or with ``out_rows`` (LongTensor [B]) the rows the caller reads, [B, D]: the fast path then
     computes only those rows in the last layer.
@@ -250,35 +292,44 @@ def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
 
 
 class PromptedTextEncoder(nn.Module):
-    """CLIP's text transformer on prompt embeddings; returns text features [n, E].
+    """A CLIP text transformer (a :class:`TextTower`) on prompt embeddings; returns text features [n, E].
 
-    The fast path runs only the first max(EOT)+1 positions: under the causal mask the later tokens never reach the
-    EOT output, so the features are identical.
+    The fast path runs only the first max(pooled row)+1 positions: under the causal mask the later tokens never reach
+    the pooled (EOT) output, so the features are identical.
     """
 
-    def __init__(self, clip_model):
+    def __init__(self, tower):
         super().__init__()
-        self.blocks = clip_model.transformer.resblocks
-        for block in self.blocks:
-            _register_mask_buffer(block)
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
-        self.token_embedding = clip_model.token_embedding
-        self.width = clip_model.transformer.width
+        self.token_embedding = tower.token_embedding
+        self.positional_embedding = tower.positional_embedding
+        self.blocks = nn.ModuleList(tower.blocks)
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.pool_rows = tower.pool_rows
+        self.width = self.positional_embedding.shape[1]
         self.num_layers = len(self.blocks)
 
     @property
     def dtype(self):
-        return self.text_projection.dtype
+        """The dtype the frozen weights compute in (fp16 after PREC fp16's cast)."""
+        return self.blocks[0].attn.in_proj_weight.dtype
+
+    @property
+    def device(self):
+        return self.positional_embedding.device
 
     def embed(self, tokens):
         """Token embeddings [n, L, D] of tokenized text [n, L] (no positional embedding)."""
         return self.token_embedding(tokens).to(self.dtype)
 
+    def project(self, pooled):
+        """Pooled rows [n, D] -> features [n, E]."""
+        pooled = self.ln_final(pooled)
+        return pooled if self.text_projection is None else pooled @ self.text_projection
+
     def forward(self, embeddings, tokens, deep=None, straightforward=False):
         """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]."""
-        eot = tokens.argmax(dim=-1)  # [n]
+        eot = self.pool_rows(tokens)  # [n]
         x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
         if straightforward:
             x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot)  # [n, D] (EOT tokens)
@@ -289,65 +340,81 @@ class PromptedTextEncoder(nn.Module):
                 x = run_blocks_shared_prefix(self.blocks, x, prefix_length, deep, out_rows=eot)  # [n, D]
             else:
                 x = run_blocks(self.blocks, x, deep, out_rows=eot)  # [n, D] (EOT tokens)
-        return self.ln_final(x) @ self.text_projection  # [n, E]
-
-
-def require_vit(clip_model, method="This method"):
-    """Raise a clear error unless the CLIP image encoder is a ViT (visual prompts need transformer tokens)."""
-    if not hasattr(clip_model.visual, "transformer"):
-        raise ValueError(
-            f"{method} puts prompts into the image encoder, which needs a ViT backbone, but this CLIP backbone is a "
-            f"ResNet. Use a ViT backbone (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a text-prompt method "
-            f"(CoOp, CoCoOp, ZeroshotCLIP)."
-        )
+        return self.project(x)  # [n, E]
 
 
 class PromptedImageEncoder(nn.Module):
-    """CLIP's vision transformer with optional shallow prompts appended after the patches and deep prompts."""
+    """A CLIP vision transformer (a :class:`VisionTower`) with optional shallow prompts appended after the patches and
+    deep prompts."""
 
-    def __init__(self, clip_model):
+    def __init__(self, tower):
         super().__init__()
-        require_vit(clip_model, "PromptedImageEncoder")
-        visual = clip_model.visual
-        self.visual = visual
-        self.width = visual.transformer.width
-        self.num_layers = len(visual.transformer.resblocks)
-        self.num_patch_tokens = visual.positional_embedding.shape[0]  # CLS + patches
+        self.conv1 = tower.conv1
+        self.class_embedding = tower.class_embedding
+        self.positional_embedding = tower.positional_embedding
+        self.ln_pre = tower.ln_pre
+        self.blocks = nn.ModuleList(tower.blocks)
+        self.ln_post = tower.ln_post
+        self.proj = tower.proj
+        self.width = self.positional_embedding.shape[1]
+        self.num_layers = len(self.blocks)
+        self.num_patch_tokens = self.positional_embedding.shape[0]  # CLS + patches
 
     @property
     def dtype(self):
-        return self.visual.conv1.weight.dtype
+        return self.conv1.weight.dtype
 
     def forward(self, image, shallow=None, deep=None, straightforward=False):
         """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None -> features [B, E]."""
-        v = self.visual
-        x = v.conv1(image.to(self.dtype))  # [B, D, g, g]
+        x = self.conv1(image.to(self.dtype))  # [B, D, g, g]
         x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)  # [B, 1+g*g, D]
+        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
+        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1+g*g, D]
         if shallow is not None:
             x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)  # [B, 1+g*g+b, D]
-        x = v.ln_pre(x)
+        x = self.ln_pre(x)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        x = run_blocks(v.transformer.resblocks, x, deep, straightforward, out_rows=cls_rows)  # [B, D] (CLS)
-        return v.ln_post(x) @ v.proj  # [B, E]
+        x = run_blocks(self.blocks, x, deep, straightforward, out_rows=cls_rows)  # [B, D] (CLS)
+        x = self.ln_post(x)
+        return x if self.proj is None else x @ self.proj  # [B, E]
 
 
-class ResNetImageEncoder(nn.Module):
-    """CLIP's ResNet image encoder, as it is; it takes no prompts."""
+class OpaqueTextEncoder(nn.Module):
+    """A text tower the prompted forward cannot enter (Hugging Face towers, bidirectional or differently pooled
+    text), run as the family runs it on token ids; it takes no prompt embeddings. ``why`` says what it is."""
 
-    def __init__(self, clip_model):
+    def __init__(self, model, why):
         super().__init__()
-        self.visual = clip_model.visual
+        self.model = model  # the family's model: model.encode_text(tokens [n, L]) -> [n, E]
+        self.why = why
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def forward(self, embeddings, tokens, deep=None, straightforward=False):
+        if embeddings is not None or deep is not None:
+            raise ValueError(f"Text prompts need a text tower the prompted forward serves; this one is {self.why}.")
+        return self.model.encode_text(tokens)  # [n, E]
+
+
+class OpaqueImageEncoder(nn.Module):
+    """An image tower the prompted forward cannot enter (OpenAI's ResNets, open_clip's timm towers, attention- or
+    average-pooled ViTs), run as the family runs it; it takes no prompts. ``why`` says what it is, for errors."""
+
+    def __init__(self, visual, why):
+        super().__init__()
+        self.visual = visual
+        self.why = why
+
+    @property
+    def dtype(self):
+        """The dtype images enter in: that of the tower's first convolution (its patch or stem embedding)."""
+        first_conv = next((m for m in self.visual.modules() if isinstance(m, nn.Conv2d)), None)
+        return first_conv.weight.dtype if first_conv is not None else next(self.visual.parameters()).dtype
 
     def forward(self, image, shallow=None, deep=None, straightforward=False):
         if shallow is not None or deep is not None:
-            raise ValueError("Visual prompts need a ViT backbone; this CLIP image encoder is a ResNet.")
-        return self.visual(image.to(self.visual.conv1.weight.dtype))  # [B, E]
-
-
-def image_encoder_for(clip_model):
-    """The prompt-capable ViT encoder, or the plain ResNet encoder for text-prompt methods."""
-    if hasattr(clip_model.visual, "transformer"):
-        return PromptedImageEncoder(clip_model)
-    return ResNetImageEncoder(clip_model)
+            raise ValueError(f"Visual prompts need a ViT backbone the prompted forward serves; this image encoder is "
+                             f"{self.why}.")
+        return self.visual(image.to(self.dtype))  # [B, E]

@@ -25,7 +25,7 @@ def method_labels(keys):
     return {(t, c): t if sum(1 for k in keys if k[0] == t) == 1 else f"{t}/{c}" for t, c in keys}
 
 
-def _method(result):
+def method_key(result):
     """The (trainer, cfg) key a run belongs to; a non-default number of training shots (base-to-novel,
     transfer) is part of the config name so such runs are never pooled with 16-shot runs."""
     if result.protocol == "few_shot" or result.shots == BASE2NEW_SHOTS:
@@ -38,7 +38,8 @@ def _values(results, metric):
     return {r.seed: r.metrics[metric] for r in results if metric in r.metrics}
 
 
-def _group(results, key):
+def group_by(results, key):
+    """{key(r): [runs with that key]} in first-seen order."""
     groups = {}
     for r in results:
         groups.setdefault(key(r), []).append(r)
@@ -67,7 +68,7 @@ def base2new(results):
     runs = [r for r in results if r.protocol == "base2new"]
     if not any(r.split in ("test_base", "test_new") for r in runs):
         return None
-    groups = _group(runs, lambda r: (_method(r), r.dataset, r.split))
+    groups = group_by(runs, lambda r: (method_key(r), r.dataset, r.split))
     methods = method_order(m for m, _, s in groups if s in ("train_base", "test_base", "test_new"))
     datasets = dataset_order(d for _, d, s in groups if s in ("train_base", "test_base", "test_new"))
     cells, average = {}, {}
@@ -106,7 +107,7 @@ def transfer(results):
     tables = []
     for source in sorted({r.source for r in runs}):
         from_source = [r for r in runs if r.source == source]
-        groups = _group(from_source, lambda r: (_method(r), r.split, r.dataset))
+        groups = group_by(from_source, lambda r: (method_key(r), r.split, r.dataset))
         for kind in ("cross_dataset", "domain_generalization"):
             targets = dataset_order(r.dataset for r in from_source if r.split == "target"
                                     and (r.dataset in DG_TARGETS) == (kind == "domain_generalization"))
@@ -134,7 +135,7 @@ class Curves:
 
 
 def _curves(runs, x_of, descending=False):
-    groups = _group(runs, lambda r: (_method(r), r.dataset, x_of(r)))
+    groups = group_by(runs, lambda r: (method_key(r), r.dataset, x_of(r)))
     methods = method_order(m for m, _, _ in groups)
     datasets = dataset_order(d for _, d, _ in groups)
     xs = sorted({x for _, _, x in groups}, reverse=descending)
@@ -164,6 +165,6 @@ def open_world_all(results):
     runs = [r for r in results if r.protocol == "base2new" and r.split == "test_all"]
     if not runs:
         return None
-    groups = _group(runs, lambda r: (_method(r), r.dataset))
+    groups = group_by(runs, lambda r: (method_key(r), r.dataset))
     return {key: {metric: summarize(_values(group, metric).values()) for metric in ALL_SPACE_METRICS}
             for key, group in groups.items()}

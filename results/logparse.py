@@ -9,7 +9,9 @@ The numbers themselves are read from the logs, as printed (what the ecosystem's 
 holds ``log.txt`` (first run) and ``log.txt-<timestamp>`` (every later run in the same directory, e.g. a resumed
 training). Results are the ``* <metric>: <value>%`` lines printed after an *end signal*: ``Finish training`` /
 ``Finished training`` for training runs (the final test of the deployed model), ``=> result`` for
-evaluation-only runs.
+evaluation-only runs; the negative log-likelihood is printed in nats (``* nll: <value> nats``). Counts
+(``* total: 1,000``) carry no unit and are not metrics. Logs written before a metric existed (ECE, NLL, the
+open-set AUROC) simply lack it.
 
 *Foreign* run directories, made by the ecosystem's own code, hold neither ``result.json`` nor ``config.yaml``
 (which this project's ``train.py`` writes when a run starts). Tables and ``parse_test_res.py`` accept their
@@ -26,8 +28,14 @@ UNFINISHED = "no result.json: the run has not finished (still running, interrupt
 
 END_OF_TRAINING = ("Finish training", "Finished training")
 RESULT_HEADER = "=> result"
-METRIC_LINE = re.compile(r"^\* (?P<name>\w+): (?P<value>[\.\deE+-]+)%")
+NATS = " nats"  # the unit of the negative log-likelihood line (``* nll: 0.6931 nats``); other metrics are in %
+METRIC_LINE = re.compile(rf"^\* (?P<name>\w+): (?P<value>[\.\deE+-]+)(?:%|{NATS}\b)")
 LOG_NAME = "log.txt"
+
+
+def unit(metric):
+    """The unit ``metric`` is printed in: ``NATS`` for ``nll``, ``%`` for every other metric."""
+    return NATS if metric == "nll" else "%"
 
 
 def log_files(run_dir):

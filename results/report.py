@@ -3,11 +3,22 @@
 Walks OUTPUT (default ``output``) for base-to-novel, open-world, cross-dataset, domain-generalization and
 few-shot runs, and writes to DIR (default ``OUTPUT/results``): ``results.md`` (every table, also printed),
 one ``<table>.csv`` per table, and the plots ``base2new_hm.png``, ``few_shot.png``, ``open_world.png``.
+When runs recorded calibration and open-set metrics (ECE, NLL, open-set AUROC), a table of them is added
+(``calibration.csv``); ``--no-calibration`` leaves it out.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
 
 OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
 exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
 is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
+
+``--published`` adds the table of our results next to the published ones (``results/published.yaml``, or
+``--published-file FILE``): per cell our seed mean, the published value, Δ = ours − published, and whether the
+published value lies outside the spread of our seeds (``results.versus_published``).
+
+``--diff A B`` instead explains in a few lines why two runs (two run folders) or two sweeps (two output trees,
+runs matched by path) differ: each part of their ``result.json`` fingerprints that differs (code, packages,
+device, precision, data, transforms, config), with the values; the report itself ends with the table of what its
+runs share (``Run fingerprints``: a part whose runs disagree is marked MIXED).
 
 ``--curves RUN [RUN ...]`` instead plots the per-epoch training curves (``curves.csv``) of a set of runs — run
 directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/seed1'`` — into
@@ -17,13 +28,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from results import aggregate, plots, tables
+from results import aggregate, calibration, plots, tables
 from results.collect import collect, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
+from results.fingerprints import diff, fingerprint_section
+from results.published import PUBLISHED_FILE, load as load_published
+from results.versus_published import versus_published_section
 
 
-def build_report(results, out_dir, make_plots=True):
-    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown."""
+def build_report(results, out_dir, make_plots=True, calibration_table=True, published=None):
+    """Write every table (markdown + CSV) and plot for ``results`` into ``out_dir``; return the markdown.
+    ``calibration_table``: add the ECE / NLL / open-set AUROC table when runs recorded them. With ``published``
+    (``results.published.load()``) the tables end with ours next to the published values."""
     out_dir.mkdir(parents=True, exist_ok=True)
     sections = []
     b2n = aggregate.base2new(results)
@@ -49,6 +65,14 @@ def build_report(results, out_dir, make_plots=True):
     all_space = aggregate.open_world_all(results)
     if all_space is not None:
         sections.append(tables.open_world_all_section(all_space))
+    calibration_cells = calibration.calibration(results) if calibration_table else None
+    if calibration_cells is not None:
+        sections.append(calibration.calibration_section(calibration_cells))
+    if published is not None:
+        sections.append(versus_published_section(results, published))
+    shared = fingerprint_section(sorted({r.log.parent for r in results}))
+    if shared is not None:
+        sections.append(shared)
     for section in sections:
         tables.write_csv(section, out_dir / f"{section.name}.csv")
     markdown = "\n".join(line for section in sections for line in section.markdown + [""])
@@ -96,9 +120,25 @@ def main(argv=None):
     parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument("--no-calibration", action="store_true", help="leave out the calibration and open-set "
+                        "table (ECE, NLL, open-set AUROC; shown when runs recorded them)")
     parser.add_argument("--curves", nargs="+", metavar="RUN", help="plot the training curves of these runs "
                         "(directories, trees or globs) instead of the tables")
+    parser.add_argument("--published", action="store_true", help="add the table of our results next to the "
+                        "published ones: delta per cell, flagged when outside the spread of our seeds")
+    parser.add_argument("--published-file", type=Path, default=PUBLISHED_FILE, metavar="FILE",
+                        help="the published results to compare with (default: %(default)s)")
+    parser.add_argument("--diff", nargs=2, metavar=("A", "B"), type=Path, help="explain how two runs (run "
+                        "folders) or two sweeps (output trees) differ, by the parts of their fingerprints, instead "
+                        "of the tables")
     args = parser.parse_args(argv)
+    if args.diff:
+        try:
+            print("\n".join(diff(*args.diff)))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.curves:
         try:
             target = plot_training_curves(args.curves, args.out_dir or args.output / "results")
@@ -108,6 +148,7 @@ def main(argv=None):
         print(f"training curves written to {target}", file=sys.stderr)
         return 0
     try:
+        published = load_published(args.published_file) if args.published else None
         tree = resolve_tree(args.output)
         collection = collect(tree)
     except (FileNotFoundError, ValueError) as error:
@@ -119,6 +160,7 @@ def main(argv=None):
         print(f"error: no finished run under {tree}", file=sys.stderr)
         return 1
     out_dir = args.out_dir or tree / "results"
-    print(build_report(collection.results, out_dir, make_plots=not args.no_plots))
+    print(build_report(collection.results, out_dir, make_plots=not args.no_plots,
+                       calibration_table=not args.no_calibration, published=published))
     print(f"tables and plots written to {out_dir}", file=sys.stderr)
     return 0

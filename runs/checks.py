@@ -19,7 +19,9 @@ def check_arguments(args):
         raise UsageError(f"the trailing options must be KEY VALUE pairs, but there are {len(opts)} words "
                          f"({' '.join(opts)}); give every key (e.g. {keys[-1]}) its value")
     for key in opts[0::2]:
-        if not key.replace(".", "").replace("_", "").isalnum() or key.upper() != key:
+        parts = key.split(".")  # upper case, except a released node name such as TRAINER.ProDA
+        if not all(part.replace("_", "").isalnum() and part[0].isupper() for part in parts) or \
+                parts[-1].upper() != parts[-1]:
             raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
                              "keys are upper case)")
     for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
@@ -69,9 +71,9 @@ def check_config(cfg, args):
         check_engine_keys(cfg)
     trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
     check_dataset(cfg)
-    from clip_patch.loading import locate_weights
+    from clip_patch import BackboneSpec, locate_backbone_weights
 
-    locate_weights(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)  # downloads now if needed, or fails clearly
+    locate_backbone_weights(BackboneSpec.from_cfg(cfg.MODEL.BACKBONE))  # downloads now if needed, or fails clearly
 
 
 def check_dataset(cfg):

@@ -1,4 +1,4 @@
-"""Write a trained model in the released whole-model checkpoint format of MaPLe, BMIP, IVLP or VPT.
+"""Write a trained model in the released whole-model checkpoint format of MaPLe, BMIP, UPT, IVLP or VPT.
 
     python -m scripts.export_checkpoint --trainer BMIP --model-dir RUN [--load-epoch N] --out-dir OUT
 
@@ -58,6 +58,10 @@ def export(trainer, model_dir, out_dir, load_epoch=None):
     folder = TRAINER_REGISTRY.get(trainer).CHECKPOINT_NAME  # the release registers its whole model under this name too
     path = source_file(folder, model_dir, load_epoch)
     checkpoint = load_checkpoint(path)
+    family = (checkpoint.get("backbone") or {}).get("family", "openai")
+    if family != "openai":
+        raise SetupError(f'"{path}" was trained on a {family} backbone; the released code runs OpenAI CLIP only, so '
+                         f"only checkpoints of MODEL.BACKBONE.FAMILY openai are exported")
     try:
         state_dict = layout.to_release(checkpoint["state_dict"])
     except (KeyError, ValueError) as err:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from analysis.draw import draw_report
 from analysis.modality import ModalityRecorder, gap_plane
 from analysis.passes import run_pass, split_loader
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
@@ -24,7 +24,7 @@ CLASSNAMES = ["cat", "dog", "sea lion"]
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 def coop_cfg(node="COOP"):

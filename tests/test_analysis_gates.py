@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analysis import gates as gt
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from tests.test_linear_probe import run_train
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import PromptedCLIP
@@ -20,7 +20,7 @@ CLASSNAMES = ["cat", "dog", "sea lion", "red panda"]
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 def bmip(tiny, mode, depth=4):
@@ -39,10 +39,10 @@ def record(model, image, labels):
     return recorder.result()
 
 
-def layer1_vision_attention(model, image):
+def layer1_vision_attention(model, visual, image):
     """The attention CLS+patch queries of vision layer 1 pay to the 2 prompt slots, from CLIP's own modules:
     [B, 2] per image. Layer 0 is CLIP's ResidualAttentionBlock on [CLS, patches, proj_t(ctx_t)]."""
-    visual, learner = model.image_encoder.visual, model.prompt_learner
+    learner = model.prompt_learner
     x = visual.conv1(image).flatten(2).transpose(1, 2)  # [B, 16, D]
     x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
     x = torch.cat([x, learner.proj_t(learner.ctx_t).expand(x.shape[0], -1, -1)], dim=1)  # [B, 19, D]
@@ -60,7 +60,7 @@ def test_per_image_vision_gate_of_layer_1_equals_an_independent_recomputation(ti
     image, labels = torch.randn(3, 3, 32, 32), torch.tensor([2, 0, 1])
     gates = record(model, image, labels)
     with torch.no_grad():
-        a = layer1_vision_attention(model, image)  # [3, 2]
+        a = layer1_vision_attention(model, tiny.model.visual, image)  # [3, 2]
         gate = model.prompt_learner.vision_gates[0]
         expected = torch.sigmoid(gate.weight * a + gate.bias)  # [3, 2]
     assert torch.allclose(gates.attention["vision"][1], a, atol=1e-6)

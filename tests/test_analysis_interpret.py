@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from analysis import interpret_prompt as ip
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.utils import save_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.bmip import BMIPPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
-from trainers.prompting import tokenize
+from clip_patch.openai_clip import openai_clip
 from trainers.zsclip import HandcraftedPrompts
 
 with warnings.catch_warnings():
@@ -27,12 +27,12 @@ DECODER = SimpleTokenizer().decoder
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 def token_ids(text):
     """BPE ids of ``text`` without SOS/EOT."""
-    tokens = tokenize([text])[0]
+    tokens = openai_clip().tokenize([text])[0]
     return tokens[1: int(tokens.argmax())].tolist()
 
 
@@ -55,7 +55,7 @@ def brute_force(vectors, table, k):
 
 def test_context_initialised_from_words_is_nearest_to_exactly_those_tokens(tiny):
     learner = CoOpPromptLearner(coop_cfg(CTX_INIT="a photo of a"), CLASSNAMES, tiny)
-    table = tiny.token_embedding.weight  # [V, D]
+    table = tiny.text_encoder.token_embedding.weight  # [V, D]
     (shallow,) = ip.interpret(learner, table, k=3)
     assert shallow.title == "shallow text context `ctx` (layer 0)"
     assert shallow.indices[:, 0].tolist() == token_ids("a photo of a")
@@ -68,7 +68,7 @@ def test_context_initialised_from_words_is_nearest_to_exactly_those_tokens(tiny)
 
 def test_deep_prompts_layer_by_layer_and_distances_to_a_shifted_embedding(tiny):
     learner = BMIPPromptLearner(tiny, CLASSNAMES, 2, "a photo of a", 4, "per_sample", True, True)
-    table = tiny.token_embedding.weight.detach()
+    table = tiny.text_encoder.token_embedding.weight.detach()
     cat, dog = token_ids("cat")[0], token_ids("dog")[0]
     shift = torch.zeros(table.shape[1])
     shift[0] = 0.01  # well inside the gap to the next token (random rows are ~0.15 apart)
@@ -86,7 +86,7 @@ def test_deep_prompts_layer_by_layer_and_distances_to_a_shifted_embedding(tiny):
 
 def test_class_specific_contexts_are_named_by_class(tiny):
     learner = CoOpPromptLearner(coop_cfg(N_CTX=2, CSC=True), CLASSNAMES, tiny)
-    sets = ip.interpret(learner, tiny.token_embedding.weight, k=1, classnames=CLASSNAMES)
+    sets = ip.interpret(learner, tiny.text_encoder.token_embedding.weight, k=1, classnames=CLASSNAMES)
     assert [s.title for s in sets] == [f"shallow text context `ctx` of class '{c}' (layer 0)" for c in CLASSNAMES]
     assert all(s.indices.shape == (2, 1) for s in sets)
 
@@ -102,7 +102,7 @@ def test_learners_without_text_context_are_refused(tiny, build):
 
 def test_report_lists_every_vector_with_its_tokens_and_distances(tiny):
     learner = CoOpPromptLearner(coop_cfg(CTX_INIT="a photo"), CLASSNAMES, tiny)
-    text = ip.format_report(ip.interpret(learner, tiny.token_embedding.weight, k=2), DECODER, (49408, 64))
+    text = ip.format_report(ip.interpret(learner, tiny.text_encoder.token_embedding.weight, k=2), DECODER, (49408, 64))
     lines = text.splitlines()
     assert lines[0].startswith("Nearest tokens by Euclidean distance in the token-embedding space [49408 x 64]")
     assert lines[3].startswith("  1: a</w> (0.0000)  ") and lines[4].startswith("  2: photo</w> (0.0000)  ")
@@ -111,7 +111,7 @@ def test_report_lists_every_vector_with_its_tokens_and_distances(tiny):
 def test_command_line_on_a_coop_style_checkpoint(tmp_path, tiny, capsys):
     """A checkpoint holding only ``ctx`` (as CoOp releases them), set to the embeddings of known words."""
     make_toy_dataset(str(tmp_path))
-    table = tiny.token_embedding.weight.detach()
+    table = tiny.text_encoder.token_embedding.weight.detach()
     ctx = table[token_ids("sunny yellow flower")]  # [3, D]
     state = {"ctx": ctx, "token_prefix": torch.zeros(5, 1, 64), "token_suffix": torch.zeros(5, 73, 64)}
     save_checkpoint({"state_dict": state, "epoch": 50}, str(tmp_path / "model" / "prompt_learner"),

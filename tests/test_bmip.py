@@ -9,11 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from trainers.base import PromptedCLIP
 from trainers.bmip import BMIP, BMIPPromptLearner
 from trainers.maple import MaPLePromptLearner
-from trainers.prompting import tokenize
 
 CLASSNAMES = ["cat", "dog", "sea_lion"]
 DEPTH = 9  # the published PROMPT_DEPTH: deep prompt sets k = 0..7 at layers 1..8
@@ -22,13 +21,13 @@ DEPTH = 9  # the published PROMPT_DEPTH: deep prompt sets k = 0..7 at layers 1..
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 @pytest.fixture(scope="module")
 def vit_b16():
     torch.set_num_threads(1)
-    return load_clip("random-ViT-B/16")
+    return load_backbone("random-ViT-B/16")
 
 
 def build_bmip(clip_model, mode="reference", depth=DEPTH, share_text=True, share_visual=True, seed=0, classnames=None):
@@ -187,7 +186,7 @@ def head_mean_attention(block, x, attn_mask=None):
 def test_vision_gate_input_equals_naive_attention_recomputation(tiny, mode, straightforward):
     model = build_bmip(tiny, mode)
     model.straightforward = straightforward
-    blocks = tiny.visual.transformer.resblocks
+    blocks = tiny.model.visual.transformer.resblocks
     n_patch = model.image_encoder.num_patch_tokens  # CLS + patches (197 for ViT-B/16)
     read = []
     spy_on(model.prompt_learner, "vision_gate_input", read)
@@ -207,7 +206,7 @@ def test_vision_gate_input_equals_naive_attention_recomputation(tiny, mode, stra
 def test_per_sample_text_gate_reads_each_class_eot_row(tiny):
     model = build_bmip(tiny, "per_sample")
     learner = model.prompt_learner
-    blocks = tiny.transformer.resblocks
+    blocks = tiny.model.transformer.resblocks
     read = []
     spy_on(learner, "text_gate_input", read)
     with torch.no_grad(), IncomingTokens(blocks) as incoming:
@@ -252,7 +251,7 @@ def test_reference_per_layer_heads_start_identical_and_visual_prompts_uniform(ti
 
 def test_context_starts_from_the_ctx_init_word_embeddings(tiny):
     model = build_bmip(tiny)
-    words = model.text_encoder.embed(tokenize(["a photo of a"]))[0, 1:3]  # "a", "photo"
+    words = model.text_encoder.embed(tiny.tokenize(["a photo of a"]))[0, 1:3]  # "a", "photo"
     assert torch.equal(model.prompt_learner.ctx_t.data, words)
 
 
@@ -307,7 +306,7 @@ def released_state(learner, depth, share):
 def test_released_state_maps_onto_exactly_the_learner_keys(tiny, mode, share, depth):
     learner = build_bmip(tiny, mode, depth=depth, share_text=share, share_visual=share).prompt_learner
     release = released_state(learner, depth, share)
-    converted = BMIP.RELEASE_LAYOUT.to_learner(release, learner.state_dict().keys())
+    converted = BMIP.RELEASE_LAYOUT.to_learner(release, learner.state_dict())
     assert converted.keys() == learner.state_dict().keys()
     assert all(v.dtype == torch.float32 for v in converted.values())
     for layer in range(1, depth):

@@ -1,6 +1,7 @@
-"""The released BMIP script forms (scripts/bmip/*.sh: same arguments, commands and output folders) run end to end on
-generated ImageFolder data with the tiny random-weight CLIP, selected the way a user selects anything: DATA, and the
-DATASET / CFG names, here resolved in a temporary CONFIGS folder. Each script starts train.py (4 runs in all)."""
+"""The released BMIP, BITP and UPT script forms (scripts/bmip/*.sh, scripts/bitp/xd_*.sh, scripts/upt/*.sh: same
+arguments, commands and output folders) run end to end on generated ImageFolder data with the tiny random-weight CLIP,
+selected the way a user selects anything: DATA, and the DATASET / CFG names, here resolved in a temporary CONFIGS
+folder. Each script starts train.py (8 runs in all)."""
 import os
 import re
 import subprocess
@@ -25,6 +26,11 @@ TEST: {FINAL_MODEL: best_val}
 """
 
 
+UPT_CFG = "vit_b16_c2_ep5_batch4_1ctxUPT"
+TINY_UPT = TINY_BMIP.replace("BMIP", "UPT").replace("MAX_EPOCH: 2", "MAX_EPOCH: 5").replace(
+    "TEST: {FINAL_MODEL: best_val}\n", "")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """DATA with three toy datasets, a CONFIGS folder naming them (imagenet = the cross-dataset source) and a tiny
@@ -39,14 +45,20 @@ def world(tmp_path_factory):
             f"DATASET: {{NAME: ImageFolder, IMAGE_FOLDER: {{DIR: {folder}}}}}\n")
     (configs / "trainers" / "BMIP").mkdir(parents=True)
     (configs / "trainers" / "BMIP" / "tiny.yaml").write_text(TINY_BMIP)
+    (configs / "trainers" / "BITP").mkdir(parents=True)
+    (configs / "trainers" / "BITP" / "tiny.yaml").write_text(TINY_BMIP.replace(
+        "{BMIP: {PREC: fp32}}", "{BITP: {PREC: fp32, CONNECT_METHOD: exchange}}"))
+    (configs / "trainers" / "UPT").mkdir()  # the config name the released UPT scripts fix, with tiny settings
+    (configs / "trainers" / "UPT" / f"{UPT_CFG}.yaml").write_text(TINY_UPT)
     cwd.mkdir()
     return {"data": data, "configs": configs, "cwd": cwd}
 
 
 def run_script(world, script, *args, **env):
+    folder = REPO / "scripts" / "upt" if script.endswith("_upt.sh") else SCRIPTS
     env = {**os.environ, "DATA": str(world["data"]), "CONFIGS": str(world["configs"]), "PYTHON": sys.executable,
            "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run(["bash", str(SCRIPTS / script), *map(str, args)], cwd=world["cwd"], env=env,
+    return subprocess.run(["bash", str(folder / script), *map(str, args)], cwd=world["cwd"], env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -98,11 +110,41 @@ def test_cross_dataset_train_then_test_and_skip(world):
     assert again.returncode == 0 and "Results are available in" in again.stdout
 
 
+def test_bitp_cross_dataset_scripts_train_then_test(world):
+    done = run_script(world, "../bitp/xd_train.sh", "imagenet", 1, "cpu", "tiny")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    model_dir = world["cwd"] / "output" / "imagenet" / "BITP" / "tiny_16shots" / "seed1"
+    assert (model_dir / "MultiModalPromptLearner" / "model.pth.tar-2").is_file()
+    assert "CONNECT_METHOD: exchange" in newest_log(model_dir)
+
+    done = run_script(world, "../bitp/xd_test.sh", "other", 1, "cpu", "tiny", 2)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = newest_log(world["cwd"] / "output" / "evaluation" / "BITP" / "tiny" / "other" / "seed1")
+    assert "imagenet/BITP/tiny_16shots/seed1/MultiModalPromptLearner/model.pth.tar-2" in log
+    assert "# classes  4" in log and "=> result" in log
+
+
+def test_upt_base2new_train_then_test_epoch_5_on_the_novel_classes(world):
+    done = run_script(world, "base2new_train_upt.sh", "toy", 1, "cpu")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = world["cwd"] / "output" / "base2new" / "train_base" / UPT_CFG / "toy" / "seed1"
+    assert "Finish training" in newest_log(run_dir) and "SUBSAMPLE BASE CLASSES!" in newest_log(run_dir)
+    assert (run_dir / "MultiModalPromptLearner" / "model.pth.tar-5").is_file()
+
+    done = run_script(world, "base2new_test_upt.sh", "toy", 1, "cpu")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = newest_log(world["cwd"] / "output" / "base2new" / "test_new" / UPT_CFG / "toy" / "seed1")
+    assert f"train_base/{UPT_CFG}/toy/seed1/MultiModalPromptLearner/model.pth.tar-5" in log
+    assert "SUBSAMPLE NEW CLASSES!" in log and "* accuracy:" in log
+
+
 @pytest.mark.parametrize("script, args, env, message", [
+    ("base2new_test_upt.sh", ["toy", 1], {}, "usage: .* DATASET SEED DEVICE$"),
     ("base2new_train_bmip.sh", ["toy", 1, "cpu"], {}, "usage: .* DATASET SEED DEVICE CFG"),
     ("xd_test.sh", ["other", 1, "cpu", "tiny"], {}, "usage: .* DATASET SEED DEVICE CFG LOAD_EPOCH"),
     ("xd_train.sh", ["imagenet", 1, "cpu", "tiny"], {"DATA": "/nonexistent"}, "set DATA to the datasets root"),
     ("base2new_test_bmip.sh", ["toy", 1, "cpu", "BMIP_nope"], {}, r"trainers/BMIP/BMIP_nope\.yaml does not exist"),
+    ("../bitp/xd_train.sh", ["imagenet", 1, "cpu", "micro_nope"], {}, r"trainers/BITP/micro_nope\.yaml does not exist"),
 ])
 def test_bad_input_stops_with_one_line(world, script, args, env, message):
     done = run_script(world, script, *args, **env)

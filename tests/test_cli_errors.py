@@ -107,6 +107,12 @@ def test_errors_seen_in_the_config(extra, flags, expected, data_root, tmp_path, 
     assert expected in fails(toy_args(data_root, out, flags=flags, extra=extra), capsys, out)
 
 
+def test_a_value_outside_a_methods_choices(data_root, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    line = fails(toy_args(data_root, out, trainer="BITP", extra=["TRAINER.BITP.CONNECT_METHOD", "concat"]), capsys, out)
+    assert line == "error: TRAINER.BITP.CONNECT_METHOD is 'concat'; use one of add, atten, joint, exchange."
+
+
 def test_a_misspelt_trainer_gets_the_right_suggestion(data_root, tmp_path, capsys):
     line = fails(toy_args(data_root, tmp_path / "out", trainer="Coop"), capsys, str(tmp_path / "out"))
     assert line.endswith("but got [Coop] (do you mean [CoOp]?)")

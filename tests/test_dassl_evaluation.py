@@ -1,5 +1,6 @@
 """Tests for dassl.evaluation (Classification evaluator) and dassl.metrics.compute_accuracy."""
 
+import math
 import re
 
 import pytest
@@ -35,14 +36,19 @@ def test_classification_results_and_printed_block(tmp_path, capsys):
     evaluator.process(_logits(Y_PRED[3:]), torch.tensor(Y_TRUE[3:]))
     results = evaluator.evaluate()
 
-    assert list(results) == ["accuracy", "error_rate", "macro_f1"]
+    assert list(results) == ["accuracy", "error_rate", "macro_f1", "ece", "nll"]
     assert results["accuracy"] == pytest.approx(60.0)
     assert results["error_rate"] == pytest.approx(40.0)
     assert results["macro_f1"] == pytest.approx(MACRO_F1)
+    # every logit row is one-hot * 5: confidence p = e^5 / (e^5 + 2), all in one bin; 3 of 5 right
+    p = math.exp(5) / (math.exp(5) + 2)
+    assert results["ece"] == pytest.approx(100 * abs(0.6 - p))
+    assert results["nll"] == pytest.approx(-(3 * math.log(p) + 2 * math.log((1 - p) / 2)) / 5)
     assert all(type(v) is float for v in results.values())  # plain floats: safe in checkpoints
     out = capsys.readouterr().out
     assert out == (
         "=> result\n* total: 5\n* correct: 3\n* accuracy: 60.00%\n* error: 40.00%\n* macro_f1: 43.33%\n"
+        f"* ece: {results['ece']:.2f}%\n* nll: {results['nll']:.4f} nats\n"
     )
     assert float(re.findall(PARSE_REGEX, out)[-1]) == 60.0
 

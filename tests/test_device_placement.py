@@ -136,7 +136,7 @@ def test_fp16_frozen_weights_path_creates_tensors_on_the_models_device(trainer_i
     trainer = build(trainer_id, "fp16")
     fp16 = parity.precision_for("fp16", "cpu")  # the CUDA policy emulated: frozen weights in fp16
     parity.set_precision(trainer, fp16)
-    assert trainer.model.image_encoder.visual.conv1.weight.dtype == torch.float16
+    assert trainer.model.image_encoder.conv1.weight.dtype == torch.float16
     images, labels = batch(trainer_id)
     with default_device_elsewhere() as off_device:
         logits, grads, _ = parity.logits_and_gradients(trainer, images, labels, False, fp16)

@@ -226,7 +226,8 @@ def test_documented_sweeps_dry_run(tmp_path, monkeypatch, capsys):
 
 def test_documented_shell_scripts_exist_and_dry_run(tmp_path):
     """``bash scripts/...`` commands: the script exists; a command with values runs as a dry run, a protocol
-    script written with placeholders answers --help (the released BMIP scripts take positional arguments only)."""
+    script written with placeholders answers --help (the released BMIP and ProDA scripts take positional arguments
+    only)."""
     checked = 0
     for doc, env, command in COMMANDS:
         words = shlex.split(command)
@@ -234,7 +235,7 @@ def test_documented_shell_scripts_exist_and_dry_run(tmp_path):
             continue
         script = REPO / words[1]
         assert script.is_file(), f"{doc}: `{command}`: no {words[1]}"
-        if words[1].startswith("scripts/bmip/"):
+        if words[1].startswith(("scripts/bmip/", "scripts/bitp/", "scripts/proda/", "scripts/upt/")):  # released forms
             continue
         environ = {**os.environ, **{k: v for k, v in env.items() if k != "DATA"}, "DATA": str(tmp_path),
                    "PYTHON": sys.executable}

@@ -66,7 +66,7 @@ def test_a_half_precision_build_that_computes_something_else_fails():
 def test_emulated_fp16_stores_frozen_weights_in_fp16_and_keeps_the_learner_fp32():
     trainer = parity.set_precision(build("BMIP-reference", "fp16"), parity.precision_for("fp16", "cpu"))
     assert trainer.model.text_encoder.blocks[0].attn.in_proj_weight.dtype == torch.float16
-    assert trainer.model.image_encoder.visual.conv1.weight.dtype == torch.float16
+    assert trainer.model.image_encoder.conv1.weight.dtype == torch.float16
     assert all(p.dtype == torch.float32 for p in parity.learner_of(trainer).parameters())
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
 

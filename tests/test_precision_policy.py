@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from clip_patch import Precision, load_clip
+from clip_patch import Precision, load_backbone
 
 # (PREC, device) -> (computes, compute dtype, fp16 frozen weights, autocast dtype or None, GradScaler, warning)
 FALLBACK = "PREC '{}' needs a CUDA device; running in fp32 on {}"
@@ -60,8 +60,9 @@ def test_grad_scaler_only_where_gradients_are_fp16():
 
 
 def test_fp16_policy_converts_the_frozen_weights_clip_does_and_nothing_else():
-    clip_model = load_clip("tiny-ViT")
-    Precision("fp16", "cuda").prepare_frozen(clip_model)  # the conversion itself runs on CPU tensors
+    backbone = load_backbone("tiny-ViT")
+    Precision("fp16", "cuda").prepare_frozen(backbone)  # the conversion itself runs on CPU tensors
+    clip_model = backbone.model
     block = clip_model.transformer.resblocks[0]
     half = [clip_model.visual.conv1.weight, clip_model.visual.proj, clip_model.text_projection,
             block.attn.in_proj_weight, block.attn.out_proj.weight, block.mlp.c_fc.weight]
@@ -69,10 +70,10 @@ def test_fp16_policy_converts_the_frozen_weights_clip_does_and_nothing_else():
               block.ln_1.weight, clip_model.visual.class_embedding, clip_model.logit_scale]
     assert all(t.dtype == torch.float16 for t in half)
     assert all(t.dtype == torch.float32 for t in single)
-    fp32_model = load_clip("tiny-ViT")
-    Precision("amp", "cuda").prepare_frozen(fp32_model)
-    Precision("bf16", "cuda").prepare_frozen(fp32_model)
-    assert all(p.dtype == torch.float32 for p in fp32_model.parameters())
+    fp32 = load_backbone("tiny-ViT")
+    Precision("amp", "cuda").prepare_frozen(fp32)
+    Precision("bf16", "cuda").prepare_frozen(fp32)
+    assert all(p.dtype == torch.float32 for p in fp32.model.parameters())
 
 
 @pytest.mark.parametrize("capability, warns", [((7, 0), True), ((8, 0), False), ((9, 0), False)])

@@ -5,9 +5,7 @@ import warnings
 import pytest
 import torch
 
-from clip_patch import (DeepPrompts, Precision, PromptedImageEncoder, PromptedTextEncoder, ResNetImageEncoder,
-                        image_encoder_for, load_clip, require_vit, run_blocks)
-from trainers.prompting import tokenize
+from clip_patch import DeepPrompts, OpaqueImageEncoder, Precision, load_backbone, load_clip, run_blocks
 
 TOL = 1e-5
 
@@ -15,12 +13,12 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def vit():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 @pytest.fixture(scope="module")
 def resnet():
-    return load_clip("tiny-RN")
+    return load_backbone("tiny-RN")
 
 
 def manual_head_mean_attention(block, x, attn_mask=None):
@@ -62,7 +60,7 @@ def run_both_paths(blocks, x0, values, slots, rows):
 
 @pytest.mark.parametrize("rows_kind", ["slice", "per_sequence"])
 def test_vision_blocks_fast_equals_straightforward_with_probed_replacement(vit, rows_kind):
-    blocks = vit.visual.transformer.resblocks
+    blocks = vit.image_encoder.blocks
     torch.manual_seed(0)
     x0 = torch.randn(3, 19, 64)  # [B, CLS + 16 patches + 2 slots, D]
     values = torch.randn(len(blocks), 2, 64)  # one [b, D] value per layer
@@ -78,7 +76,7 @@ def test_vision_blocks_fast_equals_straightforward_with_probed_replacement(vit, 
 
 
 def test_text_blocks_fast_equals_straightforward_under_causal_mask(vit):
-    blocks = vit.transformer.resblocks
+    blocks = vit.text_encoder.blocks
     torch.manual_seed(1)
     x0 = torch.randn(2, 10, 64)  # [n, L (truncated), D]
     values = torch.randn(len(blocks), 2, 64)
@@ -93,7 +91,7 @@ def test_text_blocks_fast_equals_straightforward_under_causal_mask(vit):
 @pytest.mark.parametrize("straightforward", [False, True])
 def test_probe_equals_attention_recomputed_from_block_weights(vit, straightforward):
     """The probe of layer l reads the softmax of layer l on its INCOMING tokens (slots not yet replaced)."""
-    blocks = vit.visual.transformer.resblocks
+    blocks = vit.image_encoder.blocks
     torch.manual_seed(2)
     x0 = torch.randn(2, 19, 64)
     incoming = {}  # layer -> the first LayerNorm input of that layer = its incoming tokens [B, N, D]
@@ -124,8 +122,8 @@ def test_probe_equals_attention_recomputed_from_block_weights(vit, straightforwa
 
 
 def test_text_encoder_runs_only_up_to_eot_and_matches_clip(vit):
-    encoder = PromptedTextEncoder(vit)
-    tokens = tokenize(["a photo of a cat.", "a photo of a very large striped tiger."])  # [2, 77]
+    encoder = vit.text_encoder
+    tokens = vit.tokenize(["a photo of a cat.", "a photo of a very large striped tiger."])  # [2, 77]
     embeddings = encoder.embed(tokens)  # [2, 77, D]
     shapes = []
     hook = encoder.blocks[0].ln_1.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape))
@@ -138,23 +136,23 @@ def test_text_encoder_runs_only_up_to_eot_and_matches_clip(vit):
     assert shapes[0] == (1, 5, 64)  # "<SOS> a photo of a" is the same in both prompts: encoded once
     assert shapes[1] == (2, longest - 5, 64) and longest < 77  # the class-specific rest, up to the longest EOT
     assert shapes[2] == (77, 2, 64)  # the straightforward path runs CLIP's [L, n, D] layout on all 77 tokens
-    reference = vit.encode_text(tokens)  # CLIP's own 77-token forward
-    assert fast.shape == (2, vit.text_projection.shape[1])
+    reference = vit.model.encode_text(tokens)  # CLIP's own 77-token forward
+    assert fast.shape == (2, vit.model.text_projection.shape[1])
     assert (fast - reference).abs().max() <= TOL
     assert (full - reference).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("straightforward", [False, True])
 def test_image_encoder_without_prompts_matches_clip(vit, straightforward):
-    encoder = PromptedImageEncoder(vit)
+    encoder = vit.image_encoder
     assert encoder.num_patch_tokens == 17 and encoder.width == 64 and encoder.num_layers == 12
     image = torch.randn(2, 3, 32, 32)
     features = encoder(image, straightforward=straightforward)
-    assert (features - vit.encode_image(image)).abs().max() <= TOL
+    assert (features - vit.model.encode_image(image)).abs().max() <= TOL
 
 
 def test_shallow_vision_prompts_change_features_identically_in_both_paths(vit):
-    encoder = PromptedImageEncoder(vit)
+    encoder = vit.image_encoder
     image = torch.randn(2, 3, 32, 32)
     shallow = torch.randn(2, 64)  # [b, D]
     fast = encoder(image, shallow=shallow)
@@ -164,23 +162,22 @@ def test_shallow_vision_prompts_change_features_identically_in_both_paths(vit):
 
 
 def test_resnet_backbone_rejected_for_visual_prompts_with_clear_error(resnet):
-    with pytest.raises(ValueError, match="needs a ViT backbone.*MODEL.BACKBONE.NAME"):
-        require_vit(resnet, "MaPLe")
-    with pytest.raises(ValueError, match="ViT backbone"):
-        PromptedImageEncoder(resnet)
-    encoder = image_encoder_for(resnet)
-    assert isinstance(encoder, ResNetImageEncoder)
+    with pytest.raises(ValueError, match="MaPLe puts prompts into the image encoder, which needs a ViT backbone.*"
+                                         "image encoder is a ResNet.*MODEL.BACKBONE.NAME"):
+        resnet.require_vit("MaPLe")
+    encoder = resnet.image_encoder
+    assert isinstance(encoder, OpaqueImageEncoder)
     with pytest.raises(ValueError, match="Visual prompts need a ViT backbone"):
         encoder(torch.randn(1, 3, 32, 32), shallow=torch.zeros(2, 64))
 
 
 def test_resnet_encoder_without_prompts_matches_clip(resnet):
     image = torch.randn(2, 3, 32, 32)
-    assert torch.equal(image_encoder_for(resnet)(image), resnet.encode_image(image))
+    assert torch.equal(resnet.image_encoder(image), resnet.model.encode_image(image))
 
 
 def test_loaded_clip_is_frozen_fp32(vit):
-    assert all(not p.requires_grad and p.dtype == torch.float32 for p in vit.parameters())
+    assert all(not p.requires_grad and p.dtype == torch.float32 for p in vit.model.parameters())
 
 
 def test_unknown_backbone_names_the_choices():
@@ -196,7 +193,7 @@ def test_gpu_only_precisions_fall_back_to_fp32_on_cpu_with_one_warning(vit, prec
     assert [str(w.message) for w in caught] == [f"PREC '{prec}' needs a CUDA device; running in fp32 on cpu"]
     assert precision.prec == "fp32" and precision.grad_scaler() is None
     precision.prepare_frozen(vit)
-    assert vit.visual.conv1.weight.dtype == torch.float32
+    assert vit.model.visual.conv1.weight.dtype == torch.float32
     with precision.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
 
@@ -204,7 +201,7 @@ def test_gpu_only_precisions_fall_back_to_fp32_on_cpu_with_one_warning(vit, prec
 def test_bf16_autocasts_on_cpu_and_keeps_weights_fp32(vit):
     precision = Precision("bf16", "cpu")
     precision.prepare_frozen(vit)
-    assert vit.visual.conv1.weight.dtype == torch.float32
+    assert vit.model.visual.conv1.weight.dtype == torch.float32
     with precision.autocast():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import clip as openai_clip
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
 from tests.toy_data import make_toy_dataset, toy_opts
@@ -22,7 +22,6 @@ from trainers.promptsrc import PromptSRC, self_regulating_losses, template_text_
 from trainers.promptsrc_bmip import PromptSRC_BMIP
 from trainers.bmip import BMIPPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
-from trainers.prompting import tokenize
 
 D = 64  # tiny-ViT widths (text and vision)
 
@@ -30,7 +29,7 @@ D = 64  # tiny-ViT widths (text and vision)
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 @pytest.fixture(scope="module")
@@ -170,14 +169,13 @@ def openai_template_mean(clip_model, classnames, templates):
 
 
 def test_teacher_is_the_mean_of_unnormalised_features_from_openai_encode_text(tiny):
-    from clip_patch import PromptedTextEncoder
-
-    teacher = template_text_features(PromptedTextEncoder(tiny), ["sea_lion", "red panda", "cat"], PROMPTSRC_TEMPLATES)
+    teacher = template_text_features(tiny, ["sea_lion", "red panda", "cat"], PROMPTSRC_TEMPLATES)
     names = ["sea lion", "red panda", "cat"]
-    assert teacher.dtype == torch.float32 and teacher.shape == (3, tiny.text_projection.shape[1])
-    torch.testing.assert_close(teacher, openai_template_mean(tiny, names, PROMPTSRC_TEMPLATES), atol=1e-5, rtol=1e-5)
+    assert teacher.dtype == torch.float32 and teacher.shape == (3, tiny.model.text_projection.shape[1])
+    torch.testing.assert_close(teacher, openai_template_mean(tiny.model, names, PROMPTSRC_TEMPLATES), atol=1e-5,
+                               rtol=1e-5)
     with torch.no_grad():  # CLIP's usual ensemble: normalise each template's features, then average
-        ensemble = torch.stack([F.normalize(tiny.encode_text(tokenize([t.format(n) for n in names])), dim=-1)
+        ensemble = torch.stack([F.normalize(tiny.model.encode_text(tiny.tokenize([t.format(n) for n in names])), dim=-1)
                                 for t in PROMPTSRC_TEMPLATES]).mean(dim=0)
     assert (F.normalize(teacher, dim=-1) - F.normalize(ensemble, dim=-1)).abs().max() > 1e-4
 
@@ -203,7 +201,7 @@ def test_each_trainers_teacher_is_its_releases_template_mean(trainer_teachers, t
     teacher, classnames, printed = trainer_teachers[name]
     templates = EXPECTED_TEMPLATES[name]
     assert f"Encoding the {len(classnames)} training classes with {len(templates)} templates" in printed
-    expected = openai_template_mean(tiny, classnames, templates)
+    expected = openai_template_mean(tiny.model, classnames, templates)
     assert teacher.dtype == torch.float32 and teacher.shape == expected.shape
     torch.testing.assert_close(teacher, expected, atol=1e-5, rtol=1e-5)
 
@@ -253,9 +251,9 @@ def test_training_loss_equals_an_independent_computation_with_openai_clip(data_r
     model.prompt_learner.zero_grad()
     v, t = model.image_features(image), model.text_features()
     with torch.no_grad():
-        z = tiny.encode_image(image)
+        z = tiny.model.encode_image(image)
         z = z / z.norm(dim=-1, keepdim=True)
-    teacher = template_text_features(model.text_encoder, trainer.dm.dataset.classnames, trainer.TEACHER_TEMPLATES)
+    teacher = template_text_features(trainer.backbone, trainer.dm.dataset.classnames, trainer.TEACHER_TEMPLATES)
     t_bar = teacher / teacher.norm(dim=-1, keepdim=True)
     scale = tiny.logit_scale.exp()  # 1 / 0.07 for the random tiny CLIP (100 for OpenAI's)
     s = scale * v @ t.t()
@@ -329,8 +327,11 @@ def test_bad_settings_are_rejected_before_training(data_root, tmp_path):
 def vit_b16_shapes():
     from clip.model import CLIP
 
+    from clip_patch import BackboneSpec
+    from clip_patch.backbones import openai
+
     with torch.device("meta"):
-        return CLIP(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12)
+        return openai.from_model(BackboneSpec("openai", "ViT-B/16"), CLIP(512, 224, 12, 768, 16, 77, 49408, 512, 8, 12))
 
 
 @pytest.mark.parametrize("builder, expected", [
@@ -419,7 +420,7 @@ def write_release(directory, state_dict, epoch=20):
 
 def frozen_release_weights(trainer, prefix_zs=True):
     """Frozen CLIP (fp16) under the release's names, its second image encoder, class-dependent buffers (10 classes)."""
-    visual = {k: v.half() for k, v in trainer.model.image_encoder.visual.state_dict().items()}
+    visual = {k: v.half() for k, v in trainer.backbone.model.visual.state_dict().items()}
     weights = {f"image_encoder.{k}": v for k, v in visual.items()}
     weights.update({f"prompt_learner.ZS_image_encoder.{k}": v for k, v in visual.items()})
     weights.update({f"text_encoder.transformer.resblocks.{k}": v.half()
@@ -456,7 +457,7 @@ def test_released_promptsrc_checkpoint_loads_and_exports_back(data_root, tmp_pat
     exported = layout.to_release(learner.state_dict())
     assert exported.keys() == prompts.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in prompts.items())
-    assert layout.to_learner(exported, learner.state_dict().keys()).keys() == learner.state_dict().keys()
+    assert layout.to_learner(exported, learner.state_dict()).keys() == learner.state_dict().keys()
     with pytest.raises(KeyError, match="'proj.weight' is not a tensor of this trainer's prompt learner"):
         layout.to_release({"proj.weight": torch.zeros(1)})
 
@@ -489,5 +490,5 @@ def test_released_promptsrc_bmip_checkpoint_loads_and_exports_back(data_root, tm
     assert exported.keys() == live.keys()
     assert all(torch.equal(exported[k], v.float()) for k, v in live.items())
     assert all(p.dtype == torch.float32 for p in learner.parameters())
-    back = layout.to_learner(exported, learner.state_dict().keys())
+    back = layout.to_learner(exported, learner.state_dict())
     assert all(torch.equal(back[k], v) for k, v in learner.state_dict().items())

@@ -1,4 +1,4 @@
-"""Checkpoints both ways between this project and the released MaPLe, BMIP, IVLP and VPT code.
+"""Checkpoints both ways between this project and the released MaPLe, BMIP, IVLP, VPT and BITP code.
 
 The released trainers register their whole CustomCLIP and load with ``load_state_dict(..., strict=False)``. The
 modules below rebuild that key layout (names and shapes from the released code, as described in
@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.engine.run_dir import NoDeployedModel, write_result
 from dassl.utils import CheckpointError
@@ -131,7 +131,7 @@ class ReleasedCustomCLIP(nn.Module):
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 CASES = {  # name -> (trainer, our learner from tiny CLIP, the released model and its live keys)
@@ -236,12 +236,36 @@ def test_export_command_writes_the_released_file_and_it_loads_both_ways(data_roo
     assert torch.equal(eval_logits(fresh, images), eval_logits(trainer, images))
 
 
+def test_bitp_export_writes_the_released_ctx_v_rows_and_loads_back(data_root, tmp_path):
+    joint = ("TRAINER.BITP.CONNECT_METHOD", "joint", "TRAINER.BITP.N_CTX", "1")
+    trainer = toy_trainer(data_root, "BITP", *joint)
+    trainer.batch_idx, trainer.num_batches = 0, 2  # one step outside an epoch
+    batch = next(iter(trainer.train_loader_x))
+    trainer.forward_backward(batch)
+    trainer.save_model(0, str(tmp_path / "run"))  # model.pth.tar-1
+    write_result(str(tmp_path / "run"), {"mode": "train", "metrics": {}, "deployed": "last_step"})
+
+    path = export_checkpoint.main(["--trainer", "BITP", "--model-dir", str(tmp_path / "run"),
+                                   "--out-dir", str(tmp_path / "release")])
+    written = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    learner = learner_of(trainer)
+    assert set(written) == {f"prompt_learner.{key}" for key in learner.state_dict()}
+    ctx_v = written["prompt_learner.ctx_v"]  # the release registers [77, D_v] and reads the first N_CTX rows
+    assert ctx_v.shape == (77, WIDTH) and torch.equal(ctx_v[:1], learner.ctx_v) and not ctx_v[1:].any()
+
+    fresh = toy_trainer(data_root, "BITP", *joint, "MODEL.INIT_SEED", "4")
+    images = batch["img"]
+    assert (eval_logits(fresh, images) - eval_logits(trainer, images)).abs().max() > 1e-4
+    fresh.load_model(str(tmp_path / "release"), epoch=1)
+    assert torch.equal(eval_logits(fresh, images), eval_logits(trainer, images))
+
+
 def test_export_command_refusals(data_root, tmp_path):
     with pytest.raises(SetupError, match="already in the released format"):
         export_checkpoint.export("CoOp", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match=re.escape(  # the trainers whose class carries a RELEASE_LAYOUT
             "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
-            "['BMIP', 'IVLP', 'MaPLe', 'PromptSRC', 'PromptSRC_BMIP', 'VPT']")):
+            "['BITP', 'BMIP', 'IVLP', 'MaPLe', 'ProDA', 'PromptSRC', 'PromptSRC_BMIP', 'UPT', 'VPT']")):
         export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match=re.escape("no released checkpoint format for --trainer NoSuchTrainer;")):
         export_checkpoint.export("NoSuchTrainer", str(tmp_path), str(tmp_path / "out"))  # unregistered: no KeyError

@@ -1,9 +1,8 @@
 """The text encoder's shared-prefix shortcut: a prefix identical in every class prompt is encoded once."""
 import torch
 
-from clip_patch import DeepPrompts, PromptedTextEncoder, load_clip
+from clip_patch import DeepPrompts, load_backbone
 from clip_patch.prompted import run_blocks, run_blocks_shared_prefix, shared_prefix_length
-from trainers.prompting import tokenize
 
 
 def test_prefix_length_rules():
@@ -20,9 +19,9 @@ def test_prefix_length_rules():
 
 
 def test_shared_prefix_equals_the_full_computation_with_deep_prompts():
-    clip_model = load_clip("tiny-ViT")
-    encoder = PromptedTextEncoder(clip_model)
-    tokens = tokenize(["a photo of a cat.", "a photo of a big dog.", "a photo of a red fox on a hill."])
+    backbone = load_backbone("tiny-ViT")
+    encoder = backbone.text_encoder
+    tokens = backbone.tokenize(["a photo of a cat.", "a photo of a big dog.", "a photo of a red fox on a hill."])
     eot = tokens.argmax(dim=-1)
     x = encoder.embed(tokens) + encoder.positional_embedding  # [3, 77, D]
     x = x[:, : int(eot.max()) + 1]

@@ -38,9 +38,9 @@ def dummy_trainers():
 
 def test_a_registered_trainer_takes_its_place_in_the_tables(dummy_trainers, tmp_path):
     order = display_order()
-    assert order[:8] == ["ZeroshotCLIP", "CoOp", "CoCoOp", "DummyPrompts", "MaPLe", "BMIP", "PromptSRC",
+    assert order[:9] == ["ZeroshotCLIP", "CoOp", "CoCoOp", "DummyPrompts", "MaPLe", "BITP", "BMIP", "PromptSRC",
                          "PromptSRC_BMIP"]
-    assert order[10:14] == ["IVLP", "KgCoOp", "TCP", "AUnranked"]  # unranked: after every ranked one (then by name)
+    assert order[order.index("TCP") + 1] == "AUnranked"  # unranked: after every ranked one (TCP ranks last)
 
     root = tmp_path / "output"
     for trainer, (base, new) in {"MaPLe": (80, 70), "AUnranked": (60, 50), "DummyPrompts": (70, 60),
@@ -61,8 +61,8 @@ def test_the_benchmark_measures_a_registered_trainer_with_its_config_defaults(du
     assert "LinearProbeCLIP" not in names and names[names.index("IVLP") + 3] == "AUnranked"
     assert subjects["DummyPrompts"] == TrainerSpec("DummyPrompts") and subjects["VPT"] == TrainerSpec("VPT")
     assert [s.trainer for s in subjects.values() if s.config_file] == [
-        "ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BMIP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "IVLP", "KgCoOp",
-        "TCP"]
+        "ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BITP", "BMIP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "UPT", "ProDA",
+        "IVLP", "KgCoOp", "TCP"]
 
     defaults = get_cfg_default()
     extend_cfg(defaults)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.engine import TRAINER_REGISTRY, build_trainer
 from dassl.utils import CheckpointError
@@ -16,11 +16,14 @@ from runs.config import build_parser, setup_cfg
 from sweeps import protocols
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import FrozenCLIPTrainer, PromptedCLIP
+from trainers.bitp import CONNECT_METHODS, BITPPromptLearner
 from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
+from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.upt import UnifiedPromptCLIP, UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts, ZeroshotCLIP
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
@@ -30,7 +33,7 @@ TOL = 1e-5
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT")
 
 
 def method_cfg(node, **values):
@@ -39,6 +42,10 @@ def method_cfg(node, **values):
     for key, value in values.items():
         cfg.TRAINER[node][key] = value
     return cfg.TRAINER[node]
+
+
+def bitp_builder(connect):
+    return lambda c: PromptedCLIP(c, BITPPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, connect, True, True))
 
 
 # name -> clip_model -> model; every published trainer and variant, on the tiny backbone
@@ -63,6 +70,9 @@ MODEL_BUILDERS = {
         c, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)),
     "BMIP-reference-per_layer_heads": lambda c: PromptedCLIP(c, BMIPPromptLearner(
         c, CLASSNAMES, 2, "a photo of a", 9, "reference", False, False)),
+    **{f"BITP-{connect}": bitp_builder(connect) for connect in CONNECT_METHODS},
+    "UPT": lambda c: UnifiedPromptCLIP(c, UPTPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9)).eval(),  # no dropout
+    "ProDA": lambda c: ProDACLIP(c, ProDAPromptLearner(c, CLASSNAMES, 4, 8, False)),  # its forward: all 8 prompts
 }
 
 
@@ -252,9 +262,12 @@ TRAINER_OPTS = {  # run name -> (registered trainer, config node, extra KEY VALU
     "MaPLe": ("MaPLe", "MAPLE", []),
     "BMIP-reference": ("BMIP", "BMIP", []),
     "BMIP-per_sample": ("BMIP", "BMIP", ["TRAINER.BMIP.MODE", "per_sample"]),
+    "BITP-joint": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "joint"]),
+    "BITP-exchange": ("BITP", "BITP", ["TRAINER.BITP.CONNECT_METHOD", "exchange"]),
 }
 CHECKPOINT_FOLDER = {"CoOp": "prompt_learner", "CoCoOp": "prompt_learner", "VPT": "prompt_learner",
-                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner"}
+                     "IVLP": "VLPromptLearner", "MaPLe": "MultiModalPromptLearner", "BMIP": "MultiModalPromptLearner",
+                     "BITP": "MultiModalPromptLearner"}
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +280,11 @@ def data_root(tmp_path_factory):
 
 def build_toy_trainer(root, run, prec="fp32", dataset="toy", backbone="tiny-ViT", extra=()):
     """A trainer built by train.py's config path on the toy ImageFolder tree; ``run`` is a TRAINER_OPTS key or a
-    trainer with no options of its own (ZeroshotCLIP, whose PREC lives in TRAINER.COOP)."""
-    trainer_name, node, opts = TRAINER_OPTS.get(run, (run, "COOP", []))
+    registered trainer run with its defaults (PREC set in its own node, e.g. TRAINER.COOP for ZeroshotCLIP)."""
+    if run in TRAINER_OPTS:
+        trainer_name, node, opts = TRAINER_OPTS[run]
+    else:
+        trainer_name, node, opts = run, TRAINER_REGISTRY.get(run).CFG_NODE, []
     argv = ["--root", str(root), "--trainer", trainer_name, "--output-dir", str(root / "out" / run)]
     argv += toy_opts(str(root), name=dataset, optim="adam", lr=0.01) + opts + [f"TRAINER.{node}.PREC", prec]
     argv += ["MODEL.BACKBONE.NAME", backbone, "MODEL.INIT_SEED", "0", *extra]
@@ -315,7 +331,7 @@ def test_prec_fp16_on_cpu_warns_once_and_runs_fp32(data_root):
     prec_warnings = [str(w.message) for w in caught if "PREC" in str(w.message)]
     assert prec_warnings == ["PREC 'fp16' needs a CUDA device; running in fp32 on cpu"]
     assert trainer.precision.prec == "fp32" and trainer.scaler is None
-    assert trainer.model.image_encoder.visual.conv1.weight.dtype == torch.float32
+    assert trainer.model.image_encoder.conv1.weight.dtype == torch.float32
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all() and summary["loss"] > 0
 
 
@@ -363,13 +379,13 @@ def test_trainer_evaluation_encodes_the_class_texts_once_and_sees_in_place_edits
     assert (torch.cat(logits) - evaluated).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference"])
+@pytest.mark.parametrize("run", ["IVLP", "VPT", "MaPLe", "BMIP-reference", "BITP-joint", "UPT"])
 def test_resnet_backbone_is_rejected_for_visual_prompt_trainers(data_root, run):
     with pytest.raises(ValueError, match="needs a ViT backbone.*MODEL.BACKBONE.NAME"):
         build_toy_trainer(data_root, run, backbone="tiny-RN")
 
 
-@pytest.mark.parametrize("run", ["CoOp", "CoCoOp", "ZeroshotCLIP"])
+@pytest.mark.parametrize("run", ["CoOp", "CoCoOp", "ProDA", "ZeroshotCLIP"])
 def test_resnet_backbone_works_for_text_prompt_trainers(data_root, run):
     trainer = build_toy_trainer(data_root, run, backbone="tiny-RN")
     batch = fixed_batch(trainer)
@@ -430,7 +446,7 @@ def test_missing_checkpoint_names_the_path_and_the_fix(data_root, tmp_path):
 
 def frozen_release_weights(trainer):
     """The frozen CLIP weights as the released CustomCLIP names them (fp16), plus ``logit_scale``."""
-    clip_visual = trainer.model.image_encoder.visual
+    clip_visual = trainer.backbone.model.visual
     text_blocks = trainer.model.text_encoder.blocks
     weights = {f"image_encoder.{k}": v for k, v in clip_visual.state_dict().items()}
     weights.update({f"text_encoder.transformer.resblocks.{k}": v for k, v in text_blocks.state_dict().items()})

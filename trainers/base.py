@@ -19,6 +19,13 @@ Which base a method subclasses:
 Both derive from :class:`CLIPTrainer` (the method's config node and precision, the frozen CLIP, evaluation). A
 trainer class also carries its own facts: ``LEARNS`` (whether it learns anything; the engine's default is True) and
 ``RELEASE_LAYOUT`` (where the released code keeps its tensors, :mod:`trainers.release_formats`).
+
+Learners see the frozen model only as a :class:`clip_patch.Backbone` (``MODEL.BACKBONE``: FAMILY openai | open_clip,
+NAME, PRETRAINED_TAG, PATH; docs/BACKBONES.md), handed to ``build_prompt_learner(cfg, classnames, backbone)`` /
+``build_frozen_model(backbone)`` and kept as ``self.backbone``: ``backbone.text_encoder`` / ``backbone.image_encoder``
+(the prompted encoders; ``require_text_encoder(method)`` / ``require_vit(method)`` refuse unserved towers in one
+line), ``backbone.tokenize(texts)``, ``backbone.token_ids(text)``, ``backbone.embed_dim`` and ``backbone.logit_scale``.
+Every checkpoint records the backbone (``checkpoint_record``); one of another backbone is refused on load.
 """
 import contextlib
 import os.path as osp
@@ -27,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clip_patch import PRECISIONS, Precision, PromptedTextEncoder, image_encoder_for, load_clip
+from clip_patch import PRECISIONS, BackboneSpec, Precision, load_backbone, record_differences
 from dassl.config import register_config
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -38,6 +45,8 @@ from .release_formats import is_class_dependent
 
 @register_config
 def add_clip_config(cfg):
+    cfg.MODEL.BACKBONE.FAMILY = "openai"  # backbone family: openai (OpenAI's clip package) | open_clip
+    cfg.MODEL.BACKBONE.PRETRAINED_TAG = ""  # open_clip's pretrained tag for NAME (e.g. laion2b_s34b_b88k); openai: ""
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file; "" = load MODEL.BACKBONE.NAME (download/cache/shipped)
     cfg.MODEL.INIT_SEED = -1  # >= 0: seed only the prompt-learner initialisation with it; -1: use the run's SEED
     cfg.MODEL.STRAIGHTFORWARD = False  # True: released-code computation (no EOT cut, no text cache, attention twice)
@@ -51,12 +60,12 @@ class PromptedCLIP(nn.Module):
     never stored, so no change of the prompts (optimizer step, loaded checkpoint, in-place edit) can be missed.
     """
 
-    def __init__(self, clip_model, prompt_learner, straightforward=False):
+    def __init__(self, backbone, prompt_learner, straightforward=False):
         super().__init__()
         self.prompt_learner = prompt_learner
-        self.text_encoder = PromptedTextEncoder(clip_model)
-        self.image_encoder = image_encoder_for(clip_model)
-        self.logit_scale = clip_model.logit_scale
+        self.text_encoder = backbone.text_encoder
+        self.image_encoder = backbone.image_encoder
+        self.logit_scale = backbone.logit_scale
         self.straightforward = straightforward
         self._caching = False  # inside a text_cache() scope
         self._text_cache = None  # features [n_cls, E] of the current scope
@@ -112,19 +121,46 @@ class CLIPTrainer(TrainerX):
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
 
-    def load_frozen_clip(self):
-        """The frozen CLIP of MODEL.BACKBONE, checked against INPUT.SIZE and cast for PREC (sets self.precision)."""
-        cfg = self.cfg
-        print(f"Loading CLIP (backbone: {cfg.MODEL.BACKBONE.NAME})")
-        clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
-        resolution = clip_model.visual.input_resolution
+    @property
+    def backbone_spec(self):
+        return BackboneSpec.from_cfg(self.cfg.MODEL.BACKBONE)
+
+    def load_frozen_backbone(self):
+        """The frozen backbone of MODEL.BACKBONE, checked against INPUT.SIZE and cast for PREC (sets self.precision
+        and self.backbone)."""
+        cfg, spec = self.cfg, self.backbone_spec
+        print(f"Loading CLIP (backbone: {spec.name}{'' if spec.family == 'openai' else f', {spec.describe()}'})")
+        backbone = load_backbone(spec)
+        resolution = backbone.input_resolution
         if tuple(cfg.INPUT.SIZE) != (resolution, resolution):
             raise ValueError(
-                f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {cfg.MODEL.BACKBONE.NAME} takes "
+                f"INPUT.SIZE is {tuple(cfg.INPUT.SIZE)} but backbone {spec.name} takes "
                 f"{resolution}x{resolution} images: set INPUT.SIZE ({resolution}, {resolution})."
             )
         self.precision = Precision(self.method_cfg.PREC, self.device)
-        return self.precision.prepare_frozen(clip_model)
+        self.backbone = self.precision.prepare_frozen(backbone)
+        return self.backbone
+
+    # -- the backbone a checkpoint was trained on ----------------------------------------------------------------
+    def checkpoint_record(self):
+        return {"backbone": self.backbone_spec.record()}
+
+    def check_checkpoint_record(self, checkpoint, path):
+        """Refuse a checkpoint trained on another backbone, naming what differs. Checkpoints without a record (older
+        ones, released ones) load as before."""
+        saved = checkpoint.get("backbone") if isinstance(checkpoint, dict) else None
+        if not saved:
+            return
+        differences = record_differences(saved, self.backbone_spec.record())
+        if differences:
+            raise ValueError(f'Checkpoint "{path}" was trained on another backbone ({"; ".join(differences)}): set '
+                             f"MODEL.BACKBONE as it was trained, or train for this backbone")
+
+    def precision_used(self):
+        """PREC after the precision policy's fallbacks (e.g. fp16 asked on a CPU runs fp32); None before
+        ``load_frozen_backbone`` set the policy."""
+        precision = getattr(self, "precision", None)
+        return precision.prec if precision is not None else None
 
     def model_inference(self, image):
         with self.precision.autocast():
@@ -159,31 +195,32 @@ class CLIPPromptTrainer(CLIPTrainer):
             )
 
     # -- the parts a method provides -------------------------------------------------------------------------
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
+        """The method's learner for the frozen ``backbone`` (a :class:`clip_patch.Backbone`)."""
         raise NotImplementedError
 
-    def build_clip_model(self, clip_model, learner):
-        return PromptedCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+    def build_clip_model(self, backbone, learner):
+        return PromptedCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
 
     def convert_checkpoint(self, state_dict):
         """Map a released whole-model checkpoint onto this learner's keys (the class's ``RELEASE_LAYOUT``);
         learner-only checkpoints (ours, CoOp's, CoCoOp's) pass unchanged."""
         if self.RELEASE_LAYOUT is None:
             return state_dict
-        return self.RELEASE_LAYOUT.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict().keys())
+        return self.RELEASE_LAYOUT.to_learner(state_dict, self._models[self.CHECKPOINT_NAME].state_dict())
 
     # -- the shared machinery ------------------------------------------------------------------------------------
     def build_model(self):
         cfg = self.cfg
         classnames = self.dm.dataset.classnames
-        clip_model = self.load_frozen_clip()
+        backbone = self.load_frozen_backbone()
         print("Building the prompt learner")
         seed = cfg.MODEL.INIT_SEED
         with torch.random.fork_rng(devices=[]) if seed >= 0 else contextlib.nullcontext():
             if seed >= 0:
                 torch.manual_seed(seed)
-            learner = self.build_prompt_learner(cfg, classnames, clip_model)
-        self.model = self.build_clip_model(clip_model, learner)
+            learner = self.build_prompt_learner(cfg, classnames, backbone)
+        self.model = self.build_clip_model(backbone, learner)
         self.model.requires_grad_(False)
         learner.requires_grad_(True)
         learner.float()  # trainable tensors are fp32 in every PREC
@@ -259,8 +296,8 @@ class FrozenCLIPTrainer(CLIPTrainer):
             raise ValueError(f"{type(self).__name__} has no weights to initialise: set MODEL.INIT_WEIGHTS ''")
 
     # -- the parts a method provides -------------------------------------------------------------------------
-    def build_frozen_model(self, clip_model):
-        """The model around the frozen ``clip_model``: ``forward(image) -> logits [B, n_cls]``."""
+    def build_frozen_model(self, backbone):
+        """The model around the frozen ``backbone``: ``forward(image) -> logits [B, n_cls]``."""
         raise NotImplementedError
 
     def fit(self):
@@ -269,7 +306,7 @@ class FrozenCLIPTrainer(CLIPTrainer):
 
     # -- the shared machinery ------------------------------------------------------------------------------------
     def build_model(self):
-        self.model = self.build_frozen_model(self.load_frozen_clip())
+        self.model = self.build_frozen_model(self.load_frozen_backbone())
         self.model.requires_grad_(False)
         self.model.to(self.device)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from clip_patch import DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -67,17 +67,17 @@ def _heads(shared, count, d_in, d_out, identical):
 class BMIPPromptLearner(nn.Module):
     """Every trainable tensor of BMIP (and nothing that does not reach the loss)."""
 
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
-        require_vit(clip_model, "BMIP")
-        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        backbone.require_vit("BMIP")
+        text_encoder, image_encoder = backbone.require_text_encoder("BMIP"), backbone.image_encoder
         check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BMIP.PROMPT_DEPTH")
         self.mode = mode
         reference = mode == "reference"
         d_t, d_v = text_encoder.width, image_encoder.width
-        n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         n_deep = depth - 1  # deep prompt sets k = 0..J-2, used at layer l = k+1
         self.n_text_blend = max(depth - 2, 0) if reference else n_deep  # text layers that blend
 
@@ -103,8 +103,8 @@ class BMIPPromptLearner(nn.Module):
             self.vision_gates = nn.ModuleList([_gate() for _ in range(n_deep)])
             self.text_gates = nn.ModuleList([_gate() for _ in range(self.n_text_blend)])
 
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
-        self.register_buffer("eot", self.prompts.tokens.argmax(dim=-1), persistent=False)  # [n_cls]
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
+        self.register_buffer("eot", text_encoder.pool_rows(self.prompts.tokens), persistent=False)  # [n_cls]
         self.num_patch_tokens = image_encoder.num_patch_tokens
         self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
@@ -187,9 +187,9 @@ class BMIP(CLIPPromptTrainer):
         check_range("TRAINER.BMIP.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer per modality")
         check_range("TRAINER.BMIP.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return BMIPPromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.MODE,
+        return BMIPPromptLearner(backbone, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH, m.MODE,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
 
     def convert_checkpoint(self, state_dict):

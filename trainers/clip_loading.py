@@ -16,6 +16,10 @@ throughout, as it reads ``clip_model.dtype`` everywhere.
 Weights come from ``MODEL.BACKBONE.NAME`` / ``MODEL.BACKBONE.PATH`` like every trainer here (cache, SHA-256 check,
 offline message: :func:`clip_patch.load_clip`). Files that need a modified CLIP (the MaPLe family's
 ``clip.build_model(state_dict, design_details)``) are not served by this helper.
+
+It serves the ``openai`` backbone family only (such files are written against OpenAI's ``clip`` package);
+``MODEL.BACKBONE.FAMILY open_clip`` is refused in one line. Trainers of this project see a family-agnostic
+:class:`clip_patch.Backbone` instead (``CLIPPromptTrainer.build_prompt_learner(cfg, classnames, backbone)``).
 """
 from clip_patch import load_clip
 from clip_patch.openai_clip import openai_clip
@@ -24,6 +28,11 @@ from dassl.engine import resolve_device
 
 def load_clip_to_cpu(cfg):
     """CLIP for ``cfg.MODEL.BACKBONE`` as the ecosystem's ``load_clip_to_cpu`` returns it (fp16 only on CUDA runs)."""
+    family = cfg.MODEL.BACKBONE.get("FAMILY", "openai")
+    if family != "openai":
+        raise ValueError(f"load_clip_to_cpu serves MODEL.BACKBONE.FAMILY openai only (the trainer file is written "
+                         f"against OpenAI's clip package), got '{family}': port the trainer onto "
+                         f"trainers.base.CLIPPromptTrainer to use other backbone families")
     clip_model = load_clip(cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH)
     if resolve_device(cfg).type == "cuda":
         openai_clip().model.convert_weights(clip_model)

@@ -6,7 +6,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch import PromptedTextEncoder
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -25,19 +24,19 @@ def add_cocoop_config(cfg):
 class CoCoOpPromptLearner(nn.Module):
     """Shared context ``ctx`` [b, D_t] plus ``meta_net``: image feature [E] -> context shift [D_t]."""
 
-    def __init__(self, method_cfg, classnames, clip_model):
+    def __init__(self, method_cfg, classnames, backbone):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
-        n_ctx, prefix, vectors = init_context(text_encoder, method_cfg.N_CTX, method_cfg.CTX_INIT, True)
+        text_encoder = backbone.require_text_encoder("CoCoOp")
+        n_ctx, prefix, vectors = init_context(backbone, method_cfg.N_CTX, method_cfg.CTX_INIT, True)
         print(f'Initial context: "{prefix}" ({n_ctx} context words)')
         self.ctx = nn.Parameter(vectors)  # [b, D_t]
-        embed_dim = clip_model.visual.output_dim
+        embed_dim = backbone.embed_dim
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(embed_dim, embed_dim // 16)),
             ("relu", nn.ReLU(inplace=True)),
             ("linear2", nn.Linear(embed_dim // 16, text_encoder.width)),
         ]))
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
 
     def conditioned_embeddings(self, image_feature):
         """image_feature [E] (normalised) -> class prompt embeddings [n_cls, L, D_t] for that image."""
@@ -72,8 +71,8 @@ class CoCoOp(CLIPPromptTrainer):
         super().check_cfg(cfg)
         check_range("TRAINER.COCOOP.N_CTX", cfg.TRAINER.COCOOP.N_CTX, 1, meaning="learnable context tokens")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        return CoCoOpPromptLearner(self.method_cfg, classnames, clip_model)
+    def build_prompt_learner(self, cfg, classnames, backbone):
+        return CoCoOpPromptLearner(self.method_cfg, classnames, backbone)
 
-    def build_clip_model(self, clip_model, learner):
-        return CoCoOpCLIP(clip_model, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+    def build_clip_model(self, backbone, learner):
+        return CoCoOpCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)

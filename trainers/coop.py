@@ -5,8 +5,6 @@ import torch.nn as nn
 
 from yacs.config import CfgNode as CN
 
-from clip_patch import PromptedTextEncoder
-from clip_patch.openai_clip import openai_clip
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -27,10 +25,10 @@ def add_coop_config(cfg):
 class CoOpPromptLearner(nn.Module):
     """Context ``ctx`` [b, D] (or [n_cls, b, D] with CSC) placed around the class-name tokens."""
 
-    def __init__(self, method_cfg, classnames, clip_model):
+    def __init__(self, method_cfg, classnames, backbone):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
-        n_ctx, prefix, vectors = init_context(text_encoder, method_cfg.N_CTX, method_cfg.CTX_INIT, True)
+        text_encoder = backbone.require_text_encoder("CoOp")
+        n_ctx, prefix, vectors = init_context(backbone, method_cfg.N_CTX, method_cfg.CTX_INIT, True)
         if method_cfg.CSC and not method_cfg.CTX_INIT:
             vectors = torch.empty(len(classnames), n_ctx, text_encoder.width)
             nn.init.normal_(vectors, std=0.02)
@@ -39,10 +37,9 @@ class CoOpPromptLearner(nn.Module):
             raise ValueError(f"TRAINER.COOP.CLASS_TOKEN_POSITION must be end, middle or front, got '{position}'")
         print(f'Initial context: "{prefix}" ({n_ctx} context words)')
         self.ctx = nn.Parameter(vectors)  # [b, D] or [n_cls, b, D]
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
         self.position = position
-        tokenizer = openai_clip().simple_tokenizer.SimpleTokenizer()
-        self.name_lens = [len(tokenizer.encode(name.replace("_", " "))) for name in classnames]
+        self.name_lens = [len(backbone.token_ids(name.replace("_", " "))) for name in classnames]
 
     def _embeddings(self):
         if self.position == "end":
@@ -80,5 +77,5 @@ class CoOp(CLIPPromptTrainer):
         super().check_cfg(cfg)
         check_range("TRAINER.COOP.N_CTX", cfg.TRAINER.COOP.N_CTX, 1, meaning="learnable context tokens")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        return CoOpPromptLearner(self.method_cfg, classnames, clip_model)
+    def build_prompt_learner(self, cfg, classnames, backbone):
+        return CoOpPromptLearner(self.method_cfg, classnames, backbone)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from clip_patch import DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -37,23 +37,23 @@ def add_ivlp_vpt_config(cfg):
 class VisionLanguagePrompts(nn.Module):
     """Independent shallow+deep prompts: ``ctx`` / ``deep_text`` (text side), ``ctx_vision`` / ``deep_vision``."""
 
-    def __init__(self, clip_model, classnames, ctx_init, n_ctx_text, depth_text, n_ctx_vision, depth_vision):
+    def __init__(self, backbone, classnames, ctx_init, n_ctx_text, depth_text, n_ctx_vision, depth_vision):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
+        text_encoder = backbone.require_text_encoder("Text prompting")
         check_prompt_depth(depth_text, text_encoder.num_layers, "PROMPT_DEPTH_TEXT", minimum=0)
         self.text_on = n_ctx_text > 0 and depth_text > 0
         if self.text_on:
-            n_ctx_text, prefix, vectors = init_context(text_encoder, n_ctx_text, ctx_init, False)
+            n_ctx_text, prefix, vectors = init_context(backbone, n_ctx_text, ctx_init, False)
             self.ctx = nn.Parameter(vectors)  # [b_t, D_t]
             self.deep_text = deep_prompt_list(depth_text - 1, n_ctx_text, text_encoder.width)
         else:
             n_ctx_text, prefix = 0, ctx_init
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx_text)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx_text)
 
         self.vision_on = n_ctx_vision > 0 and depth_vision > 0
         if self.vision_on:
-            require_vit(clip_model, "Visual prompting")
-            image_encoder = PromptedImageEncoder(clip_model)
+            backbone.require_vit("Visual prompting")
+            image_encoder = backbone.image_encoder
             check_prompt_depth(depth_vision, image_encoder.num_layers, "PROMPT_DEPTH_VISION", minimum=0)
             self.ctx_vision = nn.Parameter(torch.randn(n_ctx_vision, image_encoder.width) * 0.02)  # [b_v, D_v]
             self.deep_vision = deep_prompt_list(depth_vision - 1, n_ctx_vision, image_encoder.width)
@@ -92,9 +92,9 @@ class IVLP(CLIPPromptTrainer):
                              "and in N_CTX_VISION/PROMPT_DEPTH_VISION), so there is nothing to learn: give one side "
                              ">= 1 token and depth >= 1")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return VisionLanguagePrompts(clip_model, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
+        return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
                                      m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)
 
 
@@ -116,6 +116,6 @@ class VPT(CLIPPromptTrainer):
         check_range("TRAINER.VPT.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 1,
                     meaning="vision layers with prompts; 1 = shallow only")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return VisionLanguagePrompts(clip_model, classnames, m.CTX_INIT, 0, 0, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)
+        return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, 0, 0, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)

@@ -31,7 +31,6 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import image_encoder_for
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -201,9 +200,9 @@ class LinearProbeHead(nn.Module):
 class LinearProbeCLIPModel(nn.Module):
     """The frozen CLIP image encoder followed by the linear probe; ``forward(image) -> logits [B, n_cls]``."""
 
-    def __init__(self, clip_model, head):
+    def __init__(self, backbone, head):
         super().__init__()
-        self.image_encoder = image_encoder_for(clip_model)
+        self.image_encoder = backbone.image_encoder
         self.head = head
 
     def image_features(self, image):
@@ -229,10 +228,10 @@ class LinearProbeCLIP(FrozenCLIPTrainer):
         check_range("TRAINER.LINEAR_PROBE.SEARCH_STEPS", m.SEARCH_STEPS, 0, meaning="fine-search rounds")
         check_range("TRAINER.LINEAR_PROBE.MAX_ITER", m.MAX_ITER, 1, meaning="lbfgs iterations per fit")
 
-    def build_frozen_model(self, clip_model):
-        self.head = LinearProbeHead(self.dm.dataset.classnames, clip_model.visual.output_dim)
+    def build_frozen_model(self, backbone):
+        self.head = LinearProbeHead(self.dm.dataset.classnames, backbone.embed_dim)
         self.register_model(self.CHECKPOINT_NAME, self.head)
-        return LinearProbeCLIPModel(clip_model, self.head)
+        return LinearProbeCLIPModel(backbone, self.head)
 
     def load_model(self, directory, epoch=None):
         if not directory:
@@ -258,6 +257,11 @@ class LinearProbeCLIP(FrozenCLIPTrainer):
         features, labels = cached_image_features(self.encode, loader, split, cache_folder(self.cfg, dataset),
                                                  self.encoder_identity, getattr(dataset, "dataset_dir", ""))
         return features.numpy(), labels.numpy()
+
+    def transforms_used(self):
+        """The features of train_x are extracted under the test-time transform (``train_features``)."""
+        used = super().transforms_used()
+        return {"train": used["test"], "test": used["test"]}
 
     def train_features(self):
         """Features of train_x under the test-time transform (lpclip extracts them without augmentation)."""

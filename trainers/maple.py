@@ -10,7 +10,7 @@ import copy
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import DeepPrompts, PromptedImageEncoder, PromptedTextEncoder, require_vit
+from clip_patch import DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -31,19 +31,19 @@ def add_maple_config(cfg):
 
 
 class MaPLePromptLearner(nn.Module):
-    def __init__(self, clip_model, classnames, n_ctx, ctx_init, depth):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth):
         super().__init__()
-        require_vit(clip_model, "MaPLe")
-        text_encoder, image_encoder = PromptedTextEncoder(clip_model), PromptedImageEncoder(clip_model)
+        backbone.require_vit("MaPLe")
+        text_encoder, image_encoder = backbone.require_text_encoder("MaPLe"), backbone.image_encoder
         check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.MAPLE.PROMPT_DEPTH")
-        n_ctx, prefix, vectors = init_context(text_encoder, n_ctx, ctx_init, False)
+        n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         d_t, d_v = text_encoder.width, image_encoder.width
         self.ctx = nn.Parameter(vectors)  # [b, D_t]
         self.proj = nn.Linear(d_t, d_v)
         self.compound_prompts_text = deep_prompt_list(depth - 1, n_ctx, d_t)  # J-1 x [b, D_t]
         coupling = nn.Linear(d_t, d_v)  # the release deep-copies one layer, so all J-1 start identical
         self.compound_prompt_projections = nn.ModuleList([copy.deepcopy(coupling) for _ in range(depth - 1)])
-        self.prompts = ClassPrompts(text_encoder, classnames, prefix, n_ctx)
+        self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx)
         self.text_slots, self.vision_slots = text_prompt_slots(n_ctx), vision_prompt_slots(image_encoder, n_ctx)
 
     def text_inputs(self):
@@ -75,6 +75,6 @@ class MaPLe(CLIPPromptTrainer):
         check_range("TRAINER.MAPLE.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer")
         check_range("TRAINER.MAPLE.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return MaPLePromptLearner(clip_model, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH)
+        return MaPLePromptLearner(backbone, classnames, m.N_CTX, m.CTX_INIT, m.PROMPT_DEPTH)

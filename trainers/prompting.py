@@ -15,23 +15,16 @@ Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"
 import torch
 import torch.nn as nn
 
-from clip_patch.openai_clip import openai_clip
 
-
-def tokenize(texts):
-    """CLIP token ids [n, 77], on the CPU whatever the default device (callers move them to the model)."""
-    with torch.device("cpu"):
-        return openai_clip().tokenize(texts)  # [n, 77]
-
-
-def init_context(text_encoder, n_ctx, ctx_init, ctx_words_set_length):
+def init_context(backbone, n_ctx, ctx_init, ctx_words_set_length):
     """Return ``(n_ctx, prefix_text, vectors [n_ctx, D] fp32)`` for the shallow text context."""
+    text_encoder = backbone.text_encoder
     ctx_init = (ctx_init or "").replace("_", " ").strip()
     if ctx_init and ctx_words_set_length:
         n_ctx = len(ctx_init.split(" "))
     if ctx_init and (ctx_words_set_length or n_ctx <= 4):
         with torch.no_grad():
-            embedding = text_encoder.embed(tokenize([ctx_init]).to(text_encoder.text_projection.device))  # [1, L, D]
+            embedding = text_encoder.embed(backbone.tokenize([ctx_init]).to(text_encoder.device))  # [1, L, D]
         return n_ctx, ctx_init, embedding[0, 1: 1 + n_ctx].float().clone()
     vectors = torch.empty(n_ctx, text_encoder.width)
     nn.init.normal_(vectors, std=0.02)
@@ -78,12 +71,13 @@ class ClassPrompts(nn.Module):
     context can be evaluated on any class set.
     """
 
-    def __init__(self, text_encoder, classnames, prefix, n_ctx, texts=None):
+    def __init__(self, backbone, classnames, prefix, n_ctx, texts=None):
         """``texts``: the class prompts, when they are not ``"<prefix> <classname>."`` (their words 1..b are the
         context slots)."""
         super().__init__()
+        text_encoder = backbone.text_encoder
         texts = texts or class_prompt_texts(prefix, classnames)
-        tokens = tokenize(texts).to(text_encoder.text_projection.device)  # [n, L]
+        tokens = backbone.tokenize(texts).to(text_encoder.device)  # [n, L]
         with torch.no_grad():
             embedding = text_encoder.embed(tokens)  # [n, L, D]
         self.n_ctx = n_ctx

@@ -27,7 +27,7 @@ from .base import CLIPPromptTrainer
 from .gpa import GaussianPromptAggregation, gpa_weights
 from .imagenet_templates import PROMPTSRC_TEMPLATES
 from .ivlp import VisionLanguagePrompts
-from .prompting import check_prompt_depth, tokenize
+from .prompting import check_prompt_depth
 from .release_formats import IVLP_GROUPS, ReleaseLayout
 
 @register_config
@@ -49,7 +49,7 @@ def add_promptsrc_config(cfg):
     cfg.TRAINER.PROMPTSRC.CONNECT_METHOD = "None"  # inert, kept for compatibility (no effect in the release either)
 
 
-def template_text_features(text_encoder, classnames, templates):
+def template_text_features(backbone, classnames, templates):
     """Frozen CLIP's class text features averaged over ``templates``, unnormalised: [n_cls, E] fp32.
 
     Each template's "{}" is replaced by the class name ("_" -> " "); the mean is over the templates' *unnormalised*
@@ -57,12 +57,13 @@ def template_text_features(text_encoder, classnames, templates):
     weights are fp16), outside any autocast.
     """
     names = [name.replace("_", " ") for name in classnames]
-    device = text_encoder.text_projection.device
+    text_encoder = backbone.text_encoder
+    device = text_encoder.device
     encoder = text_encoder if text_encoder.dtype == torch.float32 else copy.deepcopy(text_encoder).float()
     per_template = []
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         for template in templates:
-            tokens = tokenize([template.replace("{}", name) for name in names]).to(device)  # [n_cls, L]
+            tokens = backbone.tokenize([template.replace("{}", name) for name in names]).to(device)  # [n_cls, L]
             per_template.append(encoder(encoder.embed(tokens), tokens).float())  # [n_cls, E]
     return torch.stack(per_template, dim=1).mean(dim=1)  # [n_cls, E]
 
@@ -127,7 +128,7 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
             templates = self.TEACHER_TEMPLATES
             print(f"Encoding the {len(classnames)} training classes with {len(templates)} templates "
                   f"(frozen CLIP text targets)")
-            self.teacher = (classnames, template_text_features(self.model.text_encoder, classnames, templates))
+            self.teacher = (classnames, template_text_features(self.backbone, classnames, templates))
         return self.teacher[1]
 
     def loss_terms(self, image, label):
@@ -210,9 +211,10 @@ class PromptSRC(SelfRegulatingTrainer):
         check_range("TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 0,
                     meaning="vision layers with prompts; 0 switches vision prompts off")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        check_prompt_depth(m.PROMPT_DEPTH_TEXT, len(clip_model.transformer.resblocks), "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
-        return VisionLanguagePrompts(clip_model, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
+        text_layers = backbone.require_text_encoder("PromptSRC").num_layers
+        check_prompt_depth(m.PROMPT_DEPTH_TEXT, text_layers, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
+        return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
                                      m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)
 

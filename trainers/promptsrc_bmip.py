@@ -49,9 +49,9 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
             warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.N_CTX_VISION = {m.N_CTX_VISION} (as the release "
                           f"does): both modalities get N_CTX_TEXT = {m.N_CTX_TEXT} prompt tokens")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return BMIPPromptLearner(clip_model, classnames, m.N_CTX_TEXT, m.CTX_INIT, m.PROMPT_DEPTH, m.BMIP_MODE,
+        return BMIPPromptLearner(backbone, classnames, m.N_CTX_TEXT, m.CTX_INIT, m.PROMPT_DEPTH, m.BMIP_MODE,
                                  cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
 
     def convert_checkpoint(self, state_dict):

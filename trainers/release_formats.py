@@ -16,10 +16,15 @@ CoOp and CoCoOp register only their prompt learner, under the same names as here
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Tuple
 
+import torch
+
 from dassl.engine import TRAINER_REGISTRY
 
 # Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
 CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+
+# Rows of a tensor the released code sizes by the tokenized prompt length (e.g. UPT's ctx_v, of which it reads b rows).
+CONTEXT_ROWS = 77
 
 # Top-level modules of the released CustomCLIP; a checkpoint with such keys is a whole-model one.
 WHOLE_MODEL_PREFIXES = ("prompt_learner.", "image_encoder.", "text_encoder.")
@@ -46,6 +51,9 @@ class ReleaseLayout:
     trained: Tuple[str, ...]  # the release's own rule: a parameter whose name holds one of these is trainable
     dead: Tuple[str, ...] = ()  # substrings of released trainable keys that never reach the loss (ignored on import)
     export_refusal: Callable[[Iterable[str]], str] = field(default=_no_check)  # learner keys -> why not, or ""
+    # learner group -> row count of its released tensor, of which the learner holds the first rows (the release reads
+    # no others): export pads with zero rows, import keeps the learner's own row count
+    padded_rows: Dict[str, int] = field(default_factory=dict)
 
     def release_key(self, key):
         """The released whole-model name of learner key ``key``."""
@@ -62,25 +70,36 @@ class ReleaseLayout:
         refusal = self.export_refusal(learner_state.keys())
         if refusal:
             raise ValueError(refusal)
-        return {self.release_key(key): value for key, value in learner_state.items()}
+        return {self.release_key(key): self._padded(key, value) for key, value in learner_state.items()}
+
+    def _padded(self, key, value):
+        rows = self.padded_rows.get(key.split(".")[0])
+        if rows is None:
+            return value
+        return torch.cat([value, value.new_zeros(rows - value.shape[0], *value.shape[1:])])  # [rows, ...]
 
     def trained_in_release(self, key):
         return any(marker in key for marker in self.trained)
 
-    def to_learner(self, state_dict, learner_keys):
-        """A released whole-model state dict -> learner keys (fp32); learner-only state dicts pass unchanged.
+    def to_learner(self, state_dict, learner_state):
+        """A released whole-model state dict -> learner keys (fp32), given the learner's own ``learner_state`` (key ->
+        tensor); learner-only state dicts pass unchanged.
 
-        Frozen CLIP weights, class-dependent buffers and the release's dead tensors are left out. A tensor the
-        release trains that has no place in the learner (e.g. a deeper prompt of another PROMPT_DEPTH) keeps its
-        released name, so the caller's strict key check reports it.
+        Frozen CLIP weights, class-dependent buffers and the release's dead tensors are left out; a padded tensor
+        keeps the learner's row count. A tensor the release trains that has no place in the learner (e.g. a deeper
+        prompt of another PROMPT_DEPTH) keeps its released name, so the caller's strict key check reports it.
         """
         if not is_whole_model(state_dict):
             return state_dict
-        learner_key = {self.release_key(key): key for key in learner_keys}
+        learner_key = {self.release_key(key): key for key in learner_state}
         converted = {}
         for key, value in state_dict.items():
             if key in learner_key:
-                converted[learner_key[key]] = value.float() if value.is_floating_point() else value
+                ours = learner_key[key]
+                value = value.float() if value.is_floating_point() else value
+                if ours.split(".")[0] in self.padded_rows:
+                    value = value[: learner_state[ours].shape[0]]  # [rows, ...] -> the rows the release reads
+                converted[ours] = value
             elif self.trained_in_release(key) and not is_class_dependent(key) and not any(
                     marker in key for marker in self.dead):
                 converted[key] = value

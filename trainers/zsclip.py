@@ -1,11 +1,9 @@
 """Zero-shot CLIP with CoOp's hand-crafted per-dataset prompt templates (no training)."""
 import torch.nn as nn
 
-from clip_patch import PromptedTextEncoder
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import FrozenCLIPTrainer, PromptedCLIP
-from .prompting import tokenize
 
 # CoOp's templates; a dataset class may declare its own ``prompt_template`` attribute instead.
 CUSTOM_TEMPLATES = {
@@ -35,13 +33,15 @@ def dataset_template(dataset, dataset_name):
 class HandcraftedPrompts(nn.Module):
     """Fixed class prompts ``template.format(classname)``; nothing to learn."""
 
-    def __init__(self, clip_model, classnames, template):
+    def __init__(self, backbone, classnames, template):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
+        text_encoder = backbone.text_encoder
         texts = [template.format(name.replace("_", " ")) for name in classnames]
-        tokens = tokenize(texts).to(text_encoder.text_projection.device)  # [n_cls, L]
+        tokens = backbone.tokenize(texts).to(text_encoder.device)  # [n_cls, L]
         self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("embeddings", text_encoder.embed(tokens).detach(), persistent=False)  # [n_cls, L, D]
+        # [n_cls, L, D]; None for a text tower that takes token ids only (docs/BACKBONES.md)
+        embeddings = text_encoder.embed(tokens).detach() if backbone.has_prompted_text else None
+        self.register_buffer("embeddings", embeddings, persistent=False)
         self.texts = texts
 
     def text_inputs(self):
@@ -58,8 +58,8 @@ class ZeroshotCLIP(FrozenCLIPTrainer):
     DISPLAY_RANK = 10  # place in result tables and benchmarks (trainers/display.py)
     CONFIG_FOLDER = "CoOp"  # it reads CoOp's configs, as in the ecosystem
 
-    def build_frozen_model(self, clip_model):
+    def build_frozen_model(self, backbone):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
-        prompts = HandcraftedPrompts(clip_model, self.dm.dataset.classnames, template)
+        prompts = HandcraftedPrompts(backbone, self.dm.dataset.classnames, template)
         print(f"Prompts: {prompts.texts[:3]}{' ...' if len(prompts.texts) > 3 else ''}")
-        return PromptedCLIP(clip_model, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return PromptedCLIP(backbone, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)

@@ -152,7 +152,7 @@ def build_data_loader(
 class DataManager:
     """Build the dataset named by cfg.DATASET.NAME, its transforms and its data loaders.
 
-    Attributes: dataset, train_loader_x, train_loader_u (None without train_u), val_loader
+    Attributes: dataset, tfm_train, tfm_test, train_loader_x, train_loader_u (None without train_u), val_loader
     (None without val), test_loader, num_classes, num_source_domains, lab2cname, num_base_classes (the
     dataset's count of leading base labels, None when it does not say).
     """
@@ -202,6 +202,7 @@ class DataManager:
         self._num_base_classes = dataset.num_base_classes
 
         self.dataset = dataset
+        self.tfm_train, self.tfm_test = tfm_train, tfm_test
         self.train_loader_x = train_loader_x
         self.train_loader_u = train_loader_u
         self.val_loader = val_loader

@@ -154,6 +154,7 @@ class TrainerBase:
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "val_result": val_result,
                     "run_state": run_state,
+                    **self.checkpoint_record(),
                 },
                 osp.join(directory, name),
                 is_best=is_best,
@@ -164,6 +165,13 @@ class TrainerBase:
         """Training state besides models, optimizers and schedulers, saved in every checkpoint (plain values and
         tensors only). Subclasses with more state extend the dict and :meth:`restore_run_state`."""
         return {}
+
+    def checkpoint_record(self):
+        """Entries every checkpoint file carries about what the models were built on (plain values; none here)."""
+        return {}
+
+    def check_checkpoint_record(self, checkpoint, path):
+        """Raise if checkpoint ``path`` (a loaded dict) was written for something else (see checkpoint_record)."""
 
     def restore_run_state(self, state):
         """Restore what :meth:`run_state` returned (called on resume, after the models are loaded)."""
@@ -189,6 +197,7 @@ class TrainerBase:
             fpath = osp.join(folder, checkpoint_file(epoch))
             print(f'Loading checkpoint from "{fpath}"')
             checkpoint = load_checkpoint(fpath)
+            self.check_checkpoint_record(checkpoint, fpath)
             restore_checkpoint(checkpoint, self._models[name], self._optims[name], self._scheds[name])
             if run_state is None:
                 run_state = checkpoint.get("run_state")
@@ -225,6 +234,7 @@ class TrainerBase:
         shapes must match exactly (``CheckpointError`` otherwise, naming the settings that differ when ``config_dir``
         stores the training config). Returns the checkpoint dict (a bare state dict is accepted too)."""
         checkpoint = load_checkpoint(path)
+        self.check_checkpoint_record(checkpoint, path)
         state_dict = checkpoint.get("state_dict", checkpoint)
         state_dict = self.checkpoint_state_for(name, dict(state_dict))
         try:
@@ -620,8 +630,10 @@ class SimpleTrainer(TrainerBase):
         self.close_writer()
 
     def record_result(self, mode, **extra):
-        """Write ``OUTPUT_DIR/result.json`` (the run is finished): the final test's metrics, what was deployed and,
-        for an evaluation, which checkpoint files were loaded."""
+        """Write ``OUTPUT_DIR/result.json`` (the run is finished): the final test's metrics, what was deployed,
+        for an evaluation which checkpoint files were loaded, and the run's fingerprint (``fingerprint.py``)."""
+        from dassl.engine.fingerprint import run_fingerprint
+
         results = self.last_results or {}
         record = {
             "mode": mode,
@@ -632,8 +644,19 @@ class SimpleTrainer(TrainerBase):
             "epochs_trained": self.completed_epochs,
             "models": getattr(self, "loaded_checkpoints", {}),
             **extra,
+            "fingerprint": run_fingerprint(self),
         }
         write_result(self.output_dir, record)
+
+    def precision_used(self):
+        """The compute precision this run actually uses (recorded in its fingerprint); None: no precision policy."""
+        return None
+
+    def transforms_used(self):
+        """``{"train", "test"}``: ``repr`` of the transform pipelines this run applies (recorded in its
+        fingerprint); None without the data manager of ``build_data_loader``."""
+        dm = getattr(self, "dm", None)
+        return {"train": repr(dm.tfm_train), "test": repr(dm.tfm_test)} if dm is not None else None
 
     def _best_model_saved(self):
         return all(

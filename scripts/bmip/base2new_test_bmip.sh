@@ -5,9 +5,9 @@
 # usage: DATA=/path/to/datasets bash scripts/bmip/base2new_test_bmip.sh DATASET SEED DEVICE CFG
 # output: ./output/base2new/test_new/CFG/DATASET/seedSEED
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
+TRAINER=BMIP
 source "$(dirname "$0")/_setup.sh"
 script_args "DATASET SEED DEVICE CFG" "$@"
-TRAINER=BMIP
 SHOTS=16
 LOADEP=5
 SUB=new

@@ -5,9 +5,9 @@
 #   e.g. bash scripts/bmip/base2new_train_bmip.sh eurosat 1 cuda:0 BMIP_ctx2_dp9_lr2
 # output: ./output/base2new/train_base/CFG/DATASET/seedSEED (an existing run is resumed from its checkpoints)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
+TRAINER=BMIP
 source "$(dirname "$0")/_setup.sh"
 script_args "DATASET SEED DEVICE CFG" "$@"
-TRAINER=BMIP
 SHOTS=16
 
 DIR=./output/base2new/train_base/${CFG}/${DATASET}/seed${SEED}

@@ -7,9 +7,9 @@
 # model:  output/imagenet/BMIP/CFG_16shots/seedSEED (SOURCE=<dataset> replaces imagenet; the release fixes it)
 # output: output/evaluation/BMIP/CFG/DATASET/seedSEED (skipped if it exists, as in the release)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh), SOURCE
+TRAINER=BMIP
 source "$(dirname "$0")/_setup.sh"
 script_args "DATASET SEED DEVICE CFG LOAD_EPOCH" "$@"
-TRAINER=BMIP
 SHOTS=16
 SOURCE="${SOURCE:-imagenet}"
 

@@ -5,9 +5,9 @@
 #   e.g. bash scripts/bmip/xd_train.sh imagenet 1 cuda:0 BMIP_ctx2_dp3_cross_datasets
 # output: output/DATASET/BMIP/CFG_16shots/seedSEED (skipped if it exists, as in the release)
 # environment: DATA (required), CONFIGS, PYTHON (scripts/bmip/_setup.sh)
+TRAINER=BMIP
 source "$(dirname "$0")/_setup.sh"
 script_args "DATASET SEED DEVICE CFG" "$@"
-TRAINER=BMIP
 SHOTS=16
 
 DIR=output/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
