@@ -157,11 +157,14 @@ def family_opts(family, path):
     ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "3"]),
     ("ProDA", ["TRAINER.ProDA.N_CTX", "4", "TRAINER.ProDA.N_PROMPT", "8", "TRAINER.ProDA.LOSS_M_WEIGHT", "0.5"]),
     ("UPT", ["TRAINER.UPT.PROMPT_DEPTH", "3"]),
+    ("KgCoOp", ["TRAINER.KGCOOP.CTX_INIT", "True", "TRAINER.KGCOOP.W", "8.0"]),  # the release's fp16 target
+    ("TCP", ["TRAINER.TCP.CLASS_TOKEN_LAYER", "3"]),
 ])
 def test_training_steps_beyond_the_forward_are_the_same_through_both_families(data_root, openai_file, run, extra):
     """One training step of the trainers whose loss is more than the cross-entropy of the model's forward
     (PromptSRC's teacher and frozen image features; ProDA's sampled prompts, Gaussian term and diversity term; UPT's
-    dropout, drawn from the same RNG state): the same loss, loss terms and learner gradients through both families."""
+    dropout, drawn from the same RNG state; KgCoOp's and TCP's knowledge term, its target from each family's fp16
+    cast): the same loss, loss terms and learner gradients through both families."""
     steps = []
     for family in ("openai", "open_clip"):
         trainer = build_toy_trainer(data_root, run, extra=[*family_opts(family, openai_file), *extra])
@@ -171,7 +174,7 @@ def test_training_steps_beyond_the_forward_are_the_same_through_both_families(da
         loss, _ = trainer.compute_loss(batch["img"], batch["label"])
         loss.backward()
         grads = {k: p.grad.clone() for k, p in learner_of(trainer).named_parameters() if p.grad is not None}
-        terms = {k: float(v) for k, v in getattr(trainer, "last_loss_terms", {}).items()}  # PromptSRC's parts
+        terms = {k: float(v) for k, v in trainer.last_loss_terms.items()}  # the parts of a loss with several
         steps.append((loss.item(), terms, grads))
     (loss_a, terms_a, grads_a), (loss_b, terms_b, grads_b) = steps
     assert loss_a == pytest.approx(loss_b, rel=1e-5)

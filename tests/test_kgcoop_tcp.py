@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import clip as openai_clip
-from clip_patch import load_clip
+from clip_patch import load_backbone
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
 from runs.run import cli
@@ -24,7 +24,7 @@ D, E = 64, 32  # tiny-ViT: text width, embedding size
 @pytest.fixture(scope="module")
 def tiny():
     torch.set_num_threads(1)
-    return load_clip("tiny-ViT")
+    return load_backbone("tiny-ViT").model  # OpenAI's own CLIP model: the reference computations run on it
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +157,9 @@ def test_kgcoop_csc_and_random_context(data_root, tmp_path, tiny):
     target = openai_target(tiny, [f"a photo of a {n.replace('_', ' ')}." for n in names], True)
     image, label = first_batch(trainer)
     check_step(trainer, tiny, image, label, lambda: openai_text_features(tiny, texts, learner.ctx), target, 2.0)
+    summary = trainer.forward_backward({"img": image, "label": label})  # a step logs both terms beside the total
+    assert set(summary) == {"loss", "acc", "loss_ce", "loss_kg"}
+    assert summary["loss"] == pytest.approx(summary["loss_ce"] + summary["loss_kg"], rel=1e-6)
 
 
 def test_knowledge_templates_per_dataset():

@@ -17,14 +17,11 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch import PromptedTextEncoder
-from clip_patch.openai_clip import openai_clip
 from dassl.config import check_range, extend_cfg, get_cfg_default, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .coop import CoOpPromptLearner
-from .prompting import tokenize
 from .zsclip import DEFAULT_TEMPLATE
 
 
@@ -75,18 +72,25 @@ def fill_template(template, classnames):
     return [template.format(name.replace("_", " ")) for name in classnames]
 
 
-def knowledge_features(text_encoder, texts, device, fp16):
+def fp16_text_encoder(backbone):
+    """A copy of ``backbone.text_encoder`` with the family's fp16 cast (``cast_frozen_to_fp16``: OpenAI's
+    ``convert_weights``, open_clip's ``convert_weights_to_lp``), i.e. what the release's second, never ``.float()``ed
+    CLIP computes with. The cast runs on a copy of the backbone that leaves out the image tower (copied for nothing)."""
+    skipped = {id(backbone.image_encoder): None, id(getattr(backbone.model, "visual", None)): None}
+    fp16 = copy.deepcopy(backbone, memo=skipped)
+    fp16.cast_frozen_to_fp16()
+    return fp16.text_encoder
+
+
+def knowledge_features(backbone, texts, device, fp16):
     """Frozen CLIP's L2-normalised features [n, E] of the hand-crafted prompts ``texts``, fp32 storage, on the CPU.
 
-    ``fp16``: encoded with fp16 weights (OpenAI's ``convert_weights``: what the release's second, never ``.float()``ed
-    CLIP computes) and normalised in fp16; else in fp32. A temporary copy of the encoder runs on ``device``.
+    ``fp16``: encoded by the family's fp16 cast of the text encoder and normalised in fp16 (the release); else in fp32.
+    A temporary copy of the text encoder runs on ``device``.
     """
-    encoder = copy.deepcopy(text_encoder).to(device)
-    if fp16:
-        openai_clip().model.convert_weights(encoder)
-    else:
-        encoder.float()
-    tokens = tokenize(texts).to(device)  # [n, L]
+    encoder = fp16_text_encoder(backbone) if fp16 else copy.deepcopy(backbone.text_encoder).float()
+    encoder.to(device)
+    tokens = backbone.tokenize(texts).to(device)  # [n, L]
     with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
         features = encoder(encoder.embed(tokens), tokens)  # [n, E] in the encoder's dtype
         features = features / features.norm(dim=-1, keepdim=True)
@@ -117,10 +121,10 @@ def context_init_words(method_cfg):
 class KgCoOpPromptLearner(CoOpPromptLearner):
     """CoOp's learner (context before the class name) built from KgCoOp's keys, plus the knowledge target."""
 
-    def __init__(self, method_cfg, classnames, clip_model, target):
+    def __init__(self, method_cfg, classnames, backbone, target):
         coop_cfg = CN({"N_CTX": method_cfg.N_CTX, "CSC": method_cfg.CSC, "CTX_INIT": context_init_words(method_cfg),
                        "CLASS_TOKEN_POSITION": "end"})
-        super().__init__(coop_cfg, classnames, clip_model)
+        super().__init__(coop_cfg, classnames, backbone)
         self.register_buffer("target", target, persistent=False)  # knowledge w [n_cls, E], from the class names
 
 
@@ -137,12 +141,13 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
         super().check_cfg(cfg)
         refuse_coop_keys(cfg, type(self).__name__, self.CFG_NODE)
 
-    def knowledge_target(self, clip_model, classnames):
+    def knowledge_target(self, backbone, classnames):
         """The L2-normalised frozen-CLIP features [n_cls, E] of this data set's hand-crafted class prompts."""
+        backbone.require_text_encoder(type(self).__name__)
         template = template_for(self.KNOWLEDGE_TEMPLATES, self.dm.dataset, self.cfg.DATASET.NAME)
         print(f'Knowledge target: "{template}" for {len(classnames)} classes')
-        return knowledge_features(PromptedTextEncoder(clip_model), fill_template(template, classnames),
-                                  self.device, self.method_cfg.FP16_TARGET)
+        return knowledge_features(backbone, fill_template(template, classnames), self.device,
+                                  self.method_cfg.FP16_TARGET)
 
     def loss_terms(self, image, label):
         """{"loss_ce", "loss_kg"} (weighted, tensors) and the prompted logits [B, n_cls]."""
@@ -154,6 +159,7 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
 
     def compute_loss(self, image, label):
         terms, logits = self.loss_terms(image, label)
+        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
         return terms["loss_ce"] + terms["loss_kg"], logits
 
     def convert_checkpoint(self, state_dict):
@@ -178,6 +184,6 @@ class KgCoOp(KnowledgeGuidedTrainer):
             raise ValueError(f"TRAINER.KGCOOP.CLASS_TOKEN_POSITION = '{m.CLASS_TOKEN_POSITION}': KgCoOp places the "
                              f"class name at the end (the release ignores the key); set it to end")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
-        target = self.knowledge_target(clip_model, classnames)
-        return KgCoOpPromptLearner(self.method_cfg, classnames, clip_model, target)
+    def build_prompt_learner(self, cfg, classnames, backbone):
+        target = self.knowledge_target(backbone, classnames)
+        return KgCoOpPromptLearner(self.method_cfg, classnames, backbone, target)

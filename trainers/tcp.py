@@ -16,7 +16,7 @@ from collections import OrderedDict
 import torch.nn as nn
 from yacs.config import CfgNode as CN
 
-from clip_patch import DeepPrompts, PromptedTextEncoder
+from clip_patch import DeepPrompts
 from clip_patch.openai_clip import openai_clip
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
@@ -84,21 +84,21 @@ class TCPPromptLearner(nn.Module):
     """Context ``ctx`` [b, D] in the class template; ``meta_net``: knowledge target [n_cls, E] -> class-aware tokens
     [n_cls, 4, D], put into positions 1..4 before text block ``layer``."""
 
-    def __init__(self, method_cfg, classnames, clip_model, prompt_template, target):
+    def __init__(self, method_cfg, classnames, backbone, prompt_template, target):
         super().__init__()
-        text_encoder = PromptedTextEncoder(clip_model)
+        text_encoder = backbone.require_text_encoder("TCP")
         check_prompt_depth(method_cfg.CLASS_TOKEN_LAYER, text_encoder.num_layers - 1, "TRAINER.TCP.CLASS_TOKEN_LAYER")
-        n_ctx, _, vectors = init_context(text_encoder, method_cfg.N_CTX, context_init_words(method_cfg), True)
+        n_ctx, _, vectors = init_context(backbone, method_cfg.N_CTX, context_init_words(method_cfg), True)
         print(f'Class prompts: "{prompt_template}", words 1..{n_ctx} learnable')
         self.ctx = nn.Parameter(vectors)  # [b, D]
-        embed_dim, width = target.shape[1], text_encoder.width
+        embed_dim, width = backbone.embed_dim, text_encoder.width
         self.meta_net = nn.Sequential(OrderedDict([
             ("linear1", nn.Linear(embed_dim, embed_dim // 4)),
             ("gelu", openai_clip().model.QuickGELU()),
             ("linear2", nn.Linear(embed_dim // 4, CLASS_TOKENS * width)),
         ]))
         texts = fill_template(prompt_template, classnames)
-        self.prompts = ClassPrompts(text_encoder, classnames, None, n_ctx, texts=texts)
+        self.prompts = ClassPrompts(backbone, classnames, None, n_ctx, texts=texts)
         self.register_buffer("target", target, persistent=False)  # knowledge w [n_cls, E], from the class names
         self.layer, self.width = method_cfg.CLASS_TOKEN_LAYER, width
 
@@ -134,7 +134,7 @@ class TCP(KnowledgeGuidedTrainer):
         check_range("TRAINER.TCP.CLASS_TOKEN_LAYER", m.CLASS_TOKEN_LAYER, 1,
                     meaning="text block before which the class-aware tokens enter")
 
-    def build_prompt_learner(self, cfg, classnames, clip_model):
+    def build_prompt_learner(self, cfg, classnames, backbone):
         prompt_template = template_for(TCP_PROMPT_TEMPLATES, self.dm.dataset, cfg.DATASET.NAME, TCP_PROMPT_DEFAULT)
-        target = self.knowledge_target(clip_model, classnames)
-        return TCPPromptLearner(self.method_cfg, classnames, clip_model, prompt_template, target)
+        target = self.knowledge_target(backbone, classnames)
+        return TCPPromptLearner(self.method_cfg, classnames, backbone, prompt_template, target)
