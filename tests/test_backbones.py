@@ -12,13 +12,15 @@ from clip_patch import BackboneSpec, DeepPrompts, WeightsNotFoundError, check_ba
 from clip_patch.backbones import open_clip as open_clip_family
 from clip_patch.prompted import run_blocks, run_blocks_shared_prefix, shared_prefix_length
 from tests.test_trainers import (MODEL_BUILDERS, build_model, build_toy_trainer, data_root,  # noqa: F401 (fixture)
-                                 fixed_batch, learner_of, logits_and_gradients)
+                                 fixed_batch, learner_of, logits_and_gradients, method_cfg)
 from trainers.base import PromptedCLIP
 from trainers.bitp import BITPPromptLearner
 from trainers.coop import CoOpPromptLearner
+from trainers.kgcoop import fill_template, knowledge_features
 from trainers.linear_probe import LinearProbeCLIPModel, LinearProbeHead
 from trainers.maple import MaPLePromptLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.tcp import TCPPromptLearner
 from trainers.upt import UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts
 
@@ -280,8 +282,8 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
 
 
 def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
-    """BITP and UPT prompt the image tower (refused on an unserved one), ProDA only the text tower (served there,
-    refused with a bidirectional text tower)."""
+    """BITP and UPT prompt the image tower (refused on an unserved one), ProDA and TCP only the text tower (served
+    there, refused with a bidirectional text tower)."""
     image_unserved = custom_backbone(vision={"pool_type": "avg"})
     for method, build in [
         ("BITP", lambda b: BITPPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2, "joint", True, True)),
@@ -296,6 +298,15 @@ def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
     with pytest.raises(ValueError, match=r"^ProDA runs the text transformer through the prompted forward, .* "
                                          r"bidirectional \(no causal mask\)"):
         ProDAPromptLearner(custom_backbone(text={"no_causal_mask": True}), CLASSNAMES, 4, 4, False)
+    tcp_cfg = method_cfg("TCP", CLASS_TOKEN_LAYER=1)  # TCP: the text tower only (its knowledge target from it too)
+    target = knowledge_features(image_unserved, fill_template("a photo of a {}.", CLASSNAMES), "cpu", True)
+    torch.manual_seed(0)
+    tcp = PromptedCLIP(image_unserved, TCPPromptLearner(tcp_cfg, CLASSNAMES, image_unserved, "X X X X {}.", target))
+    logits, grads = logits_and_gradients(tcp, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert logits.shape == (2, 4) and grads["meta_net.linear2.weight"].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"^TCP runs the text transformer through the prompted forward, .* "
+                                         r"bidirectional \(no causal mask\)"):
+        TCPPromptLearner(tcp_cfg, CLASSNAMES, custom_backbone(text={"no_causal_mask": True}), "X X X X {}.", target)
 
 
 def test_bidirectional_text_tower_is_refused_for_text_prompts_and_serves_zero_shot_and_the_linear_probe():
