@@ -185,6 +185,9 @@ class CLIPPromptTrainer(CLIPTrainer):
     # no release.
     RELEASE_LAYOUT = None
     RELEASED_AS_LEARNER = False  # True: the release saves the prompt learner alone, under our names (CoOp, CoCoOp)
+    # The weighted loss terms of the last step, {name: detached scalar tensor}: a compute_loss with several terms sets
+    # it, and each step logs them beside the total.
+    last_loss_terms = {}
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -238,7 +241,7 @@ class CLIPPromptTrainer(CLIPTrainer):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def compute_loss(self, image, label):
-        """Training loss and logits; methods with extra loss terms override this."""
+        """Training loss and logits; methods with extra loss terms override this (and set ``last_loss_terms``)."""
         logits = self.model(image)  # [B, n_cls]
         return F.cross_entropy(logits.float(), label), logits
 
@@ -255,6 +258,9 @@ class CLIPPromptTrainer(CLIPTrainer):
             self.scaler.step(self.optim)
             self.scaler.update()
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        if self.last_loss_terms:
+            names, values = zip(*self.last_loss_terms.items())
+            summary.update(zip(names, torch.stack(values).tolist()))  # logged next to the total; one host sync
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
