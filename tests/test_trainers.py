@@ -22,6 +22,7 @@ from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.maple import MaPLePromptLearner
+from trainers.mma import AdapterLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
 from trainers.upt import UnifiedPromptCLIP, UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts, ZeroshotCLIP
@@ -73,6 +74,8 @@ MODEL_BUILDERS = {
     **{f"BITP-{connect}": bitp_builder(connect) for connect in CONNECT_METHODS},
     "UPT": lambda c: UnifiedPromptCLIP(c, UPTPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9)).eval(),  # no dropout
     "ProDA": lambda c: ProDACLIP(c, ProDAPromptLearner(c, CLASSNAMES, 4, 8, False)),  # its forward: all 8 prompts
+    # scale 0.1: the adapters visible in the logits; released gradient scaling (x10)
+    "MMA": lambda c: PromptedCLIP(c, AdapterLearner(c, CLASSNAMES, "a photo of a", 5, 12, 32, 0.1)),
 }
 
 
