@@ -76,6 +76,9 @@ PUBLISHED = OrderedDict([
     # ProDA: a step encodes every class under PROMPT_BATCH (= 4) of its 32 prompts; an evaluation under all 32.
     ("ProDA", TrainerSpec("ProDA", "configs/trainers/ProDA/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA.yaml",
                           reported_against=("CoOp",))),
+    # MMA: no prompts; a residual adapter beside blocks 5..12 of both encoders, on every token.
+    ("MMA", TrainerSpec("MultiModalAdapter", "configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml",
+                        reported_against=("MaPLe",))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "
