@@ -203,9 +203,10 @@ def test_released_checkpoint_evaluates_as_the_release_and_ours_is_already_its_fo
                                 "--out-dir", str(tmp_path / "again")])
 
 
-def test_training_steps_reduce_the_loss_and_evaluation_sees_the_new_adapters(data_root):
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_training_steps_reduce_the_loss_and_evaluation_sees_the_new_adapters(data_root, prec):
     """Unlike the release, whose text features computed at the first evaluation are kept for every later one."""
-    trainer = toy_trainer(data_root, "TRAINER.MMADAPTER.ADAPTER_SCALE", "0.1")
+    trainer = toy_trainer(data_root, "TRAINER.MMADAPTER.ADAPTER_SCALE", "0.1", "TRAINER.MMADAPTER.PREC", prec)
     batch = next(iter(trainer.train_loader_x))
     model = trainer.model
     eval_logits(trainer, batch["img"])
@@ -218,8 +219,11 @@ def test_training_steps_reduce_the_loss_and_evaluation_sees_the_new_adapters(dat
     with torch.no_grad():
         fresh = model.logit_scale.exp() * model.image_features(batch["img"]) @ model.text_features().t()
         stale = model.logit_scale.exp() * model.image_features(batch["img"]) @ first_text.t()
-    assert (after - fresh).abs().max() <= 1e-5
-    assert (after - stale).abs().max() > 1e-3
+    learner = trainer._models["adapter_learner"]
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in learner.parameters())
+    if prec == "fp32":  # (bf16 evaluates under autocast: rounding of order 1e-2 in the logits)
+        assert (after - fresh).abs().max() <= 1e-5
+        assert (after - stale).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("opts, message", [
