@@ -19,6 +19,7 @@ from trainers.coop import CoOpPromptLearner
 from trainers.kgcoop import fill_template, knowledge_features
 from trainers.linear_probe import LinearProbeCLIPModel, LinearProbeHead
 from trainers.maple import MaPLePromptLearner
+from trainers.mma import AdapterLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
 from trainers.tcp import TCPPromptLearner
 from trainers.upt import UPTPromptLearner
@@ -282,12 +283,13 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
 
 
 def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
-    """BITP and UPT prompt the image tower (refused on an unserved one), ProDA and TCP only the text tower (served
-    there, refused with a bidirectional text tower)."""
+    """BITP and UPT prompt the image tower and MMA adapts it (refused on an unserved one), ProDA and TCP only the text
+    tower (served there, refused with a bidirectional text tower)."""
     image_unserved = custom_backbone(vision={"pool_type": "avg"})
     for method, build in [
         ("BITP", lambda b: BITPPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2, "joint", True, True)),
         ("UPT", lambda b: UPTPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2)),
+        ("MMA", lambda b: AdapterLearner(b, CLASSNAMES, "a photo of a", 1, 2, 8, 0.1)),
     ]:
         with pytest.raises(ValueError, match=rf"^{method} puts prompts into the image encoder, which needs a ViT"):
             build(image_unserved)

@@ -62,7 +62,7 @@ def test_the_benchmark_measures_a_registered_trainer_with_its_config_defaults(du
     assert subjects["DummyPrompts"] == TrainerSpec("DummyPrompts") and subjects["VPT"] == TrainerSpec("VPT")
     assert [s.trainer for s in subjects.values() if s.config_file] == [
         "ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BITP", "BMIP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "UPT", "ProDA",
-        "IVLP", "KgCoOp", "TCP"]
+        "MultiModalAdapter", "IVLP", "KgCoOp", "TCP"]
 
     defaults = get_cfg_default()
     extend_cfg(defaults)

@@ -23,6 +23,7 @@ from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.kgcoop import KgCoOpPromptLearner, fill_template, knowledge_features
 from trainers.maple import MaPLePromptLearner
+from trainers.mma import AdapterLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
 from trainers.tcp import TCPPromptLearner
 from trainers.upt import UnifiedPromptCLIP, UPTPromptLearner
@@ -85,6 +86,8 @@ MODEL_BUILDERS = {
     "ProDA": lambda c: ProDACLIP(c, ProDAPromptLearner(c, CLASSNAMES, 4, 8, False)),  # its forward: all 8 prompts
     "KgCoOp": knowledge_guided_builder(KgCoOpPromptLearner, method_cfg("KGCOOP", CTX_INIT=True)),
     "TCP": knowledge_guided_builder(TCPPromptLearner, method_cfg("TCP"), "X X X X {}."),
+    # scale 0.1: the adapters visible in the logits; released gradient scaling (x10)
+    "MMA": lambda c: PromptedCLIP(c, AdapterLearner(c, CLASSNAMES, "a photo of a", 5, 12, 32, 0.1)),
 }
 
 

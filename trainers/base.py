@@ -7,6 +7,8 @@ Which base a method subclasses:
 
   * ``text_inputs() -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
   * ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
+  * optionally (adapter methods) ``block_branch(side) -> BlockBranch | None`` for side "text" / "vision": a residual
+    branch beside each block of that encoder (:data:`clip_patch.prompted.BlockBranch`)
 
   Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders'
   business, not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``. :class:`PromptedCLIP`
@@ -88,15 +90,20 @@ class PromptedCLIP(nn.Module):
         if cacheable and self._text_cache is not None:
             return self._text_cache
         embeddings, tokens, deep = self.prompt_learner.text_inputs()
-        features = self.text_encoder(embeddings, tokens, deep, self.straightforward)  # [n_cls, E]
+        features = self.text_encoder(embeddings, tokens, deep, self.straightforward, self.block_branch("text"))
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
             self._text_cache = features
         return features
 
+    def block_branch(self, side):
+        """The learner's residual branch beside the blocks of the ``side`` ("text" | "vision") encoder, or None."""
+        block_branch = getattr(self.prompt_learner, "block_branch", None)
+        return None if block_branch is None else block_branch(side)
+
     def image_features(self, image):
         shallow, deep = self.prompt_learner.vision_inputs()
-        features = self.image_encoder(image, shallow, deep, self.straightforward)  # [B, E]
+        features = self.image_encoder(image, shallow, deep, self.straightforward, self.block_branch("vision"))
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(self, image):
