@@ -33,6 +33,7 @@ Where no GPU is present, :class:`EmulatedPrecision` (through :func:`precision_fo
 amp on the CPU (fp16 frozen weights, or fp16 autocast, on CPU kernels), so the half-precision code paths run in the
 normal tests.
 """
+import contextlib
 import copy
 import math
 import warnings
@@ -110,6 +111,14 @@ def _learner_parameters(trainer):
     return {name: p for name, p in learner.named_parameters() if p.requires_grad}
 
 
+@contextlib.contextmanager
+def same_random_draws(device):
+    """A training step's random draws (UPT's dropout, ProDA's prompt sampling) the same in every compared call."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        yield
+
+
 def logits_and_gradients(trainer, images, labels, straightforward, precision):
     """Training-mode logits [B, n_cls] (fp32, CPU) and each trainable tensor's gradient (fp32, CPU).
 
@@ -127,7 +136,7 @@ def logits_and_gradients(trainer, images, labels, straightforward, precision):
             with precision.autocast():
                 return model(images).detach().float().cpu(), {}, scale
         while True:
-            with precision.autocast():
+            with same_random_draws(images.device), precision.autocast():
                 loss, logits = trainer.compute_loss(images, labels)
             grads = torch.autograd.grad(loss * scale, list(params.values()))
             if all(torch.isfinite(g).all() for g in grads) or scale < 1.0:
@@ -232,13 +241,20 @@ def check_trainer(build, trainer_id, images, labels, precs=HALF_PRECISIONS, emul
 
 
 def _eval_error(trainer, images, precision, logit_scale):
-    """Evaluation path (text cache) vs the model's own forward without the cache, same precision, in cosine units.
+    """Evaluation path (text cache) vs the model's own forward without the cache, both in eval mode (no dropout),
+    same precision, in cosine units.
 
-    That forward gives the training-mode logits of most methods; ProDA's training step uses a subset of its prompts
+    That forward gives the training-mode logits of most methods (UPT's without dropout); ProDA's training step uses a subset of its prompts
     and an extra term, and its forward is its evaluation's computation."""
-    with torch.no_grad(), precision.autocast():
-        forward = trainer.model(images).float().cpu()
-    return float((eval_logits(trainer, images, precision) - forward).abs().max()) / logit_scale
+    training = trainer.model.training
+    trainer.model.eval()  # as in an evaluation: no dropout
+    try:
+        with torch.no_grad(), precision.autocast():
+            forward = trainer.model(images).float().cpu()
+        evaluated = eval_logits(trainer, images, precision)
+    finally:
+        trainer.model.train(training)
+    return float((evaluated - forward).abs().max()) / logit_scale
 
 
 JUDGED = ("vs_fp32_straightforward", "vs_fp32_fast")  # errors[...] with a verdict; the rest is information

@@ -76,6 +76,15 @@ PUBLISHED = OrderedDict([
     # ProDA: a step encodes every class under PROMPT_BATCH (= 4) of its 32 prompts; an evaluation under all 32.
     ("ProDA", TrainerSpec("ProDA", "configs/trainers/ProDA/vit_b16_c2_e100_ctx16_warmup5_BZ64_ProDA.yaml",
                           reported_against=("CoOp",))),
+    # MMA: no prompts; a residual adapter beside blocks 5..12 of both encoders, on every token.
+    ("MMA", TrainerSpec("MultiModalAdapter", "configs/trainers/MultiModalAdapter/vit_b16_ep5.yaml",
+                        reported_against=("MaPLe",))),
+    # CoOp's prompts plus the knowledge term (its target encoded once at build): the published scripts' W and N_CTX.
+    ("KgCoOp", TrainerSpec("KgCoOp", "configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml",
+                           ("TRAINER.KGCOOP.N_CTX", "4", "TRAINER.KGCOOP.W", "8.0"), reported_against=("CoOp", "MaPLe"))),
+    # KgCoOp's training with class-aware tokens from a meta-network entering the text encoder at block 8.
+    ("TCP", TrainerSpec("TCP", "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml", ("OPTIM.ADAM_EPS", "1e-3"),
+                        reported_against=("KgCoOp", "MaPLe"))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "

@@ -5,6 +5,6 @@ from .loading import (OPENAI_BACKBONE_NAMES, SHIPPED_BACKBONES, WeightsNotFoundE
                       default_cache_dir, download_weights, load_clip, locate_weights, openai_backbones,
                       read_state_dict)
 from .precision import PRECISIONS, Precision
-from .prompted import (AttentionProbe, BlockView, DeepPrompts, OpaqueImageEncoder, OpaqueTextEncoder,
+from .prompted import (AttentionProbe, BlockBranch, BlockView, DeepPrompts, OpaqueImageEncoder, OpaqueTextEncoder,
                        PromptedImageEncoder, PromptedTextEncoder, TextTower, VisionTower, run_blocks)
 from .random_backbones import RANDOM_BACKBONES, build_random_clip

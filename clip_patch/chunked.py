@@ -12,7 +12,8 @@ grow linearly with n_cls (ImageNet: 1000 prompts). :func:`encode_text` encodes t
   n_cls, the chunk inputs kept for the recomputation and their gradients, is [n_cls, l, D] with l the longest
   prompt, not [n_cls, 77, D].
 * without gradients (evaluation), or when nothing on the text side is trained (VPT, zero-shot), the chunks run one
-  after the other; nothing is recomputed.
+  after the other; nothing is recomputed. The text side is trained through the prompt embeddings, deep prompts or a
+  per-block branch (adapters).
 
 Exactness: the features and gradients are the one-pass encoding's up to fp32 rounding, not bit for bit: a chunk's
 matrix products run on C rows instead of n (kernels may block and sum differently), and a tensor shared by all
@@ -61,21 +62,22 @@ def eot_cut(embeddings, tokens, pooled_rows):
     return embeddings[:, :length].contiguous(), tokens[:, :length]  # [n, l, D], [n, l]
 
 
-def encode_text(text_encoder, embeddings, tokens, deep=None, straightforward=False, chunk_classes=AUTO):
-    """``text_encoder(embeddings [n, L, D], tokens [n, L], deep, straightforward)`` -> features [n, E], in chunks of
-    classes when ``chunk_classes`` says so (module docstring): the same features, a peak of one chunk. ``embeddings``
-    None: a text tower that takes token ids only (``OpaqueTextEncoder``), whose chunks get their token rows."""
+def encode_text(text_encoder, embeddings, tokens, deep=None, straightforward=False, chunk_classes=AUTO, branch=None):
+    """``text_encoder(embeddings [n, L, D], tokens [n, L], deep, straightforward, branch)`` -> features [n, E], in
+    chunks of classes when ``chunk_classes`` says so (module docstring): the same features, a peak of one chunk.
+    ``embeddings`` None: a text tower that takes token ids only (``OpaqueTextEncoder``), whose chunks get their token
+    rows. ``branch`` (a learner's per-block residual branch, e.g. adapters) is token-wise, the same for every chunk."""
     size = chunk_size(chunk_classes, tokens.shape[0])
     if not size:
-        return text_encoder(embeddings, tokens, deep, straightforward)
-    trained = (embeddings is not None and embeddings.requires_grad) or deep is not None
+        return text_encoder(embeddings, tokens, deep, straightforward, branch)
+    trained = (embeddings is not None and embeddings.requires_grad) or deep is not None or branch is not None
     recompute = torch.is_grad_enabled() and trained  # else there is no graph to keep
     if embeddings is not None and not straightforward:  # (rebinding frees the assembled [n, L, D] unless the
         embeddings, tokens = eot_cut(embeddings, tokens, text_encoder.pool_rows(tokens))  # caller holds it)
     features = []
     for classes in class_chunks(tokens.shape[0], size):
         chunk = (None if embeddings is None else embeddings[classes], tokens[classes],
-                 None if deep is None else deep.for_classes(classes), straightforward)
+                 None if deep is None else deep.for_classes(classes), straightforward, branch)
         if recompute:
             features.append(checkpoint(text_encoder, *chunk, use_reentrant=False, preserve_rng_state=True))
         else:

@@ -19,6 +19,11 @@ Two implementations of a layer, equal up to float rounding (tests compare them):
   that are the same for every class: ``DeepPrompts.shared``) is encoded once; the class suffixes attend to its
   keys/values (under the causal mask the prefix never sees the suffixes, so this is exact). There ``replace`` gets
   ``probe=None``: prefix queries attend to prefix keys only, and a shared method reads no per-class row.
+* Block branches (adapters): a method's ``BlockBranch`` ``branch(layer, block, x)`` may return a tensor the shape of
+  ``x`` (the block's incoming tokens, after any slot replacement) that is added to the block's output: a residual
+  branch parallel to the whole block. It must act on each token on its own (a token-wise function): then every
+  shortcut below stays exact, since the fast path hands it only the tokens it computes (the CLS / EOT rows in the last
+  layer, the shared prefix once and the suffixes apart, the tokens up to the last EOT).
 * straightforward: the released code's computation — ``nn.MultiheadAttention`` with ``need_weights=True`` on the
   incoming tokens to read the gate, then CLIP's own block on the replaced tokens (attention computed twice).
 """
@@ -95,6 +100,19 @@ class DeepPrompts:
             return self
         raise ValueError("These per-class deep text prompts give no DeepPrompts.restrict, so they cannot be encoded "
                          "in class chunks: give restrict, or set MODEL.TEXT_CHUNK_CLASSES 0.")
+
+
+# (layer, block, x [B, N, D] the block's incoming tokens) -> [B, N, D] added to the block's output, or None (module
+# docstring: token-wise only).
+BlockBranch = Callable[[int, BlockView, torch.Tensor], Optional[torch.Tensor]]
+
+
+def _with_branch(out, branch, layer, block, x):
+    """The block output ``out`` plus the branch's value on the block's incoming tokens ``x`` (same rows)."""
+    if branch is None:
+        return out
+    extra = branch(layer, block, x)
+    return out if extra is None else out + extra.to(out.dtype)
 
 
 class AttentionProbe:
@@ -180,8 +198,9 @@ def _with_slots(x, slots, values):
     return torch.cat([x[:, : slots.start], values, x[:, slots.stop:]], dim=1)
 
 
-def fast_block(block, x, deep, layer, out_rows=None):
-    """One block (a :class:`BlockView`) on x [B, N, D], replacing prompt slots first if ``deep`` says so.
+def fast_block(block, x, deep, layer, out_rows=None, branch=None):
+    """One block (a :class:`BlockView`) on x [B, N, D], replacing prompt slots first if ``deep`` says so, plus the
+    ``branch`` (a :data:`BlockBranch`) on its incoming tokens.
 
     ``out_rows`` (LongTensor [B], one row per sequence) computes only those rows' outputs -> [B, 1, D]: in the last
     layer only the CLS / EOT token reaches the features, and keys/values still come from every token.
@@ -210,11 +229,11 @@ def fast_block(block, x, deep, layer, out_rows=None):
         mask = None if mask is None else mask[out_rows].unsqueeze(1).unsqueeze(1)  # [B, 1, 1, N]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, H, N or 1, hd]
     out = out.transpose(1, 2).flatten(2)  # [B, N or 1, D]
-    x = x + block.ls_1(block.attn.out_proj(out))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    h = x + block.ls_1(block.attn.out_proj(out))
+    return _with_branch(h + block.ls_2(block.mlp(block.ln_2(h))), branch, layer, block, x)
 
 
-def naive_block(block, x, deep, layer):
+def naive_block(block, x, deep, layer, branch=None):
     """The straightforward computation: attention weights read on the incoming tokens, then the block as the family
     runs it (its ``nn.MultiheadAttention`` in its own layout, with ``need_weights=True`` as the released code has it)."""
     if deep is not None:
@@ -225,7 +244,7 @@ def naive_block(block, x, deep, layer):
     mask = _block_mask(block, x.shape[1], h)
     h = h + block.ls_1(block.attn(block.ln_1(h), block.ln_1(h), block.ln_1(h), need_weights=True, attn_mask=mask)[0])
     h = h + block.ls_2(block.mlp(block.ln_2(h)))
-    return _attn_layout(block, h)
+    return _with_branch(_attn_layout(block, h), branch, layer, block, x)
 
 
 def shared_prefix_length(x, eot, deep):
@@ -243,11 +262,12 @@ def shared_prefix_length(x, eot, deep):
     return length
 
 
-def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
+def _prefix_suffix_block(block, prefix, suffix, out_rows=None, branch=None, layer=0):
     """One block on sequences split into a prefix [1, P, D] shared by all n and their suffixes [n, S, D].
 
     The prefix is computed once; the suffixes attend to its keys/values. With ``out_rows`` (LongTensor [n], rows of
     the full sequence, all in the suffix) only those rows are computed and returned as the suffix [n, 1, D].
+    ``branch`` (a token-wise :data:`BlockBranch`) is added to both parts.
     """
     n, P = suffix.shape[0], prefix.shape[1]
     mask = _block_mask(block, P + suffix.shape[1], suffix)  # [N, N], causal
@@ -257,8 +277,8 @@ def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
     v = torch.cat([vp.expand(n, -1, -1, -1), vs], dim=2)  # [n, H, N, hd]
     if out_rows is None:
         out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask[:P, :P])  # [1, H, P, hd]
-        prefix = prefix + block.ls_1(block.attn.out_proj(out_p.transpose(1, 2).flatten(2)))
-        prefix = prefix + block.ls_2(block.mlp(block.ln_2(prefix)))
+        h = prefix + block.ls_1(block.attn.out_proj(out_p.transpose(1, 2).flatten(2)))
+        prefix = _with_branch(h + block.ls_2(block.mlp(block.ln_2(h))), branch, layer, block, prefix)
         suffix_mask = mask[P:]  # [S, N]
     else:
         batch = torch.arange(n, device=suffix.device)
@@ -266,11 +286,11 @@ def _prefix_suffix_block(block, prefix, suffix, out_rows=None):
         qs = qs[batch, :, out_rows - P].unsqueeze(2)  # [n, H, 1, hd]
         suffix_mask = mask[out_rows].unsqueeze(1).unsqueeze(1)  # [n, 1, 1, N]
     out_s = F.scaled_dot_product_attention(qs, k, v, attn_mask=suffix_mask)  # [n, H, S or 1, hd]
-    suffix = suffix + block.ls_1(block.attn.out_proj(out_s.transpose(1, 2).flatten(2)))
-    return prefix, suffix + block.ls_2(block.mlp(block.ln_2(suffix)))
+    h = suffix + block.ls_1(block.attn.out_proj(out_s.transpose(1, 2).flatten(2)))
+    return prefix, _with_branch(h + block.ls_2(block.mlp(block.ln_2(h))), branch, layer, block, suffix)
 
 
-def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None):
+def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None, branch=None):
     """The fast path of :func:`run_blocks` for x [n, N, D] whose first ``prefix_length`` positions are the same in every
     sequence (see :func:`shared_prefix_length`): that prefix is computed once. Returns the ``out_rows`` [n, D]."""
     prefix, suffix = x[:1, :prefix_length], x[:, prefix_length:]  # [1, P, D], [n, S, D]
@@ -280,12 +300,14 @@ def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None)
             values = deep.replace(layer, None)  # shared: the same [b, D] for every sequence, no probe
             if values is not None:
                 prefix = _with_slots(prefix, deep.slots, values)
-        prefix, suffix = _prefix_suffix_block(block, prefix, suffix, out_rows if layer == last else None)
+        prefix, suffix = _prefix_suffix_block(block, prefix, suffix, out_rows if layer == last else None, branch,
+                                              layer)
     return suffix[:, 0]  # [n, D]
 
 
-def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
-    """Run blocks (:class:`BlockView`) on x [B, N, D]; deep prompts may replace slots before every layer l >= 1.
+def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None, branch=None):
+    """Run blocks (:class:`BlockView`) on x [B, N, D]; deep prompts may replace slots before every layer l >= 1, and
+    a :data:`BlockBranch` may add to every block's output.
 
     Returns [B, N, D], or with ``out_rows`` (LongTensor [B]) the rows the caller reads, [B, D]: the fast path then
     computes only those rows in the last layer.
@@ -294,9 +316,9 @@ def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
     for layer, block in enumerate(blocks):
         layer_deep = deep if layer > 0 else None
         if straightforward:
-            x = naive_block(block, x, layer_deep, layer)
+            x = naive_block(block, x, layer_deep, layer, branch)
         else:
-            x = fast_block(block, x, layer_deep, layer, out_rows if layer == last else None)
+            x = fast_block(block, x, layer_deep, layer, out_rows if layer == last else None, branch)
     if out_rows is None:
         return x
     if straightforward:
@@ -340,20 +362,21 @@ class PromptedTextEncoder(nn.Module):
         pooled = self.ln_final(pooled)
         return pooled if self.text_projection is None else pooled @ self.text_projection
 
-    def forward(self, embeddings, tokens, deep=None, straightforward=False):
+    def forward(self, embeddings, tokens, deep=None, straightforward=False, branch=None):
         """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]; L is the
-        context length or less (a sequence already cut after its last pooled row)."""
+        context length or less (a sequence already cut after its last pooled row); ``branch``: a
+        :data:`BlockBranch` or None."""
         eot = self.pool_rows(tokens)  # [n]
         x = embeddings.to(self.dtype) + self.positional_embedding[: embeddings.shape[1]].to(self.dtype)  # [n, L, D]
         if straightforward:
-            x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot)  # [n, D] (EOT tokens)
+            x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot, branch=branch)  # [n, D] (EOT)
         else:
             x = x[:, : int(eot.max()) + 1]
             prefix_length = shared_prefix_length(x, eot, deep)
             if prefix_length > 1:
-                x = run_blocks_shared_prefix(self.blocks, x, prefix_length, deep, out_rows=eot)  # [n, D]
+                x = run_blocks_shared_prefix(self.blocks, x, prefix_length, deep, eot, branch)  # [n, D]
             else:
-                x = run_blocks(self.blocks, x, deep, out_rows=eot)  # [n, D] (EOT tokens)
+                x = run_blocks(self.blocks, x, deep, out_rows=eot, branch=branch)  # [n, D] (EOT tokens)
         return self.project(x)  # [n, E]
 
 
@@ -378,8 +401,9 @@ class PromptedImageEncoder(nn.Module):
     def dtype(self):
         return self.conv1.weight.dtype
 
-    def forward(self, image, shallow=None, deep=None, straightforward=False):
-        """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None -> features [B, E]."""
+    def forward(self, image, shallow=None, deep=None, straightforward=False, branch=None):
+        """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None; ``branch``: a :data:`BlockBranch` or None ->
+        features [B, E]."""
         x = self.conv1(image.to(self.dtype))  # [B, D, g, g]
         x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
@@ -388,7 +412,7 @@ class PromptedImageEncoder(nn.Module):
             x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)  # [B, 1+g*g+b, D]
         x = self.ln_pre(x)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        x = run_blocks(self.blocks, x, deep, straightforward, out_rows=cls_rows)  # [B, D] (CLS)
+        x = run_blocks(self.blocks, x, deep, straightforward, out_rows=cls_rows, branch=branch)  # [B, D] (CLS)
         x = self.ln_post(x)
         return x if self.proj is None else x @ self.proj  # [B, E]
 
@@ -406,9 +430,10 @@ class OpaqueTextEncoder(nn.Module):
     def device(self):
         return next(self.model.parameters()).device
 
-    def forward(self, embeddings, tokens, deep=None, straightforward=False):
-        if embeddings is not None or deep is not None:
-            raise ValueError(f"Text prompts need a text tower the prompted forward serves; this one is {self.why}.")
+    def forward(self, embeddings, tokens, deep=None, straightforward=False, branch=None):
+        if embeddings is not None or deep is not None or branch is not None:
+            raise ValueError(f"Text prompts and adapters need a text tower the prompted forward serves; this one is "
+                             f"{self.why}.")
         return self.model.encode_text(tokens)  # [n, E]
 
 
@@ -427,8 +452,8 @@ class OpaqueImageEncoder(nn.Module):
         first_conv = next((m for m in self.visual.modules() if isinstance(m, nn.Conv2d)), None)
         return first_conv.weight.dtype if first_conv is not None else next(self.visual.parameters()).dtype
 
-    def forward(self, image, shallow=None, deep=None, straightforward=False):
-        if shallow is not None or deep is not None:
-            raise ValueError(f"Visual prompts need a ViT backbone the prompted forward serves; this image encoder is "
-                             f"{self.why}.")
+    def forward(self, image, shallow=None, deep=None, straightforward=False, branch=None):
+        if shallow is not None or deep is not None or branch is not None:
+            raise ValueError(f"Visual prompts and adapters need a ViT backbone the prompted forward serves; this image "
+                             f"encoder is {self.why}.")
         return self.visual(image.to(self.dtype))  # [B, E]

@@ -12,13 +12,16 @@ from clip_patch import BackboneSpec, DeepPrompts, WeightsNotFoundError, check_ba
 from clip_patch.backbones import open_clip as open_clip_family
 from clip_patch.prompted import run_blocks, run_blocks_shared_prefix, shared_prefix_length
 from tests.test_trainers import (MODEL_BUILDERS, build_model, build_toy_trainer, data_root,  # noqa: F401 (fixture)
-                                 fixed_batch, learner_of, logits_and_gradients)
+                                 fixed_batch, learner_of, logits_and_gradients, method_cfg)
 from trainers.base import PromptedCLIP
 from trainers.bitp import BITPPromptLearner
 from trainers.coop import CoOpPromptLearner
+from trainers.kgcoop import fill_template, knowledge_features
 from trainers.linear_probe import LinearProbeCLIPModel, LinearProbeHead
 from trainers.maple import MaPLePromptLearner
+from trainers.mma import AdapterLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.tcp import TCPPromptLearner
 from trainers.upt import UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts
 
@@ -157,11 +160,14 @@ def family_opts(family, path):
     ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "3"]),
     ("ProDA", ["TRAINER.ProDA.N_CTX", "4", "TRAINER.ProDA.N_PROMPT", "8", "TRAINER.ProDA.LOSS_M_WEIGHT", "0.5"]),
     ("UPT", ["TRAINER.UPT.PROMPT_DEPTH", "3"]),
+    ("KgCoOp", ["TRAINER.KGCOOP.CTX_INIT", "True", "TRAINER.KGCOOP.W", "8.0"]),  # the release's fp16 target
+    ("TCP", ["TRAINER.TCP.CLASS_TOKEN_LAYER", "3"]),
 ])
 def test_training_steps_beyond_the_forward_are_the_same_through_both_families(data_root, openai_file, run, extra):
     """One training step of the trainers whose loss is more than the cross-entropy of the model's forward
     (PromptSRC's teacher and frozen image features; ProDA's sampled prompts, Gaussian term and diversity term; UPT's
-    dropout, drawn from the same RNG state): the same loss, loss terms and learner gradients through both families."""
+    dropout, drawn from the same RNG state; KgCoOp's and TCP's knowledge term, its target from each family's fp16
+    cast): the same loss, loss terms and learner gradients through both families."""
     steps = []
     for family in ("openai", "open_clip"):
         trainer = build_toy_trainer(data_root, run, extra=[*family_opts(family, openai_file), *extra])
@@ -171,7 +177,7 @@ def test_training_steps_beyond_the_forward_are_the_same_through_both_families(da
         loss, _ = trainer.compute_loss(batch["img"], batch["label"])
         loss.backward()
         grads = {k: p.grad.clone() for k, p in learner_of(trainer).named_parameters() if p.grad is not None}
-        terms = {k: float(v) for k, v in getattr(trainer, "last_loss_terms", {}).items()}  # PromptSRC's parts
+        terms = {k: float(v) for k, v in trainer.last_loss_terms.items()}  # the parts of a loss with several
         steps.append((loss.item(), terms, grads))
     (loss_a, terms_a, grads_a), (loss_b, terms_b, grads_b) = steps
     assert loss_a == pytest.approx(loss_b, rel=1e-5)
@@ -277,12 +283,13 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
 
 
 def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
-    """BITP and UPT prompt the image tower (refused on an unserved one), ProDA only the text tower (served there,
-    refused with a bidirectional text tower)."""
+    """BITP and UPT prompt the image tower and MMA adapts it (refused on an unserved one), ProDA and TCP only the text
+    tower (served there, refused with a bidirectional text tower)."""
     image_unserved = custom_backbone(vision={"pool_type": "avg"})
     for method, build in [
         ("BITP", lambda b: BITPPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2, "joint", True, True)),
         ("UPT", lambda b: UPTPromptLearner(b, CLASSNAMES, 2, "a photo of a", 2)),
+        ("MMA", lambda b: AdapterLearner(b, CLASSNAMES, "a photo of a", 1, 2, 8, 0.1)),
     ]:
         with pytest.raises(ValueError, match=rf"^{method} puts prompts into the image encoder, which needs a ViT"):
             build(image_unserved)
@@ -293,6 +300,15 @@ def test_each_method_refuses_only_the_towers_it_puts_prompts_into():
     with pytest.raises(ValueError, match=r"^ProDA runs the text transformer through the prompted forward, .* "
                                          r"bidirectional \(no causal mask\)"):
         ProDAPromptLearner(custom_backbone(text={"no_causal_mask": True}), CLASSNAMES, 4, 4, False)
+    tcp_cfg = method_cfg("TCP", CLASS_TOKEN_LAYER=1)  # TCP: the text tower only (its knowledge target from it too)
+    target = knowledge_features(image_unserved, fill_template("a photo of a {}.", CLASSNAMES), "cpu", True)
+    torch.manual_seed(0)
+    tcp = PromptedCLIP(image_unserved, TCPPromptLearner(tcp_cfg, CLASSNAMES, image_unserved, "X X X X {}.", target))
+    logits, grads = logits_and_gradients(tcp, torch.randn(2, 3, 32, 32), torch.tensor([0, 1]))
+    assert logits.shape == (2, 4) and grads["meta_net.linear2.weight"].abs().sum() > 0
+    with pytest.raises(ValueError, match=r"^TCP runs the text transformer through the prompted forward, .* "
+                                         r"bidirectional \(no causal mask\)"):
+        TCPPromptLearner(tcp_cfg, CLASSNAMES, custom_backbone(text={"no_causal_mask": True}), "X X X X {}.", target)
 
 
 def test_bidirectional_text_tower_is_refused_for_text_prompts_and_serves_zero_shot_and_the_linear_probe():

@@ -100,6 +100,7 @@ def test_engine_extension_keys():
     assert cfg.DEVICE == ""
     assert cfg.TRAIN.EARLY_STOPPING is False and cfg.TRAIN.PATIENT_COUNT == 3
     assert cfg.TEST.NO_TEST_EARLY is False
+    assert cfg.OPTIM.ADAM_EPS == 1e-8
     assert "dassl.config._engine_keys" in registered_config_names()
     assert "DEVICE" not in get_cfg_default()  # defaults stay the pure Dassl tree
 

@@ -56,6 +56,21 @@ def test_build_optimizer_each_name(name, cls, extra):
     assert len(group["params"]) == 2  # whole module: weight and bias
 
 
+@pytest.mark.parametrize("name", ["adam", "amsgrad", "radam", "adamw"])
+def test_adam_eps_is_the_config_value(name):
+    from dassl.config import extend_cfg
+    from dassl.optim import check_optim_cfg
+
+    params = [nn.Parameter(torch.zeros(2))]
+    assert build_optimizer(params, _optim_cfg(NAME=name)).defaults["eps"] == 1e-8  # pure Dassl tree: torch's default
+    optim_cfg = extend_cfg(get_cfg_default()).OPTIM
+    optim_cfg.NAME, optim_cfg.ADAM_EPS = name, 1e-3  # TCP's README value
+    assert build_optimizer(params, optim_cfg).defaults["eps"] == 1e-3
+    optim_cfg.ADAM_EPS = -1e-3
+    with pytest.raises(ValueError, match="OPTIM.ADAM_EPS = -0.001 is out of range"):
+        check_optim_cfg(optim_cfg)
+
+
 def test_build_optimizer_unknown_name_lists_valid_ones():
     with pytest.raises(ValueError, match="must be one of .*'sgd'.*but got 'sgdd'"):
         build_optimizer(nn.Linear(2, 2), _optim_cfg(NAME="sgdd"))

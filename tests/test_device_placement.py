@@ -107,9 +107,9 @@ def _mask_on_default_device(block, n_tokens, like):
 
 
 def _rows_on_default_device(original):
-    def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None):
+    def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None, branch=None):
         rows = None if out_rows is None else torch.tensor(out_rows.tolist())
-        return original(blocks, x, deep, straightforward, rows)
+        return original(blocks, x, deep, straightforward, rows, branch)
     return run_blocks
 
 

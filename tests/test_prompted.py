@@ -142,6 +142,54 @@ def test_text_encoder_runs_only_up_to_eot_and_matches_clip(vit):
     assert (full - reference).abs().max() <= TOL
 
 
+def tokenwise_branch(weight, record):
+    """A token-wise BlockBranch (none at layer 0) that records the shapes it is handed."""
+    def branch(layer, block, x):
+        record.append(tuple(x.shape))
+        return None if layer == 0 else torch.tanh(block.ln_1(x) @ weight) * 0.1 * layer  # [B, N, D]
+    return branch
+
+
+def clip_blocks_with_branch(resblocks, views, x, weight):
+    """CLIP's own blocks on x [B, N, D] (their [N, B, D] layout), each output plus the branch on the block's input."""
+    branch = tokenwise_branch(weight, [])
+    for layer, (resblock, view) in enumerate(zip(resblocks, views)):
+        extra = branch(layer, view, x)
+        x = resblock(x.transpose(0, 1)).transpose(0, 1) + (0 if extra is None else extra)
+    return x
+
+
+@pytest.mark.parametrize("straightforward", [False, True])
+def test_block_branch_adds_to_every_block_output_in_both_encoders_on_every_path(vit, straightforward):
+    torch.manual_seed(0)
+    text, image_encoder, model = vit.text_encoder, vit.image_encoder, vit.model
+    weight = torch.randn(64, 64, requires_grad=True)
+    tokens = vit.tokenize(["a photo of a cat.", "a photo of a very large striped tiger."])  # [2, 77]
+    shapes = []
+    features = text(text.embed(tokens), tokens, straightforward=straightforward,
+                    branch=tokenwise_branch(weight, shapes))  # [2, E]
+    x = clip_blocks_with_branch(model.transformer.resblocks, text.blocks,
+                                text.embed(tokens) + text.positional_embedding, weight)  # [2, 77, D]
+    eot = tokens.argmax(dim=-1)
+    reference = text.project(x[torch.arange(2), eot])  # [2, E]
+    assert (features - reference).abs().max() <= 1e-4  # features of size ~2 through 12 blocks: fp32 rounding
+    if not straightforward:  # the shortcuts hand the branch the tokens they compute: prefix, suffixes, EOT rows
+        longest = int(eot.max()) + 1
+        assert shapes[:2] == [(1, 5, 64), (2, longest - 5, 64)] and shapes[-1] == (2, 1, 64)
+    image = torch.randn(2, 3, 32, 32)
+    image_features = image_encoder(image, straightforward=straightforward, branch=tokenwise_branch(weight, []))
+    visual = model.visual
+    x = visual.conv1(image).flatten(2).transpose(1, 2)  # [2, 16, D]
+    x = torch.cat([visual.class_embedding.expand(2, 1, -1), x], dim=1) + visual.positional_embedding
+    x = clip_blocks_with_branch(visual.transformer.resblocks, image_encoder.blocks, visual.ln_pre(x), weight)
+    image_reference = visual.ln_post(x[:, 0]) @ visual.proj  # [2, E]
+    assert (image_features - image_reference).abs().max() <= 1e-4
+    grad, = torch.autograd.grad((features.sum() + image_features.sum()), weight)
+    grad_reference, = torch.autograd.grad((reference.sum() + image_reference.sum()), weight)
+    assert (grad - grad_reference).abs().max() <= 1e-4 * grad_reference.abs().max()
+    assert (reference - model.encode_text(tokens)).abs().max() > 1e-3  # the branch does change the features
+
+
 @pytest.mark.parametrize("straightforward", [False, True])
 def test_image_encoder_without_prompts_matches_clip(vit, straightforward):
     encoder = vit.image_encoder
@@ -167,7 +215,7 @@ def test_resnet_backbone_rejected_for_visual_prompts_with_clear_error(resnet):
         resnet.require_vit("MaPLe")
     encoder = resnet.image_encoder
     assert isinstance(encoder, OpaqueImageEncoder)
-    with pytest.raises(ValueError, match="Visual prompts need a ViT backbone"):
+    with pytest.raises(ValueError, match="Visual prompts and adapters need a ViT backbone"):
         encoder(torch.randn(1, 3, 32, 32), shallow=torch.zeros(2, 64))
 
 

@@ -21,8 +21,11 @@ from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
+from trainers.kgcoop import KgCoOpPromptLearner, fill_template, knowledge_features
 from trainers.maple import MaPLePromptLearner
+from trainers.mma import AdapterLearner
 from trainers.proda import ProDACLIP, ProDAPromptLearner
+from trainers.tcp import TCPPromptLearner
 from trainers.upt import UnifiedPromptCLIP, UPTPromptLearner
 from trainers.zsclip import HandcraftedPrompts, ZeroshotCLIP
 
@@ -46,6 +49,14 @@ def method_cfg(node, **values):
 
 def bitp_builder(connect):
     return lambda c: PromptedCLIP(c, BITPPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, connect, True, True))
+
+
+def knowledge_guided_builder(learner_class, cfg, *args):
+    """KgCoOp's and TCP's learners with the release's fp16 knowledge target of CLASSNAMES."""
+    def build(backbone):
+        target = knowledge_features(backbone, fill_template("a photo of a {}.", CLASSNAMES), "cpu", True)
+        return PromptedCLIP(backbone, learner_class(cfg, CLASSNAMES, backbone, *args, target))
+    return build
 
 
 # name -> clip_model -> model; every published trainer and variant, on the tiny backbone
@@ -73,6 +84,10 @@ MODEL_BUILDERS = {
     **{f"BITP-{connect}": bitp_builder(connect) for connect in CONNECT_METHODS},
     "UPT": lambda c: UnifiedPromptCLIP(c, UPTPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9)).eval(),  # no dropout
     "ProDA": lambda c: ProDACLIP(c, ProDAPromptLearner(c, CLASSNAMES, 4, 8, False)),  # its forward: all 8 prompts
+    "KgCoOp": knowledge_guided_builder(KgCoOpPromptLearner, method_cfg("KGCOOP", CTX_INIT=True)),
+    "TCP": knowledge_guided_builder(TCPPromptLearner, method_cfg("TCP"), "X X X X {}."),
+    # scale 0.1: the adapters visible in the logits; released gradient scaling (x10)
+    "MMA": lambda c: PromptedCLIP(c, AdapterLearner(c, CLASSNAMES, "a photo of a", 5, 12, 32, 0.1)),
 }
 
 

@@ -7,6 +7,8 @@ Which base a method subclasses:
 
   * ``text_inputs() -> (embeddings [n_cls, L, D_t], tokens [n_cls, L], DeepPrompts | None)``
   * ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
+  * optionally (adapter methods) ``block_branch(side) -> BlockBranch | None`` for side "text" / "vision": a residual
+    branch beside each block of that encoder (:data:`clip_patch.prompted.BlockBranch`)
 
   Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders'
   business, not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``. :class:`PromptedCLIP`
@@ -92,15 +94,20 @@ class PromptedCLIP(nn.Module):
             return self._text_cache
         # (no reference kept here: encode_text frees the assembled prompts [n_cls, L, D] once it has cut them)
         features = encode_text(self.text_encoder, *self.prompt_learner.text_inputs(), self.straightforward,
-                               self.text_chunk_classes)  # [n_cls, E]
+                               self.text_chunk_classes, self.block_branch("text"))  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
             self._text_cache = features
         return features
 
+    def block_branch(self, side):
+        """The learner's residual branch beside the blocks of the ``side`` ("text" | "vision") encoder, or None."""
+        block_branch = getattr(self.prompt_learner, "block_branch", None)
+        return None if block_branch is None else block_branch(side)
+
     def image_features(self, image):
         shallow, deep = self.prompt_learner.vision_inputs()
-        features = self.image_encoder(image, shallow, deep, self.straightforward)  # [B, E]
+        features = self.image_encoder(image, shallow, deep, self.straightforward, self.block_branch("vision"))
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(self, image):
@@ -195,6 +202,9 @@ class CLIPPromptTrainer(CLIPTrainer):
     # no release.
     RELEASE_LAYOUT = None
     RELEASED_AS_LEARNER = False  # True: the release saves the prompt learner alone, under our names (CoOp, CoCoOp)
+    # The weighted loss terms of the last step, {name: detached scalar tensor}: a compute_loss with several terms sets
+    # it, and each step logs them beside the total.
+    last_loss_terms = {}
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
@@ -248,7 +258,7 @@ class CLIPPromptTrainer(CLIPTrainer):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def compute_loss(self, image, label):
-        """Training loss and logits; methods with extra loss terms override this."""
+        """Training loss and logits; methods with extra loss terms override this (and set ``last_loss_terms``)."""
         logits = self.model(image)  # [B, n_cls]
         return F.cross_entropy(logits.float(), label), logits
 
@@ -265,6 +275,9 @@ class CLIPPromptTrainer(CLIPTrainer):
             self.scaler.step(self.optim)
             self.scaler.update()
         summary = {"loss": loss.item(), "acc": compute_accuracy(logits, label)[0].item()}
+        if self.last_loss_terms:
+            names, values = zip(*self.last_loss_terms.items())
+            summary.update(zip(names, torch.stack(values).tolist()))  # logged next to the total; one host sync
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary

@@ -71,10 +71,13 @@ class ClassPrompts(nn.Module):
     context can be evaluated on any class set.
     """
 
-    def __init__(self, backbone, classnames, prefix, n_ctx):
+    def __init__(self, backbone, classnames, prefix, n_ctx, texts=None):
+        """``texts``: the class prompts, when they are not ``"<prefix> <classname>."`` (their words 1..b are the
+        context slots)."""
         super().__init__()
         text_encoder = backbone.text_encoder
-        tokens = backbone.tokenize(class_prompt_texts(prefix, classnames)).to(text_encoder.device)  # [n, L]
+        texts = texts or class_prompt_texts(prefix, classnames)
+        tokens = backbone.tokenize(texts).to(text_encoder.device)  # [n, L]
         with torch.no_grad():
             embedding = text_encoder.embed(tokens)  # [n, L, D]
         self.n_ctx = n_ctx

@@ -116,7 +116,6 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         m = self.method_cfg
         self.gpa = GaussianPromptAggregation(gpa_weights(m.GPA_MEAN, m.GPA_STD, self.cfg.OPTIM.MAX_EPOCH))
         self.teacher = None  # (class names, template-mean text features [n_cls, E]); computed on first use
-        self.last_loss_terms = {}
 
     @property
     def learner(self):
@@ -152,12 +151,6 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         terms, logits = self.loss_terms(image, label)
         self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
         return sum(terms.values()), logits
-
-    def forward_backward(self, batch):
-        summary = super().forward_backward(batch)
-        names, values = zip(*self.last_loss_terms.items())
-        summary.update(zip(names, torch.stack(values).tolist()))  # logged next to the total; one host sync
-        return summary
 
     # -- Gaussian prompt aggregation -------------------------------------------------------------------------------
     def before_train(self):

@@ -21,7 +21,7 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 
 # Keys of class-dependent tensors found in ecosystem checkpoints; dropped on load so new class names work.
-CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts")
+CLASS_DEPENDENT_KEYS = ("token_prefix", "token_suffix", "tokenized_prompts", "token_embedding")
 
 # Rows of a tensor the released code sizes by the tokenized prompt length (e.g. UPT's ctx_v, of which it reads b rows).
 CONTEXT_ROWS = 77

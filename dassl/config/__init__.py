@@ -87,6 +87,7 @@ def _engine_keys(cfg):
     cfg.TRAIN.EARLY_STOPPING_MIN_EPOCHS = 6  # epochs that must finish before early stopping may end a run (released BMIP: 6)
     cfg.TRAIN.BEST_VAL_MIN_DELTA = 0.01  # a val accuracy (points) must beat the best by more than this to become model-best (released BMIP: 0.01)
     cfg.TEST.NO_TEST_EARLY = False  # True skips per-epoch validation (BMIP-compat key; disables best_val / early stop)
+    cfg.OPTIM.ADAM_EPS = 1e-8  # eps of the Adam-family optimizers (torch's default; TCP's README sets 1e-3 in Dassl)
 
 
 def check_engine_keys(cfg):

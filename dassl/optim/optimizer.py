@@ -36,6 +36,7 @@ def check_optim_cfg(optim_cfg):
     """Raise ``ValueError`` (one line naming the key and its range) unless the training keys of ``cfg.OPTIM`` are
     usable: ``MAX_EPOCH >= 1`` and the learning rates (:func:`check_learning_rate`)."""
     check_range("OPTIM.MAX_EPOCH", optim_cfg.MAX_EPOCH, 1, meaning="the number of training epochs")
+    check_range("OPTIM.ADAM_EPS", optim_cfg.get("ADAM_EPS", 1e-8), 0.0, meaning="eps of the Adam-family optimizers")
     check_learning_rate(optim_cfg)
 
 
@@ -88,11 +89,11 @@ def build_optimizer(model_or_params, optim_cfg, param_groups=None):
             param_groups = model_or_params
 
     lr, weight_decay = optim_cfg.LR, optim_cfg.WEIGHT_DECAY
-    betas = (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2)
+    adam = {"betas": (optim_cfg.ADAM_BETA1, optim_cfg.ADAM_BETA2), "eps": optim_cfg.get("ADAM_EPS", 1e-8)}
     if name == "adam":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, **adam)
     if name == "amsgrad":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas, amsgrad=True)
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=weight_decay, amsgrad=True, **adam)
     if name == "sgd":
         return torch.optim.SGD(
             param_groups,
@@ -111,5 +112,5 @@ def build_optimizer(model_or_params, optim_cfg, param_groups=None):
             alpha=optim_cfg.RMSPROP_ALPHA,
         )
     if name == "radam":
-        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
-    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, betas=betas)
+        return torch.optim.RAdam(param_groups, lr=lr, weight_decay=weight_decay, **adam)
+    return torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay, **adam)
