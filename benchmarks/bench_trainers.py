@@ -6,6 +6,9 @@
     python -m benchmarks.bench_trainers --families openai open_clip   # also through open_clip: ratio table
     python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample \
         --large-classes 1000 --large-fit-classes 100 200 --large-only    # ImageNet-scale training memory
+    python -m benchmarks.bench_trainers --trainers CoOp MaPLe BMIP-reference BMIP-per_sample PromptSRC \
+        --scaling-classes 100 1000 --large-only       # class-chunked text: memory flat in the classes, its cost
+    python -m benchmarks.bench_trainers --trainers BMIP-reference --eval-many-classes 21000 --large-only
 
 CLIP has real architecture shapes and random weights (no download). Each measurement runs in its own process
 (``benchmarks.runner``) so its peak memory is its own; see ``benchmarks.measure`` for the timing protocol. The run
@@ -29,12 +32,14 @@ import time
 import torch
 
 from clip_patch import PRECISIONS
+from clip_patch.chunked import AUTO
 
-from .report import (compute_ratios, family_ratio_table, format_ratios, large_class_table, markdown_table,
-                     path_name)
+from .report import (class_scaling_table, compute_ratios, family_ratio_table, format_ratios, large_class_table,
+                     many_class_eval_table, markdown_table, path_name)
 from .runner import preload, run_measurement
-from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, large_class_spec, openai_format_path,
-                       published_settings, write_openai_format)
+from .subjects import (JUDGED_BACKBONE, benchmark_backbone, benchmark_subjects, chunking_cost_spec,
+                       class_scaling_spec, large_class_spec, openai_format_path, published_settings,
+                       write_openai_format)
 
 FAMILIES = ("openai", "open_clip")
 
@@ -82,7 +87,21 @@ def build_parser():
     parser.add_argument("--large-fit-classes", type=int, nargs="*", default=[],
                         help="smaller class counts at which the large-class training is also measured, to "
                              "extrapolate its memory linearly to --large-classes (e.g. 100 200)")
-    parser.add_argument("--large-only", action="store_true", help="run only the large-class measurements")
+    parser.add_argument("--scaling-classes", type=int, nargs=2, metavar=("SMALL", "LARGE"),
+                        help="also measure the peak memory of one fast training step at SMALL and LARGE classes "
+                             "with the class-chunked text encoding (MODEL.TEXT_CHUNK_CLASSES auto) and at LARGE "
+                             "without it (0), and the step time chunked / one pass at LARGE (steps alternating in "
+                             "one process), at each method's published batch size, for the trainers marked "
+                             "large_class_memory (e.g. 100 1000)")
+    parser.add_argument("--scaling-rounds", type=int, default=1,
+                        help="timed rounds of --scaling-classes' step-time comparison at LARGE (one chunked step and "
+                             "one one-pass step each, alternating, after one warm-up step each; default 1)")
+    parser.add_argument("--eval-many-classes", type=int,
+                        help="also measure evaluation of --trainers at this many classes (beyond ImageNet's 1000: "
+                             "numbered copies of its names), class text features in chunks (e.g. 21000)")
+    parser.add_argument("--large-only", action="store_true",
+                        help="run only the class-count measurements (--large-classes, --scaling-classes, "
+                             "--eval-many-classes)")
     parser.add_argument("--memory-cap-mb", type=float,
                         help="stop a measurement whose resident memory exceeds this (default: 80%% of RAM); it is "
                              "reported as needing more")
@@ -122,9 +141,16 @@ def resolve_args(args):
     large = ([args.large_classes] if args.large_classes else []) + args.large_fit_classes
     if args.large_fit_classes and not args.large_classes:
         raise SystemExit("--large-fit-classes extrapolates to --large-classes; give --large-classes too.")
-    if args.large_only and not args.large_classes:
-        raise SystemExit("--large-only runs the large-class measurements; give --large-classes too.")
-    for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images"):
+    if args.large_only and not (args.large_classes or args.scaling_classes or args.eval_many_classes):
+        raise SystemExit("--large-only runs the class-count measurements; give --large-classes, --scaling-classes "
+                         "or --eval-many-classes too.")
+    if args.scaling_classes and not 1 <= args.scaling_classes[0] < args.scaling_classes[1]:
+        raise SystemExit(f"--scaling-classes SMALL LARGE needs 1 <= SMALL < LARGE, got {args.scaling_classes}.")
+    large += list(args.scaling_classes or [])
+    if args.eval_many_classes is not None and args.eval_many_classes < 1:
+        raise SystemExit(f"--eval-many-classes must be at least 1, got {args.eval_many_classes}.")
+    for name in ("threads", "batch_train", "batch_eval", "cocoop_eval_batch", "repeats", "loader_images",
+                 "scaling_rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
     for count in [args.classes_train, *args.classes_eval, *args.straightforward_eval_classes, *large]:
@@ -151,12 +177,41 @@ def large_class_specs(args, common):
     return specs
 
 
+def class_scaling_specs(args, common):
+    """The ``--scaling-classes`` measurements: chunked at SMALL and LARGE, one pass at LARGE, per trainer."""
+    if not args.scaling_classes:
+        return []
+    small, large = args.scaling_classes
+    specs, subjects = [], benchmark_subjects()
+    for trainer in args.trainers:
+        if subjects[trainer].large_class_memory:
+            _, batch, _ = published_settings(trainer, args.backbone_name)
+            specs += [class_scaling_spec(trainer, classes, batch, chunk, **common)
+                      for classes, chunk in ((small, AUTO), (large, AUTO), (large, 0))]
+            specs.append(chunking_cost_spec(trainer, large, batch, args.scaling_rounds, **common))
+    return specs
+
+
+def many_class_eval_specs(args, common):
+    """The ``--eval-many-classes`` measurements: one evaluation per trainer (warm-up fills the text cache, then one
+    timed batch), fast path, chunked text features."""
+    if not args.eval_many_classes:
+        return []
+    return [{**common, "kind": "eval", "group": "many_classes", "trainer": trainer, "straightforward": False,
+             "classes": args.eval_many_classes, "batch": args.batch_eval, "repeats": 1, "max_seconds": 0.0}
+            for trainer in args.trainers]
+
+
+def class_count_specs(args, common):
+    return large_class_specs(args, common) + class_scaling_specs(args, common) + many_class_eval_specs(args, common)
+
+
 def plan(args):
     """The measurement specs, in the order they run (the fast paths next to the floor they are compared with)."""
     common = {"backbone": args.backbone_name, "device": args.device, "prec": args.prec, "threads": args.threads,
               "repeats": args.repeats, "max_seconds": args.max_seconds}
     if args.large_only:
-        return large_class_specs(args, common)
+        return class_count_specs(args, common)
     specs = [{**common, "kind": "data", "batch": args.batch_train, "workers": args.loader_workers,
               "images": args.loader_images, "jpeg_size": args.jpeg_size, "epochs": args.loader_epochs,
               "device": "cpu"}]
@@ -178,7 +233,7 @@ def plan(args):
         specs += [eval_spec(trainer, classes, False) for trainer in args.trainers]
     for classes in args.straightforward_eval_classes:
         specs += [eval_spec(trainer, classes, True) for trainer in args.trainers]
-    return specs + large_class_specs(args, common)
+    return specs + class_count_specs(args, common)
 
 
 def openai_format_file(backbone, folder):
@@ -211,9 +266,11 @@ def _describe(spec):
         return f"data loading ({spec['workers']} workers, {spec['images']} JPEGs)"
     if spec["kind"] == "floor":
         return f"eval  zero-shot floor @ {spec['classes']} classes"
-    batch = f", batch {spec['batch']}" if spec.get("group") == "large_classes" else ""
+    batch = f", batch {spec['batch']}" if spec.get("group") else ""
+    chunk = {None: "", AUTO: ", text in class chunks", 0: ", text in one pass"}[spec.get("text_chunk_classes")]
+    chunk = ", step time: text in class chunks / in one pass, alternating" if spec.get("alternate_one_pass") else chunk
     return (f"{spec['kind']:5} {spec['trainer']} {path_name(spec['straightforward'])} @ {spec['classes']} "
-            f"classes{batch}")
+            f"classes{batch}{chunk}")
 
 
 def summary_line(result):
@@ -226,6 +283,8 @@ def summary_line(result):
     reps = len(result["times_s"])
     speed = (f"{result['median_s']:.2f} s/step" if result["kind"] == "train"
              else f"{result['images_per_s']:.2f} images/s")
+    if "one_pass_median_s" in result:
+        speed += f" in class chunks, {result['one_pass_median_s']:.2f} s/step in one pass"
     return f"{speed} (median of {reps}), peak {result['peak_memory_mb']:.0f} MB"
 
 
@@ -263,6 +322,11 @@ def main(argv=None):
                            args.batch_eval)
     families = family_ratio_table(results) if len(args.families) > 1 else ""
     large = large_class_table(results, args.large_classes) if args.large_classes else ""
+    if args.scaling_classes:
+        large += "\n\n" + class_scaling_table(results, *args.scaling_classes)
+    if args.eval_many_classes:
+        large += "\n\n" + many_class_eval_table(results, args.eval_many_classes)
+    large = large.strip()
     report = {
         "command": " ".join(["python -m benchmarks.bench_trainers", shlex.join(argv)]).strip(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

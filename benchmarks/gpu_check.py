@@ -13,7 +13,8 @@ Checks, in this order (docs/BENCHMARK.md, "GPU check", says what each one means 
    (fp16 for all) and batch size at the config's learning rate: finite losses, a sane GradScaler, a lower loss,
    every parameter, buffer and optimizer state on the device.
 4. memory: training at 1000 classes (ImageNet) at the published batch size, fast and straightforward paths, for
-   the trainers marked ``large_class_memory``: peak GPU memory, and whether the fast path fits a 16 GB GPU.
+   the trainers marked ``large_class_memory``: peak GPU memory, and whether the fast path fits a 16 GB GPU; then
+   BMIP (both modes, fast path) on ``--memory-large-backbone`` (ViT-L/14 shapes), which should fit a 24 GB GPU.
 5. speed: train step, evaluation throughput at 100 and 1000 classes and peak memory for the trainers marked
    ``gpu_table`` and the zero-shot floor, in fp32, fp16 and bf16, with the GPU goals.
 
@@ -52,6 +53,8 @@ CHECKS = ("environment", "parity", "training", "memory", "speed")
 FAILING = ("FAIL", "ERROR", "SKIPPED")
 GIB = 2 ** 30
 FITS_16GB_RESERVED_GIB = 14.0  # a 16 GB card has 15-15.8 GiB usable; ~1 GiB goes to the CUDA context and libraries
+FITS_24GB_RESERVED_GIB = 22.0  # a 24 GB card has 23-23.6 GiB usable, less the same ~1 GiB
+LARGE_BACKBONE = "ViT-L/14"  # the memory check's second backbone (checked when --backbone is ViT-B/16)
 MAX_SKIPPED_STEPS = 8  # GradScaler halvings allowed in the 50 steps (initial scale 2^16 -> at least 2^8)
 GOALS = {"train_vs_base": 1.1, "eval_vs_floor": 0.8, "half_speedup": 2.0}  # issue 16, "Goals for the GPU figures"
 
@@ -270,11 +273,17 @@ def run_spec(spec, device):
     return result
 
 
-def check_memory(report, trainer_id, straightforward, args, device):
-    prec, batch, _ = published_settings(trainer_id, args.backbone_name, str(device))
+def check_memory(report, trainer_id, straightforward, args, device, backbone=None):
+    """One training step at ``--memory-classes``; the fast path judged against a 16 GB GPU, or against a 24 GB GPU
+    on ``backbone`` (the large backbone)."""
+    large = backbone is not None
+    backbone = backbone or args.backbone_name
+    prec, batch, _ = published_settings(trainer_id, backbone, str(device))
     path = "straightforward" if straightforward else "fast"
     name = f"{trainer_id} {path} @{args.memory_classes} classes, batch {batch}, PREC {prec}"
-    spec = large_class_spec(trainer_id, straightforward, args.memory_classes, batch, backbone=args.backbone_name,
+    name += f", {backbone}" if large else ""
+    card, fits_gib = ("24 GB", FITS_24GB_RESERVED_GIB) if large else ("16 GB", FITS_16GB_RESERVED_GIB)
+    spec = large_class_spec(trainer_id, straightforward, args.memory_classes, batch, backbone=backbone,
                             device=str(device), prec=prec, threads=args.threads)
     try:
         result = run_spec(spec, device)
@@ -289,12 +298,12 @@ def check_memory(report, trainer_id, straightforward, args, device):
         report.add("memory", name, "INFO", f"{step}; {result['memory_kind']}", **result)
         return
     reserved_gib = result["peak_reserved_mb"] / 1024
-    fits = reserved_gib <= FITS_16GB_RESERVED_GIB
+    fits = reserved_gib <= fits_gib
     verdict = "INFO" if straightforward else ("MET" if fits else "MISSED")
     report.add("memory", name, verdict,
                f"peak {result['peak_memory_mb'] / 1024:.2f} GiB allocated, {reserved_gib:.2f} GiB reserved: "
-               f"{'fits' if fits else 'does NOT fit'} a 16 GB GPU (goal for the fast path: reserved <= "
-               f"{FITS_16GB_RESERVED_GIB} GiB); {step}", fits_16gb=fits, **result)
+               f"{'fits' if fits else 'does NOT fit'} a {card} GPU (goal for the fast path: reserved <= "
+               f"{fits_gib} GiB); {step}", fits=fits, card=card, **result)
 
 
 # -- 5. speed -----------------------------------------------------------------------------------------------------
@@ -419,6 +428,9 @@ def build_parser():
     parser.add_argument("--train-steps", type=int, default=50, help="training steps per trainer (50)")
     parser.add_argument("--train-classes", type=int, default=10, help="classes of the training batch (10)")
     parser.add_argument("--memory-classes", type=int, default=1000, help="classes of the memory check (1000)")
+    parser.add_argument("--memory-large-backbone",
+                        help=f"backbone shapes on which BMIP's fast path must fit a 24 GB GPU in the memory check "
+                             f"(default {LARGE_BACKBONE} when --backbone is ViT-B/16, else none; 'none': skip)")
     parser.add_argument("--speed-precs", nargs="+", default=["fp32", "fp16", "bf16"], choices=PRECISIONS,
                         help="precisions of the speed table (fp32 fp16 bf16)")
     parser.add_argument("--speed-train-classes", type=int, default=50, help="classes of the timed train step (50)")
@@ -437,6 +449,8 @@ def resolve_args(argv):
     args = build_parser().parse_args(argv)
     try:
         args.backbone_name = benchmark_backbone(args.backbone)
+        large = args.memory_large_backbone or (LARGE_BACKBONE if args.backbone_name == JUDGED_BACKBONE else "none")
+        args.large_backbone_name = None if large == "none" else benchmark_backbone(large)
         device = torch.device(args.device)
     except (ValueError, RuntimeError) as err:
         raise SystemExit(f"gpu_check: {err}") from None
@@ -488,6 +502,10 @@ def main(argv=None):
             for straightforward in (False, True):
                 guarded(report, "memory", f"{trainer} {'straightforward' if straightforward else 'fast'}", budget,
                         device, lambda t=trainer, s=straightforward: check_memory(report, t, s, args, device))
+        bmip = [t for t in args.trainers if trainer_spec(t).trainer == "BMIP"]
+        for trainer in bmip if args.large_backbone_name else []:
+            guarded(report, "memory", f"{trainer} fast, {args.large_backbone_name}", budget, device,
+                    lambda t=trainer: check_memory(report, t, False, args, device, args.large_backbone_name))
     if "speed" in args.checks:
         check_speed(report, args, device, budget, judge)
     counts = report.counts()

@@ -5,7 +5,11 @@
 ``spec`` keys: ``kind`` (train | eval | floor | data), ``trainer`` (a name of ``subjects.benchmark_subjects()``; not
 for floor and data), ``straightforward`` (bool), ``backbone``, ``device``, ``prec``, ``threads``, ``classes``,
 ``batch``, ``repeats``, ``max_seconds``; optional ``family`` and ``weights`` (open_clip: the backbone's OpenAI-format
-file, read through the open_clip family); data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``.
+file, read through the open_clip family); data only: ``workers``, ``images``, ``jpeg_size``, ``epochs``; optional
+(train, eval): ``text_chunk_classes`` (``MODEL.TEXT_CHUNK_CLASSES``; absent: the default), ``teacher_templates``
+(a self-regulating trainer's teacher averages only its first N templates); train: ``warmup`` False times the first
+step itself (no warm-up call), ``alternate_one_pass`` True times steps alternating the chunked text encoding
+(``text_chunk_classes``) with the one-pass one instead (:func:`time_chunking_cost`).
 
 Timing: one warm-up call (a full training step; for evaluation a 1-image batch, which also fills the trainer's text
 feature cache as the first batch of a real evaluation does), then up to ``repeats`` timed calls, stopping early once
@@ -22,8 +26,8 @@ import time
 
 import torch
 
-from .subjects import (ZeroShotFloor, build_cfg, build_trainer_without_data, input_resolution,
-                       real_classnames, trainable_parameters, trainer_spec)
+from .subjects import (ZeroShotFloor, benchmark_classnames, build_cfg, build_trainer_without_data, input_resolution,
+                       trainable_parameters, trainer_spec)
 
 KINDS = ("train", "eval", "floor", "data")
 
@@ -73,17 +77,29 @@ def _summary(timed, batch):
             "cpu_times_s": cpu_times, "median_cpu_s": median_cpu, "images_per_cpu_s": batch / median_cpu}
 
 
+def build_measured_trainer(spec):
+    """The trainer of a train / eval spec, on its class names, with the spec's optional settings applied."""
+    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
+                    spec.get("weights", ""), spec.get("text_chunk_classes"))
+    trainer = build_trainer_without_data(cfg, benchmark_classnames(spec["classes"]))
+    if spec.get("teacher_templates") and hasattr(trainer, "TEACHER_TEMPLATES"):
+        trainer.TEACHER_TEMPLATES = trainer.TEACHER_TEMPLATES[: spec["teacher_templates"]]
+    return trainer
+
+
 def measure_train(spec, device):
     """Training step (forward, backward, optimizer step) through the trainer's own ``forward_backward``."""
-    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
-                    spec.get("weights", ""))
-    trainer = build_trainer_without_data(cfg, real_classnames(spec["classes"]))
+    trainer = build_measured_trainer(spec)
     images, labels = random_batch(spec["batch"], spec["classes"], input_resolution(spec["backbone"]), device, 0)
     batch = {"img": images, "label": labels}
     trainer.set_model_mode("train")
     memory_after_build = peak_memory_mb(device)
+    if spec.get("alternate_one_pass"):
+        return {**time_chunking_cost(trainer, batch, device, spec["repeats"]),
+                "memory_after_build_mb": memory_after_build, "trainable_params": trainable_parameters(trainer)}
     start = time.perf_counter()
-    trainer.forward_backward(batch)  # warm-up
+    if spec.get("warmup", True):
+        trainer.forward_backward(batch)
     synchronize(device)
     warmup = time.perf_counter() - start
     timed = timed_calls(lambda: trainer.forward_backward(batch), device, spec["repeats"], spec["max_seconds"])
@@ -91,11 +107,30 @@ def measure_train(spec, device):
             "trainable_params": trainable_parameters(trainer)}
 
 
+def time_chunking_cost(trainer, batch, device, rounds):
+    """The cost of the class-chunked text encoding: training steps with the trainer's chunk setting and with one pass
+    (``text_chunk_classes`` 0), one warm-up step each, then ``rounds`` rounds of one timed step each, alternating, so
+    that a shared machine's changing load falls on both alike. Figures of the chunked steps as ``_summary``'s, of the
+    one-pass steps prefixed ``one_pass_``."""
+    model, step = trainer.model, lambda: trainer.forward_backward(batch)
+    settings = {"chunked": model.text_chunk_classes, "one_pass": 0}
+    times = {name: ([], []) for name in settings}
+    for round_ in range(rounds + 1):  # round 0: the warm-up steps
+        for name, setting in settings.items():
+            model.text_chunk_classes = setting
+            wall, cpu = timed_calls(step, device, 1, 0.0)
+            if round_:
+                times[name][0].extend(wall)
+                times[name][1].extend(cpu)
+    model.text_chunk_classes = settings["chunked"]
+    one_pass = _summary(times["one_pass"], batch["img"].shape[0])
+    return {**_summary(times["chunked"], batch["img"].shape[0]),
+            **{f"one_pass_{key}": value for key, value in one_pass.items()}}
+
+
 def measure_eval(spec, device):
     """Evaluation throughput through the trainer's own ``model_inference`` under ``no_grad`` (as ``test()``)."""
-    cfg = build_cfg(spec["trainer"], spec["backbone"], spec["device"], spec["prec"], spec["straightforward"],
-                    spec.get("weights", ""))
-    trainer = build_trainer_without_data(cfg, real_classnames(spec["classes"]))
+    trainer = build_measured_trainer(spec)
     resolution = input_resolution(spec["backbone"])
     images, _ = random_batch(spec["batch"], spec["classes"], resolution, device, 1)
     warmup_images, _ = random_batch(1, spec["classes"], resolution, device, 2)
@@ -114,7 +149,7 @@ def measure_eval(spec, device):
 
 def measure_floor(spec, device):
     """The floor: zero-shot CLIP's image encoder per batch, text features encoded once before timing."""
-    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], real_classnames(spec["classes"]),
+    floor = ZeroShotFloor(spec["backbone"], device, spec["prec"], benchmark_classnames(spec["classes"]),
                           spec.get("weights", ""))
     resolution = input_resolution(spec["backbone"])
     images, _ = random_batch(spec["batch"], spec["classes"], resolution, device, 1)

@@ -215,6 +215,65 @@ def large_class_table(measurements, classes):
     return "\n".join(lines)
 
 
+def _group_measurement(measurements, group, trainer, classes, text_chunk_classes=None):
+    """The measurement of ``group`` for trainer / classes (/ chunk setting), failed or not, or None."""
+    for m in measurements:
+        if (m.get("group") == group and m["trainer"] == trainer and m["classes"] == classes
+                and m.get("text_chunk_classes") == text_chunk_classes):
+            return m
+    return None
+
+
+def _mb(m):
+    if m is None:
+        return "—"
+    if "peak_memory_mb_above" in m:
+        return f"> {m['peak_memory_mb_above']:.0f} (stopped at the cap)"
+    return "failed" if "error" in m else f"{m['peak_memory_mb']:.0f}"
+
+
+def _quotient(top, bottom, key, bottom_key=None):
+    ok = top is not None and bottom is not None and "error" not in top and "error" not in bottom
+    return f"{top[key] / bottom[bottom_key or key]:.2f}" if ok else "—"
+
+
+def class_scaling_table(measurements, small, large):
+    """The class-chunked text encoding (``--scaling-classes``): training peak memory at ``large`` classes against
+    ``small`` (both chunked; target <= 1.3), the one-pass peak at ``large``, and the chunked step against the
+    one-pass step at ``large`` from the alternating steps of one process (the cost of recomputing the text encoder
+    in backward; goal <= 1.35), wall and CPU seconds."""
+    header = ["trainer", "batch", f"peak MB @{small}", f"peak MB @{large}", f"@{large} / @{small}",
+              f"one-pass peak MB @{large}", f"step s @{large} chunked / one pass", "step ratio (CPU time)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    trainers = list(dict.fromkeys(m["trainer"] for m in measurements if m.get("group") == "class_scaling"))
+    for trainer in trainers:
+        lo, hi, whole = (_group_measurement(measurements, "class_scaling", trainer, c, chunk)
+                         for c, chunk in ((small, -1), (large, -1), (large, 0)))
+        cost = _group_measurement(measurements, "chunking_cost", trainer, large, -1)
+        batch = next(m["batch"] for m in (lo, hi, whole) if m is not None)
+        timed = _quotient(cost, cost, "median_s", "one_pass_median_s") != "—"
+        steps = f"{cost['median_s']:.1f} / {cost['one_pass_median_s']:.1f}" if timed else "—"
+        lines.append(f"| {trainer} | {batch} | {_mb(lo)} | {_mb(hi)} | {_quotient(hi, lo, 'peak_memory_mb')} | "
+                     f"{_mb(whole)} | {steps} | {_quotient(cost, cost, 'median_s', 'one_pass_median_s')} "
+                     f"({_quotient(cost, cost, 'median_cpu_s', 'one_pass_median_cpu_s')}) |")
+    return "\n".join(lines)
+
+
+def many_class_eval_table(measurements, classes):
+    """Evaluation at ``classes`` classes (``--eval-many-classes``): peak memory, the memory after the build, the
+    warm-up batch (which computes the class text features, in chunks, once for the evaluation) and throughput."""
+    header = ["trainer", "batch", f"peak MB @{classes}", "MB after build", "warm-up s (text features)", "images/s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for m in measurements:
+        if m.get("group") != "many_classes" or m["classes"] != classes:
+            continue
+        ok = "error" not in m
+        cells = [f"{m['memory_after_build_mb']:.0f}", f"{m['warmup_s']:.1f}", f"{m['images_per_s']:.2f}"] if ok \
+            else ["—"] * 3
+        lines.append("| " + " | ".join([m["trainer"], str(m["batch"]), _mb(m), *cells]) + " |")
+    return "\n".join(lines)
+
+
 def family_ratio_table(measurements, other="open_clip", base="openai"):
     """Markdown: each measurement taken through both families (same shapes, same weights) with its median seconds
     per call (wall and process CPU) and the ratio ``other`` / ``base``, then the geometric mean of the CPU ratios."""
@@ -321,6 +380,10 @@ def main(argv=None):
                                                             judge=settings.get("judge", True))))
     if settings.get("large_classes"):
         print("\n" + large_class_table(measurements, settings["large_classes"]))
+    if settings.get("scaling_classes"):
+        print("\n" + class_scaling_table(measurements, *settings["scaling_classes"]))
+    if settings.get("eval_many_classes"):
+        print("\n" + many_class_eval_table(measurements, settings["eval_many_classes"]))
     return 0
 
 

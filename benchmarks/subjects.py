@@ -69,7 +69,7 @@ PUBLISHED = OrderedDict([
                                     gpu_table=True, large_class_memory=True)),
     # The self-regulating methods: the step includes the regularisers (one extra frozen image-encoder forward).
     ("PromptSRC", TrainerSpec("PromptSRC", "configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml",
-                              reported_against=("MaPLe", "IVLP"))),
+                              reported_against=("MaPLe", "IVLP"), large_class_memory=True)),
     ("PromptSRC_BMIP", TrainerSpec("PromptSRC_BMIP",
                                    "configs/trainers/PromptSRC_BMIP/vit_bitp_ctx4_ep20TT_adam_PromptSRC.yaml",
                                    reported_against=("BMIP-reference", "MaPLe"))),
@@ -100,6 +100,15 @@ def real_classnames(count):
         raise ValueError(f"Asked for {count} class names; the benchmark has 1..{len(names)} real class names "
                          f"(ImageNet's). Pass a class count in that range.")
     return names[:count]
+
+
+def benchmark_classnames(count):
+    """``count`` class names: ImageNet's real ones up to 1000; beyond, the real names again with a number appended
+    ("tench 2", ...), so a larger label set (e.g. ImageNet-21k's 21,000) has prompts of realistic token lengths."""
+    if count <= 1000:
+        return real_classnames(count)
+    names = real_classnames(1000)
+    return names + [f"{names[i % 1000]} {i // 1000 + 1}" for i in range(1000, count)]
 
 
 def benchmark_backbone(name):
@@ -158,11 +167,12 @@ def trainer_spec(trainer_id):
     return subjects[trainer_id]
 
 
-def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False, weights=""):
+def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False, weights="", text_chunk_classes=None):
     """The frozen config ``train.py`` would build for this trainer, backbone, device and precision.
 
     ``prec`` None keeps the published config's PREC (what a user's run computes in); ``weights`` (an OpenAI-format
-    file of the same backbone) runs it through the open_clip family.
+    file of the same backbone) runs it through the open_clip family; ``text_chunk_classes`` None keeps the default
+    ``MODEL.TEXT_CHUNK_CLASSES`` (auto).
     """
     from runs.config import build_parser, setup_cfg  # train.py's own config (imports every trainer and dataset)
 
@@ -178,6 +188,8 @@ def build_cfg(trainer_id, backbone, device, prec=None, straightforward=False, we
         argv += ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.PATH", weights]
     if prec is not None:
         argv += [f"TRAINER.{node}.PREC", prec]
+    if text_chunk_classes is not None:
+        argv += ["MODEL.TEXT_CHUNK_CLASSES", str(text_chunk_classes)]
     return setup_cfg(build_parser().parse_args(argv))
 
 
@@ -196,6 +208,26 @@ def large_class_spec(trainer_id, straightforward, classes, batch, **common):
     """A measurement spec: training at ``classes`` classes, one step (peak memory), in the ``large_classes`` group."""
     return {**common, "kind": "train", "group": "large_classes", "trainer": trainer_id,
             "straightforward": straightforward, "classes": classes, "batch": batch, "repeats": 1, "max_seconds": 0.0}
+
+
+def class_scaling_spec(trainer_id, classes, batch, text_chunk_classes, **common):
+    """A measurement spec: the peak memory of one fast training step (the first: no warm-up) at ``classes`` classes
+    with ``MODEL.TEXT_CHUNK_CLASSES`` = ``text_chunk_classes``, in the ``class_scaling`` group. A self-regulating
+    trainer's frozen teacher (template-averaged text features, computed once per run without gradients, in the
+    first step) averages one template instead of 60-80 (``teacher_templates``): the same computation, a 60th of its
+    time."""
+    return {**common, "kind": "train", "group": "class_scaling", "trainer": trainer_id, "straightforward": False,
+            "classes": classes, "batch": batch, "text_chunk_classes": text_chunk_classes, "teacher_templates": 1,
+            "warmup": False, "repeats": 1, "max_seconds": 0.0}
+
+
+def chunking_cost_spec(trainer_id, classes, batch, rounds, **common):
+    """A measurement spec: training steps at ``classes`` classes alternating the class-chunked text encoding (auto)
+    and one pass, ``rounds`` timed steps each after one warm-up step each (``measure.time_chunking_cost``), in the
+    ``chunking_cost`` group; the teacher as in :func:`class_scaling_spec`."""
+    return {**common, "kind": "train", "group": "chunking_cost", "trainer": trainer_id, "straightforward": False,
+            "classes": classes, "batch": batch, "text_chunk_classes": -1, "teacher_templates": 1,
+            "alternate_one_pass": True, "repeats": rounds, "max_seconds": 0.0}
 
 
 def build_trainer(trainer_id, backbone, device, prec=None, classes=10, straightforward=False):

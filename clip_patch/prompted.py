@@ -87,6 +87,19 @@ class DeepPrompts:
     slots: slice  # positions of the b prompt tokens in the sequence
     replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
     shared: bool = False  # replace() gives one [b, D] for all sequences and accepts probe=None (module docstring)
+    restrict: Optional[Callable[[slice], "DeepPrompts"]] = None  # classes -> these prompts for those classes only
+
+    def for_classes(self, classes):
+        """These deep prompts for the class prompts ``classes`` (a slice of the class axis) only: what each chunk of a
+        class-chunked text encoding gets (clip_patch/chunked.py). A method whose ``replace`` reads per-class data
+        (e.g. one query row per class) gives ``restrict``; shared prompts are the same for every class; other
+        per-sequence prompts cannot be told which classes they serve, so they refuse."""
+        if self.restrict is not None:
+            return self.restrict(classes)
+        if self.shared:
+            return self
+        raise ValueError("These per-class deep text prompts give no DeepPrompts.restrict, so they cannot be encoded "
+                         "in class chunks: give restrict, or set MODEL.TEXT_CHUNK_CLASSES 0.")
 
 
 # (layer, block, x [B, N, D] the block's incoming tokens) -> [B, N, D] added to the block's output, or None (module
@@ -350,10 +363,11 @@ class PromptedTextEncoder(nn.Module):
         return pooled if self.text_projection is None else pooled @ self.text_projection
 
     def forward(self, embeddings, tokens, deep=None, straightforward=False, branch=None):
-        """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E];
-        ``branch``: a :data:`BlockBranch` or None."""
+        """embeddings [n, L, D] (prompt tokens in place), tokens [n, L] (to find EOT) -> features [n, E]; L is the
+        context length or less (a sequence already cut after its last pooled row); ``branch``: a
+        :data:`BlockBranch` or None."""
         eot = self.pool_rows(tokens)  # [n]
-        x = embeddings.to(self.dtype) + self.positional_embedding.to(self.dtype)  # [n, L, D]
+        x = embeddings.to(self.dtype) + self.positional_embedding[: embeddings.shape[1]].to(self.dtype)  # [n, L, D]
         if straightforward:
             x = run_blocks(self.blocks, x, deep, straightforward=True, out_rows=eot, branch=branch)  # [n, D] (EOT)
         else:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from benchmarks import bench_trainers, measure, report
-from benchmarks.subjects import REPO_ROOT, benchmark_backbone, real_classnames
+from benchmarks.subjects import REPO_ROOT, benchmark_backbone, benchmark_classnames, real_classnames
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,11 @@ def test_plan_caps_cocoop_and_limits_straightforward_eval():
     (["--classes-eval", "100", "2000"], "1..1000"),
     (["--large-classes", "1001"], "1..1000"),
     (["--large-fit-classes", "100"], "give --large-classes too"),
-    (["--large-only"], "give --large-classes too"),
+    (["--large-only"], "give --large-classes, --scaling-classes or --eval-many-classes too"),
+    (["--scaling-classes", "100", "50"], "needs 1 <= SMALL < LARGE, got \\[100, 50\\]"),
+    (["--scaling-classes", "100", "2000"], "1..1000"),
+    (["--eval-many-classes", "0"], "--eval-many-classes must be at least 1, got 0"),
+    (["--scaling-rounds", "0"], "--scaling-rounds must be at least 1, got 0"),
     (["--backbone", "ViT-H/14"], "Unknown backbone 'ViT-H/14'"),
     (["--straightforward-eval-classes", "50"], "not in --classes-eval"),
     (["--repeats", "0"], "--repeats must be at least 1"),
@@ -228,3 +232,58 @@ def test_backbones_and_class_names():
     assert len(names) == len(set(names)) == 1000 and names[0] == "tench"
     with pytest.raises(ValueError, match="1..1000"):
         real_classnames(1001)
+    many = benchmark_classnames(2500)
+    assert many[:1000] == names and len(set(many)) == 2500 and many[1000] == "tench 2"
+    assert many[2499] == f"{names[499]} 3"
+    assert benchmark_classnames(7) == names[:7]
+
+
+def test_plan_of_the_class_count_measurements():
+    args = bench_trainers.resolve_args(bench_trainers.build_parser().parse_args(
+        ["--backbone", "tiny-ViT", "--trainers", "CoOp", "ZS-CLIP", "--scaling-classes", "10", "40",
+         "--eval-many-classes", "1500", "--large-only"]))
+    specs = [(s["group"], s["kind"], s["trainer"], s["classes"], s.get("text_chunk_classes"), s.get("warmup"),
+              s.get("alternate_one_pass"), s["repeats"]) for s in bench_trainers.plan(args)]
+    assert specs == [("class_scaling", "train", "CoOp", 10, -1, False, None, 1),  # memory: the first step's peak
+                     ("class_scaling", "train", "CoOp", 40, -1, False, None, 1),
+                     ("class_scaling", "train", "CoOp", 40, 0, False, None, 1),
+                     ("chunking_cost", "train", "CoOp", 40, -1, None, True, 1),  # time: alternating steps
+                     # ZS-CLIP trains nothing: no scaling rows
+                     ("many_classes", "eval", "CoOp", 1500, None, None, None, 1),
+                     ("many_classes", "eval", "ZS-CLIP", 1500, None, None, None, 1)]
+
+
+def test_chunking_cost_alternates_chunked_and_one_pass_steps(monkeypatch):
+    spec = {"kind": "train", "group": "chunking_cost", "trainer": "CoOp", "straightforward": False,
+            "backbone": "tiny-ViT", "device": "cpu", "prec": "fp32", "threads": 1, "classes": 5, "batch": 2,
+            "text_chunk_classes": 2, "alternate_one_pass": True, "repeats": 2, "max_seconds": 0.0}
+    models, settings = [], []  # the built model; its chunk setting at each timed step
+    build, timed = measure.build_measured_trainer, measure.timed_calls
+    monkeypatch.setattr(measure, "build_measured_trainer", lambda s: (lambda t: models.append(t.model) or t)(build(s)))
+    monkeypatch.setattr(measure, "timed_calls",
+                        lambda fn, *args: settings.append(models[0].text_chunk_classes) or timed(fn, *args))
+    result = measure.measure(spec)
+    assert settings == [2, 0] * 3  # a warm-up round, then 2 timed rounds, alternating
+    assert len(result["times_s"]) == len(result["one_pass_times_s"]) == 2 and models[0].text_chunk_classes == 2
+    assert result["median_s"] > 0 and result["one_pass_median_cpu_s"] > 0
+
+
+def test_class_scaling_and_many_class_tables():
+    def scaling(trainer, classes, chunk, peak, median_s, cpu_s):
+        return {**_m("train", trainer, False, classes, median_s=median_s, peak=peak, batch=4),
+                "group": "class_scaling", "text_chunk_classes": chunk, "median_cpu_s": cpu_s}
+
+    ms = [scaling("BMIP-per_sample", 100, -1, 2000.0, 1.0, 2.0),
+          scaling("BMIP-per_sample", 1000, -1, 2400.0, 60.0, 120.0),  # a first step: not the step time
+          scaling("BMIP-per_sample", 1000, 0, 8000.0, 50.0, 80.0),
+          {**scaling("BMIP-per_sample", 1000, -1, 9000.0, 6.0, 12.0), "group": "chunking_cost",
+           "one_pass_median_s": 5.0, "one_pass_median_cpu_s": 8.0},
+          {**scaling("CoOp", 1000, 0, 0.0, 1.0, 1.0), "error": "stopped", "peak_memory_mb_above": 12000.0}]
+    table = report.class_scaling_table(ms, 100, 1000).splitlines()
+    assert table[2] == "| BMIP-per_sample | 4 | 2000 | 2400 | 1.20 | 8000 | 6.0 / 5.0 | 1.20 (1.50) |"
+    assert table[3] == "| CoOp | 4 | — | — | — | > 12000 (stopped at the cap) | — | — (—) |"
+    assert report.find(ms, "train", "BMIP-per_sample", False, 1000) is None  # not in the main table
+    evaluation = {**_m("eval", "BMIP-reference", classes=21000, median_s=2.0, batch=32, peak=3000.0),
+                  "group": "many_classes", "memory_after_build_mb": 2500.0, "warmup_s": 40.0}
+    assert report.many_class_eval_table([evaluation], 21000).splitlines()[2] == (
+        "| BMIP-reference | 32 | 3000 | 2500 | 40.0 | 16.00 |")

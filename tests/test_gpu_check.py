@@ -194,3 +194,17 @@ def test_bad_arguments_stop_with_one_line(argv, message):
         pytest.skip("this machine has CUDA")
     with pytest.raises(SystemExit, match=message):
         gpu_check.resolve_args(argv)
+
+
+def test_memory_check_judges_bmip_on_the_large_backbone_too(tmp_path, capsys):
+    code, stdout, report = run_script(tmp_path, capsys, "--checks", "memory", "--trainers", "MaPLe", "BMIP-per_sample",
+                                      "--memory-classes", "12", "--memory-large-backbone", "tiny-ViT")
+    names = [r["name"] for r in report["records"]]
+    assert code == 0, stdout[-2000:]
+    assert names == [f"MaPLe {p} @12 classes, batch 4, PREC fp16" for p in ("fast", "straightforward")] + [
+        f"BMIP-per_sample {p} @12 classes, batch 4, PREC fp16" for p in ("fast", "straightforward")] + [
+        "BMIP-per_sample fast @12 classes, batch 4, PREC fp16, tiny-ViT"]  # BMIP alone, on the large backbone
+    assert gpu_check.resolve_args(["--device", "cpu"]).large_backbone_name == "random-ViT-L/14"  # ViT-B/16's default
+    assert gpu_check.resolve_args(["--device", "cpu", "--backbone", "tiny-ViT"]).large_backbone_name is None
+    with pytest.raises(SystemExit, match="Unknown backbone 'ViT-X'"):
+        gpu_check.resolve_args(["--device", "cpu", "--memory-large-backbone", "ViT-X"])

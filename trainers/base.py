@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_patch import PRECISIONS, BackboneSpec, Precision, load_backbone, record_differences
+from clip_patch.chunked import AUTO, check_chunk_setting, encode_text
 from dassl.config import register_config
 from dassl.engine import TrainerX
 from dassl.metrics import compute_accuracy
@@ -52,6 +53,7 @@ def add_clip_config(cfg):
     cfg.MODEL.BACKBONE.PATH = ""  # local CLIP weights file; "" = load MODEL.BACKBONE.NAME (download/cache/shipped)
     cfg.MODEL.INIT_SEED = -1  # >= 0: seed only the prompt-learner initialisation with it; -1: use the run's SEED
     cfg.MODEL.STRAIGHTFORWARD = False  # True: released-code computation (no EOT cut, no text cache, attention twice)
+    cfg.MODEL.TEXT_CHUNK_CLASSES = AUTO  # class prompts per text-encoder chunk: -1 auto (100), 0 never, C > 0
 
 
 class PromptedCLIP(nn.Module):
@@ -62,9 +64,10 @@ class PromptedCLIP(nn.Module):
     never stored, so no change of the prompts (optimizer step, loaded checkpoint, in-place edit) can be missed.
     """
 
-    def __init__(self, backbone, prompt_learner, straightforward=False):
+    def __init__(self, backbone, prompt_learner, straightforward=False, text_chunk_classes=AUTO):
         super().__init__()
         self.prompt_learner = prompt_learner
+        self.text_chunk_classes = text_chunk_classes  # clip_patch/chunked.py
         self.text_encoder = backbone.text_encoder
         self.image_encoder = backbone.image_encoder
         self.logit_scale = backbone.logit_scale
@@ -89,8 +92,9 @@ class PromptedCLIP(nn.Module):
         cacheable = self._caching and not torch.is_grad_enabled() and not self.straightforward
         if cacheable and self._text_cache is not None:
             return self._text_cache
-        embeddings, tokens, deep = self.prompt_learner.text_inputs()
-        features = self.text_encoder(embeddings, tokens, deep, self.straightforward, self.block_branch("text"))
+        # (no reference kept here: encode_text frees the assembled prompts [n_cls, L, D] once it has cut them)
+        features = encode_text(self.text_encoder, *self.prompt_learner.text_inputs(), self.straightforward,
+                               self.text_chunk_classes, self.block_branch("text"))  # [n_cls, E]
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
             self._text_cache = features
@@ -127,6 +131,12 @@ class CLIPTrainer(TrainerX):
         prec = cfg.TRAINER[self.CFG_NODE].PREC
         if prec not in PRECISIONS:
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
+        check_chunk_setting(cfg.MODEL.TEXT_CHUNK_CLASSES)
+
+    def model_options(self):
+        """The config's keyword arguments of every method's :class:`PromptedCLIP`."""
+        return {"straightforward": self.cfg.MODEL.STRAIGHTFORWARD,
+                "text_chunk_classes": self.cfg.MODEL.TEXT_CHUNK_CLASSES}
 
     @property
     def backbone_spec(self):
@@ -210,7 +220,7 @@ class CLIPPromptTrainer(CLIPTrainer):
         raise NotImplementedError
 
     def build_clip_model(self, backbone, learner):
-        return PromptedCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return PromptedCLIP(backbone, learner, **self.model_options())
 
     def convert_checkpoint(self, state_dict):
         """Map a released whole-model checkpoint onto this learner's keys (the class's ``RELEASE_LAYOUT``);

@@ -139,28 +139,34 @@ class BMIPPromptLearner(nn.Module):
         a = probe.to_slots(slice(0, self.num_patch_tokens)).detach()  # [B, b]
         return a.mean(dim=0) if self.mode == "reference" else a
 
-    def text_gate_input(self, probe):
-        """a [b] (reference: the SOS query's attention, averaged over classes) or [n_cls, b] (per_sample: EOT rows).
+    def text_gate_input(self, probe, eot):
+        """a [b] (reference: the SOS query's attention, averaged over classes) or [n, b] (per_sample: the EOT rows
+        ``eot`` [n] of the n class prompts being encoded).
 
         Under the causal mask the SOS query sees only itself, so the reference input is exactly 0. The fast text path
         encodes the prefix shared by all classes once and passes no probe there: a = 0 without reading anything. The
         straightforward path passes one and reads it, as the release does.
         """
         if self.mode == "per_sample":
-            return probe.to_slots(self.eot).detach()  # [n_cls, b]
+            return probe.to_slots(eot).detach()  # [n, b]
         if probe is None:
             return self.ctx_t.new_zeros(self.ctx_t.shape[0])  # [b]
         return probe.to_slots(slice(0, 1)).detach().mean(dim=0)  # [b]
 
     def text_inputs(self):
+        return self.prompts.assemble(self.ctx_t), self.prompts.tokens, self.deep_text_prompts(self.eot)
+
+    def deep_text_prompts(self, eot):
+        """The deep text prompts of the class prompts whose EOT positions are ``eot`` [n] (all classes, or a chunk)."""
         def replace(layer, probe):
             k = layer - 1
             if k >= self.n_text_blend:
                 return None
-            a = self.text_gate_input(probe)
+            a = self.text_gate_input(probe, eot)
             return self._blend(self.text_gates[k], a, self.compound_prompts_text[k], self.vision_to_text(k))
         shared = self.mode == "reference"  # the same blend for every class
-        return self.prompts.assemble(self.ctx_t), self.prompts.tokens, DeepPrompts(self.text_slots, replace, shared)
+        return DeepPrompts(self.text_slots, replace, shared,
+                           restrict=lambda classes: self.deep_text_prompts(eot[classes]))
 
     def vision_inputs(self):
         def replace(layer, probe):

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from clip_patch.chunked import encode_text
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -54,7 +55,8 @@ class CoCoOpCLIP(PromptedCLIP):
         logits = []
         for feature in image_features:
             embeddings = self.prompt_learner.conditioned_embeddings(feature)  # [n_cls, L, D_t]
-            text = self.text_encoder(embeddings, tokens, straightforward=self.straightforward)  # [n_cls, E]
+            text = encode_text(self.text_encoder, embeddings, tokens, None, self.straightforward,
+                               self.text_chunk_classes)  # [n_cls, E]
             text = F.normalize(text.float(), dim=-1)
             logits.append(self.logit_scale.exp() * feature @ text.t())  # [n_cls]
         return torch.stack(logits)  # [B, n_cls]
@@ -75,4 +77,4 @@ class CoCoOp(CLIPPromptTrainer):
         return CoCoOpPromptLearner(self.method_cfg, classnames, backbone)
 
     def build_clip_model(self, backbone, learner):
-        return CoCoOpCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return CoCoOpCLIP(backbone, learner, **self.model_options())

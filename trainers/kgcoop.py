@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from clip_patch.chunked import encode_text
 from dassl.config import check_range, extend_cfg, get_cfg_default, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -92,7 +93,7 @@ def knowledge_features(backbone, texts, device, fp16):
     encoder.to(device)
     tokens = backbone.tokenize(texts).to(device)  # [n, L]
     with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
-        features = encoder(encoder.embed(tokens), tokens)  # [n, E] in the encoder's dtype
+        features = encode_text(encoder, encoder.embed(tokens), tokens)  # [n, E] in the encoder's dtype, chunked
         features = features / features.norm(dim=-1, keepdim=True)
     return features.float().cpu()
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from clip_patch.chunked import encode_text
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -135,7 +136,8 @@ class ProDACLIP(PromptedCLIP):
         features = []
         for k in indices:
             embeddings, tokens = self.prompt_learner.prompt_embeddings(k)
-            f = self.text_encoder(embeddings, tokens, None, self.straightforward)  # [n_cls, E]
+            f = encode_text(self.text_encoder, embeddings, tokens, None, self.straightforward,
+                            self.text_chunk_classes)  # [n_cls, E]
             features.append(f / f.norm(dim=-1, keepdim=True))
         return torch.stack(features, dim=1)  # [n_cls, P, E]
 
@@ -222,7 +224,7 @@ class ProDA(CLIPPromptTrainer):
         return ProDAPromptLearner(backbone, classnames, m.N_CTX, m.N_PROMPT, m.CLEAN_CLASSNAMES)
 
     def build_clip_model(self, backbone, learner):
-        return ProDACLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return ProDACLIP(backbone, learner, **self.model_options())
 
     def training_prompts(self):
         """The prompts (PROMPT_BATCH ints) of the current step (a function of SEED and the global step)."""

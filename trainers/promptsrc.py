@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
+from clip_patch.chunked import encode_text
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
@@ -64,7 +65,7 @@ def template_text_features(backbone, classnames, templates):
     with torch.no_grad(), torch.autocast(device.type, enabled=False):
         for template in templates:
             tokens = backbone.tokenize([template.replace("{}", name) for name in names]).to(device)  # [n_cls, L]
-            per_template.append(encoder(encoder.embed(tokens), tokens).float())  # [n_cls, E]
+            per_template.append(encode_text(encoder, encoder.embed(tokens), tokens).float())  # [n_cls, E], chunked
     return torch.stack(per_template, dim=1).mean(dim=1)  # [n_cls, E]
 
 

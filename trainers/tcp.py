@@ -106,12 +106,15 @@ class TCPPromptLearner(nn.Module):
         return self.meta_net(self.target).reshape(self.target.shape[0], CLASS_TOKENS, self.width)  # [n_cls, 4, D]
 
     def text_inputs(self):
-        tokens = self.class_tokens()
+        return self.prompts.assemble(self.ctx), self.prompts.tokens, self.class_token_prompts(self.class_tokens())
 
+    def class_token_prompts(self, tokens):
+        """Deep text prompts that put ``tokens`` [n, 4, D] (one set per class prompt) in at block ``self.layer``;
+        restricted to a chunk of classes, their rows of ``tokens`` (clip_patch/chunked.py)."""
         def replace(layer, probe):
             return tokens if layer == self.layer else None
-        deep = DeepPrompts(text_prompt_slots(CLASS_TOKENS), replace)
-        return self.prompts.assemble(self.ctx), self.prompts.tokens, deep
+        return DeepPrompts(text_prompt_slots(CLASS_TOKENS), replace,
+                           restrict=lambda classes: self.class_token_prompts(tokens[classes]))
 
     def vision_inputs(self):
         return None, None

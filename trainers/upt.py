@@ -141,7 +141,7 @@ class UPT(CLIPPromptTrainer):
                     meaning="layers with prompts; 1 = shallow only")
 
     def build_clip_model(self, backbone, learner):
-        return UnifiedPromptCLIP(backbone, learner, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return UnifiedPromptCLIP(backbone, learner, **self.model_options())
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m, name = settings_node(cfg)

@@ -62,4 +62,4 @@ class ZeroshotCLIP(FrozenCLIPTrainer):
         template = dataset_template(self.dm.dataset, self.cfg.DATASET.NAME)
         prompts = HandcraftedPrompts(backbone, self.dm.dataset.classnames, template)
         print(f"Prompts: {prompts.texts[:3]}{' ...' if len(prompts.texts) > 3 else ''}")
-        return PromptedCLIP(backbone, prompts, straightforward=self.cfg.MODEL.STRAIGHTFORWARD)
+        return PromptedCLIP(backbone, prompts, **self.model_options())
