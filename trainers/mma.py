@@ -39,9 +39,7 @@ def add_mma_config(cfg):
     cfg.TRAINER.MMADAPTER.ADAPTER_END = 12  # last adapted block, 1-based, inclusive
     cfg.TRAINER.MMADAPTER.ADAPTER_DIM = 32  # adapter bottleneck width
     cfg.TRAINER.MMADAPTER.ADAPTER_SCALE = 0.1  # factor on the adapter output (the published configs: 0.001)
-    # True: adapter parameter gradients divided by ADAPTER_SCALE, as the release's gradient scale layers do; False:
-    # the true gradients
-    cfg.TRAINER.MMADAPTER.RELEASE_GRADIENT_SCALE = True
+    cfg.TRAINER.MMADAPTER.RELEASE_GRADIENT_SCALE = True  # adapter gradients / ADAPTER_SCALE as released; False: true
 
 
 def gradient_scaled(tensor, factor):
