@@ -268,7 +268,7 @@ def test_unserved_image_towers_refuse_visual_prompts_and_serve_text_prompts(visi
     assert str(refusal.value) == (
         f"MaPLe puts prompts into the image encoder, which needs a ViT backbone the prompted forward serves ({SERVED}), "
         f"but this backbone's image encoder is {why}. Use such a ViT (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a "
-        f"text-prompt method (CoOp, CoCoOp, ProDA, ZeroshotCLIP).")
+        f"text-prompt method (CoOp, CoCoOp, ProDA, KgCoOp, TCP, ZeroshotCLIP).")
     image = torch.randn(2, 3, 32, 32)
     model = PromptedCLIP(backbone, CoOpPromptLearner(_coop_cfg(), CLASSNAMES, backbone))
     with torch.no_grad():

@@ -122,7 +122,8 @@ class Backbone:
             raise ValueError(
                 f"{method} puts prompts into the image encoder, which needs a ViT backbone the prompted forward "
                 f"serves ({SERVED_TOWERS}), but this backbone's image encoder is {self.image_encoder.why}. Use such a "
-                f"ViT (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a text-prompt method (CoOp, CoCoOp, ProDA, ZeroshotCLIP)."
+                f"ViT (e.g. MODEL.BACKBONE.NAME ViT-B/16) or a text-prompt method (CoOp, CoCoOp, ProDA, KgCoOp, TCP, "
+                f"ZeroshotCLIP)."
             )
 
     @property
