@@ -129,6 +129,9 @@ class RepresentationLearner(nn.Module):
         if not rep_layers or rep_layers != sorted(set(rep_layers)) or not 1 <= rep_layers[0] <= rep_layers[-1] <= layers:
             raise ValueError(f"TRAINER.{self.METHOD}.REP_LAYERS is {rep_layers}: give increasing blocks in 1..{layers} "
                              f"(published: [6, 7, 8, 9, 10, 11, 12]).")
+        if image_encoder.proj is None:
+            raise ValueError(f"{self.METHOD} projects its rep tokens beside the ViT's output projection, which this "
+                             f"backbone's image tower lacks: use a ViT with a projection (e.g. ViT-B/16).")
         self.rep_layers = rep_layers
         self.n_tokens = n_tokens
         self.compound_rep_tokens = nn.Parameter(torch.empty(n_tokens, rep_dim))  # R [N, REP_DIM]
