@@ -296,3 +296,45 @@ def test_per_dataset_settings_apply_after_the_yaml_and_before_the_options():
 def test_bad_settings_are_refused_in_one_line(data_root, opts, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         toy_trainer(data_root, "MMRL", *opts)
+
+
+# -- checkpoints, both ways ------------------------------------------------------------------------------------------
+def released_checkpoint(trainer, variant, state, path):
+    """The release's whole-model save: its trainables, the frozen CLIP (here: a few keys of noise the load must not
+    read) and the class-dependent ``prompt_embeddings``."""
+    whole = {**state, "image_encoder.proj": torch.randn(WIDTH, EMBED), "image_encoder.conv1.weight": torch.randn(1),
+             "text_encoder.transformer.resblocks.0.attn.in_proj_weight": torch.randn(1),
+             "prompt_embeddings": torch.zeros(len(trainer.dm.dataset.classnames), 77, WIDTH)}
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": whole, "epoch": 10, "optimizer": {}, "scheduler": {}}, path)
+
+
+@pytest.mark.parametrize("variant", ["MMRL", "MMRLpp"])
+def test_released_checkpoint_evaluates_as_the_release_and_ours_exports_to_it(tiny, data_root, tmp_path, variant):
+    from scripts import export_checkpoint
+    from dassl.engine.run_dir import write_result
+    trainer = toy_trainer(data_root, variant, "DATASET.SUBSAMPLE_CLASSES", "base")
+    beta = 0.6 if variant == "MMRLpp" else None
+    state = released_tensors(variant, PUBLISHED_LAYERS, torch.Generator().manual_seed(8))
+    released_checkpoint(trainer, variant, state, tmp_path / "release" / "MultiModalRepresentationLearner" /
+                        "model.pth.tar-10")
+    trainer.load_model(str(tmp_path / "release"), epoch=10)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    classes = trainer.dm.dataset.classnames
+    with torch.no_grad():
+        expected = released_heads(tiny.model, state, variant, PUBLISHED_LAYERS, images, beta, classes)[2]  # fusion
+    trainer.set_model_mode("eval")
+    with torch.no_grad(), trainer.evaluation_scope():
+        assert (trainer.model_inference(images) - expected).abs().max() <= TOL
+
+    run = tmp_path / "run"
+    trainer.save_model(9, str(run))
+    write_result(str(run), {"mode": "train", "metrics": {}, "deployed": "last_step"})
+    path = export_checkpoint.export(variant, str(run), str(tmp_path / "export"))
+    exported = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    assert set(exported) == set(state) and all(torch.equal(exported[k], v) for k, v in state.items())
+    fresh = toy_trainer(data_root, variant, "DATASET.SUBSAMPLE_CLASSES", "base", "MODEL.INIT_SEED", "5")
+    fresh.load_model(str(tmp_path / "export"), epoch=10)
+    fresh.set_model_mode("eval")
+    with torch.no_grad(), fresh.evaluation_scope():
+        assert (fresh.model_inference(images) - expected).abs().max() <= TOL
