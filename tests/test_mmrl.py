@@ -338,3 +338,16 @@ def test_released_checkpoint_evaluates_as_the_release_and_ours_exports_to_it(tin
     fresh.set_model_mode("eval")
     with torch.no_grad(), fresh.evaluation_scope():
         assert (fresh.model_inference(images) - expected).abs().max() <= TOL
+
+
+def test_class_sentences_are_the_releases():
+    """yunncheng/MMRL trainers/mmrl.py L21-37, transcribed."""
+    from trainers.mmrl import MMRL_TEMPLATES
+    photo = "a photo of a {}."
+    assert MMRL_TEMPLATES == {
+        "OxfordPets": "a photo of a {}, a type of pet.", "OxfordFlowers": "a photo of a {}, a type of flower.",
+        "FGVCAircraft": "a photo of a {}, a type of aircraft.", "DescribableTextures": "{} texture.",
+        "EuroSAT": "a centered satellite photo of {}.", "StanfordCars": photo,
+        "Food101": "a photo of {}, a type of food.", "SUN397": photo, "Caltech101": photo,
+        "UCF101": "a photo of a person doing {}.", "ImageNet": photo, "ImageNetSketch": photo, "ImageNetV2": photo,
+        "ImageNetA": photo, "ImageNetR": photo}

@@ -35,10 +35,9 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP
-from .kgcoop import fill_template, knowledge_features, template_for
+from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_features, template_for
 from .prompting import ClassPrompts, text_prompt_slots
 from .release_formats import ReleaseLayout
-from .zsclip import DEFAULT_TEMPLATE
 
 TASKS = ("B2N", "FS", "CD")  # the release's TASK: base-to-novel, few-shot, cross-dataset (and domain generalization)
 LOGIT_SCALE = 100.0  # hard-coded in the release (mmrl.py L231-232); CLIP's own logit scale is not read
@@ -61,25 +60,10 @@ def add_mmrl_config(cfg):
     add_representation_keys(cfg.TRAINER.MMRL)
 
 
-# The hand-crafted sentence per data set (yunncheng/MMRL ``trainers/mmrl.py`` L21-37); a data set the release does not
-# know (a KeyError there) gets its own ``prompt_template`` or "a photo of a {}.".
-MMRL_TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of a {}, a type of aircraft.",
-    "DescribableTextures": "{} texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": DEFAULT_TEMPLATE,
-    "Food101": "a photo of {}, a type of food.",
-    "SUN397": DEFAULT_TEMPLATE,
-    "Caltech101": DEFAULT_TEMPLATE,
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": DEFAULT_TEMPLATE,
-    "ImageNetSketch": DEFAULT_TEMPLATE,
-    "ImageNetV2": DEFAULT_TEMPLATE,
-    "ImageNetA": DEFAULT_TEMPLATE,
-    "ImageNetR": DEFAULT_TEMPLATE,
-}
+# The hand-crafted sentence per data set (yunncheng/MMRL ``trainers/mmrl.py`` L21-37): KgCoOp's knowledge templates
+# but for DTD. A data set the release does not know (a KeyError there) gets its own ``prompt_template`` or
+# "a photo of a {}.".
+MMRL_TEMPLATES = {**KNOWLEDGE_TEMPLATES, "DescribableTextures": "{} texture."}
 
 # Per-dataset settings of MMRL, the same for every TASK (yunncheng/MMRL ``trainers/config.py`` L6-43).
 MMRL_DATASET_SETTINGS = {
