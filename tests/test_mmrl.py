@@ -289,7 +289,7 @@ def test_per_dataset_settings_apply_after_the_yaml_and_before_the_options():
 @pytest.mark.parametrize("opts,message", [
     (["TRAINER.MMRL.TASK", "XD"], "TRAINER.MMRL.TASK is 'XD': use B2N"),
     (["TRAINER.MMRL.ALPHA", "1.5"], "TRAINER.MMRL.ALPHA = 1.5 is out of range"),
-    (["TRAINER.MMRL.REP_LAYERS", "[]"], "TRAINER.MMRL.REP_LAYERS is []: give increasing blocks in 1..12"),
+    (["TRAINER.MMRL.REP_LAYERS", "[]"], "TRAINER.MMRL.REP_LAYERS is []: give increasing blocks from 1"),
     (["TRAINER.MMRL.REP_LAYERS", "[7, 6]"], "REP_LAYERS is [7, 6]"),
     (["TRAINER.MMRL.REP_LAYERS", "[6, 13]"], "in 1..12"),
 ])
@@ -351,3 +351,15 @@ def test_class_sentences_are_the_releases():
         "Food101": "a photo of {}, a type of food.", "SUN397": photo, "Caltech101": photo,
         "UCF101": "a photo of a person doing {}.", "ImageNet": photo, "ImageNetSketch": photo, "ImageNetV2": photo,
         "ImageNetA": photo, "ImageNetR": photo}
+
+
+def test_train_py_refuses_a_bad_task_in_one_line_with_exit_status_2(data_root, tmp_path, capsys):
+    from runs.run import cli
+    out = tmp_path / "run"
+    argv = ["--root", str(data_root), "--seed", "1", "--trainer", "MMRL", "--output-dir", str(out),
+            "--config-file", "configs/trainers/MMRL/vit_b16.yaml", *toy_opts(str(data_root), epochs=1),
+            "TRAINER.MMRL.TASK", "XD"]
+    assert cli(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TRAINER.MMRL.TASK is 'XD': use B2N" in err[0], err
+    assert not out.exists()

@@ -92,6 +92,18 @@ def fusion_at_test(task, subsample_classes, dataset_name):
     return dataset_name == "ImageNet"
 
 
+def check_rep_layers(method, rep_layers, blocks=None):
+    """``rep_layers`` as ints, or a one-line ValueError unless they are increasing blocks from 1 (to ``blocks``, the
+    encoders' block count, when known)."""
+    rep_layers = [int(k) for k in rep_layers]
+    within = rep_layers and rep_layers[0] >= 1 and (blocks is None or rep_layers[-1] <= blocks)
+    if not within or rep_layers != sorted(set(rep_layers)):
+        bound = f"in 1..{blocks}" if blocks else "from 1 to the encoders' block count"
+        raise ValueError(f"TRAINER.{method}.REP_LAYERS is {rep_layers}: give increasing blocks {bound} "
+                         f"(published: [6, 7, 8, 9, 10, 11, 12]).")
+    return rep_layers
+
+
 def cloned_linears(linear, count):
     """``count`` copies of one freshly initialised Linear: every layer's projection starts equal (the release's
     ``_get_clones``)."""
@@ -108,11 +120,7 @@ class RepresentationLearner(nn.Module):
         super().__init__()
         backbone.require_vit(self.METHOD)
         text_encoder, image_encoder = backbone.require_text_encoder(self.METHOD), backbone.image_encoder
-        layers = min(text_encoder.num_layers, image_encoder.num_layers)
-        rep_layers = [int(k) for k in rep_layers]
-        if not rep_layers or rep_layers != sorted(set(rep_layers)) or not 1 <= rep_layers[0] <= rep_layers[-1] <= layers:
-            raise ValueError(f"TRAINER.{self.METHOD}.REP_LAYERS is {rep_layers}: give increasing blocks in 1..{layers} "
-                             f"(published: [6, 7, 8, 9, 10, 11, 12]).")
+        rep_layers = check_rep_layers(self.METHOD, rep_layers, min(text_encoder.num_layers, image_encoder.num_layers))
         if image_encoder.proj is None:
             raise ValueError(f"{self.METHOD} projects its rep tokens beside the ViT's output projection, which this "
                              f"backbone's image tower lacks: use a ViT with a projection (e.g. ViT-B/16).")
@@ -241,6 +249,7 @@ class MMRL(CLIPPromptTrainer):
             raise ValueError(f"{node}.ALPHA = {m.ALPHA!r} is out of range: use a number in 0..1 (weight of the CLS "
                              f"head; 1 - ALPHA: the rep head's)")
         check_range(f"{node}.REG_WEIGHT", m.REG_WEIGHT, 0.0, meaning="weight of the regularisers to frozen CLIP")
+        check_rep_layers(self.CFG_NODE, m.REP_LAYERS)  # (the encoders' block count is checked when they are loaded)
         check_range(f"{node}.N_REP_TOKENS", m.N_REP_TOKENS, 1, meaning="representation tokens")
         check_range(f"{node}.REP_DIM", m.REP_DIM, 1, meaning="width of the representation space")
 
