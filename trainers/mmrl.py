@@ -35,7 +35,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP
-from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_features, template_for
+from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_distance, knowledge_features, template_for
 from .prompting import ClassPrompts, text_prompt_slots
 from .release_formats import ReleaseLayout
 
@@ -212,11 +212,6 @@ class RepresentationCLIP(PromptedCLIP):
         return self.fuse(logits, logits_rep)  # [B, n_cls]
 
 
-def cosine_distance(features, target):
-    """1 − mean over rows of cos(features [n, E], target [n, E]), in fp32."""
-    return 1.0 - F.cosine_similarity(features.float(), target.float(), dim=1).mean()
-
-
 @TRAINER_REGISTRY.register()
 class MMRL(CLIPPromptTrainer):
     DISPLAY_RANK = 121  # place in result tables and benchmarks (trainers/display.py)
@@ -287,8 +282,9 @@ class MMRL(CLIPPromptTrainer):
             clip_image = model.image_encoder(image)  # [B, E]: the same encoder without the tokens
         terms = {"loss_ce": m.ALPHA * F.cross_entropy(logits.float(), label),
                  "loss_ce_rep": (1 - m.ALPHA) * F.cross_entropy(logits_rep.float(), label),
-                 "loss_reg_image": m.REG_WEIGHT * cosine_distance(image_features, clip_image),
-                 "loss_reg_text": m.REG_WEIGHT * cosine_distance(text_features, model.prompt_learner.text_target)}
+                 # 1 - mean cosine of the rows, KgCoOp's distance (here on image features too)
+                 "loss_reg_image": m.REG_WEIGHT * knowledge_distance(image_features, clip_image),
+                 "loss_reg_text": m.REG_WEIGHT * knowledge_distance(text_features, model.prompt_learner.text_target)}
         return terms, model.fuse(logits, logits_rep)
 
     def compute_loss(self, image, label):
