@@ -363,3 +363,21 @@ def test_train_py_refuses_a_bad_task_in_one_line_with_exit_status_2(data_root, t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TRAINER.MMRL.TASK is 'XD': use B2N" in err[0], err
     assert not out.exists()
+
+
+def test_each_evaluation_reads_the_current_tokens(data_root):
+    """The release keeps its first evaluation's text features and tokens for good; here an evaluation after the
+    weights change (more training, a loaded checkpoint) reads the new ones."""
+    trainer = toy_trainer(data_root, "MMRL", "DATASET.SUBSAMPLE_CLASSES", "base")
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(11))
+    trainer.set_model_mode("eval")
+    with torch.no_grad(), trainer.evaluation_scope():
+        before = trainer.model_inference(images)
+        assert trainer.model._text_cache is not None  # cached within one evaluation
+    with torch.no_grad():
+        trainer.model.prompt_learner.compound_rep_tokens.add_(0.5)
+    with torch.no_grad(), trainer.evaluation_scope():
+        after = trainer.model_inference(images)
+        logits, logits_rep, _, _ = trainer.model.heads(images)
+    assert (after - before).abs().max() > 1e-3
+    assert torch.equal(after, trainer.model.fuse(logits, logits_rep))
