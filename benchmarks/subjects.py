@@ -85,6 +85,10 @@ PUBLISHED = OrderedDict([
     # KgCoOp's training with class-aware tokens from a meta-network entering the text encoder at block 8.
     ("TCP", TrainerSpec("TCP", "configs/trainers/TCP/vit_b16_ep100_ctxv1.yaml", ("OPTIM.ADAM_EPS", "1e-3"),
                         reported_against=("KgCoOp", "MaPLe"))),
+    # Representation tokens inserted before blocks 6..12 of both encoders, two heads; the step includes the frozen
+    # image encoder's forward for the regulariser (the last block computes every row: the rep tokens are read).
+    ("MMRL", TrainerSpec("MMRL", "configs/trainers/MMRL/vit_b16.yaml", reported_against=("MaPLe",))),
+    ("MMRLpp", TrainerSpec("MMRLpp", "configs/trainers/MMRLpp/vit_b16.yaml", reported_against=("MMRL", "MaPLe"))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "

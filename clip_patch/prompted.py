@@ -7,7 +7,12 @@ Every prompt method configures the same mechanism; nothing here knows which meth
 * Deep prompts: before layer ``l >= 1`` runs, the method's ``DeepPrompts.replace(l, probe)`` may return new values for
   the prompt slots (``[b, D]`` shared by the batch or ``[B, b, D]`` per sequence), or None to leave them as the
   previous layer produced them. ``probe`` gives the head-averaged attention probabilities that chosen queries of
-  layer ``l`` pay to the slot keys, computed on the layer's incoming tokens — what BMIP's gates read.
+  layer ``l`` pay to the slot keys, computed on the layer's incoming tokens — what BMIP's gates read — and the
+  slots' incoming tokens themselves (``probe.incoming()``, e.g. to mix new values with the previous layer's outputs).
+* Inserted tokens (``DeepPrompts.insert_at``): the slots may be absent from the sequence before a layer ``l``; before
+  layer ``l`` runs, ``replace(l, None)`` gives their first values, inserted at ``slots.start`` (the sequence grows by
+  ``b``; the pooled rows behind the slots move with them; a text tower's causal mask covers the longer sequence), and
+  later layers replace them as above. The shared-prefix shortcut below does not apply to such sequences.
 
 Two implementations of a layer, equal up to float rounding (tests compare them):
 
@@ -88,6 +93,7 @@ class DeepPrompts:
     replace: Callable[[int, "AttentionProbe"], Optional[torch.Tensor]]  # (layer, probe) -> [b, D] | [B, b, D] | None
     shared: bool = False  # replace() gives one [b, D] for all sequences and accepts probe=None (module docstring)
     restrict: Optional[Callable[[slice], "DeepPrompts"]] = None  # classes -> these prompts for those classes only
+    insert_at: Optional[int] = None  # layer before which the slots are inserted (absent before it); None: always there
 
     def for_classes(self, classes):
         """These deep prompts for the class prompts ``classes`` (a slice of the class axis) only: what each chunk of a
@@ -116,10 +122,14 @@ def _with_branch(out, branch, layer, block, x):
 
 
 class AttentionProbe:
-    """Attention that queries of one layer pay to the prompt-slot keys, on the layer's incoming tokens."""
+    """Attention that queries of one layer pay to the prompt-slot keys, on the layer's incoming tokens x [B, N, D]."""
 
-    def __init__(self, slots):
-        self.slots = slots
+    def __init__(self, slots, x):
+        self.slots, self.x = slots, x
+
+    def incoming(self):
+        """The slots' incoming tokens [B, b, D]: what the previous layer made of them."""
+        return self.x[:, self.slots]
 
     def to_slots(self, rows):
         """Head-averaged softmax probabilities at the slot columns, averaged over query ``rows``.
@@ -134,8 +144,8 @@ class _FastProbe(AttentionProbe):
     """Reads the probabilities from the layer's own Q/K, projected once on first use and kept for the layer."""
 
     def __init__(self, slots, block, x, attn_mask):
-        super().__init__(slots)
-        self.block, self.x, self.attn_mask = block, x, attn_mask  # x: [B, N, D]; mask: [N, N] | None
+        super().__init__(slots, x)
+        self.block, self.attn_mask = block, attn_mask  # mask: [N, N] | None
         self.qkv = None  # 3 x [B, H, N, hd], filled on first use
 
     def to_slots(self, rows):
@@ -158,8 +168,8 @@ class _FastProbe(AttentionProbe):
 
 class _NaiveProbe(AttentionProbe):
     def __init__(self, slots, block, x):
-        super().__init__(slots)
-        self.block, self.x = block, x  # x: [B, N, D]
+        super().__init__(slots, x)
+        self.block = block
 
     def to_slots(self, rows):
         h = _attn_layout(self.block, self.block.ln_1(self.x))  # [N, B, D] (or [B, N, D] for batch-first attention)
@@ -178,9 +188,12 @@ def _attn_layout(block, x):
 
 
 def _block_mask(block, n_tokens, like):
-    """The block's additive causal mask cropped to the (possibly truncated) sequence, or None (vision)."""
+    """The block's additive causal mask cropped to the (possibly truncated) sequence, or None (vision); a sequence
+    longer than the mask (inserted tokens) gets the causal mask of its own length."""
     if block.attn_mask is None:
         return None
+    if n_tokens > block.attn_mask.shape[0]:
+        return torch.full((n_tokens, n_tokens), float("-inf"), dtype=like.dtype, device=like.device).triu(1)
     return block.attn_mask[:n_tokens, :n_tokens].to(dtype=like.dtype, device=like.device)
 
 
@@ -251,9 +264,10 @@ def shared_prefix_length(x, eot, deep):
     """How many leading positions of x [n, L, D] are identical in every sequence, before any EOT.
 
     Under the causal mask those positions never see the rest, so they stay identical at every layer as long as the
-    deep prompts put the same values into every sequence (``DeepPrompts.shared``) and their slots lie in the prefix.
+    deep prompts put the same values into every sequence (``DeepPrompts.shared``) and their slots lie in the prefix
+    (and are there from the start: 0 for inserted slots).
     """
-    if x.shape[0] < 2 or (deep is not None and not deep.shared):
+    if x.shape[0] < 2 or (deep is not None and (not deep.shared or deep.insert_at is not None)):
         return 0
     same = (x == x[:1]).all(dim=2).all(dim=0)  # [L]
     length = min(int(same.int().cumprod(0).sum()), int(eot.min()))
@@ -305,16 +319,37 @@ def run_blocks_shared_prefix(blocks, x, prefix_length, deep=None, out_rows=None,
     return suffix[:, 0]  # [n, D]
 
 
-def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None, branch=None):
-    """Run blocks (:class:`BlockView`) on x [B, N, D]; deep prompts may replace slots before every layer l >= 1, and
-    a :data:`BlockBranch` may add to every block's output.
+def insert_slots(x, deep, layer, out_rows=None):
+    """x [B, N, D] with the slots' first values (``deep.replace(layer, None)``) inserted at ``deep.slots.start`` ->
+    [B, N + b, D], and ``out_rows`` (LongTensor [B] | None) moved past the inserted slots where they lie behind them."""
+    values = deep.replace(layer, None).to(x.dtype).expand(x.shape[0], -1, -1)  # [B, b, D]
+    start = deep.slots.start
+    x = torch.cat([x[:, :start], values, x[:, start:]], dim=1)
+    if out_rows is not None:
+        out_rows = torch.where(out_rows >= start, out_rows + values.shape[1], out_rows)
+    return x, out_rows
 
-    Returns [B, N, D], or with ``out_rows`` (LongTensor [B]) the rows the caller reads, [B, D]: the fast path then
-    computes only those rows in the last layer.
+
+def _layer_deep(deep, layer):
+    """The deep prompts that replace slots before ``layer``: none before layer 1, nor where the slots are absent or
+    are inserted (:func:`insert_slots`)."""
+    if deep is None or layer == 0 or (deep.insert_at is not None and layer <= deep.insert_at):
+        return None
+    return deep
+
+
+def run_blocks(blocks, x, deep=None, straightforward=False, out_rows=None, branch=None):
+    """Run blocks (:class:`BlockView`) on x [B, N, D]; deep prompts may replace slots before every layer l >= 1 (or
+    be inserted before a layer: ``DeepPrompts.insert_at``), and a :data:`BlockBranch` may add to every block's output.
+
+    Returns [B, N, D] (N grown by inserted slots), or with ``out_rows`` (LongTensor [B]) the rows the caller reads,
+    [B, D]: the fast path then computes only those rows in the last layer.
     """
     last = len(blocks) - 1
     for layer, block in enumerate(blocks):
-        layer_deep = deep if layer > 0 else None
+        if deep is not None and layer == deep.insert_at:
+            x, out_rows = insert_slots(x, deep, layer, out_rows)
+        layer_deep = _layer_deep(deep, layer)
         if straightforward:
             x = naive_block(block, x, layer_deep, layer, branch)
         else:
@@ -401,20 +436,35 @@ class PromptedImageEncoder(nn.Module):
     def dtype(self):
         return self.conv1.weight.dtype
 
-    def forward(self, image, shallow=None, deep=None, straightforward=False, branch=None):
-        """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None; ``branch``: a :data:`BlockBranch` or None ->
-        features [B, E]."""
+    def tokens(self, image, shallow=None):
+        """image [B, 3, H, W] -> the first block's input [B, 1+g*g(+b), D]: [CLS, patches] + positional embedding,
+        then the shallow prompts [b, D] | [B, b, D] (if any), after ln_pre."""
         x = self.conv1(image.to(self.dtype))  # [B, D, g, g]
         x = x.flatten(2).transpose(1, 2)  # [B, g*g, D]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [B, 1+g*g, D]
         if shallow is not None:
             x = torch.cat([x, shallow.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)  # [B, 1+g*g+b, D]
-        x = self.ln_pre(x)
+        return self.ln_pre(x)
+
+    def project(self, cls):
+        """Class-token outputs [B, D] -> features [B, E]."""
+        x = self.ln_post(cls)
+        return x if self.proj is None else x @ self.proj  # [B, E]
+
+    def forward(self, image, shallow=None, deep=None, straightforward=False, branch=None):
+        """image [B, 3, H, W]; shallow [b, D] | [B, b, D] | None; ``branch``: a :data:`BlockBranch` or None ->
+        features [B, E]."""
+        x = self.tokens(image, shallow)
         cls_rows = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         x = run_blocks(self.blocks, x, deep, straightforward, out_rows=cls_rows, branch=branch)  # [B, D] (CLS)
-        x = self.ln_post(x)
-        return x if self.proj is None else x @ self.proj  # [B, E]
+        return self.project(x)  # [B, E]
+
+    def with_slot_outputs(self, image, deep, straightforward=False, branch=None):
+        """The features [B, E] and the last layer's outputs at the deep prompt slots after ln_post, [B, b, D] (what
+        a method reads from its own tokens). Every row of the last layer is computed."""
+        x = run_blocks(self.blocks, self.tokens(image), deep, straightforward, branch=branch)  # [B, N, D]
+        return self.project(x[:, 0]), self.ln_post(x[:, deep.slots])  # [B, E], [B, b, D]
 
 
 class OpaqueTextEncoder(nn.Module):

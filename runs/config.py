@@ -161,5 +161,20 @@ def setup_cfg(args):
     reset_cfg(cfg, args)
     opts = _opts_ints_as_floats(cfg, args.opts or [])
     _merge(cfg, lambda: cfg.merge_from_list(opts), "the command-line options")
+    _merge(cfg, lambda: cfg.merge_from_list(_dataset_overrides(cfg, opts)), "the trainer's per-dataset settings")
     cfg.freeze()
     return cfg
+
+
+def _dataset_overrides(cfg, opts):
+    """The trainer's per-dataset settings (its class's ``dataset_overrides(cfg)`` -> [key, value, ...], e.g. MMRL's),
+    between the config files and the command-line options as its release applies them: a key the options set keeps
+    the options' value."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
+        return []
+    overrides = getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "dataset_overrides", None)
+    pairs = overrides(cfg) if overrides is not None else []
+    given = set(opts[0::2])
+    return [item for key, value in zip(pairs[0::2], pairs[1::2]) if key not in given for item in (key, value)]

@@ -257,3 +257,71 @@ def test_bf16_autocasts_on_cpu_and_keeps_weights_fp32(vit):
 def test_unknown_precision_is_rejected():
     with pytest.raises(ValueError, match=r"PREC must be one of \('fp16', 'fp32', 'amp', 'bf16'\), got 'fp64'"):
         Precision("fp64", "cpu")
+
+
+def inserted_prompts(values, slots, insert_at, mix_at):
+    """Deep prompts absent before layer ``insert_at``, inserted there, replaced by ``values[l]`` after it, and mixed
+    half and half with the previous layer's outputs at layer ``mix_at`` (read through ``probe.incoming()``)."""
+    def replace(layer, probe):
+        if layer == mix_at:
+            return 0.5 * values[layer] + 0.5 * probe.incoming()  # [B, b, D]
+        return values[layer] if layer <= insert_at + 2 else None  # [b, D]; later layers keep the outputs
+    return DeepPrompts(slots, replace, shared=True, insert_at=insert_at)
+
+
+def clip_block(resblock, x, mask=None):
+    """CLIP's block (its own modules) on x [B, N, D] with the additive ``mask`` [N, N] or None."""
+    h = resblock.ln_1(x).transpose(0, 1)  # [N, B, D]
+    x = x + resblock.attn(h, h, h, need_weights=False, attn_mask=mask)[0].transpose(0, 1)
+    return x + resblock.mlp(resblock.ln_2(x))
+
+
+def clip_blocks_with_insertion(resblocks, x, values, start, insert_at, mix_at, causal):
+    """The reference: tokens inserted at ``start`` before block ``insert_at``, replaced / mixed as in
+    :func:`inserted_prompts`, the causal mask (text) over the longer sequence."""
+    b = values.shape[1]
+    for layer, resblock in enumerate(resblocks):
+        if layer == insert_at:
+            x = torch.cat([x[:, :start], values[layer].expand(x.shape[0], -1, -1), x[:, start:]], dim=1)
+        elif layer > insert_at and (layer == mix_at or layer <= insert_at + 2):
+            new = values[layer] if layer != mix_at else 0.5 * values[layer] + 0.5 * x[:, start:start + b]
+            x = torch.cat([x[:, :start], new.expand(x.shape[0], -1, -1), x[:, start + b:]], dim=1)
+        n = x.shape[1]
+        mask = torch.full((n, n), float("-inf")).triu(1) if causal else None
+        x = clip_block(resblock, x, mask)
+    return x
+
+
+@pytest.mark.parametrize("straightforward", [False, True])
+def test_tokens_inserted_after_cls_and_sot_then_replaced_and_mixed(vit, straightforward):
+    """DeepPrompts.insert_at: absent before the layer, inserted after CLS / SOT, replaced later; the text's causal mask
+    covers the longer sequence and the EOT feature moves behind the tokens; the vision slots' outputs are read."""
+    from clip_patch.chunked import encode_text
+    torch.manual_seed(0)
+    text, image_encoder, model = vit.text_encoder, vit.image_encoder, vit.model
+    values = (torch.randn(12, 3, 64) * 0.5).requires_grad_(True)  # [layers, b, D]
+    slots, insert_at, mix_at = slice(1, 4), 2, 7
+    tokens = vit.tokenize(["a photo of a cat.", "a photo of a very large striped tiger.", "a dog."])  # [3, 77]
+    deep = inserted_prompts(values, slots, insert_at, mix_at)
+    features = text(text.embed(tokens), tokens, deep, straightforward)  # [3, E]
+    chunked = encode_text(text, text.embed(tokens), tokens, deep, straightforward, chunk_classes=1)
+    x = clip_blocks_with_insertion(model.transformer.resblocks, text.embed(tokens) + text.positional_embedding,
+                                   values, 1, insert_at, mix_at, causal=True)  # [3, 80, D]
+    reference = text.project(x[torch.arange(3), tokens.argmax(dim=-1) + 3])  # [3, E]
+    assert (features - reference).abs().max() <= 1e-4 and (chunked - reference).abs().max() <= 1e-4
+    assert (reference - model.encode_text(tokens)).abs().max() > 1e-3  # the tokens do change the features
+
+    image = torch.randn(2, 3, 32, 32)
+    image_features, slot_outputs = image_encoder.with_slot_outputs(image, deep, straightforward)
+    visual = model.visual
+    y = visual.conv1(image).flatten(2).transpose(1, 2)  # [2, 16, D]
+    y = torch.cat([visual.class_embedding.expand(2, 1, -1), y], dim=1) + visual.positional_embedding
+    y = clip_blocks_with_insertion(visual.transformer.resblocks, visual.ln_pre(y), values, 1, insert_at, mix_at,
+                                   causal=False)  # [2, 20, D]
+    assert (image_features - visual.ln_post(y[:, 0]) @ visual.proj).abs().max() <= 1e-4
+    assert (slot_outputs - visual.ln_post(y[:, 1:4])).abs().max() <= 1e-4
+    assert (image_encoder(image, deep=deep, straightforward=straightforward) - image_features).abs().max() <= 1e-5
+    grad, = torch.autograd.grad(features.sum() + slot_outputs.sum(), values)
+    grad_reference, = torch.autograd.grad(reference.sum() + visual.ln_post(y[:, 1:4]).sum(), values)
+    assert (grad - grad_reference).abs().max() <= 1e-4 * grad_reference.abs().max()
+    assert grad[:insert_at].abs().max() == 0 and grad[insert_at].abs().max() > 0

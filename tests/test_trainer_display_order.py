@@ -40,7 +40,7 @@ def test_a_registered_trainer_takes_its_place_in_the_tables(dummy_trainers, tmp_
     order = display_order()
     assert order[:9] == ["ZeroshotCLIP", "CoOp", "CoCoOp", "DummyPrompts", "MaPLe", "BITP", "BMIP", "PromptSRC",
                          "PromptSRC_BMIP"]
-    assert order[order.index("TCP") + 1] == "AUnranked"  # unranked: after every ranked one (TCP ranks last)
+    assert order[order.index("MMRLpp") + 1] == "AUnranked"  # unranked: after every ranked one (MMRLpp ranks last)
 
     root = tmp_path / "output"
     for trainer, (base, new) in {"MaPLe": (80, 70), "AUnranked": (60, 50), "DummyPrompts": (70, 60),
@@ -58,11 +58,11 @@ def test_the_benchmark_measures_a_registered_trainer_with_its_config_defaults(du
     subjects = benchmark_subjects()
     names = list(subjects)
     assert names[:3] == ["ZS-CLIP", "CoOp", "CoCoOp"] and names[3] == "DummyPrompts" and names[4] == "MaPLe"
-    assert "LinearProbeCLIP" not in names and names[names.index("IVLP") + 3] == "AUnranked"
+    assert "LinearProbeCLIP" not in names and names[names.index("IVLP") + 5] == "AUnranked"
     assert subjects["DummyPrompts"] == TrainerSpec("DummyPrompts") and subjects["VPT"] == TrainerSpec("VPT")
     assert [s.trainer for s in subjects.values() if s.config_file] == [
         "ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BITP", "BMIP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "UPT", "ProDA",
-        "MultiModalAdapter", "IVLP", "KgCoOp", "TCP"]
+        "MultiModalAdapter", "IVLP", "KgCoOp", "TCP", "MMRL", "MMRLpp"]
 
     defaults = get_cfg_default()
     extend_cfg(defaults)
