@@ -147,6 +147,17 @@ def _opts_ints_as_floats(cfg, opts):
     return fixed
 
 
+def _trainer_overrides(cfg):
+    """``[KEY, value, ...]`` a trainer's release applies after the config files and the command line (its
+    ``config_overrides(cfg)``, e.g. CoPrompt's per-dataset table); [] for other trainers and unknown names."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():
+        return []
+    overrides = getattr(TRAINER_REGISTRY.get(cfg.TRAINER.NAME), "config_overrides", None)
+    return overrides(cfg) if overrides is not None else []
+
+
 def setup_cfg(args):
     import datasets  # noqa: F401  (registers every dataset and its config keys)
     import trainers  # noqa: F401  (registers every trainer and its config keys)
@@ -161,5 +172,6 @@ def setup_cfg(args):
     reset_cfg(cfg, args)
     opts = _opts_ints_as_floats(cfg, args.opts or [])
     _merge(cfg, lambda: cfg.merge_from_list(opts), "the command-line options")
+    _merge(cfg, lambda: cfg.merge_from_list(_trainer_overrides(cfg)), f"{cfg.TRAINER.NAME}'s per-dataset settings")
     cfg.freeze()
     return cfg
