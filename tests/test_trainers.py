@@ -20,6 +20,7 @@ from trainers.bitp import CONNECT_METHODS, BITPPromptLearner
 from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
+from trainers.coprompt import CoPromptBMIPLearner, CoPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.kgcoop import KgCoOpPromptLearner, fill_template, knowledge_features
 from trainers.maple import MaPLePromptLearner
@@ -88,6 +89,9 @@ MODEL_BUILDERS = {
     "TCP": knowledge_guided_builder(TCPPromptLearner, method_cfg("TCP"), "X X X X {}."),
     # scale 0.1: the adapters visible in the logits; released gradient scaling (x10)
     "MMA": lambda c: PromptedCLIP(c, AdapterLearner(c, CLASSNAMES, "a photo of a", 5, 12, 32, 0.1)),
+    "CoPrompt": lambda c: PromptedCLIP(c, CoPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, True)),
+    "CoPrompt_BMIP-per_sample": lambda c: PromptedCLIP(c, CoPromptBMIPLearner(
+        c, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)),
 }
 
 

@@ -207,7 +207,12 @@ class ConsistencyTrainer(CLIPPromptTrainer):
                                                self.method_cfg.DESCRIPTIONS)
         print(f"Encoding {len(sentences[0])} LLM descriptions of each of the {len(sentences)} training classes "
               f"({source}) with the frozen CLIP")
+        self.use_descriptions(sentences)
+
+    def use_descriptions(self, sentences):
+        """Train with the descriptions ``sentences`` [n_cls][n_desc] of the training classes (encoded here, once)."""
         self.descriptions = description_features(self.backbone, sentences).to(self.device)
+        self.description_rng = random.Random(self.description_seed(self.epoch))
 
     def description_seed(self, epoch):
         """The seed of the description draws of ``epoch`` (0-based): from SEED, so a run (and its resumption)
