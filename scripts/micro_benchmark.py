@@ -1,8 +1,8 @@
 """The README's main job: base-to-novel on the micro benchmark, every method, on a CPU in minutes.
 
 ZS-CLIP, CoOp, CoCoOp, MaPLe, BITP, BMIP (reference and per_sample), PromptSRC, PromptSRC+BMIP, UPT, ProDA, MMA,
-KgCoOp and TCP are trained on the base classes (16 shots) of the synthetic micro-world datasets and tested on base and novel
-classes, with the shipped MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use under
+KgCoOp, TCP, CoPrompt and CoPrompt+BMIP are trained on the base classes (16 shots) of the synthetic micro-world
+datasets and tested on base and novel classes, with the shipped MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use under
 ``--data``. Jobs run on
 ``--workers`` processes (one torch thread each), inside the process (no interpreter start-up per job); a finished
 job is skipped, so a re-run only does what is missing. At the end the Base / Novel / HM table is printed and written
@@ -31,7 +31,7 @@ DATASETS = ("micro_clean", "micro_sketch", "micro_noisy", "micro_retro", "micro_
 RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaPLe", "micro"),
         ("BITP", "micro"), ("BMIP", "micro"), ("BMIP", "micro_per_sample"), ("PromptSRC", "micro"),
         ("PromptSRC_BMIP", "micro"), ("UPT", "micro"), ("ProDA", "micro"), ("MultiModalAdapter", "micro"),
-        ("KgCoOp", "micro"), ("TCP", "micro"))
+        ("KgCoOp", "micro"), ("TCP", "micro"), ("CoPrompt", "micro"), ("CoPrompt_BMIP", "micro"))
 
 
 def build_parser():
