@@ -89,7 +89,8 @@ MODEL_BUILDERS = {
     "TCP": knowledge_guided_builder(TCPPromptLearner, method_cfg("TCP"), "X X X X {}."),
     # scale 0.1: the adapters visible in the logits; released gradient scaling (x10)
     "MMA": lambda c: PromptedCLIP(c, AdapterLearner(c, CLASSNAMES, "a photo of a", 5, 12, 32, 0.1)),
-    "CoPrompt": lambda c: PromptedCLIP(c, CoPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, True)),
+    # without the release's fp16 rounding of the prompts (tests/test_coprompt.py), which rounds gradients to fp16 too
+    "CoPrompt": lambda c: PromptedCLIP(c, CoPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, False)),
     "CoPrompt_BMIP-per_sample": lambda c: PromptedCLIP(c, CoPromptBMIPLearner(
         c, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)),
 }
