@@ -6,12 +6,14 @@ import json
 import os
 import random
 import urllib.error
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from clip_patch import load_backbone
+from clip_patch.chunked import encode_text
 from clip_patch.openai_clip import openai_clip
 from dassl.engine import build_trainer
 from dassl.engine.run_dir import write_result
@@ -22,7 +24,7 @@ from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import llm_descriptions
 from trainers.base import PromptedCLIP
 from trainers.bmip import BMIPPromptLearner
-from trainers.coprompt import CoPromptBMIPLearner, CoPromptLearner, description_features
+from trainers.coprompt import CoPromptBMIPLearner, CoPromptLearner, ConsistencyTrainer, description_features
 
 CLASSNAMES = ["cat", "dog", "sea_lion", "red panda"]
 N_CTX, DEPTH, INIT = 2, 9, "a photo of a"
@@ -200,10 +202,8 @@ def test_one_training_steps_loss_terms_and_gradients_match_the_release(tiny):
     ours_teacher = description_features(tiny, DESCRIPTIONS)
     assert ours_teacher.shape == (3, 4, 32) and (ours_teacher - teacher_text).abs().max() <= 1e-5
 
-    trainer = type("T", (), {})()  # the trainer's loss_terms needs only these attributes
-    trainer.model, trainer.descriptions = model, ours_teacher
-    trainer.method_cfg = type("M", (), {"W": 1.5, "DISTILL": "cosine"})()
-    from trainers.coprompt import ConsistencyTrainer
+    trainer = SimpleNamespace(model=model, descriptions=ours_teacher,  # all the trainer's loss_terms reads
+                              method_cfg=SimpleNamespace(W=1.5, DISTILL="cosine"))
     terms, _ = ConsistencyTrainer.loss_terms(trainer, (image1, image2), label, 2)
     sum(terms.values()).backward()
 
@@ -386,7 +386,6 @@ def test_coprompt_bmip_is_bmip_features_through_coprompt_adapters(tiny, mode):
         ours = PromptedCLIP(tiny, learner)(image)
         plain = PromptedCLIP(tiny, bmip)
         v = plain.image_encoder(image, *bmip.vision_inputs())
-        from clip_patch.chunked import encode_text
         t = encode_text(plain.text_encoder, *bmip.text_inputs())
         v = F.normalize(0.1 * adapter(state, "adapter_image", v) + 0.9 * v, dim=-1)
         t = F.normalize(0.2 * adapter(state, "adapter_text", t) + 0.8 * t, dim=-1)
