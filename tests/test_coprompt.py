@@ -120,13 +120,17 @@ def released_teacher_text(clip_model, descriptions):
     return torch.stack(per_class, dim=1)
 
 
-def released_loss(clip_model, state, image1, image2, label, teacher_text, d, weight, fp16=True):
-    """The training forward's loss terms (cosine distill) with description index d."""
+def released_loss(clip_model, state, image1, image2, label, teacher_text, d, weight, distill="cosine", fp16=True):
+    """The training forward's loss terms with description index d (``distill`` "cosine", else the MSE branch)."""
     image_features, text_features = released_features(clip_model, state, image1, fp16)
     logits = clip_model.logit_scale.exp() * image_features @ text_features.t()
     teacher_image = F.normalize(clip_model.encode_image(image2), dim=-1)
     text_target = teacher_text[d] / teacher_text[d].norm(dim=-1, keepdim=True)
     cos = torch.nn.CosineSimilarity(dim=1, eps=1e-07)
+    if distill != "cosine":
+        return {"loss_ce": F.cross_entropy(logits, label),
+                "loss_text": weight * F.mse_loss(text_features, text_target),
+                "loss_image": weight * F.mse_loss(image_features, teacher_image)}
     return {"loss_ce": F.cross_entropy(logits, label),
             "loss_text": weight * (1.0 - cos(text_features, text_target).mean()),
             "loss_image": weight * (1.0 - cos(image_features, teacher_image).mean())}
@@ -190,7 +194,8 @@ def toy_trainer(root, *opts, trainer="CoPrompt"):
     return trainer
 
 
-def test_one_training_steps_loss_terms_and_gradients_match_the_release(tiny):
+@pytest.mark.parametrize("distill", ["cosine", "mse"])
+def test_one_training_steps_loss_terms_and_gradients_match_the_release(tiny, distill):
     state = released_tensors(torch.Generator().manual_seed(3))
     learner = learner_from_release(tiny, state)
     model = PromptedCLIP(tiny, learner).train()
@@ -203,12 +208,12 @@ def test_one_training_steps_loss_terms_and_gradients_match_the_release(tiny):
     assert ours_teacher.shape == (3, 4, 32) and (ours_teacher - teacher_text).abs().max() <= 1e-5
 
     trainer = SimpleNamespace(model=model, descriptions=ours_teacher,  # all the trainer's loss_terms reads
-                              method_cfg=SimpleNamespace(W=1.5, DISTILL="cosine"))
+                              method_cfg=SimpleNamespace(W=1.5, DISTILL=distill))
     terms, _ = ConsistencyTrainer.loss_terms(trainer, (image1, image2), label, 2)
     sum(terms.values()).backward()
 
     released = {k: v.clone().requires_grad_(True) for k, v in state.items()}
-    expected = released_loss(tiny.model, released, image1, image2, label, teacher_text, 2, 1.5)
+    expected = released_loss(tiny.model, released, image1, image2, label, teacher_text, 2, 1.5, distill)
     sum(expected.values()).backward()
     for name in expected:
         assert abs(terms[name].item() - expected[name].item()) <= 1e-3 * abs(expected[name].item()), name
@@ -408,3 +413,5 @@ def test_coprompt_bmip_trains_with_coprompts_loss(data_root, mode):
     assert isinstance(learner, CoPromptBMIPLearner) and learner.mode == mode
     with pytest.raises(ValueError, match="TRAINER.COPROMPT.BMIP_MODE must be one of"):
         toy_trainer(data_root, "TRAINER.COPROMPT.BMIP_MODE", "both", trainer="CoPrompt_BMIP")
+    with pytest.raises(ValueError, match=r"TRAINER.COPROMPT.DISTILL must be one of \('cosine', 'mse'\), got 'l1'"):
+        toy_trainer(data_root, "TRAINER.COPROMPT.DISTILL", "l1", trainer="CoPrompt_BMIP")
