@@ -89,6 +89,11 @@ PUBLISHED = OrderedDict([
     # image encoder's forward for the regulariser (the last block computes every row: the rep tokens are read).
     ("MMRL", TrainerSpec("MMRL", "configs/trainers/MMRL/vit_b16.yaml", reported_against=("MaPLe",))),
     ("MMRLpp", TrainerSpec("MMRLpp", "configs/trainers/MMRLpp/vit_b16.yaml", reported_against=("MMRL", "MaPLe"))),
+    # MaPLe's prompts plus output adapters; the step adds one frozen image-encoder forward of the second view (here the
+    # same batch). ImageNet's row of the release's per-dataset settings applies (depth 12, 4 tokens, W 8.0).
+    ("CoPrompt", TrainerSpec("CoPrompt", "configs/trainers/CoPrompt/coprompt.yaml", reported_against=("MaPLe",))),
+    ("CoPrompt_BMIP", TrainerSpec("CoPrompt_BMIP", "configs/trainers/CoPrompt_BMIP/coprompt_bmip.yaml",
+                                  reported_against=("CoPrompt", "BMIP-reference", "MaPLe"))),
 ])
 # Registered trainers the benchmark leaves out, and why.
 NOT_MEASURED = {"LinearProbeCLIP": "no prompt learner and no training step: a logistic regression fitted once on "
@@ -260,6 +265,8 @@ def build_trainer_without_data(cfg, classnames):
     trainer.num_classes = len(classnames)
     trainer.batch_idx, trainer.num_batches = 0, 2 ** 31  # an epoch that never ends: no LR step while timing
     trainer.build_model()
+    if hasattr(trainer, "use_descriptions"):  # trains with class descriptions (CoPrompt): 10 stand-in sentences each
+        trainer.use_descriptions([[f"a photo of a {name}, description {i}." for i in range(10)] for name in classnames])
     return trainer
 
 

@@ -106,3 +106,9 @@ def captions_agree(attributes, mentions, styles, names_style):
     attribute_ok = (same | ~mentions[None, :, :]).all(axis=-1)  # [N, N]
     style_ok = (styles[:, None] == styles[None, :]) | ~names_style[None, :]  # [N, N]
     return attribute_ok & style_ok
+
+
+def class_descriptions(classname):
+    """Sentences describing a class (e.g. "red star") the way CoPrompt's LLM descriptions describe theirs: one per
+    size and position, "a small red star on the left.", in a fixed order (10 per class)."""
+    return [f"{_article(size)} {size} {classname} {position}." for size in SIZES for position in POSITION_PHRASES]

@@ -167,9 +167,9 @@ def setup_cfg(args):
 
 
 def _dataset_overrides(cfg, opts):
-    """The trainer's per-dataset settings (its class's ``dataset_overrides(cfg)`` -> [key, value, ...], e.g. MMRL's),
-    between the config files and the command-line options as its release applies them: a key the options set keeps
-    the options' value."""
+    """The trainer's per-dataset settings (its class's ``dataset_overrides(cfg)`` -> [key, value, ...], e.g. MMRL's and
+    CoPrompt's), between the config files and the command-line options: they win over the YAML files, and a key the
+    options set keeps the options' value."""
     from dassl.engine import TRAINER_REGISTRY
 
     if cfg.TRAINER.NAME not in TRAINER_REGISTRY.registered_names():

@@ -1,4 +1,4 @@
-"""Write a trained model in the released whole-model checkpoint format of MaPLe, BMIP, UPT, IVLP or VPT.
+"""Write a trained model in the released whole-model checkpoint format of MaPLe, BMIP, UPT, IVLP, VPT or CoPrompt.
 
     python -m scripts.export_checkpoint --trainer BMIP --model-dir RUN [--load-epoch N] --out-dir OUT
 

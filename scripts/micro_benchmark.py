@@ -1,14 +1,14 @@
 """The README's main job: base-to-novel on the micro benchmark, every method, on a CPU in minutes.
 
 ZS-CLIP, CoOp, CoCoOp, MaPLe, BITP, BMIP (reference and per_sample), PromptSRC, PromptSRC+BMIP, UPT, ProDA, MMA,
-KgCoOp, TCP, MMRL and MMRL++ are trained on the base classes (16 shots) of the synthetic micro-world datasets and tested on base and novel
-classes, with the shipped MicroViT CLIP and the ``micro`` configs. The datasets are generated on first use under
-``--data``. Jobs run on
-``--workers`` processes (one torch thread each), inside the process (no interpreter start-up per job); a finished
-job is skipped, so a re-run only does what is missing. At the end the Base / Novel / HM table is printed and written
-with a plot to ``<output>/results``. A Python environment whose packages do not work together (e.g. a torchvision
-built for another torch) stops it before any job, with one line naming the fix (exit status 2). This is a synthetic
-stand-in for the paper's benchmark, not the benchmark itself.
+KgCoOp, TCP, MMRL, MMRL++, CoPrompt and CoPrompt+BMIP are trained on the base classes (16 shots) of the synthetic
+micro-world datasets and tested on base and novel classes, with the shipped MicroViT CLIP and the ``micro`` configs.
+The datasets are generated on first use under ``--data``. Jobs run on ``--workers`` processes (one torch thread each),
+inside the process (no interpreter start-up per job); a finished job is skipped, so a re-run only does what is
+missing. At the end the Base / Novel / HM table is printed and written with a plot to ``<output>/results``. A Python
+environment whose packages do not work together (e.g. a torchvision built for another torch) stops it before any job,
+with one line naming the fix (exit status 2). This is a synthetic stand-in for the paper's benchmark, not the
+benchmark itself.
 
     python -m scripts.micro_benchmark [--seeds 1 2 3] [--datasets micro_sketch ...] [--workers 2]
 """
@@ -31,7 +31,8 @@ DATASETS = ("micro_clean", "micro_sketch", "micro_noisy", "micro_retro", "micro_
 RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaPLe", "micro"),
         ("BITP", "micro"), ("BMIP", "micro"), ("BMIP", "micro_per_sample"), ("PromptSRC", "micro"),
         ("PromptSRC_BMIP", "micro"), ("UPT", "micro"), ("ProDA", "micro"), ("MultiModalAdapter", "micro"),
-        ("KgCoOp", "micro"), ("TCP", "micro"), ("MMRL", "micro"), ("MMRLpp", "micro"))
+        ("KgCoOp", "micro"), ("TCP", "micro"), ("MMRL", "micro"), ("MMRLpp", "micro"), ("CoPrompt", "micro"),
+        ("CoPrompt_BMIP", "micro"))
 
 
 def build_parser():

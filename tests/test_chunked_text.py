@@ -66,7 +66,7 @@ def test_chunked_logits_and_gradients_equal_one_pass(tiny, name, straightforward
 
 
 @pytest.mark.parametrize("name", ["CoOp", "CoCoOp", "MaPLe", "BMIP-per_sample", "BITP-atten", "UPT", "ProDA", "TCP",
-                                  "MMA", "MMRL", "MMRLpp"])
+                                  "MMA", "MMRL", "MMRLpp", "CoPrompt", "CoPrompt_BMIP-per_sample"])
 def test_chunked_equals_one_pass_on_the_open_clip_family(both_families, name):  # noqa: F811
     assert_chunked_equals_one_pass(build_model(name, both_families[1]), name, straightforward=False)
 

@@ -265,8 +265,8 @@ def test_export_command_refusals(data_root, tmp_path):
         export_checkpoint.export("CoOp", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match=re.escape(  # the trainers whose class carries a RELEASE_LAYOUT
             "no released checkpoint format for --trainer LinearProbeCLIP; use one of "
-            "['BITP', 'BMIP', 'IVLP', 'MMRL', 'MMRLpp', 'MaPLe', 'ProDA', 'PromptSRC', 'PromptSRC_BMIP', 'UPT', "
-            "'VPT']")):
+            "['BITP', 'BMIP', 'CoPrompt', 'IVLP', 'MMRL', 'MMRLpp', 'MaPLe', 'ProDA', 'PromptSRC', 'PromptSRC_BMIP', "
+            "'UPT', 'VPT']")):
         export_checkpoint.export("LinearProbeCLIP", str(tmp_path), str(tmp_path / "out"))
     with pytest.raises(SetupError, match=re.escape("no released checkpoint format for --trainer NoSuchTrainer;")):
         export_checkpoint.export("NoSuchTrainer", str(tmp_path), str(tmp_path / "out"))  # unregistered: no KeyError

@@ -365,8 +365,8 @@ def test_sweep_dry_run_and_checked_in_definitions(env, capsys):
                        "--configs", str(env["configs"])]) == 2
     assert "configs/trainers/BMIP/BMIP_ctx2_dp9_lr2.yaml" in capsys.readouterr().err
     # ZeroshotCLIP: one seed; every other trainer: 3 seeds
-    expected = {"base2new.yaml": 11 * (2 + 14 * 3 * 3), "cross_dataset.yaml": 11 + 14 * 3 * 11,
-                "domain_generalization.yaml": 5 + 14 * 3 * 5, "few_shot.yaml": 11 * 13 * 3 * 5,
+    expected = {"base2new.yaml": 11 * (2 + 17 * 3 * 3), "cross_dataset.yaml": 11 + 16 * 3 * 11,
+                "domain_generalization.yaml": 5 + 16 * 3 * 5, "few_shot.yaml": 11 * 15 * 3 * 5,
                 "open_world.yaml": 11 * 12 + 3 * 3 * 11 * 13}
     for name, count in expected.items():
         spec = sweep_files.load_sweep(REPO / "scripts" / "sweeps" / name)

@@ -20,6 +20,7 @@ from trainers.bitp import CONNECT_METHODS, BITPPromptLearner
 from trainers.bmip import BMIPPromptLearner
 from trainers.cocoop import CoCoOpCLIP, CoCoOpPromptLearner
 from trainers.coop import CoOpPromptLearner
+from trainers.coprompt import CoPromptBMIPLearner, CoPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
 from trainers.kgcoop import KgCoOpPromptLearner, fill_template, knowledge_features
 from trainers.maple import MaPLePromptLearner
@@ -95,6 +96,10 @@ MODEL_BUILDERS = {
                                          0.7),
     "MMRLpp": lambda c: RepresentationCLIP(c, ResidualRepresentationLearner(
         c, CLASSNAMES, "a photo of a {}.", [2, 3, 5], 3, 16, 0.6, 8, 4), 0.7),
+    # without the release's fp16 rounding of the prompts (tests/test_coprompt.py), which rounds gradients to fp16 too
+    "CoPrompt": lambda c: PromptedCLIP(c, CoPromptLearner(c, CLASSNAMES, 2, "a photo of a", 9, False)),
+    "CoPrompt_BMIP-per_sample": lambda c: PromptedCLIP(c, CoPromptBMIPLearner(
+        c, CLASSNAMES, 2, "a photo of a", 9, "per_sample", True, True)),
 }
 
 

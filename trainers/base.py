@@ -9,6 +9,8 @@ Which base a method subclasses:
   * ``vision_inputs() -> (shallow [b, D_v] | None, DeepPrompts | None)``
   * optionally (adapter methods) ``block_branch(side) -> BlockBranch | None`` for side "text" / "vision": a residual
     branch beside each block of that encoder (:data:`clip_patch.prompted.BlockBranch`)
+  * optionally (output adapters) ``mix_features(side, features [N, E]) -> [N, E]``: the encoder's features before
+    they are L2-normalised (CoPrompt)
 
   Which computation runs them (fast, or the released code's with ``MODEL.STRAIGHTFORWARD``) is the encoders'
   business, not the learner's: a learner only answers ``DeepPrompts.replace(layer, probe)``. :class:`PromptedCLIP`
@@ -56,6 +58,12 @@ def add_clip_config(cfg):
     cfg.MODEL.TEXT_CHUNK_CLASSES = AUTO  # class prompts per text-encoder chunk: -1 auto (100), 0 never, C > 0
 
 
+def setting_opts(node, settings):
+    """``[KEY, value, ...]`` for a release's per-data-set ``settings`` {key: value} (a trainer's ``dataset_overrides``):
+    a key without a dot is ``TRAINER.<node>.<key>``, a dotted one a full config key."""
+    return [item for key, value in settings.items() for item in (key if "." in key else f"TRAINER.{node}.{key}", value)]
+
+
 class PromptedCLIP(nn.Module):
     """Frozen CLIP encoders driven by a prompt learner; ``forward(image) -> logits [B, n_cls]``.
 
@@ -95,6 +103,7 @@ class PromptedCLIP(nn.Module):
         # (no reference kept here: encode_text frees the assembled prompts [n_cls, L, D] once it has cut them)
         features = encode_text(self.text_encoder, *self.prompt_learner.text_inputs(), self.straightforward,
                                self.text_chunk_classes, self.block_branch("text"))  # [n_cls, E]
+        features = self.output_mix("text", features)
         features = features / features.norm(dim=-1, keepdim=True)
         if cacheable:
             self._text_cache = features
@@ -105,9 +114,16 @@ class PromptedCLIP(nn.Module):
         block_branch = getattr(self.prompt_learner, "block_branch", None)
         return None if block_branch is None else block_branch(side)
 
+    def output_mix(self, side, features):
+        """Features [N, E] of the ``side`` ("text" | "vision") encoder through the learner's ``mix_features`` (output
+        adapters, before normalisation), when it has one."""
+        mix_features = getattr(self.prompt_learner, "mix_features", None)
+        return features if mix_features is None else mix_features(side, features)
+
     def image_features(self, image):
         shallow, deep = self.prompt_learner.vision_inputs()
         features = self.image_encoder(image, shallow, deep, self.straightforward, self.block_branch("vision"))
+        features = self.output_mix("vision", features)
         return features / features.norm(dim=-1, keepdim=True)
 
     def forward(self, image):

@@ -34,7 +34,7 @@ from clip_patch import DeepPrompts
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import CLIPPromptTrainer, PromptedCLIP
+from .base import CLIPPromptTrainer, PromptedCLIP, setting_opts
 from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_distance, knowledge_features, template_for
 from .prompting import ClassPrompts, text_prompt_slots
 from .release_formats import ReleaseLayout
@@ -232,7 +232,7 @@ class MMRL(CLIPPromptTrainer):
         """[key, value, ...] the release's train.py merges after the config files and before the command-line
         options for this data set (applied the same way by ``runs.config.setup_cfg``)."""
         settings = MMRL_DATASET_SETTINGS.get(cfg.DATASET.NAME, {})
-        return [item for key, value in settings.items() for item in (f"TRAINER.MMRL.{key}", value)]
+        return setting_opts("MMRL", settings)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)

@@ -23,6 +23,7 @@ from yacs.config import CfgNode as CN
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
+from .base import setting_opts
 from .mmrl import MMRL, RepresentationLearner, add_representation_keys
 from .release_formats import ReleaseLayout
 
@@ -155,7 +156,7 @@ class MMRLpp(MMRL):
     def dataset_overrides(cfg):
         task = cfg.TRAINER.MMRLpp.TASK
         settings = MMRLPP_DATASET_SETTINGS.get(task, {}).get(cfg.DATASET.NAME, {})
-        return [item for key, value in settings.items() for item in (f"TRAINER.MMRLpp.{key}", value)]
+        return setting_opts("MMRLpp", settings)
 
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
