@@ -10,7 +10,7 @@ from tests.toy_data import make_toy_dataset
 
 
 def test_every_interruption_resumes_to_the_uninterrupted_result(tmp_path):
-    make_toy_dataset(str(tmp_path / "data"), per_class=(4, 2, 2))
+    make_toy_dataset(str(tmp_path / "data"), per_class=(2, 2, 2))  # 3 training steps per epoch
     report_path = tmp_path / "report.json"
     subprocess.run([sys.executable, "-m", "tests.fault_harness", "--data", str(tmp_path / "data"),
                     "--work", str(tmp_path / "work"), "--report", str(report_path), "--random-points", "1"],
