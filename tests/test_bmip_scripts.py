@@ -1,7 +1,8 @@
 """The released BMIP, BITP and UPT script forms (scripts/bmip/*.sh, scripts/bitp/xd_*.sh, scripts/upt/*.sh: same
 arguments, commands and output folders) run end to end on generated ImageFolder data with the tiny random-weight CLIP,
 selected the way a user selects anything: DATA, and the DATASET / CFG names, here resolved in a temporary CONFIGS
-folder. Each script starts train.py (8 runs in all)."""
+folder. Each script starts train.py (8 runs in all), as ``$PYTHON`` = the warm Python of tests/warm_python.py (a fork
+of one interpreter that imported torch once, instead of a fresh one per run)."""
 import os
 import re
 import subprocess

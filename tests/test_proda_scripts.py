@@ -1,6 +1,8 @@
 """The released ProDA script forms (scripts/proda/*.sh: same arguments, config name, commands and output folders) run
 end to end on generated ImageFolder data with the tiny random-weight CLIP. The published config name is resolved in a
-temporary CONFIGS folder holding a tiny config with the published dataset keys (USE_RATIO True, SUBSAMPLE_RATIO 0)."""
+temporary CONFIGS folder holding a tiny config with the published dataset keys (USE_RATIO True, SUBSAMPLE_RATIO 0).
+``$PYTHON`` is the warm Python of tests/warm_python.py (train.py runs as a fork of one interpreter that imported torch
+once)."""
 import os
 import subprocess
 from pathlib import Path
