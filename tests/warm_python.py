@@ -116,14 +116,20 @@ def serve_one(connection):
 
 
 def main(socket_path):
+    parent = os.getppid()
     preload()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped without waiting
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(socket_path)
         listener.listen(8)
+        listener.settimeout(5)
         print("ready", flush=True)
-        while True:
-            connection, _ = listener.accept()
+        while os.getppid() == parent:  # ends with the test session that started it, however that ends
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(None)
             sys.stdout.flush()
             sys.stderr.flush()
             if os.fork() == 0:
