@@ -1,7 +1,9 @@
 """Shared pytest fixtures."""
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,3 +44,21 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     make_toy_dataset(str(root), per_class=(4, 2, 2))
     return str(root)
+
+
+@pytest.fixture(scope="session")
+def warm_python():
+    """A ``PYTHON`` for tests that run shell scripts: each ``$PYTHON ...`` command runs as a fork of one server that
+    imported torch and this repository once (tests/warm_python.py), not in a fresh interpreter."""
+    from tests.warm_python import write_client
+
+    folder = Path(tempfile.mkdtemp(prefix="warm_python"))  # short: a socket path has at most 107 characters
+    server = subprocess.Popen([sys.executable, "-m", "tests.warm_python", str(folder / "socket")],
+                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline() == "ready\n", "the warm Python server did not start (see its stderr)"
+        yield str(write_client(folder / "python", folder / "socket"))
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)

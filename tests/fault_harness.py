@@ -16,7 +16,8 @@ points, a child process runs the command with the fault injected, and a second c
 the same folder. Full-disk faults (``OSError(ENOSPC)`` raised while the temporary file is written) are injected at
 every ``after-write`` point. The final checkpoints (weights, optimizer and scheduler state, epoch, val result, run
 state), ``result.json`` metrics and ``curves.csv`` must equal the uninterrupted run's, and no temporary file may
-remain. The parent imports torch but computes nothing; each run is a fork, so no interpreter start-up is paid per run.
+remain. The parent imports torch but computes nothing; each run is a fork, so no interpreter start-up and no import
+(tests/warm_python.py's ``preload``: tensorboard's writer and the tokenizer too) is paid per run.
 """
 import argparse
 import errno
@@ -238,9 +239,9 @@ def main(argv=None):
                              "each kind of step, e.g. the first save and the final save of a checkpoint)")
     args = parser.parse_args(argv)
 
-    from benchmarks.runner import preload
+    from tests.warm_python import preload
 
-    preload()  # import torch, torchvision, clip and every module once, before forking; compute nothing here
+    preload()  # what every run would otherwise import for itself, once, before forking; compute nothing here
 
     args.work.mkdir(parents=True, exist_ok=True)
 

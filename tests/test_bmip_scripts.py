@@ -1,11 +1,11 @@
 """The released BMIP, BITP and UPT script forms (scripts/bmip/*.sh, scripts/bitp/xd_*.sh, scripts/upt/*.sh: same
 arguments, commands and output folders) run end to end on generated ImageFolder data with the tiny random-weight CLIP,
 selected the way a user selects anything: DATA, and the DATASET / CFG names, here resolved in a temporary CONFIGS
-folder. Each script starts train.py (8 runs in all)."""
+folder. Each script starts train.py (8 runs in all), as ``$PYTHON`` = the warm Python of tests/warm_python.py (a fork
+of one interpreter that imported torch once, instead of a fresh one per run)."""
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ TINY_UPT = TINY_BMIP.replace("BMIP", "UPT").replace("MAX_EPOCH: 2", "MAX_EPOCH: 
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, warm_python):
     """DATA with three toy datasets, a CONFIGS folder naming them (imagenet = the cross-dataset source) and a tiny
     BMIP config, and the working directory the scripts write ./output into."""
     root = tmp_path_factory.mktemp("bmip_scripts")
@@ -51,12 +51,12 @@ def world(tmp_path_factory):
     (configs / "trainers" / "UPT").mkdir()  # the config name the released UPT scripts fix, with tiny settings
     (configs / "trainers" / "UPT" / f"{UPT_CFG}.yaml").write_text(TINY_UPT)
     cwd.mkdir()
-    return {"data": data, "configs": configs, "cwd": cwd}
+    return {"data": data, "configs": configs, "cwd": cwd, "python": warm_python}
 
 
 def run_script(world, script, *args, **env):
     folder = REPO / "scripts" / "upt" if script.endswith("_upt.sh") else SCRIPTS
-    env = {**os.environ, "DATA": str(world["data"]), "CONFIGS": str(world["configs"]), "PYTHON": sys.executable,
+    env = {**os.environ, "DATA": str(world["data"]), "CONFIGS": str(world["configs"]), "PYTHON": world["python"],
            "OMP_NUM_THREADS": "1", **env}
     return subprocess.run(["bash", str(folder / script), *map(str, args)], cwd=world["cwd"], env=env,
                           capture_output=True, text=True, timeout=600)

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 from sweeps import runner, sweep_files
@@ -224,10 +223,10 @@ def test_documented_sweeps_dry_run(tmp_path, monkeypatch, capsys):
     assert checked >= 8
 
 
-def test_documented_shell_scripts_exist_and_dry_run(tmp_path):
+def test_documented_shell_scripts_exist_and_dry_run(tmp_path, warm_python):
     """``bash scripts/...`` commands: the script exists; a command with values runs as a dry run, a protocol
     script written with placeholders answers --help (the released BMIP and ProDA scripts take positional arguments
-    only)."""
+    only). Their ``$PYTHON`` commands run in the warm Python of tests/warm_python.py."""
     checked = 0
     for doc, env, command in COMMANDS:
         words = shlex.split(command)
@@ -238,7 +237,7 @@ def test_documented_shell_scripts_exist_and_dry_run(tmp_path):
         if words[1].startswith(("scripts/bmip/", "scripts/bitp/", "scripts/proda/", "scripts/upt/")):  # released forms
             continue
         environ = {**os.environ, **{k: v for k, v in env.items() if k != "DATA"}, "DATA": str(tmp_path),
-                   "PYTHON": sys.executable}
+                   "PYTHON": warm_python}
         if is_template(command):
             args = [] if words[1].endswith("search_init_seed.sh") else ["--help"]
             if not args:

@@ -183,6 +183,16 @@ def test_a_failing_item_is_reported_and_the_next_one_still_runs(tmp_path):
     assert "ValueError: a broken check" in saved["records"][0]["line"] and saved["summary"]["exit_code"] == 1
 
 
+def test_memory_is_released_between_items_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(gpu_check.gc, "collect", lambda: calls.append("collect"))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    gpu_check.release_memory(torch.device("cpu"))
+    assert calls == []  # no memory figure on the CPU, so no full collection (about 1 s each in a test process)
+    gpu_check.release_memory(torch.device("cuda"))
+    assert calls == ["collect", "empty_cache"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--device", "cuda"], "CUDA is not available here; on a machine without a GPU run --device cpu"),
     (["--device", "cpu", "--backbone", "ViT-H/14"], "Unknown backbone 'ViT-H/14'"),

@@ -1,7 +1,9 @@
 """Kill-safety, measured: SIGKILL or a full disk at every step of saving (first save, best-model save, pointer,
 removal of a superseded resume point, config, curves, result) and at sampled training / validation / test batches;
 re-running the same command must end with exactly the uninterrupted run's checkpoints and result, and no temporary
-file. The harness (tests/fault_harness.py) forks one process per run, so this costs about a minute."""
+file. The harness (tests/fault_harness.py) forks one process per run from a parent that imported everything once, on
+a toy set of 2 training images per class (3 steps an epoch: the same write and removal points, fewer training steps
+to sample from), so this costs about a minute of CPU time, two runs at a time."""
 import json
 import subprocess
 import sys
@@ -10,7 +12,7 @@ from tests.toy_data import make_toy_dataset
 
 
 def test_every_interruption_resumes_to_the_uninterrupted_result(tmp_path):
-    make_toy_dataset(str(tmp_path / "data"), per_class=(4, 2, 2))
+    make_toy_dataset(str(tmp_path / "data"), per_class=(2, 2, 2))  # 3 training steps per epoch
     report_path = tmp_path / "report.json"
     subprocess.run([sys.executable, "-m", "tests.fault_harness", "--data", str(tmp_path / "data"),
                     "--work", str(tmp_path / "work"), "--report", str(report_path), "--random-points", "1"],

@@ -1,9 +1,10 @@
 """The released ProDA script forms (scripts/proda/*.sh: same arguments, config name, commands and output folders) run
 end to end on generated ImageFolder data with the tiny random-weight CLIP. The published config name is resolved in a
-temporary CONFIGS folder holding a tiny config with the published dataset keys (USE_RATIO True, SUBSAMPLE_RATIO 0)."""
+temporary CONFIGS folder holding a tiny config with the published dataset keys (USE_RATIO True, SUBSAMPLE_RATIO 0).
+``$PYTHON`` is the warm Python of tests/warm_python.py (train.py runs as a fork of one interpreter that imported torch
+once)."""
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ DATASET: {USE_RATIO: True, SUBSAMPLE_RATIO: 0}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, warm_python):
     root = tmp_path_factory.mktemp("proda_scripts")
     data, configs, cwd = root / "data", root / "configs", root / "work"
     make_toy_dataset(str(data))  # 6 classes: base = 3, novel = 3
@@ -36,11 +37,11 @@ def world(tmp_path_factory):
     (configs / "trainers" / "ProDA").mkdir(parents=True)
     (configs / "trainers" / "ProDA" / f"{CFG}.yaml").write_text(TINY_PRODA)
     cwd.mkdir()
-    return {"data": data, "configs": configs, "cwd": cwd}
+    return {"data": data, "configs": configs, "cwd": cwd, "python": warm_python}
 
 
 def run_script(world, script, *args):
-    env = {**os.environ, "DATA": str(world["data"]), "CONFIGS": str(world["configs"]), "PYTHON": sys.executable,
+    env = {**os.environ, "DATA": str(world["data"]), "CONFIGS": str(world["configs"]), "PYTHON": world["python"],
            "OMP_NUM_THREADS": "1"}
     return subprocess.run(["bash", str(SCRIPTS / script), *map(str, args)], cwd=world["cwd"], env=env,
                           capture_output=True, text=True, timeout=600)
