@@ -58,11 +58,11 @@ def test_the_benchmark_measures_a_registered_trainer_with_its_config_defaults(du
     subjects = benchmark_subjects()
     names = list(subjects)
     assert names[:3] == ["ZS-CLIP", "CoOp", "CoCoOp"] and names[3] == "DummyPrompts" and names[4] == "MaPLe"
-    assert "LinearProbeCLIP" not in names and names[names.index("IVLP") + 5] == "AUnranked"
+    assert "LinearProbeCLIP" not in names and names[names.index("IVLP") + 7] == "AUnranked"
     assert subjects["DummyPrompts"] == TrainerSpec("DummyPrompts") and subjects["VPT"] == TrainerSpec("VPT")
     assert [s.trainer for s in subjects.values() if s.config_file] == [
         "ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BITP", "BMIP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "UPT", "ProDA",
-        "MultiModalAdapter", "IVLP", "KgCoOp", "TCP", "MMRL", "MMRLpp"]
+        "MultiModalAdapter", "IVLP", "KgCoOp", "TCP", "CoPrompt", "CoPrompt_BMIP", "MMRL", "MMRLpp"]
 
     defaults = get_cfg_default()
     extend_cfg(defaults)

@@ -214,7 +214,7 @@ class RepresentationCLIP(PromptedCLIP):
 
 @TRAINER_REGISTRY.register()
 class MMRL(CLIPPromptTrainer):
-    DISPLAY_RANK = 121  # place in result tables and benchmarks (trainers/display.py)
+    DISPLAY_RANK = 125  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "MMRL"
     CHECKPOINT_NAME = "MultiModalRepresentationLearner"  # the release's model name (its checkpoint folder)
     LEARNER = RepresentationLearner

@@ -141,7 +141,7 @@ class ResidualRepresentationLearner(RepresentationLearner):
 
 @TRAINER_REGISTRY.register()
 class MMRLpp(MMRL):
-    DISPLAY_RANK = 122  # place in result tables and benchmarks (trainers/display.py)
+    DISPLAY_RANK = 126  # place in result tables and benchmarks (trainers/display.py)
     CFG_NODE = "MMRLpp"
     LEARNER = ResidualRepresentationLearner
     # The release also lists ``image_encoder.proj_rep`` as trainable, which names nothing in MMRL++ (mmrlpp.py L314).
