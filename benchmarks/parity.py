@@ -36,6 +36,7 @@ normal tests.
 import contextlib
 import copy
 import math
+import random
 import warnings
 
 import torch
@@ -112,11 +113,21 @@ def _learner_parameters(trainer):
 
 
 @contextlib.contextmanager
-def same_random_draws(device):
-    """A training step's random draws (UPT's dropout, ProDA's prompt sampling) the same in every compared call."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        yield
+def same_random_draws(trainer, device):
+    """A training step's random draws the same in every compared call, whichever build makes it: torch's (UPT's
+    dropout, ProDA's prompt sampling) and the trainer's own Python generators (CoPrompt's description index) seeded,
+    and all put back afterwards."""
+    generators = [g for g in vars(trainer).values() if isinstance(g, random.Random)]
+    states = [g.getstate() for g in generators]
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(0)
+            for generator in generators:
+                generator.seed(0)
+            yield
+    finally:
+        for generator, state in zip(generators, states):
+            generator.setstate(state)
 
 
 def logits_and_gradients(trainer, images, labels, straightforward, precision):
@@ -136,7 +147,7 @@ def logits_and_gradients(trainer, images, labels, straightforward, precision):
             with precision.autocast():
                 return model(images).detach().float().cpu(), {}, scale
         while True:
-            with same_random_draws(images.device), precision.autocast():
+            with same_random_draws(trainer, images.device), precision.autocast():
                 loss, logits = trainer.compute_loss(images, labels)
             grads = torch.autograd.grad(loss * scale, list(params.values()))
             if all(torch.isfinite(g).all() for g in grads) or scale < 1.0:
@@ -241,20 +252,22 @@ def check_trainer(build, trainer_id, images, labels, precs=HALF_PRECISIONS, emul
 
 
 def _eval_error(trainer, images, precision, logit_scale):
-    """Evaluation path (text cache) vs the model's own forward without the cache, both in eval mode (no dropout),
-    same precision, in cosine units.
+    """Evaluation path (``model_inference`` with the text cache) vs the same ``model_inference`` without the cache,
+    both in eval mode (no dropout), same precision, in cosine units.
 
-    That forward gives the training-mode logits of most methods (UPT's without dropout); ProDA's training step uses a subset of its prompts
-    and an extra term, and its forward is its evaluation's computation."""
-    training = trainer.model.training
+    For most methods that is the model's own forward (UPT's without dropout); MMRL's test reads the head its TASK
+    chooses, and ProDA's forward is its evaluation's computation (its training step uses a subset of its prompts)."""
+    training, previous = trainer.model.training, trainer.precision
     trainer.model.eval()  # as in an evaluation: no dropout
+    trainer.precision = precision
     try:
-        with torch.no_grad(), precision.autocast():
-            forward = trainer.model(images).float().cpu()
+        with torch.no_grad():
+            uncached = trainer.model_inference(images).float().cpu()
         evaluated = eval_logits(trainer, images, precision)
     finally:
         trainer.model.train(training)
-    return float((evaluated - forward).abs().max()) / logit_scale
+        trainer.precision = previous
+    return float((evaluated - uncached).abs().max()) / logit_scale
 
 
 JUDGED = ("vs_fp32_straightforward", "vs_fp32_fast")  # errors[...] with a verdict; the rest is information

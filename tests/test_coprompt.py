@@ -20,6 +20,7 @@ from dassl.engine.run_dir import write_result
 from runs.config import build_parser, setup_cfg
 from runs.run import cli
 from scripts import export_checkpoint
+from tests.numerics import relative_error
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import llm_descriptions
 from trainers.base import PromptedCLIP
@@ -170,9 +171,6 @@ def test_released_weights_give_the_released_logits(tiny, straightforward, fp16):
     assert (ours - expected).abs().max() <= TOL
     assert (expected - other).abs().max() > 0  # the fp16 rounding reaches the logits
 
-
-def relative_error(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from dassl.engine import build_trainer
 from dassl.engine.run_dir import write_result
 from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
+from tests.numerics import relative_error
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import PromptedCLIP
 from trainers.mma import AdapterLearner
@@ -125,9 +126,6 @@ def test_released_weights_give_the_released_logits(tiny, straightforward, scale)
     if scale == 0.5:  # the adapter path is visible in the logits
         assert (expected - without).abs().max() > 1e-2
 
-
-def relative_error(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.mark.parametrize("release_gradient_scale", [True, False])

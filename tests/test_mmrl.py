@@ -13,6 +13,7 @@ from clip_patch import load_backbone
 from clip_patch.openai_clip import openai_clip
 from dassl.engine import build_trainer
 from runs.config import build_parser, setup_cfg
+from tests.numerics import relative_error
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.mmrl import RepresentationCLIP, RepresentationLearner, fusion_at_test
 from trainers.mmrlpp import ResidualRepresentationLearner
@@ -188,9 +189,6 @@ def test_released_weights_give_the_released_logits_of_both_heads(tiny, variant, 
     plain = 100.0 * F.normalize(tiny.model.encode_image(image), dim=-1)
     assert (expected[0] - plain @ expected[4].t()).abs().max() > 1e-2  # the tokens reach the CLS head
 
-
-def relative_error(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 # -- through train.py --------------------------------------------------------------------------------------------

@@ -173,6 +173,7 @@ def test_tables_order_the_trainers_of_the_project_as_the_readme_then_others_alph
 
     ours = [name for name in display_order() if TRAINER_REGISTRY.get(name).__module__.startswith("trainers.")]
     assert ours == ["ZeroshotCLIP", "CoOp", "CoCoOp", "MaPLe", "BITP", "BMIP", "PromptSRC", "PromptSRC_BMIP", "UPT",
-                    "ProDA", "MultiModalAdapter", "LinearProbeCLIP", "VPT", "IVLP", "KgCoOp", "TCP"]
+                    "ProDA", "MultiModalAdapter", "LinearProbeCLIP", "VPT", "IVLP", "KgCoOp", "TCP", "CoPrompt",
+                    "CoPrompt_BMIP", "MMRL", "MMRLpp"]
     keys = [(t, c) for t in reversed(ours) for c in ("b", "a")] + [("Zeta", "c"), ("Alpha", "c")]
     assert aggregate.method_order(keys) == [(t, c) for t in ours for c in ("a", "b")] + [("Alpha", "c"), ("Zeta", "c")]

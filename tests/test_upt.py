@@ -17,6 +17,7 @@ from dassl.engine.run_dir import write_result
 from dassl.utils import CheckpointError
 from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
+from tests.numerics import relative_error
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import upt as upt_module
 from trainers.upt import UPT, UnifiedPromptCLIP, UPTPromptLearner, settings_node
@@ -130,9 +131,6 @@ def test_released_weights_give_the_released_logits(tiny, straightforward):
         assert (released_logits(tiny.model, rows_read, image) - expected).abs().max() > 1e-3
         assert torch.equal(released_logits(tiny.model, rows_unread, image), expected)
 
-
-def relative_error(a, b):
-    return ((a - b).norm() / b.norm()).item()
 
 
 @pytest.mark.parametrize("training", [False, True])

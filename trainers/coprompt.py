@@ -231,8 +231,9 @@ class ConsistencyTrainer(CLIPPromptTrainer):
 
     def loss_terms(self, views, label, description):
         """{"loss_ce", "loss_text", "loss_image"} (weighted, tensors) and the prompted logits [B, n_cls], for
-        ``views`` = (first view, second view) and the description index ``description``."""
-        image, second = views
+        ``views`` = (first view, second view), or one batch [B, 3, H, W] both use, and the description index
+        ``description``."""
+        image, second = (views, views) if torch.is_tensor(views) else views
         model = self.model
         image_features = model.image_features(image)  # [B, E], mixed, normalised
         text_features = model.text_features()  # [n_cls, E], mixed, normalised
