@@ -21,6 +21,7 @@ from runs.config import build_parser, setup_cfg
 from runs.run import cli
 from scripts import export_checkpoint
 from tests.numerics import relative_error
+from tests.release_files import write_release_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import llm_descriptions
 from trainers.base import PromptedCLIP
@@ -264,9 +265,7 @@ def test_released_checkpoint_evaluates_as_the_release_and_exports_back(tiny, dat
     classes = trainer.dm.dataset.classnames
     frozen = {f"model_distill.{k}": v for k, v in list(tiny.model.state_dict().items())[:3]}
     released = {**state, **frozen, "prompt_learner.token_prefix": torch.zeros(len(classes), 1, 64)}
-    path = tmp_path / "release" / "MultiModalPromptLearner" / "model.pth.tar-5"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": released, "epoch": 5, "optimizer": {}, "scheduler": {}}, path)
+    write_release_checkpoint(tmp_path / "release", "MultiModalPromptLearner", released, 5)
     trainer.load_model(str(tmp_path / "release"), epoch=5)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():

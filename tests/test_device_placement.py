@@ -152,7 +152,6 @@ MODEL_CODE = ["clip_patch", "trainers", "dassl", "datasets", "runs", "results", 
 ALLOWED = {  # (file, what): why
     ("scripts/pretrain_micro_clip.py", ".half()"): "stores the shipped MicroViT checkpoint in fp16, as OpenAI does",
     ("sweeps/executors/slurm.py", "device 'cuda'"): "the train.py --device flag of a SLURM task that was given GPUs",
-    ("trainers/coprompt.py", ".half()"): "FP16_PROMPTS: the release's rounding of the prompts to fp16, on purpose",
 }
 
 

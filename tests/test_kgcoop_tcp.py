@@ -2,7 +2,6 @@
 (tiny random model): logits, each loss term and the gradients of one training step; the hand-crafted knowledge
 target (fp32 and the release's fp16); released checkpoints in and out; bad settings refused."""
 import copy
-import os
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from runs.config import build_parser, setup_cfg
 from runs.run import cli
 from scripts import export_checkpoint
 from sweeps.jobs import SetupError
+from tests.release_files import write_release_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.kgcoop import KNOWLEDGE_TEMPLATES, template_for
 
@@ -174,12 +174,6 @@ def test_knowledge_templates_per_dataset():
     assert len(KNOWLEDGE_TEMPLATES) == 15
 
 
-def write_released_learner(directory, state_dict, epoch):
-    path = directory / "prompt_learner" / f"model.pth.tar-{epoch}"
-    os.makedirs(path.parent, exist_ok=True)
-    torch.save({"state_dict": state_dict, "epoch": epoch, "optimizer": {}, "scheduler": {}}, path)
-
-
 def eval_logits(trainer, image):
     trainer.set_model_mode("eval")
     with torch.no_grad():
@@ -194,7 +188,7 @@ def test_released_kgcoop_checkpoint_loads_and_ours_is_its_format(data_root, tmp_
                 "token_prefix": torch.zeros(9, 1, D), "token_suffix": torch.zeros(9, 72, D),
                 "meta_net.linear1.weight": torch.randn(D, D, generator=g).half(),  # dead, fp16
                 "meta_net.linear1.bias": torch.zeros(D).half()}
-    write_released_learner(tmp_path / "release", released, 100)
+    write_release_checkpoint(tmp_path / "release", "prompt_learner", released, 100)
     image, _ = first_batch(trainer)
     before = eval_logits(trainer, image)
     trainer.load_model(str(tmp_path / "release"), epoch=100)
@@ -289,7 +283,7 @@ def test_released_tcp_checkpoint_loads_and_ours_is_its_format(data_root, tmp_pat
     learned = {k: torch.randn(*shape, generator=g) * 0.1 for k, shape in shapes.items()}
     released = {k: (v.half() if k.startswith("meta_net.") else v) for k, v in learned.items()}  # meta_net: fp16
     released.update({"token_prefix": torch.zeros(9, 1, D), "token_suffix": torch.zeros(9, 72, D)})
-    write_released_learner(tmp_path / "release", released, 50)
+    write_release_checkpoint(tmp_path / "release", "prompt_learner", released, 50)
     image, _ = first_batch(trainer)
     before = eval_logits(trainer, image)
     trainer.load_model(str(tmp_path / "release"), epoch=50)

@@ -13,6 +13,7 @@ from dassl.engine.run_dir import write_result
 from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
 from tests.numerics import relative_error
+from tests.release_files import write_release_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.base import PromptedCLIP
 from trainers.mma import AdapterLearner
@@ -182,9 +183,7 @@ def test_released_checkpoint_evaluates_as_the_release_and_ours_is_already_its_fo
     # the release saves its AdapterLearner with the class texts' buffers, which it drops on load
     released = {**state, "token_embedding": torch.zeros(len(classes), 77, WIDTH),
                 "tokenized_prompts": torch.zeros(len(classes), 77, dtype=torch.long)}
-    path = tmp_path / "release" / "adapter_learner" / "model.pth.tar-5"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": released, "epoch": 5, "optimizer": {}, "scheduler": {}}, path)
+    write_release_checkpoint(tmp_path / "release", "adapter_learner", released, 5)
     trainer.load_model(str(tmp_path / "release"), epoch=5)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():

@@ -18,6 +18,7 @@ from dassl.utils import CheckpointError
 from runs.config import build_parser, setup_cfg
 from scripts import export_checkpoint
 from tests.numerics import relative_error
+from tests.release_files import write_release_checkpoint
 from tests.toy_data import make_toy_dataset, toy_opts
 from trainers import upt as upt_module
 from trainers.upt import UPT, UnifiedPromptCLIP, UPTPromptLearner, settings_node
@@ -242,9 +243,7 @@ def test_released_checkpoint_evaluates_as_the_release_and_exports_back(tiny, dat
     state = released_tensors(torch.Generator().manual_seed(8))
     frozen = {f"image_encoder.{k}": v for k, v in trainer.backbone.model.visual.state_dict().items()}
     released = {**state, **frozen, "prompt_learner.token_prefix": torch.zeros(10, 1, D_T)}
-    path = tmp_path / "release" / "MultiModalPromptLearner" / "model.pth.tar-5"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": released, "epoch": 5, "optimizer": {}, "scheduler": {}}, path)
+    write_release_checkpoint(tmp_path / "release", "MultiModalPromptLearner", released, 5)
     trainer.load_model(str(tmp_path / "release"), epoch=5)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():

@@ -78,7 +78,7 @@ DATASET_SETTINGS = {
 
 def fp16_rounded(values):
     """values [..., D] rounded to fp16 and back to their dtype (None stays None); gradients pass as through a cast."""
-    return None if values is None else values.half().to(values.dtype)
+    return None if values is None else values.to(torch.float16).to(values.dtype)
 
 
 class Adapter(nn.Module):
