@@ -1,5 +1,6 @@
 """The documentation's numbers and commands against the code, so that neither goes stale.
 
+* The README's trainer table names every registered trainer with its checkpoint folder and config node.
 * The SLURM table of docs/EXPERIMENTS.md (array tasks, jobs, training jobs per command) and the protocol table
   (trainers, datasets, seeds per sweep) are recomputed from the sweep files by the sweep planner itself.
 * Every ``python`` / ``bash`` command in README.md and docs/*.md (code blocks and inline code) is run as far as it
@@ -84,6 +85,20 @@ def test_protocol_table_names_each_sweeps_trainers_datasets_and_seeds():
             assert int(count) == len(listed), f"{protocol}: {count} {what}"
         checked += bool(named)
     assert checked >= 2  # base-to-novel and few-shot list their methods
+
+
+def test_readme_trainer_table_is_the_registry():
+    """One row per registered trainer, with the checkpoint folder and config node its class declares."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    rows = table_rows((REPO / "README.md").read_text(encoding="utf-8"), "| `--trainer` |")
+    documented = {code_in(row[0]): row for row in rows}
+    assert len(documented) == len(rows) and sorted(documented) == sorted(display_order())
+    for name, (_, _, folder, node) in documented.items():
+        trainer = TRAINER_REGISTRY.get(name)
+        checkpoint = getattr(trainer, "CHECKPOINT_NAME", None)
+        assert folder == (f"`{checkpoint}`" if checkpoint else "–"), name
+        assert node.startswith(f"`TRAINER.{trainer.CFG_NODE}`"), name
 
 
 # -- every documented command ------------------------------------------------------------------------------------------
