@@ -1,5 +1,7 @@
 """The documentation's numbers and commands against the code, so that neither goes stale.
 
+* The README's trainer table names every registered trainer with its checkpoint folder and config node, and every
+  config key the docs name exists.
 * The SLURM table of docs/EXPERIMENTS.md (array tasks, jobs, training jobs per command) and the protocol table
   (trainers, datasets, seeds per sweep) are recomputed from the sweep files by the sweep planner itself.
 * Every ``python`` / ``bash`` command in README.md and docs/*.md (code blocks and inline code) is run as far as it
@@ -84,6 +86,48 @@ def test_protocol_table_names_each_sweeps_trainers_datasets_and_seeds():
             assert int(count) == len(listed), f"{protocol}: {count} {what}"
         checked += bool(named)
     assert checked >= 2  # base-to-novel and few-shot list their methods
+
+
+def test_readme_trainer_table_is_the_registry():
+    """One row per registered trainer, with the checkpoint folder and config node its class declares."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    rows = table_rows((REPO / "README.md").read_text(encoding="utf-8"), "| `--trainer` |")
+    documented = {code_in(row[0]): row for row in rows}
+    assert len(documented) == len(rows) and sorted(documented) == sorted(display_order())
+    for name, (_, _, folder, node) in documented.items():
+        trainer = TRAINER_REGISTRY.get(name)
+        checkpoint = getattr(trainer, "CHECKPOINT_NAME", None)
+        assert folder == (f"`{checkpoint}`" if checkpoint else "–"), name
+        assert node.startswith(f"`TRAINER.{trainer.CFG_NODE}`"), name
+
+
+# Dotted names the docs give that are not keys here, on purpose: the released code's own keys, the typo of an error
+# example, and code.
+NOT_KEYS = {"TRAINER.CoPrompt", "TRAINER.CoPrompt.N_CTX", "TRAINER.W", "TRAINER.DISTILL", "TRAINER.COOP.W",
+            "TRAINER.COOP.N_CTXX", "TRAIN.get"}
+
+
+def config_keys(node, prefix=""):
+    for key, value in node.items():
+        yield prefix + key
+        if isinstance(value, dict):
+            yield from config_keys(value, f"{prefix}{key}.")
+
+
+def test_every_config_key_the_docs_name_exists():
+    """`TRAINER.COPROMPT.FP16_PROMPTS`-style names in README.md and docs/*.md are keys of the full config (every
+    trainer's and dataset's extension applied), spelt as the code spells them."""
+    import datasets  # noqa: F401 (registers the datasets' keys; trainers are registered above)
+    from dassl.config import extend_cfg, get_cfg_default
+
+    keys = set(config_keys(extend_cfg(get_cfg_default())))
+    tops = sorted({key.split(".")[0] for key in keys if "." in key})
+    dotted = re.compile(rf"\b(?:{'|'.join(tops)})(?:\.\w+)+")
+    unknown = [f"{doc.relative_to(REPO)}: {name}" for doc in DOCS
+               for name in sorted(set(dotted.findall(doc.read_text(encoding="utf-8"))))
+               if name not in keys and name not in NOT_KEYS]
+    assert not unknown, "\n".join(unknown)
 
 
 # -- every documented command ------------------------------------------------------------------------------------------

@@ -31,6 +31,8 @@ WORKPLACE_TALK = {
 }
 ISSUE = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
 OWNER_REPO_BEFORE = re.compile(r"\b[\w.-]+/[\w.-]+ $")
+NUMBER_REF = re.compile(r"(?<![\w&#/])(?<!\]\()#\d+\b")  # "#56" (not an anchor "](#1-x)", not "&#38;")
+OWNER_REPO_ISSUE_BEFORE = re.compile(r"\b[\w.-]+/[\w.-]+ (?:issues?|pull requests?|PR) $", re.IGNORECASE)
 LINK = re.compile(r"\]\(([^()\s]+)\)")
 FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 RELEASE_BEFORE = re.compile(r"\breleas(?:e|e's|ed) $", re.IGNORECASE)
@@ -87,6 +89,8 @@ def workplace_talk(name, text):
                 for what, pattern in WORKPLACE_TALK.items() for m in pattern.finditer(text)]
     problems += [f"{name}:{line_of(text, m.start())}: an issue number without its repository ({m.group(0)!r})"
                  for m in ISSUE.finditer(text) if not OWNER_REPO_BEFORE.search(text[:m.start()][-100:])]
+    problems += [f"{name}:{line_of(text, m.start())}: a numbered reference without its repository ({m.group(0)!r})"
+                 for m in NUMBER_REF.finditer(text) if not OWNER_REPO_ISSUE_BEFORE.search(text[:m.start()][-100:])]
     return problems
 
 
@@ -155,14 +159,16 @@ TOY = Repository(["README.md", "docs/BMIP.md", "docs/img/gates.png", "trainers/b
 @pytest.mark.parametrize("bad", [
     "The facts are in `shared/spec/bmip.md`.", "as stated in spec §1.3", "see release §4 item 9",
     "match the specs", "Goals (issue 16): fast", "see issue #3", "with the `device` tool",
-    "writes $OUT/x.json", "no GPU was lent to us", "the session that wrote it",
+    "writes $OUT/x.json", "no GPU was lent to us", "the session that wrote it", "works when None (Dassl #56)",
+    "see #12 for the details",
 ])
 def test_workplace_talk_is_caught(bad):
     assert workplace_talk("x.md", f"Intro.\n{bad}\n"), bad
 
 
 @pytest.mark.parametrize("fine", [
-    "mirrors named in KaiyangZhou/CoOp issue #61", "export DATA=/shared/datasets", "a `TrainerSpec` per method",
+    "mirrors named in KaiyangZhou/CoOp issue #61", "KaiyangZhou/Dassl.pytorch issue #56", "[up](#12-steps)",
+    "export DATA=/shared/datasets", "a `TrainerSpec` per method",
     "the device of the loaded weights", "plain-object helpers", "`spec.record()` is what checkpoints keep",
     "`locate(spec)` fetches the weights", "`python -m benchmarks.measure --spec FILE`",
 ])
