@@ -1,11 +1,12 @@
 """The vocabulary tokens nearest to each learned text context vector (CoOp's ``interpret_prompt.py``, generalised).
 
 For every learnable text context of a trained model — the shallow context (``ctx`` of CoOp / CoCoOp / IVLP /
-MaPLe / PromptSRC, ``ctx_t`` of BMIP / PromptSRC_BMIP; one set per class with CoOp's CSC) and the deep text prompts
-(``compound_prompts_text`` of MaPLe / BMIP / PromptSRC_BMIP, ``deep_text`` of IVLP / PromptSRC), layer by layer — it lists the k tokens of the model's own token-embedding
-table [V, D] at the smallest Euclidean distance, with the distances, as CoOp's script does (``torch.cdist`` against
-every row, special tokens included; computed from the differences, so a vector equal to a token embedding is at
-distance 0 exactly). Offline: only the loaded model is used.
+MaPLe / PromptSRC, ``ctx_t`` of BMIP / PromptSRC_BMIP; one set per class with CoOp's CSC, one per prompt with ProDA)
+and the deep text prompts (``compound_prompts_text`` of MaPLe / BMIP / PromptSRC_BMIP, ``deep_text`` of IVLP /
+PromptSRC), layer by layer — it lists the k tokens of the model's own token-embedding table [V, D] at the smallest
+Euclidean distance, with the distances, as CoOp's script does (``torch.cdist`` against every row, special tokens
+included; computed from the differences, so a vector equal to a token embedding is at distance 0 exactly). Offline:
+only the loaded model is used.
 
 The shallow context replaces token embeddings, so its neighbours are directly comparable. A deep prompt is written
 into the residual stream before layer l; it has the token embeddings' width but lives in that layer's space, so its
@@ -24,7 +25,7 @@ from analysis.cli import build_parser, fail, load_trained
 
 # torch and CLIP are imported where they are used: `python -m analysis.interpret_prompt --help` answers at once.
 
-SHALLOW_CONTEXT = ("ctx", "ctx_t")  # learner attributes holding the shallow text context [b, D] | [n_cls, b, D]
+SHALLOW_CONTEXT = ("ctx", "ctx_t")  # learner attributes holding the shallow text context [b, D] | [n, b, D]
 DEEP_TEXT_PROMPTS = ("compound_prompts_text", "deep_text")  # learner attributes: lists of [b, D], used at l = k + 1
 
 
@@ -47,17 +48,29 @@ def context_sets(learner, classnames=None):
             continue
         if ctx.dim() == 2:
             sets.append(ContextSet(f"shallow text context `{name}` (layer 0)", ctx))
-        else:  # CoOp CSC: one context per class [n_cls, b, D]
-            names = classnames or [str(i) for i in range(ctx.shape[0])]
-            sets += [ContextSet(f"shallow text context `{name}` of class '{c}' (layer 0)", ctx[i])
-                     for i, c in enumerate(names)]
+        else:  # several contexts [n, b, D]: one per class (CoOp's CSC) or one per prompt (ProDA)
+            sets += [ContextSet(f"shallow text context `{name}` of {label} (layer 0)", ctx[i])
+                     for i, label in enumerate(context_set_labels(learner, ctx.shape[0], classnames))]
     for name in DEEP_TEXT_PROMPTS:
         for k, prompt in enumerate(getattr(learner, name, None) or []):
             sets.append(ContextSet(f"deep text prompt `{name}.{k}` (layer {k + 1})", prompt))
     if not sets:
         raise ValueError(f"{type(learner).__name__} has no learnable text context to interpret; this tool applies to "
-                         f"CoOp, CoCoOp, IVLP (with text prompts), MaPLe, BMIP, PromptSRC and PromptSRC_BMIP")
+                         f"learners with a learned text context (`ctx` or `ctx_t`) or deep text prompts, e.g. CoOp, "
+                         f"CoCoOp, KgCoOp, TCP, ProDA, IVLP (with text prompts), MaPLe, BMIP, BITP, UPT, PromptSRC")
     return sets
+
+
+def context_set_labels(learner, count, classnames=None):
+    """What each of a learner's ``count`` contexts [count, b, D] belongs to, from its ``CONTEXT_SETS``
+    ("class": one per class, named when ``classnames`` are given; "prompt": one per learned prompt)."""
+    kind = getattr(learner, "CONTEXT_SETS", None)
+    if kind == "class":
+        return [f"class '{c}'" for c in (classnames or [str(i) for i in range(count)])]
+    if kind == "prompt":
+        return [f"prompt {i}" for i in range(count)]
+    raise ValueError(f"{type(learner).__name__} holds {count} text contexts but does not say what they belong to: "
+                     f"set its CONTEXT_SETS to 'class' or 'prompt'")
 
 
 def nearest_tokens(vectors, token_embedding, k):

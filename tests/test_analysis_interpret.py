@@ -13,6 +13,7 @@ from tests.toy_data import make_toy_dataset, toy_opts
 from trainers.bmip import BMIPPromptLearner
 from trainers.coop import CoOpPromptLearner
 from trainers.ivlp import VisionLanguagePrompts
+from trainers.proda import ProDAPromptLearner
 from clip_patch.openai_clip import openai_clip
 from trainers.zsclip import HandcraftedPrompts
 
@@ -89,6 +90,26 @@ def test_class_specific_contexts_are_named_by_class(tiny):
     sets = ip.interpret(learner, tiny.text_encoder.token_embedding.weight, k=1, classnames=CLASSNAMES)
     assert [s.title for s in sets] == [f"shallow text context `ctx` of class '{c}' (layer 0)" for c in CLASSNAMES]
     assert all(s.indices.shape == (2, 1) for s in sets)
+
+
+def test_proda_contexts_are_named_by_prompt_whatever_the_class_count(tiny):
+    learner = ProDAPromptLearner(tiny, CLASSNAMES, 2, 5, True)  # K = 5 prompts, 3 classes
+    table = tiny.text_encoder.token_embedding.weight
+    sets = ip.interpret(learner, table, k=2, classnames=CLASSNAMES)
+    assert [s.title for s in sets] == [f"shallow text context `ctx` of prompt {k} (layer 0)" for k in range(5)]
+    for k, s in enumerate(sets):
+        expected = brute_force(learner.ctx[k].detach(), table.detach(), 2)
+        assert s.indices.tolist() == [[i for i, _ in row] for row in expected]
+
+
+def test_several_contexts_of_unknown_meaning_are_refused(tiny):
+    class Unlabelled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ctx = torch.nn.Parameter(torch.zeros(4, 2, 64))  # [n, b, D], n neither said to be classes nor prompts
+
+    with pytest.raises(ValueError, match="does not say what they belong to: set its CONTEXT_SETS"):
+        ip.context_sets(Unlabelled(), CLASSNAMES)
 
 
 @pytest.mark.parametrize("build", [

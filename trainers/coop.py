@@ -25,6 +25,8 @@ def add_coop_config(cfg):
 class CoOpPromptLearner(nn.Module):
     """Context ``ctx`` [b, D] (or [n_cls, b, D] with CSC) placed around the class-name tokens."""
 
+    CONTEXT_SETS = "class"  # with CSC, ctx's leading axis is the class (analysis.interpret_prompt)
+
     def __init__(self, method_cfg, classnames, backbone):
         super().__init__()
         text_encoder = backbone.require_text_encoder("CoOp")

@@ -74,6 +74,8 @@ def arrangement_indices(name_lens, n_ctx, length):
 class ProDAPromptLearner(nn.Module):
     """The K learned context sets ``ctx`` [K, b, D_t], the only trainable tensor, and the frozen prompt parts."""
 
+    CONTEXT_SETS = "prompt"  # ctx's leading axis is the learned prompt (analysis.interpret_prompt)
+
     def __init__(self, backbone, classnames, n_ctx, n_prompt, clean_classnames):
         super().__init__()
         text_encoder = backbone.require_text_encoder("ProDA")
