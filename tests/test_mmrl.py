@@ -290,6 +290,8 @@ def test_per_dataset_settings_apply_after_the_yaml_and_before_the_options():
     (["TRAINER.MMRL.REP_LAYERS", "[]"], "TRAINER.MMRL.REP_LAYERS is []: give increasing blocks from 1"),
     (["TRAINER.MMRL.REP_LAYERS", "[7, 6]"], "REP_LAYERS is [7, 6]"),
     (["TRAINER.MMRL.REP_LAYERS", "[6, 13]"], "in 1..12"),
+    (["TRAINER.MMRL.REP_LAYERS", "[6.5, 7]"], "TRAINER.MMRL.REP_LAYERS is [6.5, 7]: give increasing blocks from 1"),
+    (["TRAINER.MMRL.REP_LAYERS", "['a']"], "TRAINER.MMRL.REP_LAYERS is ['a']: give increasing blocks from 1"),
 ])
 def test_bad_settings_are_refused_in_one_line(data_root, opts, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
@@ -379,3 +381,13 @@ def test_each_evaluation_reads_the_current_tokens(data_root):
         logits, logits_rep, _, _ = trainer.model.heads(images)
     assert (after - before).abs().max() > 1e-3
     assert torch.equal(after, trainer.model.fuse(logits, logits_rep))
+
+
+@pytest.mark.parametrize("beta", ["1.5", "-0.1"])
+def test_mmrlpp_beta_outside_0_to_1_is_refused_in_one_line(beta):
+    from trainers.mmrlpp import MMRLpp
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", "MMRLpp", "--config-file",
+                                               "configs/trainers/MMRLpp/vit_b16.yaml", "TRAINER.MMRLpp.BETA", beta]))
+    with pytest.raises(ValueError, match=rf"^TRAINER\.MMRLpp\.BETA = {beta} is out of range: use a number in 0\.\.1 "
+                                         r"\(weight of the new tokens"):
+        MMRLpp.__new__(MMRLpp).check_cfg(cfg)

@@ -93,15 +93,22 @@ def fusion_at_test(task, subsample_classes, dataset_name):
 
 
 def check_rep_layers(method, rep_layers, blocks=None):
-    """``rep_layers`` as ints, or a one-line ValueError unless they are increasing blocks from 1 (to ``blocks``, the
-    encoders' block count, when known)."""
-    rep_layers = [int(k) for k in rep_layers]
-    within = rep_layers and rep_layers[0] >= 1 and (blocks is None or rep_layers[-1] <= blocks)
+    """``rep_layers`` as a list, or a one-line ValueError unless they are increasing whole block numbers from 1 (to
+    ``blocks``, the encoders' block count, when known)."""
+    rep_layers = list(rep_layers)
+    whole = all(isinstance(k, int) and not isinstance(k, bool) for k in rep_layers)
+    within = whole and rep_layers and rep_layers[0] >= 1 and (blocks is None or rep_layers[-1] <= blocks)
     if not within or rep_layers != sorted(set(rep_layers)):
         bound = f"in 1..{blocks}" if blocks else "from 1 to the encoders' block count"
         raise ValueError(f"TRAINER.{method}.REP_LAYERS is {rep_layers}: give increasing blocks {bound} "
                          f"(published: [6, 7, 8, 9, 10, 11, 12]).")
     return rep_layers
+
+
+def check_fraction(key, value, meaning):
+    """Raise a one-line ValueError unless ``value`` is a number in 0..1 (``key`` names the config key)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} = {value!r} is out of range: use a number in 0..1 ({meaning})")
 
 
 def cloned_linears(linear, count):
@@ -240,9 +247,7 @@ class MMRL(CLIPPromptTrainer):
         if m.TASK not in TASKS:
             raise ValueError(f"{node}.TASK is {m.TASK!r}: use B2N (base-to-novel), FS (few-shot) or CD "
                              f"(cross-dataset / domain generalization), the release's TASK.")
-        if not isinstance(m.ALPHA, (int, float)) or not 0.0 <= m.ALPHA <= 1.0:
-            raise ValueError(f"{node}.ALPHA = {m.ALPHA!r} is out of range: use a number in 0..1 (weight of the CLS "
-                             f"head; 1 - ALPHA: the rep head's)")
+        check_fraction(f"{node}.ALPHA", m.ALPHA, meaning="weight of the CLS head; 1 - ALPHA: the rep head's")
         check_range(f"{node}.REG_WEIGHT", m.REG_WEIGHT, 0.0, meaning="weight of the regularisers to frozen CLIP")
         check_rep_layers(self.CFG_NODE, m.REP_LAYERS)  # (the encoders' block count is checked when they are loaded)
         check_range(f"{node}.N_REP_TOKENS", m.N_REP_TOKENS, 1, meaning="representation tokens")
