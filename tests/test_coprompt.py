@@ -412,3 +412,13 @@ def test_coprompt_bmip_trains_with_coprompts_loss(data_root, mode):
         toy_trainer(data_root, "TRAINER.COPROMPT.BMIP_MODE", "both", trainer="CoPrompt_BMIP")
     with pytest.raises(ValueError, match=r"TRAINER.COPROMPT.DISTILL must be one of \('cosine', 'mse'\), got 'l1'"):
         toy_trainer(data_root, "TRAINER.COPROMPT.DISTILL", "l1", trainer="CoPrompt_BMIP")
+
+
+@pytest.mark.parametrize("learner", [
+    lambda backbone: CoPromptLearner(backbone, CLASSNAMES, N_CTX, INIT, 13, True),
+    lambda backbone: CoPromptBMIPLearner(backbone, CLASSNAMES, N_CTX, INIT, 13, "reference", True, True),
+], ids=["CoPrompt", "CoPrompt_BMIP"])
+def test_a_depth_beyond_the_encoders_names_coprompts_own_key(tiny, learner):
+    """The learners are MaPLe's and BMIP's; the error names the key the user set, TRAINER.COPROMPT.PROMPT_DEPTH."""
+    with pytest.raises(ValueError, match=r"^TRAINER\.COPROMPT\.PROMPT_DEPTH = 13; use 1\.\.12 for this backbone\.$"):
+        learner(tiny)

@@ -115,7 +115,8 @@ class CoPromptLearner(OutputAdapters, MaPLePromptLearner):
     enter the sequence, in every PREC, as the release's model code does (``clip/model.py`` L387, L408, L632)."""
 
     def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, fp16_prompts):
-        MaPLePromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth)
+        MaPLePromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, method="CoPrompt",
+                                    depth_key="TRAINER.COPROMPT.PROMPT_DEPTH")
         self.add_output_adapters(backbone.embed_dim)
         self.fp16_prompts = fp16_prompts
 
@@ -138,7 +139,8 @@ class CoPromptBMIPLearner(OutputAdapters, BMIPPromptLearner):
     """BMIP's prompts (``trainers/bmip.py``, either gate mode) and CoPrompt's output adapters."""
 
     def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
-        BMIPPromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual)
+        BMIPPromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual,
+                                   method="CoPrompt_BMIP", depth_key="TRAINER.COPROMPT.PROMPT_DEPTH")
         self.add_output_adapters(backbone.embed_dim)
 
 

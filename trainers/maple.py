@@ -31,11 +31,13 @@ def add_maple_config(cfg):
 
 
 class MaPLePromptLearner(nn.Module):
-    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, method="MaPLe",
+                 depth_key="TRAINER.MAPLE.PROMPT_DEPTH"):
+        """``method`` and ``depth_key`` name the running method and its depth key in errors (CoPrompt reuses it)."""
         super().__init__()
-        backbone.require_vit("MaPLe")
-        text_encoder, image_encoder = backbone.require_text_encoder("MaPLe"), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.MAPLE.PROMPT_DEPTH")
+        backbone.require_vit(method)
+        text_encoder, image_encoder = backbone.require_text_encoder(method), backbone.image_encoder
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
         n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         d_t, d_v = text_encoder.width, image_encoder.width
         self.ctx = nn.Parameter(vectors)  # [b, D_t]
