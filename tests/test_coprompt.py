@@ -422,3 +422,16 @@ def test_a_depth_beyond_the_encoders_names_coprompts_own_key(tiny, learner):
     """The learners are MaPLe's and BMIP's; the error names the key the user set, TRAINER.COPROMPT.PROMPT_DEPTH."""
     with pytest.raises(ValueError, match=r"^TRAINER\.COPROMPT\.PROMPT_DEPTH = 13; use 1\.\.12 for this backbone\.$"):
         learner(tiny)
+
+
+def test_a_missing_descriptions_file_is_refused_before_the_model_is_built(data_root, tmp_path, capsys):
+    missing = tmp_path / "descriptions.json"
+    argv = ["--root", str(data_root), "--trainer", "CoPrompt", "--output-dir", str(tmp_path / "run")]
+    argv += toy_opts(str(data_root), epochs=1) + ["TRAINER.COPROMPT.PREC", "fp32", "TRAINER.COPROMPT.DESCRIPTIONS",
+                                                  str(missing)]
+    assert cli(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"error: TRAINER.COPROMPT.DESCRIPTIONS is '{missing}', which is not a file: give a "
+                                    "JSON file {class name: [sentence, ...]}, or ''")
+    assert "Loading CLIP" not in captured.out  # found by the config check, before any weight is read
+    assert not (tmp_path / "run").exists()

@@ -33,7 +33,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer, setting_opts
 from .bmip import MODES, BMIPPromptLearner
 from .kgcoop import knowledge_distance
-from .llm_descriptions import class_descriptions
+from .llm_descriptions import check_descriptions_file, class_descriptions
 from .maple import MaPLe, MaPLePromptLearner
 from .release_formats import ReleaseLayout
 
@@ -190,6 +190,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         check_range("TRAINER.COPROMPT.W", m.W, 0.0, meaning="weight of the consistency terms")
         if m.DISTILL not in DISTILL_KINDS:
             raise ValueError(f"TRAINER.COPROMPT.DISTILL must be one of {DISTILL_KINDS}, got '{m.DISTILL}'")
+        check_descriptions_file(m.DESCRIPTIONS)  # (its content is checked against the classes in before_train)
 
     def build_model(self):
         super().build_model()

@@ -133,15 +133,21 @@ def descriptions_per_class(table, classnames, source):
     return [list(table[name]) for name in names]
 
 
+def check_descriptions_file(descriptions_file):
+    """Raise FileNotFoundError (one line) unless ``descriptions_file`` (TRAINER.COPROMPT.DESCRIPTIONS) is "" or a
+    file."""
+    if descriptions_file and not osp.isfile(descriptions_file):
+        raise FileNotFoundError(f"TRAINER.COPROMPT.DESCRIPTIONS is '{descriptions_file}', which is not a file: "
+                                "give a JSON file {class name: [sentence, ...]}, or ''")
+
+
 def class_descriptions(dataset, dataset_name, root, descriptions_file=""):
     """The descriptions of ``dataset``'s classes, [n_cls][n_desc], and where they come from: the file
     ``descriptions_file`` when given, else the data set's own ``class_descriptions()``, else the release's file for
     ``dataset_name`` (fetched into ``root``)."""
     classnames = dataset.classnames
     if descriptions_file:
-        if not osp.isfile(descriptions_file):
-            raise FileNotFoundError(f"TRAINER.COPROMPT.DESCRIPTIONS is '{descriptions_file}', which is not a file: "
-                                    "give a JSON file {class name: [sentence, ...]}, or ''")
+        check_descriptions_file(descriptions_file)
         return descriptions_per_class(read_descriptions(descriptions_file), classnames, descriptions_file), \
             descriptions_file
     own = getattr(dataset, "class_descriptions", None)
