@@ -435,3 +435,12 @@ def test_a_missing_descriptions_file_is_refused_before_the_model_is_built(data_r
                                     "JSON file {class name: [sentence, ...]}, or ''")
     assert "Loading CLIP" not in captured.out  # found by the config check, before any weight is read
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_save_of_the_download_leaves_no_partial_file(fake_release, tmp_path, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)  # the last step of the save fails
+    with pytest.raises(OSError):
+        llm_descriptions.released_file("EuroSAT", str(tmp_path))
+    assert os.listdir(tmp_path / "coprompt_gpt_file") == []

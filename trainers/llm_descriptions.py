@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
 import urllib.error
 import urllib.request
+
+from dassl.utils import atomic_write
 
 RELEASE_COMMIT = "a2a6c12e3622cfe4b3a127f4ba0c4f3eb841418c"  # ShuvenduRoy/CoPrompt
 RELEASE_URL = f"https://raw.githubusercontent.com/ShuvenduRoy/CoPrompt/{RELEASE_COMMIT}/gpt_file/{{file}}"
@@ -97,11 +98,13 @@ def released_file(dataset_name, root):
         raise ValueError(f"The download of {url} does not match its recorded checksum (nothing was saved): try again, "
                          f"or download it to {path} by hand")
     os.makedirs(osp.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix=".part")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: _write_bytes(tmp, data))  # a failed write leaves no partial file
     return path
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as out:
+        out.write(data)
 
 
 def read_descriptions(path):
