@@ -251,9 +251,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         }, logits
 
     def compute_loss(self, views, label):
-        terms, logits = self.loss_terms(views, label, self.draw_description())
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), logits
+        return self.sum_of_terms(*self.loss_terms(views, label, self.draw_description()))
 
 
 @TRAINER_REGISTRY.register()

@@ -159,9 +159,7 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
         return {"loss_ce": F.cross_entropy(logits.float(), label), "loss_kg": self.method_cfg.W * distance}, logits
 
     def compute_loss(self, image, label):
-        terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return terms["loss_ce"] + terms["loss_kg"], logits
+        return self.sum_of_terms(*self.loss_terms(image, label))
 
     def convert_checkpoint(self, state_dict):
         return {k: v for k, v in state_dict.items() if not k.startswith(self.RELEASE_DEAD_KEYS)}

@@ -293,9 +293,7 @@ class MMRL(CLIPPromptTrainer):
         return terms, model.fuse(logits, logits_rep)
 
     def compute_loss(self, image, label):
-        terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), logits
+        return self.sum_of_terms(*self.loss_terms(image, label))
 
     def model_inference(self, image):
         """The test's logits: fused or the CLS head's, as the release's ``test()`` chooses for TASK."""
