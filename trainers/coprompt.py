@@ -26,15 +26,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch.chunked import encode_text
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, setting_opts
 from .bmip import MODES, BMIPPromptLearner
-from .kgcoop import knowledge_distance
+from .kgcoop import mean_cosine_distance
 from .llm_descriptions import check_descriptions_file, class_descriptions
 from .maple import MaPLe, MaPLePromptLearner
+from .prompting import frozen_text_features
 from .release_formats import ReleaseLayout
 
 DISTILL_KINDS = ("cosine", "mse")
@@ -149,12 +149,8 @@ def description_features(backbone, descriptions):
     as it is (no template), class by class, by the backbone's text encoder in its own dtype, as the release does
     (``trainers/coprompt.py`` L375-401)."""
     encoder = backbone.text_encoder
-    per_class = []
-    with torch.no_grad(), torch.autocast(encoder.device.type, enabled=False):
-        for sentences in descriptions:
-            tokens = backbone.tokenize(sentences).to(encoder.device)  # [n_desc, L]
-            features = encode_text(encoder, encoder.embed(tokens), tokens)  # [n_desc, E]
-            per_class.append((features / features.norm(dim=-1, keepdim=True)).float())
+    per_class = [frozen_text_features(encoder, backbone.tokenize(sentences).to(encoder.device))  # [n_desc, E]
+                 for sentences in descriptions]
     return torch.stack(per_class, dim=1)  # [n_desc, n_cls, E]
 
 
@@ -164,7 +160,7 @@ def consistency_distance(student, teacher, kind):
     teacher = teacher.float()
     teacher = teacher / teacher.norm(dim=-1, keepdim=True)
     if kind == "cosine":
-        return knowledge_distance(student, teacher)
+        return mean_cosine_distance(student, teacher)
     return F.mse_loss(student.float(), teacher)
 
 

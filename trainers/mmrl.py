@@ -35,8 +35,8 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP, setting_opts
-from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_distance, knowledge_features, template_for
-from .prompting import ClassPrompts, text_prompt_slots
+from .kgcoop import KNOWLEDGE_TEMPLATES, knowledge_features, mean_cosine_distance, template_for
+from .prompting import ClassPrompts, fill_template, text_prompt_slots
 from .release_formats import ReleaseLayout
 
 TASKS = ("B2N", "FS", "CD")  # the release's TASK: base-to-novel, few-shot, cross-dataset (and domain generalization)
@@ -288,8 +288,8 @@ class MMRL(CLIPPromptTrainer):
         terms = {"loss_ce": m.ALPHA * F.cross_entropy(logits.float(), label),
                  "loss_ce_rep": (1 - m.ALPHA) * F.cross_entropy(logits_rep.float(), label),
                  # 1 - mean cosine of the rows, KgCoOp's distance (here on image features too)
-                 "loss_reg_image": m.REG_WEIGHT * knowledge_distance(image_features, clip_image),
-                 "loss_reg_text": m.REG_WEIGHT * knowledge_distance(text_features, model.prompt_learner.text_target)}
+                 "loss_reg_image": m.REG_WEIGHT * mean_cosine_distance(image_features, clip_image),
+                 "loss_reg_text": m.REG_WEIGHT * mean_cosine_distance(text_features, model.prompt_learner.text_target)}
         return terms, model.fuse(logits, logits_rep)
 
     def compute_loss(self, image, label):

@@ -15,6 +15,8 @@ Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"
 import torch
 import torch.nn as nn
 
+from clip_patch.chunked import encode_text
+
 
 def init_context(backbone, n_ctx, ctx_init, ctx_words_set_length):
     """Return ``(n_ctx, prefix_text, vectors [n_ctx, D] fp32)`` for the shallow text context."""
@@ -62,6 +64,19 @@ def vision_prompt_slots(image_encoder, n_ctx):
 
 def class_prompt_texts(prefix, classnames):
     return [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
+
+
+def fill_template(template, classnames):
+    """One text per class: ``template`` with the class name ("_" read as " ") in its "{}"."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
+
+
+def frozen_text_features(text_encoder, tokens):
+    """The frozen ``text_encoder``'s L2-normalised features [n, E], fp32, of the token ids ``tokens`` [n, L] (no
+    prompt): without gradient or autocast, encoded (in class chunks) and normalised in the encoder's own dtype."""
+    with torch.no_grad(), torch.autocast(tokens.device.type, enabled=False):
+        features = encode_text(text_encoder, text_encoder.embed(tokens), tokens)  # [n, E]
+        return (features / features.norm(dim=-1, keepdim=True)).float()
 
 
 class ClassPrompts(nn.Module):
