@@ -391,3 +391,19 @@ def test_mmrlpp_beta_outside_0_to_1_is_refused_in_one_line(beta):
     with pytest.raises(ValueError, match=rf"^TRAINER\.MMRLpp\.BETA = {beta} is out of range: use a number in 0\.\.1 "
                                          r"\(weight of the new tokens"):
         MMRLpp.__new__(MMRLpp).check_cfg(cfg)
+
+
+def test_the_frozen_image_target_follows_model_straightforward(data_root):
+    """With MODEL.STRAIGHTFORWARD the frozen CLIP's image features (the image regulariser's target) run the released
+    computation too, as every other encoder call of the step does."""
+    trainer = toy_trainer(data_root, "MMRL", "MODEL.STRAIGHTFORWARD", "True")
+    encoder, asked = trainer.model.image_encoder, []
+    plain_forward = encoder.forward
+
+    def recording_forward(image, shallow=None, deep=None, straightforward=False, branch=None):
+        asked.append(straightforward)
+        return plain_forward(image, shallow, deep, straightforward, branch)
+    encoder.forward = recording_forward
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    trainer.loss_terms(images, torch.tensor([0, 1]))
+    assert asked == [True]

@@ -284,7 +284,7 @@ class MMRL(CLIPPromptTrainer):
         model, m = self.model, self.method_cfg
         logits, logits_rep, image_features, text_features = model.heads(image)
         with torch.no_grad():
-            clip_image = model.image_encoder(image)  # [B, E]: the same encoder without the tokens
+            clip_image = model.image_encoder(image, None, None, model.straightforward)  # [B, E]: without the tokens
         terms = {"loss_ce": m.ALPHA * F.cross_entropy(logits.float(), label),
                  "loss_ce_rep": (1 - m.ALPHA) * F.cross_entropy(logits_rep.float(), label),
                  # 1 - mean cosine of the rows, KgCoOp's distance (here on image features too)
