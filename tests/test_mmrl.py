@@ -407,3 +407,17 @@ def test_the_frozen_image_target_follows_model_straightforward(data_root):
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     trainer.loss_terms(images, torch.tensor([0, 1]))
     assert asked == [True]
+
+
+@pytest.mark.parametrize("variant", ["MMRL", "MMRLpp"])
+def test_text_tokens_keep_the_deep_prompts_contract(tiny, variant):
+    """Shared deep prompts promise one [N, D] for every sequence and no need of a probe (what the shared-prefix path
+    relies on); MMRL++'s tokens mix in each sequence's own outputs, so they are per-sequence, yet the same for every
+    class chunk."""
+    deep = learner_for(tiny, variant, [3, 5, 6]).text_inputs()[2]
+    if deep.shared:
+        with torch.no_grad():
+            assert all(deep.replace(layer, None) is None or deep.replace(layer, None).shape == (N, WIDTH)
+                       for layer in range(12))
+    assert deep.shared == (variant == "MMRL")
+    assert deep.for_classes(slice(0, 2)) is deep

@@ -153,6 +153,8 @@ class RepresentationLearner(nn.Module):
         aligners = self.compound_rep_tokens_r2tproj if side == "text" else self.compound_rep_tokens_r2vproj
         return aligners[index](self.compound_rep_tokens)
 
+    ENTERING_READS_OUTPUTS = False  # whether ``entering`` reads the previous block's outputs (the probe): MMRL++
+
     def entering(self, new, probe):
         """What enters a later representation layer: the new tokens [N, D] replace the previous outputs."""
         return new
@@ -174,7 +176,13 @@ class RepresentationLearner(nn.Module):
                 return None  # a block between representation layers keeps the tokens' outputs
             new = tokens[index_of[layer]]
             return new if layer == first else self.entering(new, probe)
-        return DeepPrompts(text_prompt_slots(self.n_tokens), replace, shared=True, insert_at=first)
+        slots = text_prompt_slots(self.n_tokens)
+        if not self.ENTERING_READS_OUTPUTS:  # the same [N, D] in every sequence, with or without a probe
+            return DeepPrompts(slots, replace, shared=True, insert_at=first)
+        # per sequence (each from its own outputs), by one rule for every class: a class chunk gets them as they are
+        prompts = DeepPrompts(slots, replace, insert_at=first)
+        prompts.restrict = lambda classes: prompts
+        return prompts
 
     def text_inputs(self):
         return self.prompts.assemble(None), self.prompts.tokens, self.deep_tokens("text")  # [n_cls, L, D], [n_cls, L]

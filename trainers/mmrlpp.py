@@ -131,6 +131,8 @@ class ResidualRepresentationLearner(RepresentationLearner):
         aligner = self.srra_r2tproj if side == "text" else self.srra_r2vproj
         return aligner(self.compound_rep_tokens, index)  # [N, D]
 
+    ENTERING_READS_OUTPUTS = True
+
     def entering(self, new, probe):
         """BETA · new tokens [N, D] + (1 − BETA) · the previous block's outputs at their positions [B, N, D]."""
         return self.beta * new + (1 - self.beta) * probe.incoming()
