@@ -126,10 +126,15 @@ class PromptedCLIP(nn.Module):
         features = self.output_mix("vision", features)
         return features / features.norm(dim=-1, keepdim=True)
 
+    def logits(self, image_features, text_features):
+        """CLIP's scaled cosine similarities [B, n_cls] of normalised image features [B, E] and text features
+        [n_cls, E]."""
+        return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+
     def forward(self, image):
         image_features = self.image_features(image)  # [B, E]
         text_features = self.text_features()  # [n_cls, E]
-        return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+        return self.logits(image_features, text_features)  # [B, n_cls]
 
 
 class CLIPTrainer(TrainerX):

@@ -236,7 +236,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         model = self.model
         image_features = model.image_features(image)  # [B, E], mixed, normalised
         text_features = model.text_features()  # [n_cls, E], mixed, normalised
-        logits = model.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+        logits = model.logits(image_features, text_features)  # [B, n_cls]
         with torch.no_grad():
             teacher_image = model.image_encoder(second, None, None, model.straightforward)  # frozen, unprompted [B, E]
         m = self.method_cfg

@@ -125,7 +125,6 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
     """KgCoOp's training around a prompt learner that holds the knowledge target as its ``target`` buffer: the loss
     above, with weight ``W`` of the method's config node. A subclass sets ``KNOWLEDGE_TEMPLATES``."""
 
-    CHECKPOINT_NAME = "prompt_learner"
     RELEASED_AS_LEARNER = True  # the releases save the prompt learner alone, its tensors under our names
     RELEASE_DEAD_KEYS = ()  # released learner keys that never reach the loss: dropped when loading their checkpoints
     KNOWLEDGE_TEMPLATES = {}
@@ -146,7 +145,7 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
         """{"loss_ce", "loss_kg"} (weighted, tensors) and the prompted logits [B, n_cls]."""
         model = self.model
         text_features = model.text_features()  # [n_cls, E]
-        logits = model.logit_scale.exp() * model.image_features(image) @ text_features.t()  # [B, n_cls]
+        logits = model.logits(model.image_features(image), text_features)  # [B, n_cls]
         distance = mean_cosine_distance(text_features, model.prompt_learner.target)
         return {"loss_ce": F.cross_entropy(logits.float(), label), "loss_kg": self.method_cfg.W * distance}, logits
 

@@ -215,11 +215,12 @@ class RepresentationCLIP(PromptedCLIP):
         """(logits [B, n_cls], logits_rep [B, n_cls], CLS image features [B, E], text features [n_cls, E])."""
         image_features, rep_features = self.rep_image_features(image)
         text_features = self.text_features()  # [n_cls, E], normalised
-        logits = LOGIT_SCALE * image_features @ text_features.t()
-        logits_rep = LOGIT_SCALE * rep_features @ text_features.t()
+        logits = LOGIT_SCALE * image_features @ text_features.t()  # [B, n_cls]
+        logits_rep = LOGIT_SCALE * rep_features @ text_features.t()  # [B, n_cls]
         return logits, logits_rep, image_features, text_features
 
     def fuse(self, logits, logits_rep):
+        """ALPHA · logits + (1 − ALPHA) · logits_rep, both [B, n_cls]."""
         return self.alpha * logits + (1 - self.alpha) * logits_rep
 
     def forward(self, image):
@@ -262,7 +263,8 @@ class MMRL(CLIPPromptTrainer):
         check_range(f"{node}.REP_DIM", m.REP_DIM, 1, meaning="width of the representation space")
 
     @property
-    def fusion_at_test(self):
+    def tests_fused_logits(self):
+        """Whether this run's test reads the fused logits (else the CLS head's): :func:`fusion_at_test`."""
         cfg = self.cfg
         return fusion_at_test(self.method_cfg.TASK, cfg.DATASET.SUBSAMPLE_CLASSES, cfg.DATASET.NAME)
 
@@ -277,7 +279,7 @@ class MMRL(CLIPPromptTrainer):
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         template = template_for(MMRL_TEMPLATES, self.dm.dataset, cfg.DATASET.NAME)
-        print(f'Class sentences: "{template}"; test head: {"fusion" if self.fusion_at_test else "CLS"} '
+        print(f'Class sentences: "{template}"; test head: {"fusion" if self.tests_fused_logits else "CLS"} '
               f"(TASK {self.method_cfg.TASK})")
         target = self.clip_text_target(backbone, fill_template(template, classnames))
         learner = self.build_learner(backbone, classnames, template)
@@ -307,4 +309,4 @@ class MMRL(CLIPPromptTrainer):
         """The test's logits: fused or the CLS head's, as the release's ``test()`` chooses for TASK."""
         with self.precision.autocast():
             logits, logits_rep, _, _ = self.model.heads(image)
-            return (self.model.fuse(logits, logits_rep) if self.fusion_at_test else logits).float()
+            return (self.model.fuse(logits, logits_rep) if self.tests_fused_logits else logits).float()
