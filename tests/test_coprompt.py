@@ -444,3 +444,9 @@ def test_a_failed_save_of_the_download_leaves_no_partial_file(fake_release, tmp_
     with pytest.raises(OSError):
         llm_descriptions.released_file("EuroSAT", str(tmp_path))
     assert os.listdir(tmp_path / "coprompt_gpt_file") == []
+
+
+def test_a_description_longer_than_the_context_is_a_one_line_bad_input(tiny):
+    with pytest.raises(ValueError, match=r"^A class description does not fit the text encoder \(Input (word )+ is too "
+                                         r"long for context length 77\): give shorter sentences in TRAINER\.COPROMPT"):
+        description_features(tiny, [["a cat."], ["word " * 100]])

@@ -149,9 +149,19 @@ def description_features(backbone, descriptions):
     as it is (no template), class by class, by the backbone's text encoder in its own dtype, as the release does
     (``trainers/coprompt.py`` L375-401)."""
     encoder = backbone.text_encoder
-    per_class = [frozen_text_features(encoder, backbone.tokenize(sentences).to(encoder.device))  # [n_desc, E]
-                 for sentences in descriptions]
+    per_class = [frozen_text_features(encoder, description_tokens(backbone, sentences).to(encoder.device))
+                 for sentences in descriptions]  # [n_desc, E] each
     return torch.stack(per_class, dim=1)  # [n_desc, n_cls, E]
+
+
+def description_tokens(backbone, sentences):
+    """Token ids [n_desc, L] of one class's descriptions; ValueError (one line) for a sentence longer than the text
+    encoder's context, which OpenAI's tokenizer refuses (a RuntimeError there)."""
+    try:
+        return backbone.tokenize(sentences)
+    except RuntimeError as err:
+        raise ValueError(f"A class description does not fit the text encoder ({err}): give shorter sentences in "
+                         "TRAINER.COPROMPT.DESCRIPTIONS") from None
 
 
 def consistency_distance(student, teacher, kind):
