@@ -90,7 +90,7 @@ class Adapter(nn.Module):
                                 nn.Linear(width // reduction, width, bias=False), nn.ReLU())
 
     def forward(self, x):
-        return self.fc(x)
+        return self.fc(x)  # [N, E] -> [N, E]
 
 
 class OutputAdapters:
@@ -105,8 +105,8 @@ class OutputAdapters:
         """features [N, E] -> ratio · A(features) + (1 − ratio) · features, A and ratio of ``side``."""
         adapter, ratio = ((self.adapter_text, TEXT_ADAPTER_RATIO) if side == "text"
                           else (self.adapter_image, IMAGE_ADAPTER_RATIO))
-        features = features.to(adapter.fc[0].weight.dtype)
-        return ratio * adapter(features) + (1 - ratio) * features
+        features = features.to(adapter.fc[0].weight.dtype)  # [N, E], the adapter's dtype
+        return ratio * adapter(features) + (1 - ratio) * features  # [N, E]
 
 
 class CoPromptLearner(OutputAdapters, MaPLePromptLearner):
@@ -167,8 +167,8 @@ def description_tokens(backbone, sentences):
 def consistency_distance(student, teacher, kind):
     """Distance between normalised features [N, E] of the student and the frozen CLIP (normalised here): 1 − mean
     cosine ("cosine") or the mean squared error ("mse"), in fp32."""
-    teacher = teacher.float()
-    teacher = teacher / teacher.norm(dim=-1, keepdim=True)
+    teacher = teacher.float()  # [N, E]
+    teacher = teacher / teacher.norm(dim=-1, keepdim=True)  # [N, E], unit rows
     if kind == "cosine":
         return mean_cosine_distance(student, teacher)
     return F.mse_loss(student.float(), teacher)

@@ -104,7 +104,7 @@ class SharedResidualAligner(nn.Module):
         self.srra = nn.ModuleList([ResidualAligner(self.weight, linear.bias, rank) for _ in range(layers)])
 
     def forward(self, x, index):
-        return self.srra[index](x, self.weight)
+        return self.srra[index](x, self.weight)  # [N, in] -> [N, out]
 
 
 class ResidualRepresentationLearner(RepresentationLearner):
