@@ -33,7 +33,7 @@ from .base import CLIPPromptTrainer, setting_opts
 from .bmip import MODES, BMIPPromptLearner
 from .kgcoop import mean_cosine_distance
 from .llm_descriptions import check_descriptions_file, class_descriptions
-from .maple import MaPLe, MaPLePromptLearner
+from .maple import MaPLe, MaPLePromptLearner, add_coupled_prompt_keys
 from .prompting import frozen_text_features
 from .release_formats import ReleaseLayout
 
@@ -44,10 +44,7 @@ IMAGE_ADAPTER_RATIO, TEXT_ADAPTER_RATIO = 0.1, 0.2  # the release's hard-coded m
 @register_config
 def add_coprompt_config(cfg):
     cfg.TRAINER.COPROMPT = CN()  # the release's TRAINER.CoPrompt.* plus its TRAINER.W and TRAINER.DISTILL
-    cfg.TRAINER.COPROMPT.N_CTX = 2  # prompt tokens per layer
-    cfg.TRAINER.COPROMPT.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the context
-    cfg.TRAINER.COPROMPT.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
-    cfg.TRAINER.COPROMPT.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
+    add_coupled_prompt_keys(cfg.TRAINER.COPROMPT)  # N_CTX, CTX_INIT, PREC, PROMPT_DEPTH: MaPLe's
     cfg.TRAINER.COPROMPT.W = 8.0  # weight of the two consistency terms (release default; its coprompt.yaml: 1.0)
     cfg.TRAINER.COPROMPT.DISTILL = "cosine"  # consistency distance: cosine | mse
     cfg.TRAINER.COPROMPT.DATASET_OVERRIDES = True  # True: DATASET_SETTINGS[DATASET.NAME] win over files and options
