@@ -10,6 +10,9 @@ token embeddings at positions ``1..b`` (right after SOS). Two initialisation con
   b = 2 the learnable tokens replace "a photo" while "of a" stays fixed.
 
 Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"X X … X <classname>."``.
+
+Fixed class texts (``fill_template``) and the frozen CLIP's features of such texts (``frozen_text_features``: the
+targets of KgCoOp, TCP and MMRL, CoPrompt's descriptions) live here too.
 """
 
 import torch
