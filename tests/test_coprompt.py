@@ -412,3 +412,41 @@ def test_coprompt_bmip_trains_with_coprompts_loss(data_root, mode):
         toy_trainer(data_root, "TRAINER.COPROMPT.BMIP_MODE", "both", trainer="CoPrompt_BMIP")
     with pytest.raises(ValueError, match=r"TRAINER.COPROMPT.DISTILL must be one of \('cosine', 'mse'\), got 'l1'"):
         toy_trainer(data_root, "TRAINER.COPROMPT.DISTILL", "l1", trainer="CoPrompt_BMIP")
+
+
+@pytest.mark.parametrize("learner", [
+    lambda backbone: CoPromptLearner(backbone, CLASSNAMES, N_CTX, INIT, 13, True),
+    lambda backbone: CoPromptBMIPLearner(backbone, CLASSNAMES, N_CTX, INIT, 13, "reference", True, True),
+], ids=["CoPrompt", "CoPrompt_BMIP"])
+def test_a_depth_beyond_the_encoders_names_coprompts_own_key(tiny, learner):
+    """The learners are MaPLe's and BMIP's; the error names the key the user set, TRAINER.COPROMPT.PROMPT_DEPTH."""
+    with pytest.raises(ValueError, match=r"^TRAINER\.COPROMPT\.PROMPT_DEPTH = 13; use 1\.\.12 for this backbone\.$"):
+        learner(tiny)
+
+
+def test_a_missing_descriptions_file_is_refused_before_the_model_is_built(data_root, tmp_path, capsys):
+    missing = tmp_path / "descriptions.json"
+    argv = ["--root", str(data_root), "--trainer", "CoPrompt", "--output-dir", str(tmp_path / "run")]
+    argv += toy_opts(str(data_root), epochs=1) + ["TRAINER.COPROMPT.PREC", "fp32", "TRAINER.COPROMPT.DESCRIPTIONS",
+                                                  str(missing)]
+    assert cli(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (f"error: TRAINER.COPROMPT.DESCRIPTIONS is '{missing}', which is not a file: give a "
+                                    "JSON file {class name: [sentence, ...]}, or ''")
+    assert "Loading CLIP" not in captured.out  # found by the config check, before any weight is read
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_save_of_the_download_leaves_no_partial_file(fake_release, tmp_path, monkeypatch):
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(os, "replace", full_disk)  # the last step of the save fails
+    with pytest.raises(OSError):
+        llm_descriptions.released_file("EuroSAT", str(tmp_path))
+    assert os.listdir(tmp_path / "coprompt_gpt_file") == []
+
+
+def test_a_description_longer_than_the_context_is_a_one_line_bad_input(tiny):
+    with pytest.raises(ValueError, match=r"^A class description does not fit the text encoder \(Input (word )+ is too "
+                                         r"long for context length 77\): give shorter sentences in TRAINER\.COPROMPT"):
+        description_features(tiny, [["a cat."], ["word " * 100]])

@@ -290,6 +290,8 @@ def test_per_dataset_settings_apply_after_the_yaml_and_before_the_options():
     (["TRAINER.MMRL.REP_LAYERS", "[]"], "TRAINER.MMRL.REP_LAYERS is []: give increasing blocks from 1"),
     (["TRAINER.MMRL.REP_LAYERS", "[7, 6]"], "REP_LAYERS is [7, 6]"),
     (["TRAINER.MMRL.REP_LAYERS", "[6, 13]"], "in 1..12"),
+    (["TRAINER.MMRL.REP_LAYERS", "[6.5, 7]"], "TRAINER.MMRL.REP_LAYERS is [6.5, 7]: give increasing blocks from 1"),
+    (["TRAINER.MMRL.REP_LAYERS", "['a']"], "TRAINER.MMRL.REP_LAYERS is ['a']: give increasing blocks from 1"),
 ])
 def test_bad_settings_are_refused_in_one_line(data_root, opts, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
@@ -379,3 +381,43 @@ def test_each_evaluation_reads_the_current_tokens(data_root):
         logits, logits_rep, _, _ = trainer.model.heads(images)
     assert (after - before).abs().max() > 1e-3
     assert torch.equal(after, trainer.model.fuse(logits, logits_rep))
+
+
+@pytest.mark.parametrize("beta", ["1.5", "-0.1"])
+def test_mmrlpp_beta_outside_0_to_1_is_refused_in_one_line(beta):
+    from trainers.mmrlpp import MMRLpp
+    cfg = setup_cfg(build_parser().parse_args(["--trainer", "MMRLpp", "--config-file",
+                                               "configs/trainers/MMRLpp/vit_b16.yaml", "TRAINER.MMRLpp.BETA", beta]))
+    with pytest.raises(ValueError, match=rf"^TRAINER\.MMRLpp\.BETA = {beta} is out of range: use a number in 0\.\.1 "
+                                         r"\(weight of the new tokens"):
+        MMRLpp.__new__(MMRLpp).check_cfg(cfg)
+
+
+def test_the_frozen_image_target_follows_model_straightforward(data_root):
+    """With MODEL.STRAIGHTFORWARD the frozen CLIP's image features (the image regulariser's target) run the released
+    computation too, as every other encoder call of the step does."""
+    trainer = toy_trainer(data_root, "MMRL", "MODEL.STRAIGHTFORWARD", "True")
+    encoder, asked = trainer.model.image_encoder, []
+    plain_forward = encoder.forward
+
+    def recording_forward(image, shallow=None, deep=None, straightforward=False, branch=None):
+        asked.append(straightforward)
+        return plain_forward(image, shallow, deep, straightforward, branch)
+    encoder.forward = recording_forward
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    trainer.loss_terms(images, torch.tensor([0, 1]))
+    assert asked == [True]
+
+
+@pytest.mark.parametrize("variant", ["MMRL", "MMRLpp"])
+def test_text_tokens_keep_the_deep_prompts_contract(tiny, variant):
+    """Shared deep prompts promise one [N, D] for every sequence and no need of a probe (what the shared-prefix path
+    relies on); MMRL++'s tokens mix in each sequence's own outputs, so they are per-sequence, yet the same for every
+    class chunk."""
+    deep = learner_for(tiny, variant, [3, 5, 6]).text_inputs()[2]
+    if deep.shared:
+        with torch.no_grad():
+            assert all(deep.replace(layer, None) is None or deep.replace(layer, None).shape == (N, WIDTH)
+                       for layer in range(12))
+    assert deep.shared == (variant == "MMRL")
+    assert deep.for_classes(slice(0, 2)) is deep

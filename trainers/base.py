@@ -126,10 +126,15 @@ class PromptedCLIP(nn.Module):
         features = self.output_mix("vision", features)
         return features / features.norm(dim=-1, keepdim=True)
 
+    def logits(self, image_features, text_features):
+        """CLIP's scaled cosine similarities [B, n_cls] of normalised image features [B, E] and text features
+        [n_cls, E]."""
+        return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+
     def forward(self, image):
         image_features = self.image_features(image)  # [B, E]
         text_features = self.text_features()  # [n_cls, E]
-        return self.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+        return self.logits(image_features, text_features)  # [B, n_cls]
 
 
 class CLIPTrainer(TrainerX):
@@ -219,7 +224,7 @@ class CLIPPromptTrainer(CLIPTrainer):
     RELEASE_LAYOUT = None
     RELEASED_AS_LEARNER = False  # True: the release saves the prompt learner alone, under our names (CoOp, CoCoOp)
     # The weighted loss terms of the last step, {name: detached scalar tensor}: a compute_loss with several terms sets
-    # it, and each step logs them beside the total.
+    # it (sum_of_terms), and each step logs them beside the total.
     last_loss_terms = {}
 
     def check_cfg(self, cfg):
@@ -274,9 +279,15 @@ class CLIPPromptTrainer(CLIPTrainer):
         return batch["img"].to(self.device), batch["label"].to(self.device)
 
     def compute_loss(self, image, label):
-        """Training loss and logits; methods with extra loss terms override this (and set ``last_loss_terms``)."""
+        """Training loss and logits; methods with extra loss terms override this (with :meth:`sum_of_terms`)."""
         logits = self.model(image)  # [B, n_cls]
         return F.cross_entropy(logits.float(), label), logits
+
+    def sum_of_terms(self, terms, logits):
+        """(the loss: the sum of the weighted loss ``terms`` {name: scalar tensor}, ``logits``), the terms kept as
+        ``last_loss_terms`` for the step's log."""
+        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
+        return sum(terms.values()), logits
 
     def forward_backward(self, batch):
         image, label = self.parse_batch_train(batch)

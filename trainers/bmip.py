@@ -67,13 +67,16 @@ def _heads(shared, count, d_in, d_out, identical):
 class BMIPPromptLearner(nn.Module):
     """Every trainable tensor of BMIP (and nothing that does not reach the loss)."""
 
-    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual, method="BMIP",
+                 depth_key="TRAINER.BMIP.PROMPT_DEPTH"):
+        """``method`` and ``depth_key`` name the running method and its depth key in errors (PromptSRC_BMIP and
+        CoPrompt_BMIP reuse it; their trainers check ``mode`` against their own key first)."""
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
-        backbone.require_vit("BMIP")
-        text_encoder, image_encoder = backbone.require_text_encoder("BMIP"), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BMIP.PROMPT_DEPTH")
+        backbone.require_vit(method)
+        text_encoder, image_encoder = backbone.require_text_encoder(method), backbone.image_encoder
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
         self.mode = mode
         reference = mode == "reference"
         d_t, d_v = text_encoder.width, image_encoder.width

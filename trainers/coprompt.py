@@ -26,15 +26,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch.chunked import encode_text
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, setting_opts
 from .bmip import MODES, BMIPPromptLearner
-from .kgcoop import knowledge_distance
-from .llm_descriptions import class_descriptions
-from .maple import MaPLe, MaPLePromptLearner
+from .kgcoop import mean_cosine_distance
+from .llm_descriptions import check_descriptions_file, class_descriptions
+from .maple import MaPLe, MaPLePromptLearner, add_coupled_prompt_keys
+from .prompting import frozen_text_features
 from .release_formats import ReleaseLayout
 
 DISTILL_KINDS = ("cosine", "mse")
@@ -44,10 +44,7 @@ IMAGE_ADAPTER_RATIO, TEXT_ADAPTER_RATIO = 0.1, 0.2  # the release's hard-coded m
 @register_config
 def add_coprompt_config(cfg):
     cfg.TRAINER.COPROMPT = CN()  # the release's TRAINER.CoPrompt.* plus its TRAINER.W and TRAINER.DISTILL
-    cfg.TRAINER.COPROMPT.N_CTX = 2  # prompt tokens per layer
-    cfg.TRAINER.COPROMPT.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the context
-    cfg.TRAINER.COPROMPT.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
-    cfg.TRAINER.COPROMPT.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
+    add_coupled_prompt_keys(cfg.TRAINER.COPROMPT)  # N_CTX, CTX_INIT, PREC, PROMPT_DEPTH: MaPLe's
     cfg.TRAINER.COPROMPT.W = 8.0  # weight of the two consistency terms (release default; its coprompt.yaml: 1.0)
     cfg.TRAINER.COPROMPT.DISTILL = "cosine"  # consistency distance: cosine | mse
     cfg.TRAINER.COPROMPT.DATASET_OVERRIDES = True  # True: DATASET_SETTINGS[DATASET.NAME] win over files and options
@@ -90,7 +87,7 @@ class Adapter(nn.Module):
                                 nn.Linear(width // reduction, width, bias=False), nn.ReLU())
 
     def forward(self, x):
-        return self.fc(x)
+        return self.fc(x)  # [N, E] -> [N, E]
 
 
 class OutputAdapters:
@@ -105,8 +102,8 @@ class OutputAdapters:
         """features [N, E] -> ratio · A(features) + (1 − ratio) · features, A and ratio of ``side``."""
         adapter, ratio = ((self.adapter_text, TEXT_ADAPTER_RATIO) if side == "text"
                           else (self.adapter_image, IMAGE_ADAPTER_RATIO))
-        features = features.to(adapter.fc[0].weight.dtype)
-        return ratio * adapter(features) + (1 - ratio) * features
+        features = features.to(adapter.fc[0].weight.dtype)  # [N, E], the adapter's dtype
+        return ratio * adapter(features) + (1 - ratio) * features  # [N, E]
 
 
 class CoPromptLearner(OutputAdapters, MaPLePromptLearner):
@@ -115,7 +112,8 @@ class CoPromptLearner(OutputAdapters, MaPLePromptLearner):
     enter the sequence, in every PREC, as the release's model code does (``clip/model.py`` L387, L408, L632)."""
 
     def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, fp16_prompts):
-        MaPLePromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth)
+        MaPLePromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, method="CoPrompt",
+                                    depth_key="TRAINER.COPROMPT.PROMPT_DEPTH")
         self.add_output_adapters(backbone.embed_dim)
         self.fp16_prompts = fp16_prompts
 
@@ -138,7 +136,8 @@ class CoPromptBMIPLearner(OutputAdapters, BMIPPromptLearner):
     """BMIP's prompts (``trainers/bmip.py``, either gate mode) and CoPrompt's output adapters."""
 
     def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual):
-        BMIPPromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual)
+        BMIPPromptLearner.__init__(self, backbone, classnames, n_ctx, ctx_init, depth, mode, share_text, share_visual,
+                                   method="CoPrompt_BMIP", depth_key="TRAINER.COPROMPT.PROMPT_DEPTH")
         self.add_output_adapters(backbone.embed_dim)
 
 
@@ -147,22 +146,28 @@ def description_features(backbone, descriptions):
     as it is (no template), class by class, by the backbone's text encoder in its own dtype, as the release does
     (``trainers/coprompt.py`` L375-401)."""
     encoder = backbone.text_encoder
-    per_class = []
-    with torch.no_grad(), torch.autocast(encoder.device.type, enabled=False):
-        for sentences in descriptions:
-            tokens = backbone.tokenize(sentences).to(encoder.device)  # [n_desc, L]
-            features = encode_text(encoder, encoder.embed(tokens), tokens)  # [n_desc, E]
-            per_class.append((features / features.norm(dim=-1, keepdim=True)).float())
+    per_class = [frozen_text_features(encoder, description_tokens(backbone, sentences).to(encoder.device))
+                 for sentences in descriptions]  # [n_desc, E] each
     return torch.stack(per_class, dim=1)  # [n_desc, n_cls, E]
+
+
+def description_tokens(backbone, sentences):
+    """Token ids [n_desc, L] of one class's descriptions; ValueError (one line) for a sentence longer than the text
+    encoder's context, which OpenAI's tokenizer refuses (a RuntimeError there)."""
+    try:
+        return backbone.tokenize(sentences)
+    except RuntimeError as err:
+        raise ValueError(f"A class description does not fit the text encoder ({err}): give shorter sentences in "
+                         "TRAINER.COPROMPT.DESCRIPTIONS") from None
 
 
 def consistency_distance(student, teacher, kind):
     """Distance between normalised features [N, E] of the student and the frozen CLIP (normalised here): 1 − mean
     cosine ("cosine") or the mean squared error ("mse"), in fp32."""
-    teacher = teacher.float()
-    teacher = teacher / teacher.norm(dim=-1, keepdim=True)
+    teacher = teacher.float()  # [N, E]
+    teacher = teacher / teacher.norm(dim=-1, keepdim=True)  # [N, E], unit rows
     if kind == "cosine":
-        return knowledge_distance(student, teacher)
+        return mean_cosine_distance(student, teacher)
     return F.mse_loss(student.float(), teacher)
 
 
@@ -188,6 +193,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         check_range("TRAINER.COPROMPT.W", m.W, 0.0, meaning="weight of the consistency terms")
         if m.DISTILL not in DISTILL_KINDS:
             raise ValueError(f"TRAINER.COPROMPT.DISTILL must be one of {DISTILL_KINDS}, got '{m.DISTILL}'")
+        check_descriptions_file(m.DESCRIPTIONS)  # (its content is checked against the classes in before_train)
 
     def build_model(self):
         super().build_model()
@@ -237,7 +243,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         model = self.model
         image_features = model.image_features(image)  # [B, E], mixed, normalised
         text_features = model.text_features()  # [n_cls, E], mixed, normalised
-        logits = model.logit_scale.exp() * image_features @ text_features.t()  # [B, n_cls]
+        logits = model.logits(image_features, text_features)  # [B, n_cls]
         with torch.no_grad():
             teacher_image = model.image_encoder(second, None, None, model.straightforward)  # frozen, unprompted [B, E]
         m = self.method_cfg
@@ -248,9 +254,7 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         }, logits
 
     def compute_loss(self, views, label):
-        terms, logits = self.loss_terms(views, label, self.draw_description())
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), logits
+        return self.sum_of_terms(*self.loss_terms(views, label, self.draw_description()))
 
 
 @TRAINER_REGISTRY.register()

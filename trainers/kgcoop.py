@@ -13,16 +13,15 @@ release.
 """
 import copy
 
-import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from clip_patch.chunked import encode_text
 from dassl.config import check_range, extend_cfg, get_cfg_default, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
 from .coop import CoOpPromptLearner
+from .prompting import fill_template, frozen_text_features
 from .zsclip import DEFAULT_TEMPLATE
 
 
@@ -69,10 +68,6 @@ def template_for(templates, dataset, dataset_name, default=DEFAULT_TEMPLATE):
     return getattr(dataset, "prompt_template", None) or default
 
 
-def fill_template(template, classnames):
-    return [template.format(name.replace("_", " ")) for name in classnames]
-
-
 def fp16_text_encoder(backbone):
     """A copy of ``backbone.text_encoder`` with the family's fp16 cast (``cast_frozen_to_fp16``: OpenAI's
     ``convert_weights``, open_clip's ``convert_weights_to_lp``), i.e. what the release's second, never ``.float()``ed
@@ -91,16 +86,13 @@ def knowledge_features(backbone, texts, device, fp16):
     """
     encoder = fp16_text_encoder(backbone) if fp16 else copy.deepcopy(backbone.text_encoder).float()
     encoder.to(device)
-    tokens = backbone.tokenize(texts).to(device)  # [n, L]
-    with torch.no_grad(), torch.autocast(torch.device(device).type, enabled=False):
-        features = encode_text(encoder, encoder.embed(tokens), tokens)  # [n, E] in the encoder's dtype, chunked
-        features = features / features.norm(dim=-1, keepdim=True)
-    return features.float().cpu()
+    return frozen_text_features(encoder, backbone.tokenize(texts).to(device)).cpu()  # [n, E]
 
 
-def knowledge_distance(text_features, target):
-    """1 − mean over classes of cos(prompted text features [n_cls, E], knowledge target [n_cls, E]), in fp32."""
-    return 1.0 - F.cosine_similarity(text_features.float(), target.float(), dim=1, eps=1e-7).mean()
+def mean_cosine_distance(features, target):
+    """1 − mean over rows of cos(features [N, E], target [N, E]), in fp32: KgCoOp's knowledge distance (prompted text
+    features against the knowledge target), which MMRL and CoPrompt use too."""
+    return 1.0 - F.cosine_similarity(features.float(), target.float(), dim=1, eps=1e-7).mean()
 
 
 def refuse_coop_keys(cfg, trainer, node):
@@ -133,7 +125,6 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
     """KgCoOp's training around a prompt learner that holds the knowledge target as its ``target`` buffer: the loss
     above, with weight ``W`` of the method's config node. A subclass sets ``KNOWLEDGE_TEMPLATES``."""
 
-    CHECKPOINT_NAME = "prompt_learner"
     RELEASED_AS_LEARNER = True  # the releases save the prompt learner alone, its tensors under our names
     RELEASE_DEAD_KEYS = ()  # released learner keys that never reach the loss: dropped when loading their checkpoints
     KNOWLEDGE_TEMPLATES = {}
@@ -154,14 +145,12 @@ class KnowledgeGuidedTrainer(CLIPPromptTrainer):
         """{"loss_ce", "loss_kg"} (weighted, tensors) and the prompted logits [B, n_cls]."""
         model = self.model
         text_features = model.text_features()  # [n_cls, E]
-        logits = model.logit_scale.exp() * model.image_features(image) @ text_features.t()  # [B, n_cls]
-        distance = knowledge_distance(text_features, model.prompt_learner.target)
+        logits = model.logits(model.image_features(image), text_features)  # [B, n_cls]
+        distance = mean_cosine_distance(text_features, model.prompt_learner.target)
         return {"loss_ce": F.cross_entropy(logits.float(), label), "loss_kg": self.method_cfg.W * distance}, logits
 
     def compute_loss(self, image, label):
-        terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return terms["loss_ce"] + terms["loss_kg"], logits
+        return self.sum_of_terms(*self.loss_terms(image, label))
 
     def convert_checkpoint(self, state_dict):
         return {k: v for k, v in state_dict.items() if not k.startswith(self.RELEASE_DEAD_KEYS)}

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
 import urllib.error
 import urllib.request
+
+from dassl.utils import atomic_write
 
 RELEASE_COMMIT = "a2a6c12e3622cfe4b3a127f4ba0c4f3eb841418c"  # ShuvenduRoy/CoPrompt
 RELEASE_URL = f"https://raw.githubusercontent.com/ShuvenduRoy/CoPrompt/{RELEASE_COMMIT}/gpt_file/{{file}}"
@@ -97,11 +98,13 @@ def released_file(dataset_name, root):
         raise ValueError(f"The download of {url} does not match its recorded checksum (nothing was saved): try again, "
                          f"or download it to {path} by hand")
     os.makedirs(osp.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix=".part")
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: _write_bytes(tmp, data))  # a failed write leaves no partial file
     return path
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as out:
+        out.write(data)
 
 
 def read_descriptions(path):
@@ -133,15 +136,21 @@ def descriptions_per_class(table, classnames, source):
     return [list(table[name]) for name in names]
 
 
+def check_descriptions_file(descriptions_file):
+    """Raise FileNotFoundError (one line) unless ``descriptions_file`` (TRAINER.COPROMPT.DESCRIPTIONS) is "" or a
+    file."""
+    if descriptions_file and not osp.isfile(descriptions_file):
+        raise FileNotFoundError(f"TRAINER.COPROMPT.DESCRIPTIONS is '{descriptions_file}', which is not a file: "
+                                "give a JSON file {class name: [sentence, ...]}, or ''")
+
+
 def class_descriptions(dataset, dataset_name, root, descriptions_file=""):
     """The descriptions of ``dataset``'s classes, [n_cls][n_desc], and where they come from: the file
     ``descriptions_file`` when given, else the data set's own ``class_descriptions()``, else the release's file for
     ``dataset_name`` (fetched into ``root``)."""
     classnames = dataset.classnames
     if descriptions_file:
-        if not osp.isfile(descriptions_file):
-            raise FileNotFoundError(f"TRAINER.COPROMPT.DESCRIPTIONS is '{descriptions_file}', which is not a file: "
-                                    "give a JSON file {class name: [sentence, ...]}, or ''")
+        check_descriptions_file(descriptions_file)
         return descriptions_per_class(read_descriptions(descriptions_file), classnames, descriptions_file), \
             descriptions_file
     own = getattr(dataset, "class_descriptions", None)

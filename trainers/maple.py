@@ -20,22 +20,29 @@ from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init
 from .release_formats import ReleaseLayout, prompt_learner_groups
 
 
+def add_coupled_prompt_keys(node):
+    """The keys of MaPLe's prompts, which CoPrompt's node has too (the releases' defaults)."""
+    node.N_CTX = 2  # prompt tokens per layer
+    node.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the context
+    node.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
+    node.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
+
+
 @register_config
 def add_maple_config(cfg):
     cfg.TRAINER.MAPLE = CN()
-    cfg.TRAINER.MAPLE.N_CTX = 2  # prompt tokens per layer
-    cfg.TRAINER.MAPLE.CTX_INIT = "a photo of a"  # prompt words; the first N_CTX (≤ 4) start the context
-    cfg.TRAINER.MAPLE.PREC = "fp16"  # frozen-encoder compute: fp16 | fp32 | amp | bf16 (fp32 on CPU)
-    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 9  # layers with prompts, J (1 = shallow only)
+    add_coupled_prompt_keys(cfg.TRAINER.MAPLE)
     cfg.TRAINER.MAPLE.CONNECT_METHOD = "add"  # inert, kept for compatibility (BMIP repository's MaPLe variant)
 
 
 class MaPLePromptLearner(nn.Module):
-    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth):
+    def __init__(self, backbone, classnames, n_ctx, ctx_init, depth, method="MaPLe",
+                 depth_key="TRAINER.MAPLE.PROMPT_DEPTH"):
+        """``method`` and ``depth_key`` name the running method and its depth key in errors (CoPrompt reuses it)."""
         super().__init__()
-        backbone.require_vit("MaPLe")
-        text_encoder, image_encoder = backbone.require_text_encoder("MaPLe"), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.MAPLE.PROMPT_DEPTH")
+        backbone.require_vit(method)
+        text_encoder, image_encoder = backbone.require_text_encoder(method), backbone.image_encoder
+        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
         n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         d_t, d_v = text_encoder.width, image_encoder.width
         self.ctx = nn.Parameter(vectors)  # [b, D_t]

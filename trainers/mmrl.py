@@ -35,8 +35,8 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP, setting_opts
-from .kgcoop import KNOWLEDGE_TEMPLATES, fill_template, knowledge_distance, knowledge_features, template_for
-from .prompting import ClassPrompts, text_prompt_slots
+from .kgcoop import KNOWLEDGE_TEMPLATES, knowledge_features, mean_cosine_distance, template_for
+from .prompting import ClassPrompts, fill_template, text_prompt_slots
 from .release_formats import ReleaseLayout
 
 TASKS = ("B2N", "FS", "CD")  # the release's TASK: base-to-novel, few-shot, cross-dataset (and domain generalization)
@@ -93,15 +93,22 @@ def fusion_at_test(task, subsample_classes, dataset_name):
 
 
 def check_rep_layers(method, rep_layers, blocks=None):
-    """``rep_layers`` as ints, or a one-line ValueError unless they are increasing blocks from 1 (to ``blocks``, the
-    encoders' block count, when known)."""
-    rep_layers = [int(k) for k in rep_layers]
-    within = rep_layers and rep_layers[0] >= 1 and (blocks is None or rep_layers[-1] <= blocks)
+    """``rep_layers`` as a list, or a one-line ValueError unless they are increasing whole block numbers from 1 (to
+    ``blocks``, the encoders' block count, when known)."""
+    rep_layers = list(rep_layers)
+    whole = all(isinstance(k, int) and not isinstance(k, bool) for k in rep_layers)
+    within = whole and rep_layers and rep_layers[0] >= 1 and (blocks is None or rep_layers[-1] <= blocks)
     if not within or rep_layers != sorted(set(rep_layers)):
         bound = f"in 1..{blocks}" if blocks else "from 1 to the encoders' block count"
         raise ValueError(f"TRAINER.{method}.REP_LAYERS is {rep_layers}: give increasing blocks {bound} "
                          f"(published: [6, 7, 8, 9, 10, 11, 12]).")
     return rep_layers
+
+
+def check_fraction(key, value, meaning):
+    """Raise a one-line ValueError unless ``value`` is a number in 0..1 (``key`` names the config key)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} = {value!r} is out of range: use a number in 0..1 ({meaning})")
 
 
 def cloned_linears(linear, count):
@@ -146,6 +153,8 @@ class RepresentationLearner(nn.Module):
         aligners = self.compound_rep_tokens_r2tproj if side == "text" else self.compound_rep_tokens_r2vproj
         return aligners[index](self.compound_rep_tokens)
 
+    ENTERING_READS_OUTPUTS = False  # whether ``entering`` reads the previous block's outputs (the probe): MMRL++
+
     def entering(self, new, probe):
         """What enters a later representation layer: the new tokens [N, D] replace the previous outputs."""
         return new
@@ -167,7 +176,13 @@ class RepresentationLearner(nn.Module):
                 return None  # a block between representation layers keeps the tokens' outputs
             new = tokens[index_of[layer]]
             return new if layer == first else self.entering(new, probe)
-        return DeepPrompts(text_prompt_slots(self.n_tokens), replace, shared=True, insert_at=first)
+        slots = text_prompt_slots(self.n_tokens)
+        if not self.ENTERING_READS_OUTPUTS:  # the same [N, D] in every sequence, with or without a probe
+            return DeepPrompts(slots, replace, shared=True, insert_at=first)
+        # per sequence (each from its own outputs), by one rule for every class: a class chunk gets them as they are
+        prompts = DeepPrompts(slots, replace, insert_at=first)
+        prompts.restrict = lambda classes: prompts
+        return prompts
 
     def text_inputs(self):
         return self.prompts.assemble(None), self.prompts.tokens, self.deep_tokens("text")  # [n_cls, L, D], [n_cls, L]
@@ -200,11 +215,12 @@ class RepresentationCLIP(PromptedCLIP):
         """(logits [B, n_cls], logits_rep [B, n_cls], CLS image features [B, E], text features [n_cls, E])."""
         image_features, rep_features = self.rep_image_features(image)
         text_features = self.text_features()  # [n_cls, E], normalised
-        logits = LOGIT_SCALE * image_features @ text_features.t()
-        logits_rep = LOGIT_SCALE * rep_features @ text_features.t()
+        logits = LOGIT_SCALE * image_features @ text_features.t()  # [B, n_cls]
+        logits_rep = LOGIT_SCALE * rep_features @ text_features.t()  # [B, n_cls]
         return logits, logits_rep, image_features, text_features
 
     def fuse(self, logits, logits_rep):
+        """ALPHA · logits + (1 − ALPHA) · logits_rep, both [B, n_cls]."""
         return self.alpha * logits + (1 - self.alpha) * logits_rep
 
     def forward(self, image):
@@ -240,16 +256,15 @@ class MMRL(CLIPPromptTrainer):
         if m.TASK not in TASKS:
             raise ValueError(f"{node}.TASK is {m.TASK!r}: use B2N (base-to-novel), FS (few-shot) or CD "
                              f"(cross-dataset / domain generalization), the release's TASK.")
-        if not isinstance(m.ALPHA, (int, float)) or not 0.0 <= m.ALPHA <= 1.0:
-            raise ValueError(f"{node}.ALPHA = {m.ALPHA!r} is out of range: use a number in 0..1 (weight of the CLS "
-                             f"head; 1 - ALPHA: the rep head's)")
+        check_fraction(f"{node}.ALPHA", m.ALPHA, meaning="weight of the CLS head; 1 - ALPHA: the rep head's")
         check_range(f"{node}.REG_WEIGHT", m.REG_WEIGHT, 0.0, meaning="weight of the regularisers to frozen CLIP")
         check_rep_layers(self.CFG_NODE, m.REP_LAYERS)  # (the encoders' block count is checked when they are loaded)
         check_range(f"{node}.N_REP_TOKENS", m.N_REP_TOKENS, 1, meaning="representation tokens")
         check_range(f"{node}.REP_DIM", m.REP_DIM, 1, meaning="width of the representation space")
 
     @property
-    def fusion_at_test(self):
+    def tests_fused_logits(self):
+        """Whether this run's test reads the fused logits (else the CLS head's): :func:`fusion_at_test`."""
         cfg = self.cfg
         return fusion_at_test(self.method_cfg.TASK, cfg.DATASET.SUBSAMPLE_CLASSES, cfg.DATASET.NAME)
 
@@ -264,7 +279,7 @@ class MMRL(CLIPPromptTrainer):
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         template = template_for(MMRL_TEMPLATES, self.dm.dataset, cfg.DATASET.NAME)
-        print(f'Class sentences: "{template}"; test head: {"fusion" if self.fusion_at_test else "CLS"} '
+        print(f'Class sentences: "{template}"; test head: {"fusion" if self.tests_fused_logits else "CLS"} '
               f"(TASK {self.method_cfg.TASK})")
         target = self.clip_text_target(backbone, fill_template(template, classnames))
         learner = self.build_learner(backbone, classnames, template)
@@ -279,21 +294,19 @@ class MMRL(CLIPPromptTrainer):
         model, m = self.model, self.method_cfg
         logits, logits_rep, image_features, text_features = model.heads(image)
         with torch.no_grad():
-            clip_image = model.image_encoder(image)  # [B, E]: the same encoder without the tokens
+            clip_image = model.image_encoder(image, None, None, model.straightforward)  # [B, E]: without the tokens
         terms = {"loss_ce": m.ALPHA * F.cross_entropy(logits.float(), label),
                  "loss_ce_rep": (1 - m.ALPHA) * F.cross_entropy(logits_rep.float(), label),
                  # 1 - mean cosine of the rows, KgCoOp's distance (here on image features too)
-                 "loss_reg_image": m.REG_WEIGHT * knowledge_distance(image_features, clip_image),
-                 "loss_reg_text": m.REG_WEIGHT * knowledge_distance(text_features, model.prompt_learner.text_target)}
+                 "loss_reg_image": m.REG_WEIGHT * mean_cosine_distance(image_features, clip_image),
+                 "loss_reg_text": m.REG_WEIGHT * mean_cosine_distance(text_features, model.prompt_learner.text_target)}
         return terms, model.fuse(logits, logits_rep)
 
     def compute_loss(self, image, label):
-        terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), logits
+        return self.sum_of_terms(*self.loss_terms(image, label))
 
     def model_inference(self, image):
         """The test's logits: fused or the CLS head's, as the release's ``test()`` chooses for TASK."""
         with self.precision.autocast():
             logits, logits_rep, _, _ = self.model.heads(image)
-            return (self.model.fuse(logits, logits_rep) if self.fusion_at_test else logits).float()
+            return (self.model.fuse(logits, logits_rep) if self.tests_fused_logits else logits).float()

@@ -24,7 +24,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import setting_opts
-from .mmrl import MMRL, RepresentationLearner, add_representation_keys
+from .mmrl import MMRL, RepresentationLearner, add_representation_keys, check_fraction
 from .release_formats import ReleaseLayout
 
 
@@ -104,7 +104,7 @@ class SharedResidualAligner(nn.Module):
         self.srra = nn.ModuleList([ResidualAligner(self.weight, linear.bias, rank) for _ in range(layers)])
 
     def forward(self, x, index):
-        return self.srra[index](x, self.weight)
+        return self.srra[index](x, self.weight)  # [N, in] -> [N, out]
 
 
 class ResidualRepresentationLearner(RepresentationLearner):
@@ -130,6 +130,8 @@ class ResidualRepresentationLearner(RepresentationLearner):
     def layer_tokens(self, side, index):
         aligner = self.srra_r2tproj if side == "text" else self.srra_r2vproj
         return aligner(self.compound_rep_tokens, index)  # [N, D]
+
+    ENTERING_READS_OUTPUTS = True
 
     def entering(self, new, probe):
         """BETA · new tokens [N, D] + (1 − BETA) · the previous block's outputs at their positions [B, N, D]."""
@@ -161,9 +163,8 @@ class MMRLpp(MMRL):
     def check_cfg(self, cfg):
         super().check_cfg(cfg)
         m = cfg.TRAINER.MMRLpp
-        if not isinstance(m.BETA, (int, float)) or not 0.0 <= m.BETA <= 1.0:
-            raise ValueError(f"TRAINER.MMRLpp.BETA = {m.BETA!r} is out of range: use a number in 0..1 (weight of the "
-                             f"new tokens against the previous layer's outputs)")
+        check_fraction("TRAINER.MMRLpp.BETA", m.BETA,
+                       meaning="weight of the new tokens against the previous layer's outputs")
         check_range("TRAINER.MMRLpp.PROJ_LORA_DIM", m.PROJ_LORA_DIM, 1, meaning="rank of the rep head's residual")
         check_range("TRAINER.MMRLpp.RES_LORA_DIM", m.RES_LORA_DIM, 1, meaning="rank of each aligner's residual")
 

@@ -10,10 +10,15 @@ token embeddings at positions ``1..b`` (right after SOS). Two initialisation con
   b = 2 the learnable tokens replace "a photo" while "of a" stays fixed.
 
 Without CTX_INIT the context is drawn from N(0, 0.02) and the prompt text is ``"X X … X <classname>."``.
+
+Fixed class texts (``fill_template``) and the frozen CLIP's features of such texts (``frozen_text_features``: the
+targets of KgCoOp, TCP and MMRL, CoPrompt's descriptions) live here too.
 """
 
 import torch
 import torch.nn as nn
+
+from clip_patch.chunked import encode_text
 
 
 def init_context(backbone, n_ctx, ctx_init, ctx_words_set_length):
@@ -62,6 +67,19 @@ def vision_prompt_slots(image_encoder, n_ctx):
 
 def class_prompt_texts(prefix, classnames):
     return [f"{prefix} {name.replace('_', ' ')}." for name in classnames]
+
+
+def fill_template(template, classnames):
+    """One text per class: ``template`` with the class name ("_" read as " ") in its "{}"."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
+
+
+def frozen_text_features(text_encoder, tokens):
+    """The frozen ``text_encoder``'s L2-normalised features [n, E], fp32, of the token ids ``tokens`` [n, L] (no
+    prompt): without gradient or autocast, encoded (in class chunks) and normalised in the encoder's own dtype."""
+    with torch.no_grad(), torch.autocast(tokens.device.type, enabled=False):
+        features = encode_text(text_encoder, text_encoder.embed(tokens), tokens)  # [n, E]
+        return (features / features.norm(dim=-1, keepdim=True)).float()
 
 
 class ClassPrompts(nn.Module):

@@ -148,9 +148,7 @@ class SelfRegulatingTrainer(CLIPPromptTrainer):
         return terms, logits
 
     def compute_loss(self, image, label):
-        terms, logits = self.loss_terms(image, label)
-        self.last_loss_terms = {name: value.detach() for name, value in terms.items()}
-        return sum(terms.values()), logits
+        return self.sum_of_terms(*self.loss_terms(image, label))
 
     # -- Gaussian prompt aggregation -------------------------------------------------------------------------------
     def before_train(self):

@@ -52,7 +52,8 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
         return BMIPPromptLearner(backbone, classnames, m.N_CTX_TEXT, m.CTX_INIT, m.PROMPT_DEPTH, m.BMIP_MODE,
-                                 cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL)
+                                 cfg.SHARE.SHARE_PARAMETER_TEXT, cfg.SHARE.SHARE_PARAMETER_VISUAL,
+                                 method="PromptSRC_BMIP", depth_key="TRAINER.PROMPTSRC.PROMPT_DEPTH")
 
     def convert_checkpoint(self, state_dict):
         check_released_gates(state_dict, self.method_cfg.BMIP_MODE, "TRAINER.PROMPTSRC.BMIP_MODE", self.cfg)

@@ -21,8 +21,8 @@ from clip_patch.openai_clip import openai_clip
 from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
-from .kgcoop import KnowledgeGuidedTrainer, context_init_words, fill_template, template_for
-from .prompting import ClassPrompts, check_prompt_depth, init_context, text_prompt_slots
+from .kgcoop import KNOWLEDGE_TEMPLATES, KnowledgeGuidedTrainer, context_init_words, template_for
+from .prompting import ClassPrompts, check_prompt_depth, fill_template, init_context, text_prompt_slots
 from .zsclip import DEFAULT_TEMPLATE
 
 
@@ -42,23 +42,8 @@ TCP_PROMPT_DEFAULT = "X X X X {}."  # the class prompt for a data set the releas
 
 # The knowledge target's templates (htyao89/Textual-based_Class-aware_prompt_tuning ``trainers/tcp.py`` L42-58):
 # KgCoOp's but for FGVCAircraft and Food101.
-TCP_KNOWLEDGE_TEMPLATES = {
-    "OxfordPets": "a photo of a {}, a type of pet.",
-    "OxfordFlowers": "a photo of a {}, a type of flower.",
-    "FGVCAircraft": "a photo of an aircraft {}.",
-    "DescribableTextures": "a photo of a {}, a type of texture.",
-    "EuroSAT": "a centered satellite photo of {}.",
-    "StanfordCars": DEFAULT_TEMPLATE,
-    "Food101": "a photo of a {}, a type of food.",
-    "SUN397": DEFAULT_TEMPLATE,
-    "Caltech101": DEFAULT_TEMPLATE,
-    "UCF101": "a photo of a person doing {}.",
-    "ImageNet": DEFAULT_TEMPLATE,
-    "ImageNetSketch": DEFAULT_TEMPLATE,
-    "ImageNetV2": DEFAULT_TEMPLATE,
-    "ImageNetA": DEFAULT_TEMPLATE,
-    "ImageNetR": DEFAULT_TEMPLATE,
-}
+TCP_KNOWLEDGE_TEMPLATES = {**KNOWLEDGE_TEMPLATES, "FGVCAircraft": "a photo of an aircraft {}.",
+                           "Food101": "a photo of a {}, a type of food."}
 
 # The learnable class prompts; words 1..N_CTX become the context (``trainers/tcp.py`` L60-76).
 TCP_PROMPT_TEMPLATES = {

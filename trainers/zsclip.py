@@ -4,6 +4,7 @@ import torch.nn as nn
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import FrozenCLIPTrainer, PromptedCLIP
+from .prompting import fill_template
 
 # CoOp's templates; a dataset class may declare its own ``prompt_template`` attribute instead.
 CUSTOM_TEMPLATES = {
@@ -36,7 +37,7 @@ class HandcraftedPrompts(nn.Module):
     def __init__(self, backbone, classnames, template):
         super().__init__()
         text_encoder = backbone.text_encoder
-        texts = [template.format(name.replace("_", " ")) for name in classnames]
+        texts = fill_template(template, classnames)
         tokens = backbone.tokenize(texts).to(text_encoder.device)  # [n_cls, L]
         self.register_buffer("tokens", tokens, persistent=False)
         # [n_cls, L, D]; None for a text tower that takes token ids only (docs/BACKBONES.md)
