@@ -10,8 +10,8 @@ Checks, in this order (docs/BENCHMARK.md, "GPU check", says what each one means 
    fp32 fast path (logits and gradients, same weights and inputs; ``benchmarks.parity``), and fp32 fast against
    fp32 straightforward. On CPU, fp16 and amp are emulated (fp16 weights / fp16 autocast on CPU kernels).
 3. training: every trainable method, 50 steps on one fixed synthetic batch in its published config's precision
-   (fp16 for all) and batch size at the config's learning rate: finite losses, a sane GradScaler, a lower loss,
-   every parameter, buffer and optimizer state on the device.
+   (fp16, or amp for MMA, MMRL and MMRL++) and batch size at the config's learning rate: finite losses, a sane
+   GradScaler, a lower loss, every parameter, buffer and optimizer state on the device.
 4. memory: training at 1000 classes (ImageNet) at the published batch size, fast and straightforward paths, for
    the trainers marked ``large_class_memory``: peak GPU memory, and whether the fast path fits a 16 GB GPU; then
    BMIP (both modes, fast path) on ``--memory-large-backbone`` (ViT-L/14 shapes), which should fit a 24 GB GPU.
