@@ -35,7 +35,7 @@ NUMBER_REF = re.compile(r"(?<![\w&#/])(?<!\]\()#\d+\b")  # "#56" (not an anchor 
 OWNER_REPO_ISSUE_BEFORE = re.compile(r"\b[\w.-]+/[\w.-]+ (?:issues?|pull requests?|PR) $", re.IGNORECASE)
 LINK = re.compile(r"\]\(([^()\s]+)\)")
 FENCED = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
-RELEASE_BEFORE = re.compile(r"\breleas(?:e|e's|ed) $", re.IGNORECASE)
+RELEASE_BEFORE = re.compile(r"\breleas(?:e|e's|ed)\s$", re.IGNORECASE)  # a line break is a space in Markdown
 
 
 def tracked_files():
