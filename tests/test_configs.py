@@ -99,12 +99,12 @@ def lines_run_by_the_extensions():
             ran[frame.f_code.co_filename, frame.f_lineno] += 1
         return trace
 
-    cfg = get_cfg_default()
+    cfg, previous = get_cfg_default(), sys.gettrace()  # (a coverage tool's tracer, if any, is put back)
     sys.settrace(trace)
     try:
         extend_cfg(cfg)
     finally:
-        sys.settrace(None)
+        sys.settrace(previous)
     return ran, cfg
 
 
