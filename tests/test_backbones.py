@@ -36,6 +36,11 @@ TINY_CONFIG = {  # open_clip's own CLIP architecture with LayerScale, at tiny-Vi
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    torch.set_num_threads(1)  # tiny models: a second thread only adds contention (as in the other model tests)
+
+
 def open_clip():
     return open_clip_family.open_clip()
 

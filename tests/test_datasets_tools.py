@@ -74,9 +74,13 @@ def test_verify_answers_a_missing_root_at_once_in_one_line(tmp_path):
                            "datasets ($DATA; layout in docs/DATASETS.md)\n")
 
 
-def test_verify_rejects_unknown_dataset(tmp_path):
-    with pytest.raises(SystemExit):
+def test_verify_rejects_unknown_dataset(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         verify.main(["--root", str(tmp_path), "--datasets", "Imagenet"])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+    assert error.startswith("python -m datasets.verify: error: unknown dataset(s) ['Imagenet']; choose from [")
+    assert "'ImageNet'" in error and "'Food101'" in error  # the names it knows, the right spelling among them
 
 
 def _tar_gz_with(name, content):

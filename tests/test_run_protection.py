@@ -10,7 +10,8 @@ import textwrap
 import pytest
 import torch
 
-from dassl.engine.run_dir import ConfigMismatch, OutputDirBusy, OutputDirLock, lock_holder, read_result
+from dassl.engine.run_dir import (ConfigMismatch, OutputDirBusy, OutputDirLock, has_checkpoints, lock_holder,
+                                  read_config, read_result)
 from dassl.engine.trainer import DivergenceError
 from dassl.utils.safe_pickle import ForbiddenPickleContent
 from runs.run import main
@@ -73,12 +74,21 @@ def test_a_changed_config_is_refused_unless_accepted(data_root, tmp_path, capsys
     assert (out / "result.json.superseded").is_file() and (out / "config.yaml.superseded").is_file()
 
 
-def test_a_folder_with_a_run_that_never_saved_anything_takes_the_new_config(data_root, tmp_path):
+def test_a_folder_with_a_run_that_never_saved_anything_takes_the_new_config(data_root, tmp_path, monkeypatch):
+    import dassl.engine
+
+    def broken_build(cfg):
+        raise ValueError("broken build")
+
     out = tmp_path / "run"
-    with pytest.raises(ValueError):  # fails while building: no checkpoint, no result
-        run(data_root, out, extra=["TRAINER.COOP.PREC", "fp8"])
+    out.mkdir()  # a folder that existed before the run stays after it fails, holding the failed run's config
+    monkeypatch.setattr(dassl.engine, "build_trainer", broken_build)
+    with pytest.raises(ValueError, match="^broken build$"):  # fails while building: no checkpoint, no result
+        run(data_root, out, seed=1)
+    assert read_config(str(out))["SEED"] == 1 and read_result(str(out)) is None and not has_checkpoints(str(out))
+    monkeypatch.undo()
     run(data_root, out, seed=5)  # a different config is fine: nothing could be blended
-    assert read_result(str(out)) is not None
+    assert read_config(str(out))["SEED"] == 5 and read_result(str(out))["epochs_trained"] == 1
 
 
 def test_a_second_run_in_a_busy_folder_fails_at_once(data_root, tmp_path):

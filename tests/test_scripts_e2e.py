@@ -2,7 +2,8 @@
 ImageFolder datasets): 2 datasets x 2 seeds x 2 trainers base-to-novel plus one cross-dataset pair, then
 skip / resume, parse_test_res.py and the result tables are checked against the logs.
 
-26 train.py processes take 3-6 minutes on 2 CPU cores (each start imports torch and CLIP).
+The 26 train.py processes run as ``--python`` = the warm Python of tests/warm_python.py (each a fork of one
+interpreter that imported torch and CLIP once, instead of a fresh interpreter that imports them again).
 """
 import csv
 import os
@@ -77,11 +78,12 @@ def log_accuracy(run_dir, after):
     raise AssertionError(f"no accuracy after {after!r} in {run_dir}")
 
 
-def test_sweep_end_to_end_with_skip_resume_and_tables(tmp_path):
+def test_sweep_end_to_end_with_skip_resume_and_tables(tmp_path, warm_python):
     data, configs, sweep = make_world(tmp_path)
     out = tmp_path / "output"
-    first = run(str(REPO / "scripts" / "sweep.py"), str(sweep), "--workers", "2", "--configs", str(configs),
-                data=data)
+    sweep_args = (str(REPO / "scripts" / "sweep.py"), str(sweep), "--workers", "2", "--configs", str(configs),
+                  "--python", warm_python)
+    first = run(*sweep_args, data=data)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert first.stdout.splitlines()[-1] == "=== sweep summary: 26 ok"
     for trainer, cfg, folder in TRAINERS:
@@ -97,8 +99,7 @@ def test_sweep_end_to_end_with_skip_resume_and_tables(tmp_path):
     # its log says "Finish training") resumes from its checkpoint and runs the final test again
     interrupted = layout.base2new_dir(out, "train_base", "tiny_b", 16, "CoOp", "vit_b16", 2)
     (interrupted / "result.json").unlink()
-    again = run(str(REPO / "scripts" / "sweep.py"), str(sweep), "--workers", "2", "--configs", str(configs),
-                data=data)
+    again = run(*sweep_args, data=data)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"# resume (unfinished): {interrupted}" in again.stdout
     assert again.stdout.splitlines()[-1] == "=== sweep summary: 1 ok, 25 skipped"

@@ -208,12 +208,18 @@ def test_a_failed_training_blocks_its_evaluations_only(env, monkeypatch):
                                         report=lambda m: None)] == ["ok", "ok", "ok"]
 
 
-def run_script(name, *args, env_vars):
-    return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHON": sys.executable, **env_vars}, timeout=60)
+@pytest.fixture
+def run_script(warm_python):
+    """``run_script(NAME, *ARGS, env_vars=...)``: ``bash scripts/NAME ARGS`` with ``$PYTHON`` = the warm Python of
+    tests/warm_python.py (each ``$PYTHON scripts/run_protocol.py ...`` a fork of one interpreter that imported it all
+    once, not a fresh one)."""
+    def run(name, *args, env_vars):
+        return subprocess.run(["bash", str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                              env={**os.environ, "PYTHON": warm_python, **env_vars}, timeout=60)
+    return run
 
 
-def test_shell_scripts_dry_run_print_commands_and_check_data(env):
+def test_shell_scripts_dry_run_print_commands_and_check_data(env, run_script):
     out = env["tmp"] / "out"
     common = ["--output", str(out), "--configs", str(env["configs"]), "--train-py", str(env["fake"]), "--dry-run"]
     result = run_script("base2new.sh", "CoOp", "c1", "dtd", "1", *common, "--device", "cpu",
@@ -237,7 +243,7 @@ def test_shell_scripts_dry_run_print_commands_and_check_data(env):
     assert result.returncode == 2 and "is not a directory" in result.stderr
 
 
-def test_promptsrc_wrappers_pick_the_published_configs(env):
+def test_promptsrc_wrappers_pick_the_published_configs(env, run_script):
     out = env["tmp"] / "out"
     common = ["--output", str(out), "--train-py", str(env["fake"]), "--dry-run"]  # the repository's configs/
     data = {"DATA": str(env["data"])}
@@ -264,7 +270,7 @@ def test_promptsrc_wrappers_pick_the_published_configs(env):
         assert bad.stderr == "error: TRAINER must be PromptSRC or PromptSRC_BMIP, got 'CoOp'\n"
 
 
-def test_shell_script_runs_skips_and_reports_failures(env):
+def test_shell_script_runs_skips_and_reports_failures(env, run_script):
     out = env["tmp"] / "out"
     common = ["--output", str(out), "--configs", str(env["configs"]), "--train-py", str(env["fake"])]
     args = ["cross_dataset.sh", "CoOp", "c1", "1", "--targets", "dtd", "eurosat", *common]

@@ -455,8 +455,11 @@ def test_checkpoint_holds_only_the_learner_and_loads_back(data_root, tmp_path, r
 
 def test_checkpoint_evaluates_on_other_class_names(data_root, tmp_path):
     trainer = build_toy_trainer(data_root, "BMIP-reference")
+    with torch.no_grad():
+        learner_of(trainer).ctx_t.add_(0.5)  # a context the other run's initialisation (the same seed) does not hold
     trainer.save_model(0, str(tmp_path))
     other = build_toy_trainer(data_root, "BMIP-reference", dataset="other")
+    assert not torch.equal(learner_of(other).ctx_t, learner_of(trainer).ctx_t)
     other.load_model(str(tmp_path), epoch=1)
     assert torch.equal(learner_of(other).ctx_t, learner_of(trainer).ctx_t)
     assert eval_logits(other, fixed_batch(other)["img"]).shape == (4, 3)
