@@ -72,13 +72,13 @@ def check_config(cfg, args):
         check_engine_keys(cfg)
     trainer = trainer_class.__new__(trainer_class)
     trainer.check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
+    check_dataset(cfg)
     from clip_patch import BackboneSpec, backbone_depths, locate_backbone_weights
     from trainers.base import CLIPTrainer
 
     spec = BackboneSpec.from_cfg(cfg.MODEL.BACKBONE)
     if isinstance(trainer, CLIPTrainer):  # (a trainer written elsewhere, on the engine alone, has no such hook)
         trainer.check_backbone_depths(cfg, *backbone_depths(spec))  # depth keys against the encoders, none loaded
-    check_dataset(cfg)
     locate_backbone_weights(spec)  # downloads now if needed, or fails clearly
 
 
