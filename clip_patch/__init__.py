@@ -1,6 +1,6 @@
 """A prompt-capable CLIP: backbone families behind one seam, loading, precision policy and one prompted forward pass."""
-from .backbones import (FAMILIES, Backbone, BackboneSpec, check_backbone, load_backbone, locate_backbone_weights,
-                        record_differences)
+from .backbones import (FAMILIES, Backbone, BackboneSpec, backbone_depths, check_backbone, load_backbone,
+                        locate_backbone_weights, record_differences)
 from .loading import (OPENAI_BACKBONE_NAMES, SHIPPED_BACKBONES, WeightsNotFoundError, available_backbones,
                       default_cache_dir, download_weights, load_clip, locate_weights, openai_backbones,
                       read_state_dict)

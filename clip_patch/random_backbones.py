@@ -16,7 +16,7 @@ VOCAB_SIZE = 49408
 CONTEXT_LENGTH = 77
 
 # name -> (embed_dim, image_resolution, vision_layers, vision_width, patch_size, text_width, text_heads, text_layers)
-_OPENAI_SHAPES = {
+OPENAI_SHAPES = {
     "RN50": (1024, 224, (3, 4, 6, 3), 64, None, 512, 8, 12),
     "RN101": (512, 224, (3, 4, 23, 3), 64, None, 512, 8, 12),
     "RN50x4": (640, 288, (4, 6, 10, 6), 80, None, 640, 10, 12),
@@ -27,7 +27,7 @@ _OPENAI_SHAPES = {
     "ViT-L/14": (768, 224, 24, 1024, 14, 768, 12, 12),
     "ViT-L/14@336px": (768, 336, 24, 1024, 14, 768, 12, 12),
 }
-RANDOM_BACKBONES = {f"random-{name}": shape for name, shape in _OPENAI_SHAPES.items()}
+RANDOM_BACKBONES = {f"random-{name}": shape for name, shape in OPENAI_SHAPES.items()}
 RANDOM_BACKBONES["tiny-ViT"] = (32, 32, 12, 64, 8, 64, 4, 12)  # 16 patches + CLS; heads = width // 64 = 1
 RANDOM_BACKBONES["tiny-RN"] = (32, 32, (1, 1, 1, 1), 8, None, 64, 4, 12)
 
@@ -40,3 +40,10 @@ def build_random_clip(name, seed=0):
         model = openai_clip().model.CLIP(embed, resolution, v_layers, v_width, patch or 0, CONTEXT_LENGTH, VOCAB_SIZE,
                      t_width, t_heads, t_layers)
     return model.float().eval()
+
+
+def shape_layers(shape):
+    """``(text layers, vision layers)`` of a shape above: vision None for a ResNet (its ``vision_layers`` is a tuple of
+    stage depths, not a transformer)."""
+    vision_layers, text_layers = shape[2], shape[7]
+    return text_layers, vision_layers if isinstance(vision_layers, int) else None

@@ -51,9 +51,10 @@ def check_arguments(args):
 
 
 def check_config(cfg, args):
-    """Problems visible from the merged config (registries, value ranges, dataset folder, CLIP weights), found
-    before anything is written or built. Each check lives with the code that owns its keys: the engine's training
-    keys in ``dassl``, a trainer's keys in its ``check_cfg``."""
+    """Problems visible from the merged config (registries, value ranges, depth keys against the backbone's layers,
+    dataset folder, CLIP weights), found before anything is written or built. Each check lives with the code that
+    owns its keys: the engine's training keys in ``dassl``, a trainer's keys in its ``check_cfg`` and
+    ``check_backbone_depths``."""
     from dassl.config import check_engine_keys
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY
@@ -69,11 +70,16 @@ def check_config(cfg, args):
     if not args.eval_only:
         check_optim_cfg(cfg.OPTIM)
         check_engine_keys(cfg)
-    trainer_class.__new__(trainer_class).check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
+    trainer = trainer_class.__new__(trainer_class)
+    trainer.check_cfg(cfg)  # the trainer's own keys (the same hook its __init__ runs)
     check_dataset(cfg)
-    from clip_patch import BackboneSpec, locate_backbone_weights
+    from clip_patch import BackboneSpec, backbone_depths, locate_backbone_weights
+    from trainers.base import CLIPTrainer
 
-    locate_backbone_weights(BackboneSpec.from_cfg(cfg.MODEL.BACKBONE))  # downloads now if needed, or fails clearly
+    spec = BackboneSpec.from_cfg(cfg.MODEL.BACKBONE)
+    if isinstance(trainer, CLIPTrainer):  # (a trainer written elsewhere, on the engine alone, has no such hook)
+        trainer.check_backbone_depths(cfg, *backbone_depths(spec))  # depth keys against the encoders, none loaded
+    locate_backbone_weights(spec)  # downloads now if needed, or fails clearly
 
 
 def check_dataset(cfg):

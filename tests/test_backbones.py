@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_patch import BackboneSpec, DeepPrompts, WeightsNotFoundError, check_backbone, load_backbone
+from clip_patch import (OPENAI_BACKBONE_NAMES, RANDOM_BACKBONES, BackboneSpec, DeepPrompts, WeightsNotFoundError,
+                        backbone_depths, build_random_clip, check_backbone, load_backbone)
 from clip_patch.backbones import open_clip as open_clip_family
+from clip_patch.backbones import openai as openai_family
 from clip_patch.prompted import run_blocks, run_blocks_shared_prefix, shared_prefix_length
 from tests.test_trainers import (MODEL_BUILDERS, build_model, build_toy_trainer, data_root,  # noqa: F401 (fixture)
                                  fixed_batch, learner_of, logits_and_gradients, method_cfg)
@@ -433,6 +435,46 @@ def test_checkpoints_without_a_backbone_record_still_load(data_root, tmp_path):
     fresh = build_toy_trainer(data_root, "CoOp", extra=["MODEL.INIT_SEED", "3"])
     fresh.load_model(str(tmp_path), epoch=1)
     assert torch.equal(learner_of(fresh).ctx, learner_of(trainer).ctx)
+
+
+# -- encoder depths known before loading (the early check of depth keys) ---------------------------------------------
+def built_depths(backbone):
+    """(text, vision) layers of a built backbone's encoders; vision None for a tower without prompted blocks."""
+    vision = backbone.image_encoder.num_layers if backbone.has_prompted_vision else None
+    return backbone.text_encoder.num_layers, vision
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_BACKBONES) + ["MicroViT"])
+def test_openai_depths_are_those_of_the_built_encoders(name):
+    spec = BackboneSpec("openai", name)
+    if name == "MicroViT":  # (the shipped file: its real weights)
+        built = load_backbone(spec)
+    else:
+        with torch.device("meta"):  # the loader's own build, without allocating the large ones
+            built = openai_family.from_model(spec, build_random_clip(name))
+    assert backbone_depths(spec) == built_depths(built)
+
+
+@pytest.mark.parametrize("name", ["ViT-B-32", "RN50-quickgelu", "ViT-bigG-14"])
+def test_open_clip_depths_are_those_of_the_built_encoders(name):
+    spec = BackboneSpec("open_clip", name, "random")
+    with torch.device("meta"):  # the architecture, without allocating its weights
+        model = open_clip().create_model(name, pretrained=None, device="meta")
+    built = open_clip_family.from_model(spec, model, open_clip_family.tokenizer_for(spec, model))
+    assert backbone_depths(spec) == built_depths(built)
+
+
+def test_released_openai_depths_agree_with_open_clips_configs_of_the_same_models():
+    for name in OPENAI_BACKBONE_NAMES:
+        config = open_clip().get_model_config(name.replace("/", "-").replace("@336px", "-336"))
+        vision = config["vision_cfg"]["layers"]
+        expected = (config["text_cfg"]["layers"], vision if isinstance(vision, int) else None)
+        assert backbone_depths(BackboneSpec("openai", name)) == expected, name
+
+
+def test_depths_of_a_local_file_are_unknown_before_it_is_read(openai_file):
+    assert backbone_depths(BackboneSpec("openai", "tiny-ViT", path=openai_file)) == (None, None)
+    assert backbone_depths(BackboneSpec("open_clip", "ViT-B-32", path=openai_file)) == (None, None)
 
 
 # -- sweeps vary the backbone in folders of their own --------------------------------------------------------------------

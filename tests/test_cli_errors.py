@@ -113,6 +113,57 @@ def test_a_value_outside_a_methods_choices(data_root, tmp_path, capsys):
     assert line == "error: TRAINER.BITP.CONNECT_METHOD is 'concat'; use one of add, atten, joint, exchange."
 
 
+DEPTH = "; use 1..12 for this backbone."  # tiny-ViT: 12 text and 12 vision layers
+OPEN_CLIP_RANDOM = ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.NAME", "ViT-B-32",
+                    "MODEL.BACKBONE.PRETRAINED_TAG", "random"]
+
+
+@pytest.mark.parametrize("trainer, extra, expected", [
+    ("MaPLe", ["TRAINER.MAPLE.PROMPT_DEPTH", "13"], "TRAINER.MAPLE.PROMPT_DEPTH = 13" + DEPTH),
+    ("MaPLe", [*OPEN_CLIP_RANDOM, "TRAINER.MAPLE.PROMPT_DEPTH", "13"], "TRAINER.MAPLE.PROMPT_DEPTH = 13" + DEPTH),
+    ("BMIP", ["TRAINER.BMIP.PROMPT_DEPTH", "13"], "TRAINER.BMIP.PROMPT_DEPTH = 13" + DEPTH),
+    ("BITP", ["TRAINER.BITP.PROMPT_DEPTH", "13"], "TRAINER.BITP.PROMPT_DEPTH = 13" + DEPTH),
+    ("UPT", ["TRAINER.UPT.PROMPT_DEPTH", "13"], "TRAINER.UPT.PROMPT_DEPTH = 13" + DEPTH),
+    ("UPT", ["TRAINER.UPT.SETTINGS_FROM_BITP", "True", "TRAINER.BITP.PROMPT_DEPTH", "13"],
+     "TRAINER.BITP.PROMPT_DEPTH = 13" + DEPTH),
+    ("CoPrompt", ["TRAINER.COPROMPT.PROMPT_DEPTH", "13"], "TRAINER.COPROMPT.PROMPT_DEPTH = 13" + DEPTH),
+    ("CoPrompt_BMIP", ["TRAINER.COPROMPT.PROMPT_DEPTH", "13"], "TRAINER.COPROMPT.PROMPT_DEPTH = 13" + DEPTH),
+    ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "13", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "13",
+                        "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "13"],  # (unequal ones are warned about)
+     "TRAINER.PROMPTSRC.PROMPT_DEPTH = 13" + DEPTH),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "13"], "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 13" + DEPTH),
+    ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "13"],
+     "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 13; use 0..12 for this backbone."),
+    ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_TEXT", "13"], "TRAINER.IVLP.PROMPT_DEPTH_TEXT = 13; use 0..12 for this "
+                                                       "backbone."),
+    ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "13"], "TRAINER.IVLP.PROMPT_DEPTH_VISION = 13; use 0..12 for this "
+                                                         "backbone."),
+    ("VPT", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "13"], "TRAINER.VPT.PROMPT_DEPTH_VISION = 13; use 0..12 for this "
+                                                       "backbone."),
+    ("TCP", ["TRAINER.TCP.CLASS_TOKEN_LAYER", "12"], "TRAINER.TCP.CLASS_TOKEN_LAYER = 12; use 1..11 for this "
+                                                     "backbone."),
+    ("TCP", ["MODEL.BACKBONE.NAME", "tiny-RN", "TRAINER.TCP.CLASS_TOKEN_LAYER", "12"],  # (a ResNet's text side)
+     "TRAINER.TCP.CLASS_TOKEN_LAYER = 12; use 1..11 for this backbone."),
+    ("MultiModalAdapter", ["TRAINER.MMADAPTER.ADAPTER_END", "13"], "TRAINER.MMADAPTER.ADAPTER_END is 13, but this "
+     "backbone's encoders have 12 blocks: set ADAPTER_END to at most 12."),
+    ("MMRL", ["TRAINER.MMRL.REP_LAYERS", "[6, 13]"], "TRAINER.MMRL.REP_LAYERS is [6, 13]: give increasing blocks in "
+                                                     "1..12 (published: [6, 7, 8, 9, 10, 11, 12])."),
+    ("MMRLpp", ["TRAINER.MMRLpp.REP_LAYERS", "[6, 13]"], "TRAINER.MMRLpp.REP_LAYERS is [6, 13]: give increasing "
+                                                         "blocks in 1..12 (published: [6, 7, 8, 9, 10, 11, 12])."),
+])
+def test_a_depth_past_the_backbones_layers_is_refused_before_anything_is_built(trainer, extra, expected, data_root,
+                                                                               tmp_path, capsys, monkeypatch):
+    """The backbone's layer counts are known from its name (no weights read): the trainer is never built, so neither
+    the data set nor CLIP is loaded (and PREC fp16's CPU fallback says nothing)."""
+    import dassl.engine
+
+    def build_trainer(cfg):
+        raise AssertionError("the trainer was built")
+    monkeypatch.setattr(dassl.engine, "build_trainer", build_trainer)
+    out = str(tmp_path / "out")
+    assert fails(toy_args(data_root, out, trainer=trainer, extra=extra), capsys, out) == f"error: {expected}"
+
+
 def test_a_misspelt_trainer_gets_the_right_suggestion(data_root, tmp_path, capsys):
     line = fails(toy_args(data_root, tmp_path / "out", trainer="Coop"), capsys, str(tmp_path / "out"))
     assert line.endswith("but got [Coop] (do you mean [CoOp]?)")

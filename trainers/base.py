@@ -154,6 +154,13 @@ class CLIPTrainer(TrainerX):
             raise ValueError(f"TRAINER.{self.CFG_NODE}.PREC must be one of {PRECISIONS}, got '{prec}'")
         check_chunk_setting(cfg.MODEL.TEXT_CHUNK_CLASSES)
 
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        """Refuse a key of ``cfg`` bounded by the encoders' depths (a prompt depth, a layer number) that this
+        backbone's layers cannot hold, before anything is loaded (``runs.checks.check_config``). ``text_layers`` /
+        ``vision_layers``: the transformer layers of each encoder, None where not known before loading (or not a
+        transformer: a ResNet). A method with such keys checks them here with the function its learner checks them
+        with on the built encoders (one message for both); the default has none."""
+
     def model_options(self):
         """The config's keyword arguments of every method's :class:`PromptedCLIP`."""
         return {"straightforward": self.cfg.MODEL.STRAIGHTFORWARD,

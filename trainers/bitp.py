@@ -35,7 +35,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
+from .prompting import (ClassPrompts, check_coupled_depth, deep_prompt_list, init_context, text_prompt_slots,
                         vision_prompt_slots)
 from .release_formats import CONTEXT_ROWS, ReleaseLayout, prompt_learner_groups
 
@@ -94,7 +94,7 @@ class BITPPromptLearner(nn.Module):
             raise ValueError(f"TRAINER.BITP.CONNECT_METHOD must be one of {CONNECT_METHODS}, got '{connect}'")
         backbone.require_vit("BITP")
         text_encoder, image_encoder = backbone.require_text_encoder("BITP"), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), "TRAINER.BITP.PROMPT_DEPTH")
+        check_coupled_depth(depth, text_encoder.num_layers, image_encoder.num_layers, "TRAINER.BITP.PROMPT_DEPTH")
         self.connect, self.share_text, self.share_visual = connect, share_text, share_visual
         d_t, d_v = text_encoder.width, image_encoder.width
         n_deep = depth - 1
@@ -221,6 +221,9 @@ class BITP(CLIPPromptTrainer):
         if m.CONNECT_METHOD not in CONNECT_METHODS:
             raise ValueError(f"TRAINER.BITP.CONNECT_METHOD is '{m.CONNECT_METHOD}'; use one of "
                              f"{', '.join(CONNECT_METHODS)}.")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_coupled_depth(cfg.TRAINER.BITP.PROMPT_DEPTH, text_layers, vision_layers, "TRAINER.BITP.PROMPT_DEPTH")
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg

@@ -29,7 +29,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
+from .prompting import (ClassPrompts, check_coupled_depth, deep_prompt_list, init_context, text_prompt_slots,
                         vision_prompt_slots)
 from .release_formats import BMIP_DEAD, BMIP_GROUPS, ReleaseLayout, bmip_export_refusal, is_whole_model
 
@@ -76,7 +76,7 @@ class BMIPPromptLearner(nn.Module):
             raise ValueError(f"TRAINER.BMIP.MODE must be one of {MODES}, got '{mode}'")
         backbone.require_vit(method)
         text_encoder, image_encoder = backbone.require_text_encoder(method), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
+        check_coupled_depth(depth, text_encoder.num_layers, image_encoder.num_layers, depth_key)
         self.mode = mode
         reference = mode == "reference"
         d_t, d_v = text_encoder.width, image_encoder.width
@@ -195,6 +195,9 @@ class BMIP(CLIPPromptTrainer):
         m = cfg.TRAINER.BMIP
         check_range("TRAINER.BMIP.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer per modality")
         check_range("TRAINER.BMIP.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_coupled_depth(cfg.TRAINER.BMIP.PROMPT_DEPTH, text_layers, vision_layers, "TRAINER.BMIP.PROMPT_DEPTH")
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg

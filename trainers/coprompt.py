@@ -34,7 +34,7 @@ from .bmip import MODES, BMIPPromptLearner
 from .kgcoop import mean_cosine_distance
 from .llm_descriptions import check_descriptions_file, class_descriptions
 from .maple import MaPLe, MaPLePromptLearner, add_coupled_prompt_keys
-from .prompting import frozen_text_features
+from .prompting import check_coupled_depth, frozen_text_features
 from .release_formats import ReleaseLayout
 
 DISTILL_KINDS = ("cosine", "mse")
@@ -194,6 +194,10 @@ class ConsistencyTrainer(CLIPPromptTrainer):
         if m.DISTILL not in DISTILL_KINDS:
             raise ValueError(f"TRAINER.COPROMPT.DISTILL must be one of {DISTILL_KINDS}, got '{m.DISTILL}'")
         check_descriptions_file(m.DESCRIPTIONS)  # (its content is checked against the classes in before_train)
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_coupled_depth(cfg.TRAINER.COPROMPT.PROMPT_DEPTH, text_layers, vision_layers,
+                            "TRAINER.COPROMPT.PROMPT_DEPTH")
 
     def build_model(self):
         super().build_model()

@@ -34,13 +34,27 @@ def add_ivlp_vpt_config(cfg):
     cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 1  # vision layers with prompts (1 = shallow only)
 
 
-class VisionLanguagePrompts(nn.Module):
-    """Independent shallow+deep prompts: ``ctx`` / ``deep_text`` (text side), ``ctx_vision`` / ``deep_vision``."""
+def check_side_depths(node, depth_text, n_ctx_vision, depth_vision, text_layers, vision_layers):
+    """Each side's depth at most its encoder's layers (0 switches a side off; the vision side is checked only when it
+    is on). ``node`` names the method's config node (TRAINER.IVLP, TRAINER.VPT, TRAINER.PROMPTSRC)."""
+    check_prompt_depth(depth_text, text_layers, f"{node}.PROMPT_DEPTH_TEXT", minimum=0)
+    if n_ctx_vision > 0 and depth_vision > 0:
+        check_prompt_depth(depth_vision, vision_layers, f"{node}.PROMPT_DEPTH_VISION", minimum=0)
 
-    def __init__(self, backbone, classnames, ctx_init, n_ctx_text, depth_text, n_ctx_vision, depth_vision):
+
+class VisionLanguagePrompts(nn.Module):
+    """Independent shallow+deep prompts: ``ctx`` / ``deep_text`` (text side), ``ctx_vision`` / ``deep_vision``.
+    ``node``: the config node whose keys errors name."""
+
+    def __init__(self, backbone, classnames, ctx_init, n_ctx_text, depth_text, n_ctx_vision, depth_vision,
+                 node="TRAINER.IVLP"):
         super().__init__()
         text_encoder = backbone.require_text_encoder("Text prompting")
-        check_prompt_depth(depth_text, text_encoder.num_layers, "PROMPT_DEPTH_TEXT", minimum=0)
+        self.vision_on = n_ctx_vision > 0 and depth_vision > 0
+        if self.vision_on:
+            backbone.require_vit("Visual prompting")
+        check_side_depths(node, depth_text, n_ctx_vision, depth_vision, text_encoder.num_layers,
+                          backbone.image_encoder.num_layers if self.vision_on else None)
         self.text_on = n_ctx_text > 0 and depth_text > 0
         if self.text_on:
             n_ctx_text, prefix, vectors = init_context(backbone, n_ctx_text, ctx_init, False)
@@ -50,11 +64,8 @@ class VisionLanguagePrompts(nn.Module):
             n_ctx_text, prefix = 0, ctx_init
         self.prompts = ClassPrompts(backbone, classnames, prefix, n_ctx_text)
 
-        self.vision_on = n_ctx_vision > 0 and depth_vision > 0
         if self.vision_on:
-            backbone.require_vit("Visual prompting")
             image_encoder = backbone.image_encoder
-            check_prompt_depth(depth_vision, image_encoder.num_layers, "PROMPT_DEPTH_VISION", minimum=0)
             self.ctx_vision = nn.Parameter(torch.randn(n_ctx_vision, image_encoder.width) * 0.02)  # [b_v, D_v]
             self.deep_vision = deep_prompt_list(depth_vision - 1, n_ctx_vision, image_encoder.width)
             self.vision_slots = vision_prompt_slots(image_encoder, n_ctx_vision)
@@ -92,6 +103,11 @@ class IVLP(CLIPPromptTrainer):
                              "and in N_CTX_VISION/PROMPT_DEPTH_VISION), so there is nothing to learn: give one side "
                              ">= 1 token and depth >= 1")
 
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        m = cfg.TRAINER.IVLP
+        check_side_depths("TRAINER.IVLP", m.PROMPT_DEPTH_TEXT, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION, text_layers,
+                          vision_layers)
+
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
         return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
@@ -116,6 +132,11 @@ class VPT(CLIPPromptTrainer):
         check_range("TRAINER.VPT.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 1,
                     meaning="vision layers with prompts; 1 = shallow only")
 
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        m = cfg.TRAINER.VPT
+        check_side_depths("TRAINER.VPT", 0, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION, text_layers, vision_layers)
+
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
-        return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, 0, 0, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)
+        return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, 0, 0, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION,
+                                     node="TRAINER.VPT")

@@ -15,7 +15,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context,
+from .prompting import (ClassPrompts, check_coupled_depth, deep_prompt_list, init_context,
                         replace_from_list, text_prompt_slots, vision_prompt_slots)
 from .release_formats import ReleaseLayout, prompt_learner_groups
 
@@ -42,7 +42,7 @@ class MaPLePromptLearner(nn.Module):
         super().__init__()
         backbone.require_vit(method)
         text_encoder, image_encoder = backbone.require_text_encoder(method), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
+        check_coupled_depth(depth, text_encoder.num_layers, image_encoder.num_layers, depth_key)
         n_ctx, prefix, vectors = init_context(backbone, n_ctx, ctx_init, False)
         d_t, d_v = text_encoder.width, image_encoder.width
         self.ctx = nn.Parameter(vectors)  # [b, D_t]
@@ -81,6 +81,9 @@ class MaPLe(CLIPPromptTrainer):
         m = cfg.TRAINER.MAPLE
         check_range("TRAINER.MAPLE.N_CTX", m.N_CTX, 1, meaning="prompt tokens per layer")
         check_range("TRAINER.MAPLE.PROMPT_DEPTH", m.PROMPT_DEPTH, 1, meaning="layers with prompts; 1 = shallow only")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_coupled_depth(cfg.TRAINER.MAPLE.PROMPT_DEPTH, text_layers, vision_layers, "TRAINER.MAPLE.PROMPT_DEPTH")
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg

@@ -27,7 +27,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer
-from .prompting import ClassPrompts
+from .prompting import ClassPrompts, shared_layers
 
 
 @register_config
@@ -66,6 +66,15 @@ def adapter_list(width, num_layers, start, end, dim):
     return adapters
 
 
+def check_adapter_end(end, text_layers, vision_layers):
+    """Adapters sit beside blocks ADAPTER_START..ADAPTER_END of both encoders: END at most the blocks both have (not
+    checked while either count is unknown; START <= END is ``check_cfg``'s)."""
+    layers = shared_layers(text_layers, vision_layers)
+    if layers is not None and end > layers:
+        raise ValueError(f"TRAINER.MMADAPTER.ADAPTER_END is {end}, but this backbone's encoders have {layers} "
+                         f"blocks: set ADAPTER_END to at most {layers}.")
+
+
 class AdapterLearner(nn.Module):
     """Every trainable tensor of MMA: the text, visual and shared adapters (release names), and the fixed class texts
     (not saved)."""
@@ -74,10 +83,7 @@ class AdapterLearner(nn.Module):
         super().__init__()
         backbone.require_vit("MMA")
         text_encoder, image_encoder = backbone.require_text_encoder("MMA"), backbone.image_encoder
-        layers = min(text_encoder.num_layers, image_encoder.num_layers)
-        if end > layers:
-            raise ValueError(f"TRAINER.MMADAPTER.ADAPTER_END is {end}, but this backbone's encoders have {layers} "
-                             f"blocks: set ADAPTER_END to at most {layers}.")
+        check_adapter_end(end, text_encoder.num_layers, image_encoder.num_layers)
         if dim in (text_encoder.width, image_encoder.width):
             raise ValueError(f"TRAINER.MMADAPTER.ADAPTER_DIM {dim} equals an encoder width of this backbone (text "
                              f"{text_encoder.width}, vision {image_encoder.width}), which leaves no bottleneck: use a "
@@ -136,6 +142,9 @@ class MultiModalAdapter(CLIPPromptTrainer):
         check_range("TRAINER.MMADAPTER.ADAPTER_DIM", m.ADAPTER_DIM, 1, meaning="adapter bottleneck width")
         check_range("TRAINER.MMADAPTER.ADAPTER_SCALE", m.ADAPTER_SCALE, 1e-12,
                     meaning="factor on the adapter output; positive, since the released gradients divide by it")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_adapter_end(cfg.TRAINER.MMADAPTER.ADAPTER_END, text_layers, vision_layers)
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg

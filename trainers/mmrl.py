@@ -36,7 +36,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP, setting_opts
 from .kgcoop import KNOWLEDGE_TEMPLATES, knowledge_features, mean_cosine_distance, template_for
-from .prompting import ClassPrompts, fill_template, text_prompt_slots
+from .prompting import ClassPrompts, fill_template, shared_layers, text_prompt_slots
 from .release_formats import ReleaseLayout
 
 TASKS = ("B2N", "FS", "CD")  # the release's TASK: base-to-novel, few-shot, cross-dataset (and domain generalization)
@@ -127,7 +127,8 @@ class RepresentationLearner(nn.Module):
         super().__init__()
         backbone.require_vit(self.METHOD)
         text_encoder, image_encoder = backbone.require_text_encoder(self.METHOD), backbone.image_encoder
-        rep_layers = check_rep_layers(self.METHOD, rep_layers, min(text_encoder.num_layers, image_encoder.num_layers))
+        rep_layers = check_rep_layers(self.METHOD, rep_layers, shared_layers(text_encoder.num_layers,
+                                                                              image_encoder.num_layers))
         if image_encoder.proj is None:
             raise ValueError(f"{self.METHOD} projects its rep tokens beside the ViT's output projection, which this "
                              f"backbone's image tower lacks: use a ViT with a projection (e.g. ViT-B/16).")
@@ -258,9 +259,13 @@ class MMRL(CLIPPromptTrainer):
                              f"(cross-dataset / domain generalization), the release's TASK.")
         check_fraction(f"{node}.ALPHA", m.ALPHA, meaning="weight of the CLS head; 1 - ALPHA: the rep head's")
         check_range(f"{node}.REG_WEIGHT", m.REG_WEIGHT, 0.0, meaning="weight of the regularisers to frozen CLIP")
-        check_rep_layers(self.CFG_NODE, m.REP_LAYERS)  # (the encoders' block count is checked when they are loaded)
+        check_rep_layers(self.CFG_NODE, m.REP_LAYERS)  # (against the encoders' block count: check_backbone_depths)
         check_range(f"{node}.N_REP_TOKENS", m.N_REP_TOKENS, 1, meaning="representation tokens")
         check_range(f"{node}.REP_DIM", m.REP_DIM, 1, meaning="width of the representation space")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        blocks = shared_layers(text_layers, vision_layers)
+        check_rep_layers(self.CFG_NODE, cfg.TRAINER[self.CFG_NODE].REP_LAYERS, blocks)
 
     @property
     def tests_fused_logits(self):

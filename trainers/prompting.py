@@ -37,9 +37,24 @@ def init_context(backbone, n_ctx, ctx_init, ctx_words_set_length):
 
 
 def check_prompt_depth(depth, num_layers, key, minimum=1):
-    """Raise a clear error unless ``minimum <= depth <= num_layers`` (``key`` names the config key)."""
-    if not minimum <= depth <= num_layers:
+    """Raise a clear error unless ``minimum <= depth <= num_layers`` (``key`` names the config key). ``num_layers``
+    None: the encoder's depth is not known before it is loaded, so only the built encoder's check can refuse."""
+    if num_layers is not None and not minimum <= depth <= num_layers:
         raise ValueError(f"{key} = {depth}; use {minimum}..{num_layers} for this backbone.")
+
+
+def shared_layers(text_layers, vision_layers):
+    """The layers both encoders have (how deep a method that works on both, layer by layer, can reach); None when
+    either count is unknown."""
+    if text_layers is None or vision_layers is None:
+        return None
+    return min(text_layers, vision_layers)
+
+
+def check_coupled_depth(depth, text_layers, vision_layers, key):
+    """:func:`check_prompt_depth` for prompts put into both encoders at every layer up to ``depth`` (MaPLe, BMIP,
+    BITP, UPT and the methods built on their learners)."""
+    check_prompt_depth(depth, shared_layers(text_layers, vision_layers), key)
 
 
 def deep_prompt_list(count, n_ctx, width):

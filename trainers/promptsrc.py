@@ -27,7 +27,7 @@ from dassl.engine import TRAINER_REGISTRY
 from .base import CLIPPromptTrainer
 from .gpa import GaussianPromptAggregation, gpa_weights
 from .imagenet_templates import PROMPTSRC_TEMPLATES
-from .ivlp import VisionLanguagePrompts
+from .ivlp import VisionLanguagePrompts, check_side_depths
 from .prompting import check_prompt_depth
 from .release_formats import IVLP_GROUPS, ReleaseLayout
 
@@ -203,10 +203,16 @@ class PromptSRC(SelfRegulatingTrainer):
         check_range("TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", m.PROMPT_DEPTH_VISION, 0,
                     meaning="vision layers with prompts; 0 switches vision prompts off")
 
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        m = cfg.TRAINER.PROMPTSRC
+        check_prompt_depth(m.PROMPT_DEPTH_TEXT, text_layers, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")  # (text always on)
+        check_side_depths("TRAINER.PROMPTSRC", m.PROMPT_DEPTH_TEXT, m.N_CTX_VISION, m.PROMPT_DEPTH_VISION, text_layers,
+                          vision_layers)
+
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg
         text_layers = backbone.require_text_encoder("PromptSRC").num_layers
         check_prompt_depth(m.PROMPT_DEPTH_TEXT, text_layers, "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT")
         return VisionLanguagePrompts(backbone, classnames, m.CTX_INIT, m.N_CTX_TEXT, m.PROMPT_DEPTH_TEXT,
-                                     m.N_CTX_VISION, m.PROMPT_DEPTH_VISION)
+                                     m.N_CTX_VISION, m.PROMPT_DEPTH_VISION, node="TRAINER.PROMPTSRC")
 

@@ -20,6 +20,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .bmip import MODES, BMIPPromptLearner, check_released_gates
 from .imagenet_templates import OPENAI_IMAGENET_TEMPLATES
+from .prompting import check_coupled_depth
 from .promptsrc import SelfRegulatingTrainer
 from .release_formats import BMIP_DEAD, BMIP_GROUPS, ReleaseLayout, bmip_export_refusal
 
@@ -48,6 +49,10 @@ class PromptSRC_BMIP(SelfRegulatingTrainer):
         if m.N_CTX_VISION != m.N_CTX_TEXT:
             warnings.warn(f"PromptSRC_BMIP ignores TRAINER.PROMPTSRC.N_CTX_VISION = {m.N_CTX_VISION} (as the release "
                           f"does): both modalities get N_CTX_TEXT = {m.N_CTX_TEXT} prompt tokens")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_coupled_depth(cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH, text_layers, vision_layers,
+                            "TRAINER.PROMPTSRC.PROMPT_DEPTH")
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         m = self.method_cfg

@@ -65,6 +65,12 @@ TCP_PROMPT_TEMPLATES = {
 }
 
 
+def check_class_token_layer(layer, text_layers):
+    """The class-aware tokens enter before a text block (0-based) after the first one: 1..``text_layers - 1`` (None:
+    the text encoder's depth is not known yet)."""
+    check_prompt_depth(layer, None if text_layers is None else text_layers - 1, "TRAINER.TCP.CLASS_TOKEN_LAYER")
+
+
 class TCPPromptLearner(nn.Module):
     """Context ``ctx`` [b, D] in the class template; ``meta_net``: knowledge target [n_cls, E] -> class-aware tokens
     [n_cls, 4, D], put into positions 1..4 before text block ``layer``."""
@@ -72,7 +78,7 @@ class TCPPromptLearner(nn.Module):
     def __init__(self, method_cfg, classnames, backbone, prompt_template, target):
         super().__init__()
         text_encoder = backbone.require_text_encoder("TCP")
-        check_prompt_depth(method_cfg.CLASS_TOKEN_LAYER, text_encoder.num_layers - 1, "TRAINER.TCP.CLASS_TOKEN_LAYER")
+        check_class_token_layer(method_cfg.CLASS_TOKEN_LAYER, text_encoder.num_layers)
         n_ctx, _, vectors = init_context(backbone, method_cfg.N_CTX, context_init_words(method_cfg), True)
         print(f'Class prompts: "{prompt_template}", words 1..{n_ctx} learnable')
         self.ctx = nn.Parameter(vectors)  # [b, D]
@@ -121,6 +127,9 @@ class TCP(KnowledgeGuidedTrainer):
         check_range("TRAINER.TCP.W", m.W, 0.0, meaning="weight of the knowledge term")
         check_range("TRAINER.TCP.CLASS_TOKEN_LAYER", m.CLASS_TOKEN_LAYER, 1,
                     meaning="text block before which the class-aware tokens enter")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        check_class_token_layer(cfg.TRAINER.TCP.CLASS_TOKEN_LAYER, text_layers)
 
     def build_prompt_learner(self, cfg, classnames, backbone):
         prompt_template = template_for(TCP_PROMPT_TEMPLATES, self.dm.dataset, cfg.DATASET.NAME, TCP_PROMPT_DEFAULT)

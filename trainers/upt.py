@@ -24,7 +24,7 @@ from dassl.config import check_range, register_config
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import CLIPPromptTrainer, PromptedCLIP
-from .prompting import (ClassPrompts, check_prompt_depth, deep_prompt_list, init_context, text_prompt_slots,
+from .prompting import (ClassPrompts, check_coupled_depth, deep_prompt_list, init_context, text_prompt_slots,
                         vision_prompt_slots)
 from .release_formats import CONTEXT_ROWS, ReleaseLayout, prompt_learner_groups
 
@@ -54,7 +54,7 @@ class UPTPromptLearner(nn.Module):
         super().__init__()
         backbone.require_vit("UPT")
         text_encoder, image_encoder = backbone.require_text_encoder("UPT"), backbone.image_encoder
-        check_prompt_depth(depth, min(text_encoder.num_layers, image_encoder.num_layers), depth_key)
+        check_coupled_depth(depth, text_encoder.num_layers, image_encoder.num_layers, depth_key)
         d_t, d_v = text_encoder.width, image_encoder.width
         if (d_t + d_v) % HEADS:
             raise ValueError(f"UPT's prompt transformer has {HEADS} heads, which must divide the text + vision width "
@@ -139,6 +139,10 @@ class UPT(CLIPPromptTrainer):
         check_range(f"TRAINER.{name}.N_CTX", node.N_CTX, 1, meaning="prompt tokens per layer per modality")
         check_range(f"TRAINER.{name}.PROMPT_DEPTH", node.PROMPT_DEPTH, 1,
                     meaning="layers with prompts; 1 = shallow only")
+
+    def check_backbone_depths(self, cfg, text_layers, vision_layers):
+        node, name = settings_node(cfg)
+        check_coupled_depth(node.PROMPT_DEPTH, text_layers, vision_layers, f"TRAINER.{name}.PROMPT_DEPTH")
 
     def build_clip_model(self, backbone, learner):
         return UnifiedPromptCLIP(backbone, learner, **self.model_options())

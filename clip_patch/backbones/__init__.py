@@ -1,8 +1,10 @@
 """Backbone families behind one seam (:mod:`clip_patch.backbones.base`): ``openai`` and ``open_clip``.
 
 ``load_backbone(spec)`` builds the frozen :class:`Backbone` of a :class:`BackboneSpec` (``MODEL.BACKBONE``);
-``check_backbone(spec)`` refuses a combination that cannot load in one line, before anything is built.
-Adding a family: one module here with ``check_spec(spec)``, ``locate(spec)`` and ``load(spec) -> Backbone`` (a
+``check_backbone(spec)`` refuses a combination that cannot load in one line, before anything is built;
+``backbone_depths(spec)`` tells the encoders' layer counts without loading any weights (the early check of depth keys).
+Adding a family: one module here with ``check_spec(spec)``, ``encoder_depths(spec) -> (text layers, vision layers)``
+(None where not known before loading, or not a transformer), ``locate(spec)`` and ``load(spec) -> Backbone`` (a
 subclass providing the tokenizer and the fp16 cast), and its name in ``FAMILIES`` and ``_FAMILY_MODULES``
 (docs/DESIGN.md).
 """
@@ -31,6 +33,13 @@ def check_backbone(spec):
     _family(spec.family).check_spec(spec)
 
 
+def backbone_depths(spec):
+    """``(text layers, vision layers)`` of the encoders ``load_backbone(spec)`` would build, from the family's tables
+    and configs (no weights read); each None where not known before loading, or not a transformer (a ResNet)."""
+    check_backbone(spec)
+    return _family(spec.family).encoder_depths(spec)
+
+
 def locate_backbone_weights(spec):
     """Fetch the weights ``load_backbone(spec)`` will read into the family's cache now (or fail in one line, e.g.
     offline), before any model is built; returns the local file, or None where there is none to fetch first."""
@@ -46,5 +55,5 @@ def load_backbone(spec):
     return _family(spec.family).load(spec)
 
 
-__all__ = ["FAMILIES", "SERVED_TOWERS", "Backbone", "BackboneSpec", "check_backbone", "load_backbone",
-           "locate_backbone_weights", "record_differences"]
+__all__ = ["FAMILIES", "SERVED_TOWERS", "Backbone", "BackboneSpec", "backbone_depths", "check_backbone",
+           "load_backbone", "locate_backbone_weights", "record_differences"]

@@ -56,6 +56,24 @@ def check_spec(spec):
                              f"MODEL.BACKBONE.PATH to a local weights file")
 
 
+def tower_layers(tower_cfg, foreign_key):
+    """The transformer layers a tower config of open_clip gives, or None (a ResNet's list of stage depths, or a tower
+    built elsewhere: ``foreign_key`` names its timm / Hugging Face model)."""
+    layers = tower_cfg.get("layers")
+    return layers if isinstance(layers, int) and not tower_cfg.get(foreign_key) else None
+
+
+def encoder_depths(spec):
+    """``(text layers, vision layers)`` of open_clip model NAME from its model config (``open_clip.get_model_config``),
+    without building it; None for a tower that is not such a transformer, and (None, None) for a local file or an
+    hf-hub name (their architecture is seen once loaded)."""
+    if spec.path or spec.name.startswith("hf-hub:"):
+        return None, None
+    config = open_clip().get_model_config(spec.name) or {}
+    return (tower_layers(config.get("text_cfg", {}), "hf_model_name"),
+            tower_layers(config.get("vision_cfg", {}), "timm_model_name"))
+
+
 # -- building the model ------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _quiet_random_init():

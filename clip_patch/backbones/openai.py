@@ -1,13 +1,16 @@
 """The ``openai`` family: OpenAI's ``clip`` package (its nine checkpoints, local files in its format, the shipped
 MicroViT and the random-weight shapes of :mod:`clip_patch.random_backbones`), loaded by :mod:`clip_patch.loading`."""
 import functools
+import json
+import os.path as osp
 
 import torch
 
-from ..loading import available_backbones, load_clip, locate_weights
+from ..loading import SHIPPED_BACKBONES, available_backbones, load_clip, locate_weights
 from ..openai_clip import openai_clip
 from ..prompted import (BlockView, OpaqueImageEncoder, PromptedImageEncoder, PromptedTextEncoder, TextTower,
                         VisionTower)
+from ..random_backbones import OPENAI_SHAPES, RANDOM_BACKBONES, shape_layers
 from .base import OPENAI_MEAN, OPENAI_STD, Backbone, open_clip
 
 
@@ -78,6 +81,26 @@ def check_spec(spec):
                          f"laion2b_s34b_b88k, openai), or use an OpenAI name such as ViT-B/16")
     raise ValueError(f"Unknown CLIP backbone '{spec.name}'. Set MODEL.BACKBONE.NAME to one of {available_backbones()}, "
                      f"or set MODEL.BACKBONE.PATH to a local weights file.")
+
+
+def shipped_layers(name):
+    """(text, vision) layers of a shipped backbone, from the report its training wrote beside its weights
+    (scripts/pretrain_micro_clip.py: ``layers`` in each transformer)."""
+    with open(osp.splitext(SHIPPED_BACKBONES[name])[0] + ".json") as f:
+        layers = json.load(f)["hyper_parameters"]["layers"]
+    return layers, layers
+
+
+def encoder_depths(spec):
+    """``(text layers, vision layers)`` of a named backbone without loading it: the released shapes
+    (:data:`clip_patch.random_backbones.OPENAI_SHAPES`), the random ones, the shipped ones' training reports; vision
+    None for a ResNet. (None, None) for a local file (MODEL.BACKBONE.PATH), whose architecture is seen once loaded."""
+    if spec.path:
+        return None, None
+    if spec.name in SHIPPED_BACKBONES:
+        return shipped_layers(spec.name)
+    shape = OPENAI_SHAPES.get(spec.name) or RANDOM_BACKBONES.get(spec.name)
+    return shape_layers(shape) if shape else (None, None)
 
 
 def locate(spec):
