@@ -17,13 +17,9 @@ from collections import OrderedDict
 import torch
 
 from dassl.evaluation import EVALUATOR_REGISTRY, Classification, auroc
+from dassl.metrics import harmonic_mean
 
 from .label_spaces import base_half_size
-
-
-def harmonic_mean(a, b):
-    """2ab / (a + b), and 0 when both are 0."""
-    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
 @EVALUATOR_REGISTRY.register()

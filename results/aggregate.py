@@ -7,8 +7,9 @@ average Base and average Novel (as the papers report it). Missing runs stay ``No
 """
 from dataclasses import dataclass
 
+from dassl.metrics import harmonic_mean
 from results.layout import BASE2NEW_SHOTS, DG_TARGETS, RATIO_SPLIT, dataset_order
-from results.stats import harmonic_mean, mean_or_none, summarize
+from results.stats import mean_or_none, summarize
 
 
 def method_order(keys):

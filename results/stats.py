@@ -34,15 +34,6 @@ def ci95(values):
     return 1.96 * summary.std / math.sqrt(summary.n)
 
 
-def harmonic_mean(base, novel):
-    """Harmonic mean of two accuracies; ``None`` when either is missing."""
-    if base is None or novel is None:
-        return None
-    if base + novel == 0:
-        return 0.0
-    return 2.0 * base * novel / (base + novel)
-
-
 def mean_or_none(values):
     """Plain mean of the values that are not ``None``; ``None`` when there are none."""
     present = [v for v in values if v is not None]

@@ -16,10 +16,11 @@ when the published value lies outside the spread of our seeds.
 """
 from dataclasses import dataclass
 
+from dassl.metrics import harmonic_mean
 from results.aggregate import method_labels
 from results.layout import BASE2NEW_SHOTS, DEFAULT_SOURCE, DG_TARGETS
 from results.published import AVERAGE, AVERAGED_DATASETS
-from results.stats import harmonic_mean, mean_or_none
+from results.stats import mean_or_none
 from results.tables import GAP, Section, markdown_table
 
 

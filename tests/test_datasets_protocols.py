@@ -15,7 +15,7 @@ from dassl.data.datasets import Datum
 from dassl.engine import SimpleTrainer
 from dassl.evaluation import build_evaluator
 from datasets import label_spaces
-from datasets.evaluation import BaseNovelClassification, harmonic_mean
+from datasets.evaluation import BaseNovelClassification
 from datasets.splits import Entry
 from tests.test_datasets_trees import build_class_folders, build_dtd, load, make_cfg
 
@@ -348,4 +348,3 @@ def test_base_novel_evaluator_needs_the_count_of_an_open_world_space(tmp_path):
 def test_base_novel_evaluator_rejects_a_base_only_space(tmp_path):
     with pytest.raises(ValueError, match="SUBSAMPLE_CLASSES 'all'"):
         BaseNovelClassification(make_cfg(tmp_path, "X", subsample="base"), lab2cname={0: "a"})
-    assert harmonic_mean(0.0, 0.0) == 0.0

@@ -9,7 +9,9 @@ from sklearn.metrics import roc_auc_score
 
 from dassl.config import extend_cfg, get_cfg_default
 from dassl.evaluation import CalibrationBins, Classification, auroc
+from dassl.metrics import harmonic_mean
 from datasets.evaluation import BaseNovelClassification
+from microworld.evaluation import harmonic_mean as micro_world_harmonic_mean
 from results import logparse
 
 # Hand-written softmax outputs (rows sum to 1) and true labels; no confidence lies on a bin edge b/15.
@@ -56,6 +58,18 @@ def classification(tmp_path):
     cfg = get_cfg_default()
     cfg.OUTPUT_DIR = str(tmp_path)
     return Classification(cfg, lab2cname={0: "a", 1: "b", 2: "c"})
+
+
+@pytest.mark.parametrize("base, novel", [(78.0, 60.0), (49.72, 50.28), (100.0, 1.0), (35.5, 0.0)])
+def test_harmonic_mean_is_the_reciprocal_of_the_mean_reciprocal(base, novel):
+    expected = 0.0 if 0.0 in (base, novel) else 1 / ((1 / base + 1 / novel) / 2)
+    assert harmonic_mean(base, novel) == pytest.approx(expected, rel=1e-12)
+    assert micro_world_harmonic_mean(base, novel) == pytest.approx(expected, rel=1e-12)  # its own copy agrees
+
+
+def test_harmonic_mean_of_nothing():
+    assert harmonic_mean(0.0, 0.0) == 0.0 and micro_world_harmonic_mean(0.0, 0.0) == 0.0
+    assert harmonic_mean(None, 50.0) is None and harmonic_mean(50.0, None) is None  # a missing side stays missing
 
 
 def test_ece_and_nll_match_a_plain_loop_and_math_log():

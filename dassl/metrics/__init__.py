@@ -1,5 +1,6 @@
-"""Metrics used by trainers' loss summaries."""
+"""Metrics: the accuracy of trainers' loss summaries and the base-to-novel harmonic mean (no torch import)."""
 
 from .accuracy import compute_accuracy
+from .harmonic_mean import harmonic_mean
 
-__all__ = ["compute_accuracy"]
+__all__ = ["compute_accuracy", "harmonic_mean"]
