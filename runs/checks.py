@@ -1,6 +1,7 @@
 """Bad input found before anything is written or built: first from the arguments alone (torch is not imported),
 then from the merged config. Each problem raises one line saying what is wrong and the fix (exit status 2)."""
 import os
+import warnings
 
 from runs.errors import UsageError
 from runs.output_dir import evaluated_models, model_file
@@ -54,7 +55,15 @@ def check_config(cfg, args):
     """Problems visible from the merged config (registries, value ranges, depth keys against the backbone's layers,
     dataset folder, CLIP weights), found before anything is written or built. Each check lives with the code that
     owns its keys: the engine's training keys in ``dassl``, a trainer's keys in its ``check_cfg`` and
-    ``check_backbone_depths``."""
+    ``check_backbone_depths``. Warnings the checks raise are shown once every check has passed, so a refused config
+    prints its one error line alone."""
+    with warnings.catch_warnings(record=True) as raised:  # (the filters in force still decide what is recorded)
+        _check_config(cfg, args)
+    for w in raised:
+        warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
+def _check_config(cfg, args):
     from dassl.config import check_engine_keys
     from dassl.data.datasets import DATASET_REGISTRY
     from dassl.engine import TRAINER_REGISTRY

@@ -8,6 +8,7 @@ import urllib.error
 import pytest
 import torch
 
+from runs.checks import check_config
 from runs.config import build_parser, setup_cfg
 from runs.run import cli
 from tests.toy_data import toy_opts
@@ -128,8 +129,7 @@ OPEN_CLIP_RANDOM = ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.NAME",
      "TRAINER.BITP.PROMPT_DEPTH = 13" + DEPTH),
     ("CoPrompt", ["TRAINER.COPROMPT.PROMPT_DEPTH", "13"], "TRAINER.COPROMPT.PROMPT_DEPTH = 13" + DEPTH),
     ("CoPrompt_BMIP", ["TRAINER.COPROMPT.PROMPT_DEPTH", "13"], "TRAINER.COPROMPT.PROMPT_DEPTH = 13" + DEPTH),
-    ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "13", "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "13",
-                        "TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "13"],  # (unequal ones are warned about)
+    ("PromptSRC_BMIP", ["TRAINER.PROMPTSRC.PROMPT_DEPTH", "13"],  # (its warning on the ignored depths waits)
      "TRAINER.PROMPTSRC.PROMPT_DEPTH = 13" + DEPTH),
     ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "13"], "TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 13" + DEPTH),
     ("PromptSRC", ["TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION", "13"],
@@ -138,8 +138,8 @@ OPEN_CLIP_RANDOM = ["MODEL.BACKBONE.FAMILY", "open_clip", "MODEL.BACKBONE.NAME",
                                                        "backbone."),
     ("IVLP", ["TRAINER.IVLP.PROMPT_DEPTH_VISION", "13"], "TRAINER.IVLP.PROMPT_DEPTH_VISION = 13; use 0..12 for this "
                                                          "backbone."),
-    ("VPT", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "13"], "TRAINER.VPT.PROMPT_DEPTH_VISION = 13; use 0..12 for this "
-                                                       "backbone."),
+    ("VPT", ["TRAINER.VPT.PROMPT_DEPTH_VISION", "13"], "TRAINER.VPT.PROMPT_DEPTH_VISION = 13; use 1..12 for this "
+                                                       "backbone."),  # (VPT has no text side: 0 would learn nothing)
     ("TCP", ["TRAINER.TCP.CLASS_TOKEN_LAYER", "12"], "TRAINER.TCP.CLASS_TOKEN_LAYER = 12; use 1..11 for this "
                                                      "backbone."),
     ("TCP", ["MODEL.BACKBONE.NAME", "tiny-RN", "TRAINER.TCP.CLASS_TOKEN_LAYER", "12"],  # (a ResNet's text side)
@@ -162,6 +162,19 @@ def test_a_depth_past_the_backbones_layers_is_refused_before_anything_is_built(t
     monkeypatch.setattr(dassl.engine, "build_trainer", build_trainer)
     out = str(tmp_path / "out")
     assert fails(toy_args(data_root, out, trainer=trainer, extra=extra), capsys, out) == f"error: {expected}"
+
+
+def test_a_warning_of_the_checks_waits_until_the_config_passed(data_root, tmp_path, warm_python):
+    """PromptSRC_BMIP warns that it ignores PROMPT_DEPTH_TEXT/VISION: with a refused PROMPT_DEPTH the real process's
+    stderr is the error line alone (pytest's own capture would hide a warning, so this runs train.py)."""
+    ignored = ["TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT", "4"]  # differs from PROMPT_DEPTH: warned about
+    refused = subprocess.run([warm_python, "train.py", *toy_args(data_root, tmp_path / "out", trainer="PromptSRC_BMIP",
+                              extra=[*ignored, "TRAINER.PROMPTSRC.PROMPT_DEPTH", "13"])],
+                             capture_output=True, text=True, cwd=REPO)
+    assert (refused.returncode, refused.stderr) == (2, "error: TRAINER.PROMPTSRC.PROMPT_DEPTH = 13" + DEPTH + "\n")
+    args = build_parser().parse_args(toy_args(data_root, tmp_path / "out", trainer="PromptSRC_BMIP", extra=ignored))
+    with pytest.warns(UserWarning, match="PromptSRC_BMIP ignores TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT"):
+        check_config(setup_cfg(args), args)  # a config that passes still shows it
 
 
 def test_a_misspelt_trainer_gets_the_right_suggestion(data_root, tmp_path, capsys):

@@ -35,11 +35,13 @@ def add_ivlp_vpt_config(cfg):
 
 
 def check_side_depths(node, depth_text, n_ctx_vision, depth_vision, text_layers, vision_layers):
-    """Each side's depth at most its encoder's layers (0 switches a side off; the vision side is checked only when it
-    is on). ``node`` names the method's config node (TRAINER.IVLP, TRAINER.VPT, TRAINER.PROMPTSRC)."""
+    """Each side's depth at most its encoder's layers (0 switches a side off, so the vision side may be 0 only when the
+    text side is on; it is checked only when it is on). ``node`` names the method's config node (TRAINER.IVLP,
+    TRAINER.VPT, TRAINER.PROMPTSRC)."""
     check_prompt_depth(depth_text, text_layers, f"{node}.PROMPT_DEPTH_TEXT", minimum=0)
     if n_ctx_vision > 0 and depth_vision > 0:
-        check_prompt_depth(depth_vision, vision_layers, f"{node}.PROMPT_DEPTH_VISION", minimum=0)
+        check_prompt_depth(depth_vision, vision_layers, f"{node}.PROMPT_DEPTH_VISION",
+                           minimum=0 if depth_text > 0 else 1)
 
 
 class VisionLanguagePrompts(nn.Module):
