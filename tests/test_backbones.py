@@ -349,6 +349,9 @@ def test_bidirectional_text_tower_is_refused_for_text_prompts_and_serves_zero_sh
     (BackboneSpec("open_clip", "ViT-B/16", "openai"),
      "MODEL.BACKBONE.NAME 'ViT-B/16' is an OpenAI name: open_clip spells it 'ViT-B-16' (or set "
      "MODEL.BACKBONE.FAMILY openai)"),
+    (BackboneSpec("open_clip", "ViT-L/14@336px", "openai"),
+     "MODEL.BACKBONE.NAME 'ViT-L/14@336px' is an OpenAI name: open_clip spells it 'ViT-L-14-336' (or set "
+     "MODEL.BACKBONE.FAMILY openai)"),
     (BackboneSpec("open_clip", "ViT-B-32"),
      "MODEL.BACKBONE.PRETRAINED_TAG is required with MODEL.BACKBONE.FAMILY open_clip for ViT-B-32: use one of "),
     (BackboneSpec("open_clip", "ViT-B-32", "laion2b"),
@@ -362,6 +365,17 @@ def test_bad_backbone_settings_are_one_line(spec, message):
     with pytest.raises(ValueError) as refusal:
         check_backbone(spec)
     assert str(refusal.value).startswith(message) and "\n" not in str(refusal.value)
+
+
+def test_every_openai_model_has_the_open_clip_name_the_refusal_suggests():
+    import open_clip
+
+    from clip_patch.backbones.open_clip import open_clip_name
+    from clip_patch.loading import OPENAI_BACKBONE_NAMES
+
+    for name in OPENAI_BACKBONE_NAMES:
+        assert (open_clip_name(name), "openai") in open_clip.list_pretrained(), name
+    check_backbone(BackboneSpec("open_clip", "RN50", "openai"))  # the same name in both families: not refused
 
 
 def test_open_clip_name_under_the_openai_family_exits_2_before_building(data_root, tmp_path, capsys):

@@ -33,12 +33,17 @@ OPENAI_METADATA = ("input_resolution", "context_length", "vocab_size")
 
 
 # -- config checks (before any model is built) -------------------------------------------------------------------------
+def open_clip_name(openai_name):
+    """open_clip's name of one of OpenAI's models: ViT-B/16 -> ViT-B-16, ViT-L/14@336px -> ViT-L-14-336, RN50 -> RN50."""
+    return openai_name.replace("/", "-").replace("@336px", "-336")
+
+
 def check_spec(spec):
     """Raise one line for a NAME / PRETRAINED_TAG / PATH combination that cannot load."""
     name, tag, path = spec.name, spec.pretrained_tag, spec.path
-    if name in OPENAI_BACKBONE_NAMES:
+    if name in OPENAI_BACKBONE_NAMES and open_clip_name(name) != name:  # (the ResNets' names are the same in both)
         raise ValueError(f"MODEL.BACKBONE.NAME '{name}' is an OpenAI name: open_clip spells it "
-                         f"'{name.replace('/', '-')}' (or set MODEL.BACKBONE.FAMILY openai)")
+                         f"'{open_clip_name(name)}' (or set MODEL.BACKBONE.FAMILY openai)")
     if path and tag:
         raise ValueError(f"MODEL.BACKBONE.PATH and MODEL.BACKBONE.PRETRAINED_TAG '{tag}' are both set: give one "
                          f"(PATH reads a local file, PRETRAINED_TAG downloads open_clip's weights)")
