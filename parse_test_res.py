@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dassl.cli import OneLineArgumentParser
 from results import logparse
 from results.stats import ci95, summarize
 
@@ -72,7 +73,7 @@ def parse_directory(directory, keyword, end_signals, use_ci95, out=print):
 
 def main(argv=None):
     """Command-line entry; exit status 1 when nothing was found."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory", type=Path, help="path to a directory of seed runs")
     parser.add_argument("--ci95", action="store_true", help="report the 95%% confidence interval half-width")
     parser.add_argument("--test-log", action="store_true", help="parse evaluation-only logs (after '=> result')")

@@ -9,7 +9,6 @@
    (``openai``; ``open_clip`` by its OpenAI converter): each trainer's training-mode logits and learner gradients on
    one batch (its own ``compute_loss``), max absolute difference between the families, fast and straightforward paths.
 """
-import argparse
 import contextlib
 import io
 import sys
@@ -18,6 +17,7 @@ import tempfile
 import torch
 
 from clip_patch import BackboneSpec, load_backbone
+from dassl.cli import OneLineArgumentParser
 
 from .parity import logits_and_gradients, precision_for
 from .subjects import (benchmark_subjects, build_cfg, build_trainer_without_data, real_classnames,
@@ -64,7 +64,7 @@ def family_errors(trainer_id, weights, straightforward, classes=4, batch=2):
 
 def main(argv=None):
     subjects = list(benchmark_subjects())
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trainers", nargs="+", default=subjects, choices=subjects, help="trainers (default: all)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)

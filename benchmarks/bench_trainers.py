@@ -17,7 +17,6 @@ the targets are stated for), and writes everything to ``--out`` (JSON). With ``-
 measurement runs twice, on the same random weights (saved once as an OpenAI-format file and read through open_clip's
 OpenAI converter for the second family), and a table of the open_clip / OpenAI time ratios follows.
 """
-import argparse
 import datetime
 import json
 import multiprocessing
@@ -33,6 +32,7 @@ import torch
 
 from clip_patch import PRECISIONS
 from clip_patch.chunked import AUTO
+from dassl.cli import OneLineArgumentParser
 
 from .report import (class_scaling_table, compute_ratios, family_ratio_table, format_ratios, large_class_table,
                      many_class_eval_table, markdown_table, path_name)
@@ -52,7 +52,7 @@ QUICK_DEFAULTS = {"backbone": "tiny-ViT", "threads": 1, "classes_train": 10, "cl
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backbone", help="backbone whose shapes to use, with random weights (default ViT-B/16; "
                                            "--quick: tiny-ViT; also ViT-L/14, ...)")
     parser.add_argument("--device", default="cpu", help='"cpu", "cuda" or "cuda:N"')

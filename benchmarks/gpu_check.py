@@ -23,7 +23,6 @@ judged only on CUDA with ViT-B/16 shapes), INFO (figures). The JSON (``--out``) 
 run stopped by a timeout keeps what it measured; ``--budget-s`` skips what would start after the budget. Exit status
 1 if anything FAILED, raised an ERROR or was SKIPPED; goals do not change it.
 """
-import argparse
 import contextlib
 import datetime
 import gc
@@ -42,6 +41,7 @@ import warnings
 import torch
 
 from clip_patch import PRECISIONS
+from dassl.cli import OneLineArgumentParser
 
 from . import measure, parity
 from .report import find
@@ -412,7 +412,7 @@ def check_speed(report, args, device, budget, judge):
 
 # -- command line -------------------------------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda", help='"cuda", "cuda:N" or "cpu" (default cuda)')
     parser.add_argument("--backbone", default="ViT-B/16", help="backbone shapes, random weights (default ViT-B/16)")
     parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS, help="checks to run (all)")

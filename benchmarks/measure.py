@@ -17,7 +17,6 @@ feature cache as the first batch of a real evaluation does), then up to ``repeat
 Peak memory: ``ru_maxrss`` of this process on
 CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 """
-import argparse
 import json
 import os
 import resource
@@ -26,6 +25,7 @@ import time
 
 import torch
 
+from dassl.cli import OneLineArgumentParser
 from .subjects import (ZeroShotFloor, benchmark_classnames, build_cfg, build_trainer_without_data, input_resolution,
                        trainable_parameters, trainer_spec)
 
@@ -186,7 +186,7 @@ def measure(spec):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Run one benchmark measurement in this process.")
+    parser = OneLineArgumentParser(description="Run one benchmark measurement in this process.")
     parser.add_argument("--spec", required=True, help="the measurement, as a JSON object")
     parser.add_argument("--result", required=True, help="where to write the result JSON")
     args = parser.parse_args(argv)

@@ -360,10 +360,10 @@ def read_run(path):
 def main(argv=None):
     """Re-print the table and ratios of a saved run: ``python -m benchmarks.report output/benchmark/x.json``.
     Returns the exit status: 0, or 2 (one line on stderr) when the file is missing or not a saved run."""
-    import argparse
+    from dassl.cli import OneLineArgumentParser
     import sys
 
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser = OneLineArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("result", help="JSON written by benchmarks.bench_trainers")
     args = parser.parse_args(argv)
     try:

@@ -9,11 +9,11 @@ The images of most datasets need a licence click-through and stay a manual step
 (docs/DATASETS.md).
 """
 
-import argparse
 import os
 import shutil
 import sys
 
+from dassl.cli import OneLineArgumentParser
 from dassl.data.datasets import DATASET_REGISTRY
 from dassl.data.datasets.base_dataset import extract_archive
 
@@ -110,7 +110,7 @@ def main(argv=None):
         name for name in DATASET_REGISTRY.registered_names()
         if issubclass(DATASET_REGISTRY.get(name), SplitDataset) and DATASET_REGISTRY.get(name).dataset_dir
     )
-    parser = argparse.ArgumentParser(prog="python -m datasets.download", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m datasets.download", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=names, metavar="NAME", help=f"one of {names}")
     parser.add_argument("--root", required=True, help="the $DATA folder (DATASET.ROOT)")
     args = parser.parse_args(argv)

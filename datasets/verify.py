@@ -6,12 +6,13 @@ unreadable, followed by the offending paths and any empty folder under the image
 status 1 when a dataset that is present (or was named) is incomplete.
 """
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
 
 from tabulate import tabulate
+
+from dassl.cli import OneLineArgumentParser
 
 MAX_LISTED = 20  # offending paths printed per dataset
 CHECKS = ("exists", "open", "decode")
@@ -157,7 +158,7 @@ def status_of(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m datasets.verify", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="python -m datasets.verify", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="the $DATA folder (DATASET.ROOT)")
     parser.add_argument("--datasets", nargs="+", default=None, help="dataset names (default: all built-in)")
     parser.add_argument(

@@ -28,6 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dassl.cli import OneLineArgumentParser
 from results import aggregate, calibration, plots, tables
 from results.collect import collect, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
@@ -116,7 +117,7 @@ def resolve_tree(output):
 
 def main(argv=None):
     """Collect, report; exit status 1 when the tree holds no finished run, 2 for a folder to fix."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", nargs="?", type=Path, default=Path("output"), help="root of the output tree")
     parser.add_argument("--out-dir", type=Path, default=None, help="where to write (default: OUTPUT/results)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")

@@ -6,6 +6,7 @@ CLI flags -> trailing KEY VALUE pairs. Config files are plain YAML (read with ``
 import argparse
 import difflib
 
+from dassl.cli import OneLineArgumentParser
 from runs.errors import TRACEBACK_ENV, UsageError
 
 DESCRIPTION = ("Train or evaluate a CLIP prompt learner — the CoOp-ecosystem command line (Dassl's tools/train.py) "
@@ -13,7 +14,7 @@ DESCRIPTION = ("Train or evaluate a CLIP prompt learner — the CoOp-ecosystem c
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser = OneLineArgumentParser(description=DESCRIPTION)
     parser.add_argument("--root", type=str, default="", help="path to the datasets ($DATA)")
     parser.add_argument("--output-dir", type=str, default="", help="output directory")
     parser.add_argument("--resume", type=str, default="", help="checkpoint directory to resume from (default: the output directory)")

@@ -13,10 +13,10 @@ model casts on load) and nothing else: the released code loads it with ``load_st
 model that already holds CLIP's weights and rebuilds the class-dependent buffers from the class names, so frozen
 weights are not needed. Key layouts: trainers/release_formats.py; docs/BMIP.md, "Checkpoints".
 """
-import argparse
 import os.path as osp
 import sys
 
+from dassl.cli import OneLineArgumentParser
 from dassl.engine import TRAINER_REGISTRY
 from dassl.engine.run_dir import BEST_CHECKPOINT, NoDeployedModel, checkpoint_file, deployed_epoch
 from dassl.utils import load_checkpoint, save_checkpoint
@@ -27,7 +27,7 @@ from trainers.release_formats import release_layouts  # (importing trainers regi
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainer", required=True, help=f"one of {sorted(release_layouts())}")
     parser.add_argument("--model-dir", required=True, help="the training run's --output-dir")
     parser.add_argument("--load-epoch", type=int, help="export model.pth.tar-N (default: the deployed checkpoint)")

@@ -12,7 +12,6 @@ benchmark itself.
 
     python -m scripts.micro_benchmark [--seeds 1 2 3] [--datasets micro_sketch ...] [--workers 2]
 """
-import argparse
 import multiprocessing
 import os
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dassl.cli import OneLineArgumentParser
 from sweeps.jobs import INCOMPLETE, REPO_ROOT, RunContext, SetupError, run_chain, summary_lines
 from sweeps.preflight import check_imports
 from sweeps.protocols import base2new
@@ -36,7 +36,7 @@ RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaP
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("DATA", REPO_ROOT / "data")),
                         help="dataset root; the micro datasets are generated in <data>/micro_world (default: $DATA or ./data)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "output" / "micro_benchmark", help="output root")

@@ -26,13 +26,14 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 import clip  # noqa: E402
 from clip.model import CLIP  # noqa: E402
 
+from dassl.cli import OneLineArgumentParser
 from microworld import evaluation  # noqa: E402
 from microworld.captions import captions_agree  # noqa: E402
 from microworld.contrastive import encode_text_truncated, images_to_tensor, multi_positive_clip_loss  # noqa: E402
 from microworld.pretraining import PRETRAIN_MAX_SEVERITY, PRETRAIN_STYLE_MIX, pretraining_batch  # noqa: E402
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="assets/micro_clip/MicroViT.pt", help="state dict path (.pt)")
     parser.add_argument("--plot", default="docs/img/micro_clip_curve.png", help="training-curve PNG ('' = none)")
     parser.add_argument("--seed", type=int, default=1, help="seeds weight init and the data stream")

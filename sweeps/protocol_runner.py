@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dassl.cli import OneLineArgumentParser
 from results import layout
 from sweeps import protocols
 from sweeps.cli import add_common_options, context_from_args, split_opts
@@ -22,7 +23,7 @@ from sweeps.processes import stop_on_signals
 
 def build_parser():
     """Argument parser with one sub-command per protocol."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="protocol", required=True)
 
     def protocol_parser(name, help_text, with_dataset=True):

@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dassl.cli import OneLineArgumentParser
 from sweeps import status
 from sweeps.cli import add_common_options, context_from_args, split_opts
 from sweeps.executors import EXECUTORS
@@ -33,7 +34,7 @@ from sweeps.sweep_files import load_sweeps
 def parser_and_executor_flags():
     """The runner's argument parser (``status`` takes the same arguments), and ``{executor name: the argparse actions
     of its flags}``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep YAML files (scripts/sweeps/*.yaml)")
     parser.add_argument("--executor", choices=list(EXECUTORS), default="local",
                         help="what runs the chains (default: local, worker threads on this machine)")

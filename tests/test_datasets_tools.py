@@ -78,8 +78,8 @@ def test_verify_rejects_unknown_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         verify.main(["--root", str(tmp_path), "--datasets", "Imagenet"])
     assert stop.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
-    assert error.startswith("python -m datasets.verify: error: unknown dataset(s) ['Imagenet']; choose from [")
+    (error,) = capsys.readouterr().err.strip().splitlines()  # one line
+    assert error.startswith("error: unknown dataset(s) ['Imagenet']; choose from [")
     assert "'ImageNet'" in error and "'Food101'" in error  # the names it knows, the right spelling among them
 
 

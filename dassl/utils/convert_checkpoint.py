@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from dassl.cli import OneLineArgumentParser
 from .torchtools import _check_plain, torch_save
 from .tools import atomic_write
 
@@ -50,7 +51,7 @@ def convert(src, dst):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint to convert (read with weights_only=False: it may execute code)")
     parser.add_argument("dst", help="where to write the converted checkpoint")
     parser.add_argument("--trust", action="store_true", help="confirm that you trust SRC (required)")
