@@ -66,7 +66,7 @@ def test_vision_blocks_fast_equals_straightforward_with_probed_replacement(vit, 
     values = torch.randn(len(blocks), 2, 64)  # one [b, D] value per layer
     rows = slice(0, 17) if rows_kind == "slice" else torch.tensor([0, 5, 16])
     (fast, fgx, fgv, frec), (naive, ngx, ngv, nrec) = run_both_paths(blocks, x0, values, slice(17, 19), rows)
-    assert len(frec) == len(blocks) - 1  # layer 0 never replaces
+    assert len(frec) == len(nrec) == len(blocks) - 1  # layer 0 never replaces
     assert (fast - naive).abs().max() <= TOL
     assert (fgx - ngx).abs().max() <= TOL
     assert (fgv - ngv).abs().max() <= TOL
@@ -85,6 +85,7 @@ def test_text_blocks_fast_equals_straightforward_under_causal_mask(vit):
     assert (fast - naive).abs().max() <= TOL
     assert (fgx - ngx).abs().max() <= TOL
     assert (fgv - ngv).abs().max() <= TOL
+    assert len(frec) == len(nrec) == len(blocks) - 1  # every replacing layer recorded on both paths
     assert all((a - b).abs().max() <= 1e-6 for a, b in zip(frec, nrec))
 
 
