@@ -7,9 +7,11 @@ When runs recorded calibration and open-set metrics (ECE, NLL, open-set AUROC), 
 (``calibration.csv``); ``--no-calibration`` leaves it out.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
 
-OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
-exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
-is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
+OUTPUT is an output tree (its ``base2new/``, ``evaluation/`` or ``few_shot/`` holds runs where ``results.layout``
+puts them). When it is not one but holds exactly one tree below it — ``output`` after the main job, whose runs are
+in ``output/micro_benchmark`` — that tree is read (and its ``results/`` written); several trees below it are named,
+to pick one (each is its own experiment). A folder inside a tree (``output/base2new``) names the tree to pass; a
+folder of finished runs in another layout says so (``--diff`` and ``--curves`` take run folders anywhere).
 
 ``--published`` adds the table of our results next to the published ones (``results/published.yaml``, or
 ``--published-file FILE``): per cell our seed mean, the published value, Δ = ours − published, and whether the
@@ -102,7 +104,8 @@ TREES_LISTED = 5  # the trees a folder with several below it names (its error st
 
 def resolve_tree(output):
     """The output tree to report for the folder ``output`` (module docstring); raises ``ValueError`` (one line
-    naming them) when several trees are below it. The trees below a tree are named on stderr."""
+    naming them) when several trees are below it, or (``refuse_misplaced``) when it lies inside a tree or holds
+    finished runs in another layout. The trees below a tree are named on stderr."""
     if not output.is_dir():
         return output  # collect() says that it does not exist
     below = output_trees(output)
