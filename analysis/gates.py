@@ -258,7 +258,7 @@ def main(argv=None):
     parser.add_argument("--split", default="test", choices=("test", "val"), help="split to evaluate (default test)")
     parser.add_argument("--out-dir", default="", help="where to write (default: <model-dir>/analysis)")
     args = parser.parse_args(argv)
-    if has_gates(args.trainer) is False:
+    if args.trainer and has_gates(args.trainer) is False:  # (no --trainer: no lookup, so no torch yet)
         refuse_without_gates(args.trainer)
     trainer = load_trained(args)
     from trainers.bmip import BMIPPromptLearner
