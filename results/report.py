@@ -183,7 +183,8 @@ def main(argv=None):
     for directory in collection.incomplete:
         print(f"no finished result (unfinished or failed run): {directory}", file=sys.stderr)
     if not collection.results:
-        print(f"error: no finished run under {tree}", file=sys.stderr)
+        no_tree = "" if is_output_tree(tree) else " (nor an output tree in it: pass the --output of your runs)"
+        print(f"error: no finished run under {tree}{no_tree}", file=sys.stderr)
         return 1
     out_dir = args.out_dir or tree / "results"
     print(build_report(collection.results, out_dir, make_plots=not args.no_plots,

@@ -77,7 +77,13 @@ def test_finished_runs_in_another_layout_are_named_with_what_takes_them(tmp_path
         "it); run folders anywhere go to --diff A B or --curves RUN")
     (tmp_path / "empty").mkdir()
     assert results_main([str(tmp_path / "empty")]) == 1  # nothing finished anywhere: no finished run
-    assert one_error_line(capsys) == f"error: no finished run under {tmp_path / 'empty'}"
+    assert one_error_line(capsys) == (f"error: no finished run under {tmp_path / 'empty'} (nor an output tree in it: "
+                                      "pass the --output of your runs)")
+    unfinished = tmp_path / "output" / "base2new" / "test_base" / "dtd" / "shots_16" / "CoOp" / "c1" / "seed1"
+    unfinished.mkdir(parents=True)  # a tree whose one run has not finished: listed, then no finished run
+    assert results_main([str(tmp_path / "output")]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"no finished result (unfinished or failed run): {unfinished}",
+                                                    f"error: no finished run under {tmp_path / 'output'}"]
 
 
 def test_many_trees_below_are_counted_and_the_first_five_named(tmp_path, capsys):
