@@ -32,6 +32,8 @@ from analysis.cli import build_parser, default_out_dir, fail, load_trained, repo
 # torch and the trainers are imported where they are used: `python -m analysis.gates --help` answers at once.
 
 MODALITIES = ("vision", "text")
+# The trainers whose prompt learner is a BMIPPromptLearner, with gates to report (their subclasses too).
+GATED_TRAINERS = ("BMIP", "PromptSRC_BMIP", "CoPrompt_BMIP")
 UNITS_PLURAL = {"image": "images", "batch": "batches", "class": "classes", "all classes": "all classes"}
 
 
@@ -236,20 +238,36 @@ def gate_report(trainer, out_dir, split="test"):
     return write_gate_report(gates, out_dir, report_stem(trainer.cfg, split), title, trainer.lab2cname), accuracy
 
 
+def refuse_without_gates(trainer_name):
+    """End the tool (one line, exit 2) for a trainer without gates: not one of GATED_TRAINERS or a subclass."""
+    fail(f"gate reports are for BMIP models; --trainer {trainer_name} has no gates: pass a "
+         f"{', '.join(GATED_TRAINERS[:-1])} or {GATED_TRAINERS[-1]} run's --trainer, --config-file and --model-dir")
+
+
+def has_gates(trainer_name):
+    """Whether the registered trainer ``trainer_name`` is one of GATED_TRAINERS or a subclass; None when it is not
+    registered (then only the built model can tell)."""
+    from trainers.lookup import trainer_class  # (imports the trainers, not torch's models: nothing is built)
+
+    cls = trainer_class(trainer_name)
+    return None if cls is None else issubclass(cls, tuple(trainer_class(name) for name in GATED_TRAINERS))
+
+
 def main(argv=None):
     parser = build_parser("python -m analysis.gates", __doc__.split("\n")[0])
     parser.add_argument("--split", default="test", choices=("test", "val"), help="split to evaluate (default test)")
     parser.add_argument("--out-dir", default="", help="where to write (default: <model-dir>/analysis)")
     args = parser.parse_args(argv)
+    if args.trainer and has_gates(args.trainer) is False:  # (no --trainer: no lookup, so no torch yet)
+        refuse_without_gates(args.trainer)
     trainer = load_trained(args)
     from trainers.bmip import BMIPPromptLearner
 
     if not isinstance(getattr(trainer.model, "prompt_learner", None), BMIPPromptLearner):
-        fail(f"gate reports are for BMIP models; --trainer {trainer.cfg.TRAINER.NAME} has no gates: pass a BMIP "
-             "or PromptSRC_BMIP run's --trainer, --config-file and --model-dir")
+        refuse_without_gates(trainer.cfg.TRAINER.NAME)
     paths, _ = gate_report(trainer, args.out_dir or default_out_dir(args), args.split)
     print(paths[1].read_text(encoding="utf-8"))
-    print("written: " + ", ".join(str(p) for p in paths))
+    print("written: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return paths
 
 

@@ -91,8 +91,8 @@ def download_dataset(cls, root):
     return failures
 
 
-def manual_steps(name, failures):
-    """The message printed when files could not be fetched."""
+def manual_steps(name, root, failures):
+    """The message printed when files of dataset ``name`` under ``root`` (``--root``) could not be fetched."""
     lines = [f"Could not download {len(failures)} file(s) of {name}. Manual steps:"]
     for public_file, destination, reason in failures:
         if public_file.provides:
@@ -100,7 +100,8 @@ def manual_steps(name, failures):
         else:
             action = f"download it to {destination}"
         lines.append(f"  - {source_url(public_file.source)}\n    {action}\n    (failed with {reason})")
-    lines.append(f"Then check with: python -m datasets.verify --root <DATA> --datasets {name}. See docs/DATASETS.md for the images.")
+    lines.append(f"Then check with: python -m datasets.verify --root {root} --datasets {name}. See docs/DATASETS.md "
+                 "for the images.")
     return "\n".join(lines)
 
 
@@ -115,12 +116,17 @@ def main(argv=None):
     parser.add_argument("--root", required=True, help="the $DATA folder (DATASET.ROOT)")
     args = parser.parse_args(argv)
     cls = DATASET_REGISTRY.get(args.name)
+    if cls.generated_on_use:
+        print(f"{args.name} needs no download: it is generated on first use into {cls.layout(args.root).dataset_dir} "
+              f"(by the first train.py run on it with --root {args.root}, or by python -m scripts.micro_benchmark "
+              f"--data {args.root})")
+        return 0
     if not cls.public_files:
         print(f"{args.name} has no public files to fetch automatically; follow docs/DATASETS.md")
         return 1
     failures = download_dataset(cls, args.root)
     if failures:
-        print(manual_steps(args.name, failures))
+        print(manual_steps(args.name, args.root, failures))
         return 1
     print(f"Done. Check with: python -m datasets.verify --root {args.root} --datasets {args.name}")
     return 0

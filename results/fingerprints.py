@@ -10,8 +10,8 @@ import difflib
 from pathlib import Path
 
 from dassl.engine.fingerprint import FINGERPRINT_PARTS
-from dassl.engine.run_dir import (RESULT_FILE, RESULT_NEUTRAL_KEYS, config_differences, describe_differences,
-                                  flatten_config, read_result)
+from dassl.engine.run_dir import (CONFIG_FILE, RESULT_FILE, RESULT_NEUTRAL_KEYS, config_differences,
+                                  describe_differences, flatten_config, read_result)
 from results.tables import Section, markdown_table
 
 # What the runs of one sweep are expected to share (data, transforms and config differ by design: datasets, seeds,
@@ -182,12 +182,20 @@ def diff_trees(tree_a, tree_b):
     return lines
 
 
+def started_unfinished(folder):
+    """Whether ``folder`` is a run that started (``train.py`` wrote its ``config.yaml``) and has no ``result.json``."""
+    return (Path(folder) / CONFIG_FILE).is_file() and not (Path(folder) / RESULT_FILE).exists()
+
+
 def diff(path_a, path_b):
     """``diff_runs`` for two run folders, ``diff_trees`` for two output trees; ValueError for anything else."""
     kinds = []
     for path in (Path(path_a), Path(path_b)):
         if not path.is_dir():
             raise ValueError(f"{path} does not exist or is not a folder: pass two run folders or two output trees")
+        if started_unfinished(path):
+            raise ValueError(f"{path} has no {RESULT_FILE}: the run did not finish (re-run its command to resume "
+                             f"it); --diff compares finished runs")
         kinds.append("run" if (path / RESULT_FILE).exists() else "tree")
     if kinds[0] != kinds[1]:
         raise ValueError(f"{path_a} is a {kinds[0]} and {path_b} a {kinds[1]}: pass two run folders "

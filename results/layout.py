@@ -22,8 +22,10 @@ DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 DEFAULT_SOURCE = "imagenet"
 FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 OPEN_WORLD_RATIOS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 0)
-# The folders at the top of an output tree (cross-dataset sources are found from evaluation/).
-PROTOCOL_FOLDERS = ("base2new", "evaluation", "few_shot")
+# The folders at the top of an output tree (cross-dataset sources are found from evaluation/), each with the glob,
+# below it, of the parents of its seed<S> run directories.
+SEED_PARENTS = {"base2new": "*/*/shots_*/*/*", "evaluation": "*/*/*", "few_shot": "*/*/*"}
+PROTOCOL_FOLDERS = tuple(SEED_PARENTS)
 BASE2NEW_SHOTS = 16
 
 SEED_DIR = re.compile(r"^seed(?P<seed>-?\d+)$")

@@ -7,9 +7,11 @@ When runs recorded calibration and open-set metrics (ECE, NLL, open-set AUROC), 
 (``calibration.csv``); ``--no-calibration`` leaves it out.
 Run directories without a finished result are listed on stderr and left out (gaps, never zeros).
 
-OUTPUT is an output tree (it holds ``base2new/``, ``evaluation/`` or ``few_shot/``). When it is not one but holds
-exactly one tree below it — ``output`` after the main job, whose runs are in ``output/micro_benchmark`` — that tree
-is read (and its ``results/`` written); several trees below it are named, to pick one (each is its own experiment).
+OUTPUT is an output tree (its ``base2new/``, ``evaluation/`` or ``few_shot/`` holds runs where ``results.layout``
+puts them). When it is not one but holds exactly one tree below it — ``output`` after the main job, whose runs are
+in ``output/micro_benchmark`` — that tree is read (and its ``results/`` written); several trees below it are named,
+to pick one (each is its own experiment). A folder inside a tree (``output/base2new``) names the tree to pass; a
+folder of finished runs in another layout says so (``--diff`` and ``--curves`` take run folders anywhere).
 
 ``--published`` adds the table of our results next to the published ones (``results/published.yaml``, or
 ``--published-file FILE``): per cell our seed mean, the published value, Δ = ours − published, and whether the
@@ -25,12 +27,13 @@ directories, trees or globs such as ``'output/few_shot/micro_sketch/*/*_16shots/
 ``DIR/training_curves.png``: one panel per column (loss, accuracy, LR, val accuracy), one line per run.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from dassl.cli import OneLineArgumentParser
 from results import aggregate, calibration, plots, tables
-from results.collect import collect, is_output_tree, output_trees
+from results.collect import a_finished_run, collect, enclosing_tree, is_output_tree, output_trees
 from results.curves import find_curve_files, read_curves, run_labels
 from results.fingerprints import diff, fingerprint_section
 from results.published import PUBLISHED_FILE, load as load_published
@@ -96,9 +99,13 @@ def plot_training_curves(patterns, out_dir):
     return target
 
 
+TREES_LISTED = 5  # the trees a folder with several below it names (its error stays one readable line)
+
+
 def resolve_tree(output):
     """The output tree to report for the folder ``output`` (module docstring); raises ``ValueError`` (one line
-    naming them) when several trees are below it. The trees below a tree are named on stderr."""
+    naming them) when several trees are below it, or (``refuse_misplaced``) when it lies inside a tree or holds
+    finished runs in another layout. The trees below a tree are named on stderr."""
     if not output.is_dir():
         return output  # collect() says that it does not exist
     below = output_trees(output)
@@ -107,12 +114,30 @@ def resolve_tree(output):
             print(f"note: {other} holds other runs: python scripts/results.py {other}", file=sys.stderr)
         return output
     if len(below) > 1:
-        raise ValueError(f"{output} holds no runs itself but {len(below)} output trees: "
-                         f"{', '.join(map(str, below))}; pass one of them, e.g. python scripts/results.py {below[0]}")
+        listed = ", ".join(map(str, below[:TREES_LISTED])) + (
+            f" and {len(below) - TREES_LISTED} more" if len(below) > TREES_LISTED else "")
+        raise ValueError(f"{output} holds no runs itself but {len(below)} output trees: {listed}; pass one of them, "
+                         f"e.g. python scripts/results.py {below[0]}")
     if below:
         print(f"reading the runs of {below[0]} ({output} holds no runs itself)", file=sys.stderr)
         return below[0]
+    refuse_misplaced(output)
     return output
+
+
+def refuse_misplaced(output):
+    """Raise ``ValueError`` (one line: what ``output`` is, what to pass) when the folder ``output``, with no output
+    tree in or below it, lies inside a tree or holds finished runs in another layout."""
+    tree = enclosing_tree(output)
+    if tree is not None:
+        shown = tree if output.is_absolute() else Path(os.path.relpath(tree))
+        raise ValueError(f"{output} is a folder inside the output tree {shown}, not its root: pass the root, "
+                         f"python scripts/results.py {shown}")
+    run = a_finished_run(output)
+    if run is not None:
+        raise ValueError(f"{output} holds finished runs (e.g. {run}) but no output tree: the tables read the layout "
+                         f"of results/layout.py (<tree>/base2new/, evaluation/ or few_shot/, as the protocol and "
+                         f"sweep scripts write it); run folders anywhere go to --diff A B or --curves RUN")
 
 
 def main(argv=None):
@@ -158,10 +183,11 @@ def main(argv=None):
     for directory in collection.incomplete:
         print(f"no finished result (unfinished or failed run): {directory}", file=sys.stderr)
     if not collection.results:
-        print(f"error: no finished run under {tree}", file=sys.stderr)
+        no_tree = "" if is_output_tree(tree) else " (nor an output tree in it: pass the --output of your runs)"
+        print(f"error: no finished run under {tree}{no_tree}", file=sys.stderr)
         return 1
     out_dir = args.out_dir or tree / "results"
     print(build_report(collection.results, out_dir, make_plots=not args.no_plots,
                        calibration_table=not args.no_calibration, published=published))
-    print(f"tables and plots written to {out_dir}", file=sys.stderr)
+    print(f"tables {'written' if args.no_plots else 'and plots written'} to {out_dir}", file=sys.stderr)
     return 0

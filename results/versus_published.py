@@ -21,7 +21,7 @@ from results.aggregate import method_labels
 from results.layout import BASE2NEW_SHOTS, DEFAULT_SOURCE, DG_TARGETS
 from results.published import AVERAGE, AVERAGED_DATASETS
 from results.stats import mean_or_none
-from results.tables import GAP, Section, markdown_table
+from results.tables import Section, markdown_table
 
 
 def _add(values, key, metric, seed, value):
@@ -155,7 +155,9 @@ def versus_published_section(results, published):
         markdown += markdown_table(["Protocol", "Dataset", "Ours", "Published as", "Metric", "Ours (mean)", "Seeds",
                                     "Seed range", "Published", "Δ", "vs our seeds"], table)
     else:
-        markdown.append(f"No run here corresponds to a published value ({published.path}, methods:). {GAP}")
+        markdown.append(f"No run here corresponds to a published value of {published.path}: a run needs a (trainer, "
+                        "config) pair that its `methods:` maps to a published method, and a protocol, dataset and "
+                        "shot count with a published value.")
     markdown += ["", "Δ = ours − published. *outside*: the published value lies outside [min, max] of our per-seed "
                      f"values widened by the printed rounding (±{published.half_unit:g}); with one seed, any "
                      "difference beyond the rounding is outside. A seed's HM is the HM of its Base and Novel; a "

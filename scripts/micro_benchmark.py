@@ -12,6 +12,7 @@ benchmark itself.
 
     python -m scripts.micro_benchmark [--seeds 1 2 3] [--datasets micro_sketch ...] [--workers 2]
 """
+import argparse
 import multiprocessing
 import os
 import sys
@@ -35,14 +36,30 @@ RUNS = (("ZeroshotCLIP", "micro"), ("CoOp", "micro"), ("CoCoOp", "micro"), ("MaP
         ("CoPrompt_BMIP", "micro"))
 
 
+def int_at_least(minimum, why):
+    """An argparse ``type``: an integer >= ``minimum``; else a one-line error naming the value (and ``why``)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}: {why}")
+        return value
+    return parse
+
+
 def build_parser():
-    parser = OneLineArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="python -m scripts.micro_benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("DATA", REPO_ROOT / "data")),
                         help="dataset root; the micro datasets are generated in <data>/micro_world (default: $DATA or ./data)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "output" / "micro_benchmark", help="output root")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="configs/datasets/<name>.yaml stems")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="seeds (few-shot samples and init)")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, metavar="DATASET",
+                        help=f"micro datasets to run (default: all of {', '.join(DATASETS)})")
+    parser.add_argument("--seeds", type=int_at_least(0, "seeds are >= 0 (a negative seed leaves a run unseeded)"),
+                        nargs="+", default=[1], help="seeds >= 0 (few-shot samples and init)")
+    parser.add_argument("--workers", type=int_at_least(1, "pass 1 or more worker processes"), default=2,
+                        help="worker processes (one torch thread each)")
     return parser
 
 

@@ -2,7 +2,9 @@
 blocks, every layer from the learner's gate inputs), the report files read back, and the command line on a BMIP
 model trained for one epoch on the toy tree."""
 import glob
+import inspect
 import os
+import re
 
 import pytest
 import torch
@@ -132,8 +134,11 @@ def test_command_line_on_a_trained_model_reproduces_its_test_accuracy(tmp_path, 
     capsys.readouterr()
     paths = gt.main(common + ["--model-dir", str(tmp_path / "run"), "--load-epoch", "1"] + opts)
     assert [p.parent for p in paths] == [tmp_path / "run" / "analysis"] * 3
-    table = capsys.readouterr().out
+    captured = capsys.readouterr()
+    table = captured.out
     assert f"accuracy {final:.1f}%" in table and "| 2 | text | class | 6 x 2 |" in table
+    assert table == paths[1].read_text() + "\n"  # stdout holds the report alone
+    assert captured.err.splitlines()[-1] == "written: " + ", ".join(map(str, paths))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         gt.main(["--root", str(tmp_path), "--trainer", "ZeroshotCLIP", "--model-dir", str(tmp_path / "run")]
@@ -146,3 +151,41 @@ def test_command_line_on_a_trained_model_reproduces_its_test_accuracy(tmp_path, 
     assert exit_.value.code == 2 and capsys.readouterr().err == ("error: pass --model-dir (the training run's "
                                                                  "--output-dir) to load the trained model\n")
     assert not glob.glob(os.path.join(tmp_path, "run", "log.txt-*"))  # the tool writes no log into the model dir
+
+
+@pytest.mark.parametrize("trainer", ["CoOp", "ZeroshotCLIP", "PromptSRC", "CoPrompt"])
+def test_a_trainer_without_gates_is_refused_before_the_model_is_built(trainer, monkeypatch, tmp_path, capsys):
+    def builds(args, require_model=True):
+        raise AssertionError("the model was built for a trainer without gates")
+
+    monkeypatch.setattr(gt, "load_trained", builds)
+    with pytest.raises(SystemExit) as exit_:
+        gt.main(["--root", str(tmp_path), "--trainer", trainer, "--model-dir", str(tmp_path)])
+    assert exit_.value.code == 2 and capsys.readouterr().err == (
+        f"error: gate reports are for BMIP models; --trainer {trainer} has no gates: pass a BMIP, PromptSRC_BMIP or "
+        "CoPrompt_BMIP run's --trainer, --config-file and --model-dir\n")
+
+
+def gated_learner_names():
+    """BMIPPromptLearner and every subclass of it (the prompt learners with gates)."""
+    found, todo = set(), [BMIPPromptLearner]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo += cls.__subclasses__()
+    return found
+
+
+def test_the_gated_trainers_are_those_whose_prompt_learner_has_gates():
+    from dassl.engine import TRAINER_REGISTRY
+
+    learners = gated_learner_names()
+    builds_gates = set()
+    for name in TRAINER_REGISTRY.registered_names():
+        build = getattr(TRAINER_REGISTRY.get(name), "build_prompt_learner", None)
+        source = inspect.getsource(build) if build is not None else ""
+        if learners & set(re.findall(r"\b\w+\b", source)):
+            builds_gates.add(name)
+    assert {"BMIP", "PromptSRC_BMIP", "CoPrompt_BMIP"} <= builds_gates  # (the search finds the known ones)
+    assert builds_gates == {name for name in TRAINER_REGISTRY.registered_names() if gt.has_gates(name)}
+    assert gt.has_gates("NoSuchTrainer") is None

@@ -129,6 +129,7 @@ def test_download_offline_prints_manual_steps_and_leaves_nothing_behind(tmp_path
     assert download.main(["Caltech101", "--root", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "Manual steps" in out
+    assert f"Then check with: python -m datasets.verify --root {tmp_path} --datasets Caltech101." in out
     assert "https://drive.google.com/file/d/1hyarUivQE36mY6jSomru6Fjd-JzwcCzN/view" in out
     assert str(tmp_path / "caltech-101" / "split_zhou_Caltech101.json") in out
     assert "Network is unreachable" in out
@@ -148,6 +149,16 @@ def test_download_offline_prints_manual_steps_and_leaves_nothing_behind(tmp_path
 def test_download_of_a_dataset_without_public_files_says_so(tmp_path, capsys):
     assert download.main(["FGVCAircraft", "--root", str(tmp_path)]) == 1
     assert "docs/DATASETS.md" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, folder", [("MicroSketch", "sketch"), ("MicroClean", "clean")])
+def test_download_of_a_micro_dataset_says_it_is_generated_on_first_use(name, folder, tmp_path, capsys):
+    root = tmp_path / "data"
+    assert download.main([name, "--root", str(root)]) == 0
+    assert capsys.readouterr().out == (
+        f"{name} needs no download: it is generated on first use into {root / 'micro_world' / folder} (by the first "
+        f"train.py run on it with --root {root}, or by python -m scripts.micro_benchmark --data {root})\n")
+    assert not root.exists()  # nothing generated, nothing fetched
 
 
 def test_verify_accepts_a_remote_sensing_set_without_its_optional_split(tmp_path, capsys):

@@ -172,6 +172,9 @@ def test_the_report_states_shared_parts_and_flags_mixed_ones(runs, tmp_path):
     ("run_and_tree", "is a run and"),
     ("no_fingerprint", "has no fingerprint (written by an older version of train.py)"),
     ("no_common_runs", "hold no finished run at the same relative path"),
+    ("unfinished_and_run", "sigint has no result.json: the run did not finish (re-run its command to resume it); "
+                           "--diff compares finished runs"),
+    ("run_and_unfinished", "sigint has no result.json: the run did not finish"),
 ])
 def test_bad_diff_input_is_one_line_and_exit_status_2(runs, tmp_path, capsys, case, message):
     old = tmp_path / "old"
@@ -181,7 +184,11 @@ def test_bad_diff_input_is_one_line_and_exit_status_2(runs, tmp_path, capsys, ca
     (old / "result.json").write_text(json.dumps(record))
     (tmp_path / "t1").mkdir()
     (tmp_path / "t2").mkdir()
-    pairs = {"missing": (runs / "a", tmp_path / "nowhere"), "run_and_tree": (runs / "a", tmp_path / "t1"),
+    unfinished = tmp_path / "sigint"  # interrupted: config.yaml and logs, no result.json
+    shutil.copytree(runs / "a", unfinished)
+    (unfinished / "result.json").unlink()
+    pairs = {"unfinished_and_run": (unfinished, runs / "a"), "run_and_unfinished": (runs / "a", unfinished),
+             "missing": (runs / "a", tmp_path / "nowhere"), "run_and_tree": (runs / "a", tmp_path / "t1"),
              "no_fingerprint": (runs / "a", old), "no_common_runs": (tmp_path / "t1", tmp_path / "t2")}
     assert results_main(["--diff", *map(str, pairs[case])]) == 2
     captured = capsys.readouterr()

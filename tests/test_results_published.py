@@ -296,3 +296,20 @@ def test_a_bad_published_file_is_one_line_and_exit_status_2_before_reading_the_t
     assert err.startswith(f"error: {bad}: CoOp paper, base2new, dtd: the printed numbers disagree") and "\n" not in err
     assert results_main([str(tmp_path), "--published", "--published-file", str(tmp_path / "none.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_no_corresponding_run_is_one_plain_sentence(published_file, tmp_path, capsys):
+    root = tmp_path / "output"
+    b2n(root, "test_base", "dtd", "CoOp", "c3", 1, 10.0)  # c3: mapped to no published method
+    b2n(root, "test_new", "dtd", "CoOp", "c3", 1, 10.0)
+    out = tmp_path / "report"
+    assert results_main([str(root), "--published", "--published-file", str(published_file), "--no-plots",
+                         "--out-dir", str(out)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    sentence = lines[lines.index("## Ours next to published") + 2]
+    assert sentence == (f"No run here corresponds to a published value of {published_file}: a run needs a (trainer, "
+                        "config) pair that its `methods:` maps to a published method, and a protocol, dataset and "
+                        "shot count with a published value.")
+    assert captured.err.splitlines()[-1] == f"tables written to {out}"  # --no-plots: no plot was written
+    assert not list(out.glob("*.png"))
