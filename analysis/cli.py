@@ -14,9 +14,10 @@ import os
 import sys
 
 from dassl.engine.run_dir import deployed_epoch
+from runs.checks import check_trailing_opts
 from runs.config import build_parser as run_parser
 from runs.config import setup_cfg
-from runs.errors import error_text
+from runs.errors import UsageError, error_text
 
 
 def fail(message):
@@ -38,6 +39,10 @@ def load_trained(args, require_model=True):
     ``model.pth.tar-N``, as the protocol scripts choose). Build messages go to stderr, so a tool's stdout holds only
     its report; a bad flag or a missing checkpoint ends the tool with one line.
     """
+    try:
+        check_trailing_opts(args.opts or [])
+    except UsageError as err:
+        fail(str(err))
     if require_model and not args.model_dir:
         fail("pass --model-dir (the training run's --output-dir) to load the trained model")
     if args.model_dir and not os.path.isdir(args.model_dir):

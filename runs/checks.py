@@ -10,21 +10,7 @@ from runs.reports import EVAL_REPORTS
 
 def check_arguments(args):
     """Problems visible from the arguments and the file system alone (before torch is even imported)."""
-    opts = args.opts or []
-    flags = [o for o in opts if o.startswith("--")]
-    if flags:
-        raise UsageError(f"{flags[0]} comes after the KEY VALUE options: put every --flag before the first KEY VALUE "
-                         f"pair (here before {opts[0]})")
-    if len(opts) % 2:
-        keys = opts[0::2]
-        raise UsageError(f"the trailing options must be KEY VALUE pairs, but there are {len(opts)} words "
-                         f"({' '.join(opts)}); give every key (e.g. {keys[-1]}) its value")
-    for key in opts[0::2]:
-        parts = key.split(".")  # upper case, except a released node name such as TRAINER.ProDA
-        if not all(part.replace("_", "").isalnum() and part[0].isupper() for part in parts) or \
-                parts[-1].upper() != parts[-1]:
-            raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
-                             "keys are upper case)")
+    check_trailing_opts(args.opts or [])
     for flag, path in (("--config-file", args.config_file), ("--dataset-config-file", args.dataset_config_file)):
         if path and os.path.splitext(path)[1].lower() not in (".yaml", ".yml"):
             raise UsageError(f"{flag} {path} is not a .yaml/.yml file: config files are plain YAML only (a .py config "
@@ -49,6 +35,25 @@ def check_arguments(args):
                           for f in os.listdir(os.path.join(args.model_dir, d)) if f.startswith("model"))
             raise UsageError(f"--model-dir {args.model_dir} holds no {model_file(args)} (it holds {held or 'none'}): "
                              "pick --load-epoch N of a model.pth.tar-N it holds, or --best for model-best.pth.tar")
+
+
+def check_trailing_opts(opts):
+    """The trailing ``KEY VALUE`` pairs (train.py's and every tool built on its flags): no --flag among them, a value
+    for every key, keys spelt as config keys."""
+    flags = [o for o in opts if o.startswith("--")]
+    if flags:
+        raise UsageError(f"{flags[0]} comes after the KEY VALUE options: put every --flag before the first KEY VALUE "
+                         f"pair (here before {opts[0]})")
+    if len(opts) % 2:
+        keys = opts[0::2]
+        raise UsageError(f"the trailing options must be KEY VALUE pairs, but there are {len(opts)} words "
+                         f"({' '.join(opts)}); give every key (e.g. {keys[-1]}) its value")
+    for key in opts[0::2]:
+        parts = key.split(".")  # upper case, except a released node name such as TRAINER.ProDA
+        if not all(part.replace("_", "").isalnum() and part[0].isupper() for part in parts) or \
+                parts[-1].upper() != parts[-1]:
+            raise UsageError(f"{key!r} is not a config key (KEY VALUE pairs like OPTIM.LR 0.002 come last; "
+                             "keys are upper case)")
 
 
 def check_config(cfg, args):

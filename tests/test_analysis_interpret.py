@@ -155,3 +155,13 @@ def test_command_line_on_a_coop_style_checkpoint(tmp_path, tiny, capsys):
         ip.main(argv(2, epoch=("--load-epoch", "7")))
     err = capsys.readouterr().err.splitlines()
     assert exit_.value.code == 2 and err[-1].startswith('error: No checkpoint "model.pth.tar-7"')
+
+
+def test_a_tool_flag_after_the_key_value_pairs_is_named(tmp_path, capsys):
+    argv = ["--root", str(tmp_path), "--trainer", "CoOp", "--model-dir", str(tmp_path), "DATASET.NUM_SHOTS", "16",
+            "--topk", "3"]
+    with pytest.raises(SystemExit) as done:
+        ip.main(argv)
+    assert done.value.code == 2
+    assert capsys.readouterr().err == ("error: --topk comes after the KEY VALUE options: put every --flag before the "
+                                       "first KEY VALUE pair (here before DATASET.NUM_SHOTS)\n")
