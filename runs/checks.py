@@ -3,6 +3,7 @@ then from the merged config. Each problem raises one line saying what is wrong a
 import os
 import warnings
 
+from dassl.engine.run_dir import BEST_CHECKPOINT, EPOCH_CHECKPOINT  # (the standard library only: no torch)
 from runs.errors import UsageError
 from runs.output_dir import evaluated_models, model_file
 from runs.reports import EVAL_REPORTS
@@ -21,6 +22,10 @@ def check_arguments(args):
     if args.root and not os.path.isdir(os.path.expanduser(args.root)):
         raise UsageError(f"--root {args.root} does not exist: pass the folder that holds your datasets ($DATA, "
                          "layout in docs/DATASETS.md; `python -m datasets.download NAME --root DIR` fetches public ones)")
+    if args.resume and not os.path.isdir(args.resume):
+        raise UsageError(f"--resume {args.resume} does not exist: pass the output folder of the run whose checkpoints "
+                         "this run should continue from (without --resume a run continues from its own --output-dir, "
+                         "so re-running the same command resumes)")
     if (args.best or args.draw or args.load_epoch is not None) and not args.eval_only:
         used = "--best" if args.best else "--draw" if args.draw else "--load-epoch"
         raise UsageError(f"{used} applies to evaluations: add --eval-only --model-dir <the training run's folder>")
@@ -31,10 +36,21 @@ def check_arguments(args):
         if not os.path.isdir(args.model_dir):
             raise UsageError(f"--model-dir {args.model_dir} does not exist: pass the --output-dir of the training run")
         if not evaluated_models(args):
-            held = sorted(f for d in os.listdir(args.model_dir) if os.path.isdir(os.path.join(args.model_dir, d))
-                          for f in os.listdir(os.path.join(args.model_dir, d)) if f.startswith("model"))
+            held = sorted({f for d in os.listdir(args.model_dir) if os.path.isdir(os.path.join(args.model_dir, d))
+                           for f in os.listdir(os.path.join(args.model_dir, d)) if f.startswith("model")})
             raise UsageError(f"--model-dir {args.model_dir} holds no {model_file(args)} (it holds {held or 'none'}): "
-                             "pick --load-epoch N of a model.pth.tar-N it holds, or --best for model-best.pth.tar")
+                             f"{checkpoint_choice(held)}")
+
+
+def checkpoint_choice(held):
+    """How to pick one of the checkpoint files ``held`` (names) for an evaluation: only flags that load one of them."""
+    epochs = sorted(int(m.group(1)) for m in map(EPOCH_CHECKPOINT.match, held) if m)
+    choices = [f"--load-epoch {epochs[-1]} (the newest epoch it holds)"] if epochs else []
+    if BEST_CHECKPOINT in held:
+        choices.append(f"--best ({BEST_CHECKPOINT})")
+    if not choices:
+        return "pass the --output-dir of a training run that saved checkpoints"
+    return "pass " + " or ".join(choices)
 
 
 def check_trailing_opts(opts):
@@ -77,6 +93,7 @@ def _check_config(cfg, args):
 
     check_availability(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
     check_availability(cfg.DATASET.NAME, DATASET_REGISTRY.registered_names())
+    check_device(cfg, args)
     trainer_class = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     if args.eval_only and not args.model_dir and trainer_class.LEARNS:
         raise UsageError(f"--eval-only needs --model-dir (the training run's --output-dir): without it {cfg.TRAINER.NAME} "
@@ -94,6 +111,17 @@ def _check_config(cfg, args):
     if isinstance(trainer, CLIPTrainer):  # (a trainer written elsewhere, on the engine alone, has no such hook)
         trainer.check_backbone_depths(cfg, *backbone_depths(spec))  # depth keys against the encoders, none loaded
     locate_backbone_weights(spec)  # downloads now if needed, or fails clearly
+
+
+def check_device(cfg, args):
+    """DEVICE (from --device or the config) names a device this machine has. The engine raises RuntimeError for a
+    missing one (a fact of the machine); for a command it is bad input, found here before anything is built."""
+    from dassl.engine import resolve_device
+
+    try:
+        resolve_device(cfg, "--device" if args.device and cfg.DEVICE == args.device else "DEVICE")
+    except RuntimeError as err:
+        raise UsageError(str(err)) from err
 
 
 def check_dataset(cfg):

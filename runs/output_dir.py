@@ -2,7 +2,8 @@
 
 A second run in it fails at once (the lock, taken by :func:`runs.run.main`), a re-run of a finished run prints its
 stored result and does nothing else, an unfinished run resumes exactly, and a re-run whose config differs in a key
-that changes results is refused unless --accept-config-change is given.
+that changes results is refused unless --accept-config-change is given. An evaluation is never written into a
+training run's folder.
 """
 import glob
 import os
@@ -29,6 +30,19 @@ def evaluated_models(args):
     return found
 
 
+def refuse_training_folder(out, result):
+    """An evaluation never writes into a training run's folder: its result would replace the training result and
+    mark the run finished. No flag overrides this (--accept-config-change included)."""
+    if has_checkpoints(out):
+        held = "a training run's checkpoints"
+    elif result is not None and result.get("mode") == "train":
+        held = "a finished training run"
+    else:
+        return
+    raise ConfigMismatch(f"{out} holds {held}: an evaluation cannot be written into it; pass another --output-dir "
+                         "for the evaluation (--model-dir names the training run to evaluate)")
+
+
 def claim_output_dir(cfg, args):
     """Check the output folder against this command (under its lock) and record the config.
 
@@ -44,6 +58,8 @@ def claim_output_dir(cfg, args):
     remove_stale_temp_files(out)  # left by a killed run's atomic writes, checkpoint folders included (we hold the lock)
     result, stored = read_result(out), read_config(out)
     mode = "eval" if args.eval_only else "train"
+    if mode == "eval":
+        refuse_training_folder(out, result)
     problems = []
     if stored is not None:
         current = flatten_config(yaml.safe_load(cfg.dump()))
@@ -51,10 +67,8 @@ def claim_output_dir(cfg, args):
         differences = config_differences(stored, current, defaults)
         if differences:
             problems.append(describe_mismatch(differences))
-    if result is not None and result.get("mode") != mode:
+    if result is not None and result.get("mode") != mode:  # a training run meeting an evaluation's folder
         problems.append(f"it holds a finished {result.get('mode')} run, this is a {mode} run")
-    if mode == "eval" and has_checkpoints(out):
-        problems.append("it holds a training run's checkpoints, and evaluating into it would mark that run finished")
     models = evaluated_models(args) if mode == "eval" else {}
     if result is not None and mode == "eval" and result.get("model_dir") != osp.abspath(args.model_dir or "."):
         problems.append(f"it holds the evaluation of the model in {result.get('model_dir')}")

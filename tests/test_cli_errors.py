@@ -1,6 +1,7 @@
 """Every bad input of train.py ends in one actionable line on stderr, exit status 2, before anything is written
 (the table in docs/ENGINE.md, "Bad input", lists the same cases)."""
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -226,6 +227,70 @@ def test_a_checkpoint_of_other_settings_names_them(data_root, trained, tmp_path,
 def test_conflicts_with_the_output_folder(data_root, trained, capsys):
     line = fails(toy_args(data_root, trained, extra=["TRAINER.COOP.N_CTX", "4", "SEED", "2"]), capsys)
     assert "holds another run: its config differs in SEED: 1 -> 2" in line and "--accept-config-change" in line
+
+
+def test_an_evaluation_never_takes_over_a_training_folder(data_root, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    stored = (run / "result.json").read_bytes()
+    evaluate = ["--eval-only", "--model-dir", str(run), "--load-epoch", "1"]
+    refused = f"error: {run} holds a training run's checkpoints: an evaluation cannot be written into it; pass "
+    for flags in (evaluate, [*evaluate, "--accept-config-change"]):
+        line = fails(toy_args(data_root, run, flags=flags, extra=["TRAINER.COOP.N_CTX", "4"]), capsys)
+        assert line.startswith(refused) and "another --output-dir" in line, line
+        assert "--accept-config-change" not in line and "None" not in line
+    assert (run / "result.json").read_bytes() == stored and not (run / "result.json.superseded").exists()
+    shutil.rmtree(run / "prompt_learner")  # its result alone still makes it a training run's folder
+    flags = ["--eval-only", "--model-dir", trained, "--load-epoch", "1", "--accept-config-change"]
+    line = fails(toy_args(data_root, run, flags=flags, extra=["TRAINER.COOP.N_CTX", "4"]), capsys)
+    assert line.startswith(f"error: {run} holds a finished training run: an evaluation cannot be written into it")
+    assert (run / "result.json").read_bytes() == stored
+
+
+def test_a_resume_folder_that_does_not_exist(data_root, tmp_path, capsys):
+    out, absent = str(tmp_path / "out"), str(tmp_path / "nothere")
+    line = fails(toy_args(data_root, out, flags=["--resume", absent]), capsys, out)
+    assert line == (f"error: --resume {absent} does not exist: pass the output folder of the run whose checkpoints "
+                    "this run should continue from (without --resume a run continues from its own --output-dir, "
+                    "so re-running the same command resumes)")
+
+
+@pytest.mark.parametrize("files, flags, hint", [
+    (["model.pth.tar-3", "model.pth.tar-12"], [], "pass --load-epoch 12 (the newest epoch it holds)"),
+    (["model.pth.tar-3", "model-best.pth.tar"], ["--load-epoch", "7"],
+     "pass --load-epoch 3 (the newest epoch it holds) or --best (model-best.pth.tar)"),
+    (["model-best.pth.tar"], ["--load-epoch", "7"], "pass --best (model-best.pth.tar)"),
+    ([], [], "pass the --output-dir of a training run that saved checkpoints"),
+])
+def test_a_missing_checkpoint_suggests_only_what_the_folder_holds(files, flags, hint, data_root, tmp_path, capsys):
+    model_dir = tmp_path / "run"
+    (model_dir / "prompt_learner").mkdir(parents=True)
+    for name in files:
+        (model_dir / "prompt_learner" / name).write_bytes(b"")
+    out = str(tmp_path / "out")
+    line = fails(toy_args(data_root, out, flags=["--eval-only", "--model-dir", str(model_dir), *flags]), capsys, out)
+    asked = f"model.pth.tar-{flags[1]}" if flags else "model-best.pth.tar"
+    assert line.startswith(f"error: --model-dir {model_dir} holds no {asked} ") and line.endswith(": " + hint), line
+
+
+@pytest.mark.parametrize("flags, extra, expected", [
+    (["--device", "cuda"], [], "error: --device cuda: CUDA is not available on this machine; use --device cpu, or "
+                               "leave --device unset (cuda if available, else cpu)"),
+    (["--device", "cuda:0"], [], "error: --device cuda:0: CUDA is not available on this machine; use --device cpu, "
+                                 "or leave --device unset (cuda if available, else cpu)"),
+    ([], ["DEVICE", "cuda"], "error: DEVICE cuda: CUDA is not available on this machine; use DEVICE cpu, or leave "
+                             "DEVICE unset (cuda if available, else cpu)"),
+])
+def test_a_device_this_machine_lacks_is_bad_input(flags, extra, expected, data_root, tmp_path, capsys, monkeypatch):
+    import dassl.engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(dassl.engine, "build_trainer", lambda cfg: pytest.fail("built before the device check"))
+    out = str(tmp_path / "out")
+    argv = toy_args(data_root, out, flags=flags, extra=extra)
+    i = argv.index("DEVICE")  # toy_opts' DEVICE cpu would override --device: only the device under test stays
+    del argv[i:i + 2]
+    assert fails(argv, capsys, out) == expected
 
 
 def test_integers_are_accepted_for_float_keys(data_root, tmp_path):

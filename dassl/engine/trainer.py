@@ -49,8 +49,9 @@ class DivergenceError(FloatingPointError):
     """Training produced a non-finite loss, gradient scale or parameter; the last good checkpoint is kept."""
 
 
-def resolve_device(cfg):
-    """The torch device named by ``cfg.DEVICE``.
+def resolve_device(cfg, source="DEVICE"):
+    """The torch device named by ``cfg.DEVICE``; ``source`` names it in error messages (``"--device"`` when the
+    command line set it).
 
     ``""`` (or a config without ``DEVICE``) means Dassl's rule: cuda if available and ``USE_CUDA``, else cpu.
     """
@@ -61,16 +62,17 @@ def resolve_device(cfg):
         device = torch.device(requested)
     except RuntimeError as e:
         raise ValueError(
-            f'DEVICE={requested!r} is not a device name; use "" (auto), "cpu", "cuda" or "cuda:N"'
+            f'{source} {requested} is not a device name; use "cpu", "cuda" or "cuda:N", or leave {source} unset (auto)'
         ) from e
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(
-                f'DEVICE={requested!r} but CUDA is not available; set DEVICE "cpu" (or "" for auto)'
+                f"{source} {requested}: CUDA is not available on this machine; use {source} cpu, or leave {source} "
+                "unset (cuda if available, else cpu)"
             )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(
-                f"DEVICE={requested!r} but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                f"{source} {requested}: only {torch.cuda.device_count()} CUDA device(s) exist; "
                 "pick an index below that"
             )
     return device
