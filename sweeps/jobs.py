@@ -100,7 +100,8 @@ def data_root_from_env(environ=None):
     root = Path(value).expanduser()
     if not root.is_dir():
         raise SetupError(f"$DATA={value} is not a directory: point DATA at the folder that holds the "
-                         f"datasets (layout: docs/DATASETS.md)")
+                         f"datasets (layout: docs/DATASETS.md), or create it (mkdir -p {value}) for the micro world, "
+                         f"whose data sets are generated there on first use")
     return root
 
 
